@@ -1,0 +1,97 @@
+"""What every asset family shares: version hashes, refs in the object store, metadata helpers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from resources.object_store import ObjectStore
+
+Definition = dg.AssetsDefinition | dg.AssetChecksDefinition
+
+
+def version_of(*parts: Any) -> str:
+    """A stable short hash of JSON-serialisable parts: the lineage key of an artifact."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def artifact_prefix(kind: str, name: str, version: str) -> str:
+    return f"{kind}/{name}/{version}"
+
+
+def publish(store: ObjectStore, kind: str, name: str, version: str, local_dir: Path,
+            **info: Any) -> dict[str, Any]:
+    """Upload a finished folder, then point the ref at it (the ref is written last)."""
+    prefix = artifact_prefix(kind, name, version)
+    manifest = store.put_dir(prefix, local_dir, kind=kind, name=name, version=version, **info)
+    ref = {"version": version, "prefix": prefix, "digest": manifest["digest"], **info}
+    store.write_ref(f"{kind}/{name}", ref)
+    return ref
+
+
+def current(store: ObjectStore, kind: str, name: str) -> dict[str, Any]:
+    """The ref of the latest materialization of an upstream artifact."""
+    return store.read_ref(f"{kind}/{name}")
+
+
+def reuse_if_complete(store: ObjectStore, kind: str, name: str, version: str,
+                      **info: Any) -> dict[str, Any] | None:
+    """Identical inputs -> the stored artifact is the answer; no recomputation."""
+    prefix = artifact_prefix(kind, name, version)
+    if not store.is_complete(prefix):
+        return None
+    manifest = store.manifest(prefix)
+    ref = {"version": version, "prefix": prefix, "digest": manifest["digest"], **info}
+    store.write_ref(f"{kind}/{name}", ref)
+    return ref
+
+
+def png_markdown(fig: Any, title: str) -> dg.MetadataValue:
+    """A matplotlib figure as markdown with an inline PNG (the Dagster UI renders it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return dg.MetadataValue.md(
+        f"![{title}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    )
+
+
+def loss_curve(history: list[dict[str, Any]], title: str) -> dg.MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    if points:
+        ax.plot(*zip(*points, strict=True), marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return png_markdown(fig, title)
+
+
+def store_link(store: ObjectStore, prefix: str) -> dg.MetadataValue:
+    local = store.backend.local_path(prefix)
+    return dg.MetadataValue.path(str(local)) if local else dg.MetadataValue.url(
+        f"{store.url.rstrip('/')}/{prefix}"
+    )

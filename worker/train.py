@@ -1,0 +1,116 @@
+"""Run `axolotl train` on a rendered config and report the training curve back over Pipes.
+
+The config arrives fully rendered (the control plane owns the recipe -> YAML mapping), so a user
+can rerun exactly this YAML by hand. The finished model lands in `<output_dir>/final` with the
+training log beside it; checkpoints stay in `<output_dir>` for resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+NOISE = ("it/s]", "s/it]", "%|")  # progress-bar redraws; the full log keeps them
+
+
+def axolotl_env() -> dict[str, str]:
+    """Axolotl's traps on a CPU box: it looks up /bin/accelerate without the venv on PATH, tries
+    CUDA unless hidden, and its telemetry retries an unreachable host at exit."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("WANDB_MODE", "offline")
+    return env
+
+
+def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext) -> None:
+    cmd = [str(Path(sys.executable).parent / "axolotl"), "train", str(config_path),
+           "--launcher", "python"]
+    pipes.log.info("running: " + " ".join(cmd))
+    tail: list[str] = []
+    with log_path.open("w") as log, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=axolotl_env(),
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            line = line.rstrip()
+            tail = [*tail[-40:], line]
+            if line and not any(n in line for n in NOISE):
+                pipes.log.info(line[:2000])
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(
+            f"axolotl train exited with {code}; full log {log_path}; last lines:\n" + "\n".join(tail)
+        )
+
+
+def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
+    states = sorted(output_dir.glob("checkpoint-*/trainer_state.json"),
+                    key=lambda p: int(p.parent.name.split("-")[1]))
+    if not states:
+        return []
+    return json.loads(states[-1].read_text())["log_history"]
+
+
+def collect_final(output_dir: Path, adapter: bool) -> Path:
+    """Copy the servable result (not the optimizer state) into `final/`."""
+    final = output_dir / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    final.mkdir()
+    if adapter:
+        for name in ADAPTER_FILES:
+            if not (output_dir / name).is_file():
+                raise RuntimeError(f"axolotl finished but wrote no {name} in {output_dir}")
+            shutil.copy2(output_dir / name, final / name)
+    else:
+        for path in output_dir.iterdir():
+            if path.is_file() and not path.name.endswith((".log", ".yml", ".yaml")):
+                shutil.copy2(path, final / path.name)
+        if not list(final.glob("*.safetensors")):
+            raise RuntimeError(f"axolotl finished but wrote no *.safetensors in {output_dir}")
+    return final
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        params = pipes.extras
+        output_dir = Path(params["output_dir"])
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config_path = output_dir / "axolotl.yaml"
+        config_path.write_text(params["axolotl_yaml"])
+        started = time.monotonic()
+        run_axolotl(config_path, output_dir / "train.log", pipes)
+        wall = time.monotonic() - started
+        history = read_log_history(output_dir)
+        final = collect_final(output_dir, adapter=params["adapter"])
+        (final / "training_log.json").write_text(json.dumps(history, indent=1))
+        shutil.copy2(config_path, final / "axolotl.yaml")
+        losses = [h["loss"] for h in history if "loss" in h]
+        summary = {
+            "wall_seconds": round(wall, 1),
+            "steps": max((h.get("step", 0) for h in history), default=0),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "train_runtime": next(
+                (h["train_runtime"] for h in history if "train_runtime" in h), None
+            ),
+        }
+        pipes.report_custom_message(summary)
+
+
+if __name__ == "__main__":
+    main()
