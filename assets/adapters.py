@@ -92,7 +92,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         if cfg.get("peft_type") != "LORA":
             problems.append(f"peft_type is {cfg.get('peft_type')}, not LORA")
         return dg.AssetCheckResult(passed=not problems, metadata={
-            "problems": problems, "r": cfg.get("r"), "target_modules": str(cfg.get("target_modules")),
+            "problems": problems, "r": cfg.get("r"),
+            "target_modules": str(cfg.get("target_modules")),
         })
 
     return [_adapter, _peft_format]

@@ -9,7 +9,15 @@ from pathlib import Path
 import dagster as dg
 
 from assets.axolotl_config import render_pretrain
-from assets.common import Definition, current, loss_curve, publish, reuse_if_complete, store_link, version_of
+from assets.common import (
+    Definition,
+    current,
+    loss_curve,
+    publish,
+    reuse_if_complete,
+    store_link,
+    version_of,
+)
 from assets.demo_data import filings, math_problems
 from pipelines.config import BaseModelSpec, FactoryConfig
 from resources.compute import WorkerCompute

@@ -1,4 +1,4 @@
-"""vLLM deployments: one base model with its adapters as LoRA modules, kept to the declared state."""
+"""vLLM deployments: one base model with its adapters as LoRA modules, kept as declared."""
 
 
 import json

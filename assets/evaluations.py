@@ -4,7 +4,6 @@
 import json
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import dagster as dg

@@ -59,7 +59,9 @@ class Architecture(Strict):
         if self.hidden_size % self.num_heads:
             raise ValueError("hidden_size must be a multiple of num_heads")
         if self.hidden_size // self.num_heads not in (32, 64, 80, 96, 112, 128, 256):
-            raise ValueError("hidden_size / num_heads must be a head size vLLM supports (32, 64, 128)")
+            raise ValueError(
+                "hidden_size / num_heads must be a head size vLLM supports (32, 64, 128)"
+            )
         return self
 
 

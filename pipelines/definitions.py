@@ -1,4 +1,4 @@
-"""The Dagster code location (`workspace.yaml`): the graph declared in $FACTORY_CONFIG or factory.yaml."""
+"""The Dagster code location (`workspace.yaml`): the graph of $FACTORY_CONFIG or factory.yaml."""
 
 from pipelines.config import load_config
 from pipelines.graph import make_definitions

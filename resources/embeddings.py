@@ -1,4 +1,4 @@
-"""Embedding models by name: the bundled all-MiniLM-L6-v2 by default, any local model dir otherwise."""
+"""Embedding models by name: the bundled all-MiniLM-L6-v2 by default, or a local model folder."""
 
 from __future__ import annotations
 

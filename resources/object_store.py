@@ -1,4 +1,4 @@
-"""Where artifacts live: a local directory by default, S3 (or any S3-compatible server) in production.
+"""Where artifacts live: a local directory by default, S3 (or S3-compatible) in production.
 
 Artifacts are folders (a model, an adapter, a dataset version). A folder counts as complete only
 once its `_MANIFEST.json` exists, and the manifest is written last, after every file it lists; a
@@ -281,10 +281,11 @@ class ObjectStore(dg.ConfigurableResource):
         return cache
 
     def list(self, prefix: str) -> list[str]:
-        return self.backend.list(prefix.strip("/"))
+        """Keys under `prefix`; end it with '/' to mean a folder (so 'v1/' excludes 'v10/')."""
+        return self.backend.list(prefix.lstrip("/"))
 
     def delete_prefix(self, prefix: str) -> None:
-        """Delete the manifest first, so a reader never sees a complete-looking half-deleted folder."""
+        """Delete the manifest first: a reader never sees a complete-looking half-deleted folder."""
         prefix = prefix.strip("/")
         self.backend.delete(f"{prefix}/{MANIFEST}")
         for key in self.backend.list(f"{prefix}/"):

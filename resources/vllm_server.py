@@ -1,4 +1,4 @@
-"""A local vLLM OpenAI-compatible server per deployment: started, hot-updated, health-checked, stopped.
+"""One local vLLM OpenAI-compatible server per deployment: started, hot-updated, checked, stopped.
 
 The server is a separate process in the serving environment, as on a production host. Its state
 (pid, URL, what is loaded) lives in a JSON file, so a later materialization or the `stop` command
@@ -203,7 +203,8 @@ class VLLMServer(dg.ConfigurableResource):
                     f"vLLM exited with {proc.returncode} while starting; log {log_path}:\n{tail}"
                 )
             if self.healthy(state):
-                log.info(f"vLLM ready at {url} after {timeout_s - (deadline - time.monotonic()):.0f}s")
+                waited = timeout_s - (deadline - time.monotonic())
+                log.info(f"vLLM ready at {url} after {waited:.0f}s")
                 return state
             time.sleep(1)
         self.stop(name, log)

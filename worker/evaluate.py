@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import PipesContext, open_dagster_pipes
+from dagster_pipes import open_dagster_pipes
 
 TASK = "factory_exact_match"
 

@@ -54,7 +54,8 @@ def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext) -> None:
         code = proc.wait()
     if code != 0:
         raise RuntimeError(
-            f"axolotl train exited with {code}; full log {log_path}; last lines:\n" + "\n".join(tail)
+            f"axolotl train exited with {code}; full log {log_path}; last lines:\n"
+            + "\n".join(tail)
         )
 
 

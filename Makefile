@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+.PHONY: setup demo test lint stop ui
+
+FACTORY := .venvs/factory/bin
+
+setup:  ## create the three environments (idempotent)
+	./infra/setup-envs.sh
+
+demo: setup  ## build, train, evaluate, serve and index: the whole graph on the embedded default
+	$(FACTORY)/factory demo
+
+test: setup  ## the test suite (what CI runs), then the linter
+	$(FACTORY)/python -m pytest -v --durations=15
+	$(FACTORY)/ruff check .
+
+lint:
+	$(FACTORY)/ruff check .
+
+stop:  ## stop the demo's vLLM server
+	$(FACTORY)/factory stop
+
+ui:  ## the Dagster UI on this project (http://127.0.0.1:3000)
+	$(FACTORY)/factory ui

@@ -1,0 +1,73 @@
+"""Fixtures that start real services: an S3-compatible server (moto) and the whole small graph."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipelines.config import FactoryConfig, load_config
+
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible server on 127.0.0.1 (MinIO cannot be installed here)."""
+    port = free_port()
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="session")
+def small_project(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[FactoryConfig, object]]:
+    """The whole graph of tests/configs/small.yaml materialized once, in process."""
+    from pipelines.cli import materialize_all
+    from pipelines.graph import resources_for
+
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(TESTS / "configs" / "small.yaml", root / "factory.yaml")
+    config = load_config(root / "factory.yaml")
+    result = materialize_all(config)
+    try:
+        yield config, result
+    finally:
+        for name in config.deployments:
+            resources_for(config)["vllm"].stop(name)

@@ -1,0 +1,74 @@
+"""A broken factory.yaml fails before anything runs, naming the key and the fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, load_config
+
+SMALL = Path(__file__).parent / "configs" / "small.yaml"
+
+
+def write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
+    raw = yaml.safe_load(SMALL.read_text())
+    mutate(raw)
+    path = tmp_path / "factory.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def error_for(tmp_path: Path, mutate) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, mutate))
+    return str(exc.value)
+
+
+def test_small_config_is_valid() -> None:
+    config = load_config(SMALL)
+    assert set(config.adapters) == {"math-lora"}
+    assert config.root == SMALL.parent
+
+
+def test_misspelt_key_is_named(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["adapters"]["math-lora"]["lora"].update(rank=8))
+    assert "adapters.math-lora.lora.rank: unknown key" in msg
+
+
+def test_reference_to_undeclared_dataset_lists_declared_ones(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["adapters"]["math-lora"].update(dataset="maths"))
+    assert "adapters.math-lora.dataset: 'maths' is not in datasets (declared: math)" in msg
+
+
+def test_bad_model_source_says_what_to_write(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["base_models"]["tiny"].update(source="huggingface"))
+    assert "base_models.tiny.source" in msg and "hf:<org>/<repo>" in msg
+
+
+def test_wrong_type_names_key(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["adapters"]["math-lora"]["training"].update(
+        max_steps="many"))
+    assert "adapters.math-lora.training.max_steps" in msg
+
+
+def test_unservable_head_size_rejected(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["base_models"]["tiny"]["architecture"].update(
+        hidden_size=120, num_heads=4))
+    assert "base_models.tiny.architecture" in msg and "head size" in msg
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "factory.yaml"
+    path.write_text("adapters: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, lambda r: r["deployments"]["local"].update(adapters=["nope"]))
+    result = CliRunner().invoke(main, ["demo", "--config", str(path)])
+    assert result.exit_code != 0
+    assert "deployments.local.adapters[0]: 'nope' is not in adapters" in result.output
+    assert "Traceback" not in result.output

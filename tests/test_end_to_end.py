@@ -1,0 +1,150 @@
+"""The whole graph, materialized in process on the small config, does what the README promises."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import openai
+import pytest
+
+from assets.indexes import open_index, retrieve
+from pipelines.config import FactoryConfig
+from pipelines.graph import REPO_ROOT, make_definitions, resources_for
+
+TRAIN_PYTHON = REPO_ROOT / ".venvs" / "train" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def project(small_project: tuple[FactoryConfig, object]) -> FactoryConfig:
+    config, result = small_project
+    assert result.success  # type: ignore[attr-defined]
+    return config
+
+
+def ref(config: FactoryConfig, kind: str, name: str) -> dict:
+    return resources_for(config)["store"].read_ref(f"{kind}/{name}")
+
+
+def local(config: FactoryConfig, kind: str, name: str) -> Path:
+    store = resources_for(config)["store"]
+    return store.local_dir(ref(config, kind, name)["prefix"])
+
+
+def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, object]) -> None:
+    _, result = small_project
+    materialized = {e.asset_key.to_user_string()
+                    for e in result.get_asset_materialization_events()}  # type: ignore[attr-defined]
+    assert materialized == {"base_model/tiny", "dataset/math", "adapter/math-lora",
+                            "evaluation/math-eval", "deployment/local", "corpus/filings",
+                            "index/filings"}
+    checks = result.get_asset_check_evaluations()  # type: ignore[attr-defined]
+    assert {c.check_name for c in checks} >= {"splits_disjoint", "peft_format"}
+    assert all(c.passed for c in checks if c.check_name != "adapter_not_worse")
+
+
+def test_adapter_loads_with_peft(project: FactoryConfig) -> None:
+    base, adapter = local(project, "base_model", "tiny"), local(project, "adapter", "math-lora")
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+    script = (
+        "import sys; from transformers import AutoModelForCausalLM; from peft import PeftModel\n"
+        "m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sys.argv[1]), "
+        "sys.argv[2])\n"
+        "print(sum(p.numel() for n, p in m.named_parameters() if 'lora_' in n))"
+    )
+    out = subprocess.run([str(TRAIN_PYTHON), "-c", script, str(base), str(adapter)],
+                         capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_training_metrics_and_loss_went_down(project: FactoryConfig) -> None:
+    history = json.loads((local(project, "adapter", "math-lora") / "training_log.json")
+                         .read_text())
+    losses = [float(h["loss"]) for h in history if "loss" in h]
+    assert len(losses) >= 3
+    assert losses[-1] < losses[0]
+
+
+def test_evaluation_report_has_both_scores(project: FactoryConfig) -> None:
+    report_dir = local(project, "evaluation", "math-eval")
+    report = json.loads((report_dir / "report.json").read_text())
+    for model in ("base", "adapter"):
+        assert 0.0 <= report["results"][model]["exact_match"] <= 1.0
+        assert len(report["results"][model]["samples"]) == 16
+    markdown = (report_dir / "report.md").read_text()
+    assert "| base |" in markdown and "| adapter |" in markdown and "Delta" in markdown
+    assert report["adapter"].startswith("math-lora@")
+
+
+def test_vllm_serves_the_adapter_through_the_openai_sdk(project: FactoryConfig) -> None:
+    state = resources_for(project)["vllm"].state("local")
+    assert state is not None
+    client = openai.OpenAI(base_url=f"{state.url}/v1", api_key="unused")
+    models = {m.id for m in client.models.list()}
+    assert {"tiny", "math-lora"} <= models
+    answer = client.chat.completions.create(
+        model="math-lora", max_tokens=24, temperature=0,
+        messages=[{"role": "user", "content": "Ava has 3 pens. Ava gets 4 more pens. "
+                                              "How many pens does Ava have now?"}])
+    assert answer.model == "math-lora"
+    assert answer.choices[0].message.content
+    assert answer.usage and answer.usage.completion_tokens > 0
+
+
+def test_retrieval_returns_the_expected_source(project: FactoryConfig) -> None:
+    index = open_index("filings", project.corpora["filings"], resources_for(project)["chroma"])
+    questions = [json.loads(line) for line in
+                 (local(project, "corpus", "filings") / "questions.jsonl").read_text().splitlines()]
+    q = next(q for q in questions if "chief executive" in q["question"])
+    results = retrieve(index, q["question"], 3)
+    assert results[0]["source"] == q["source"]
+    assert results[0]["chunk_id"] and results[0]["score"] > 0
+
+
+def test_rematerializing_reuses_adapter_and_keeps_server(project: FactoryConfig) -> None:
+    vllm = resources_for(project)["vllm"]
+    pid_before = vllm.state("local").pid  # type: ignore[union-attr]
+    defs = make_definitions(project)
+    job = defs.resolve_job_def("everything")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, asset_selection=[
+            dg.AssetKey(["adapter", "math-lora"]), dg.AssetKey(["deployment", "local"])])
+    assert result.success
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert meta["adapter/math-lora"]["reused"].value is True
+    assert meta["deployment/local"]["action"].value == "unchanged"
+    assert vllm.state("local").pid == pid_before  # type: ignore[union-attr]
+    assert httpx.get(f"{vllm.state('local').url}/health").status_code == 200  # type: ignore[union-attr]
+
+
+def test_hot_loads_a_changed_adapter_without_restart(project: FactoryConfig,
+                                                     tmp_path: Path) -> None:
+    """A new adapter version under the same name is swapped in place (unload + load)."""
+    from resources.vllm_server import AdapterToServe
+
+    vllm = resources_for(project)["vllm"]
+    state = vllm.state("local")
+    assert state is not None
+    adapter_dir = local(project, "adapter", "math-lora")
+    changed = AdapterToServe("math-lora", "changed-version", adapter_dir, 8)
+    vllm._sync_adapters(state, [changed], log=type("L", (), {"info": print})())
+    assert state.adapters == {"math-lora": "changed-version"}
+    assert "math-lora" in vllm.served_models(state.url)
+
+
+def test_stop_command_stops_the_server(project: FactoryConfig) -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    vllm = resources_for(project)["vllm"]
+    url = vllm.state("local").url  # type: ignore[union-attr]
+    result = CliRunner().invoke(main, ["stop", "local", "--config",
+                                       str(project.root / "factory.yaml")])
+    assert result.exit_code == 0 and "local: stopped" in result.output
+    assert vllm.state("local") is None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)

@@ -1,0 +1,93 @@
+"""The object store behaves the same on a local folder and on a real S3-compatible server."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from resources.object_store import MANIFEST, ArtifactMissing, ObjectStore
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "local":
+        yield ObjectStore(url="file://store", root=str(tmp_path), cache_dir="cache")
+        return
+    request.getfixturevalue("s3_env")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = f"factory-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    yield ObjectStore(url=f"s3://{bucket}/prod", root=str(tmp_path), cache_dir="cache",
+                      endpoint_url=endpoint)
+
+
+def make_artifact(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "weights.bin").write_bytes(b"\x00\x01" * 4096)
+    (root / "sub" / "config.json").write_text('{"r": 8}')
+    return root
+
+
+def test_folder_round_trip(store: ObjectStore, tmp_path: Path) -> None:
+    src = make_artifact(tmp_path / "src")
+    manifest = store.put_dir("adapter/a/v1", src, version="v1")
+    assert set(manifest["files"]) == {"weights.bin", "sub/config.json"}
+    local = store.local_dir("adapter/a/v1")
+    assert (local / "weights.bin").read_bytes() == (src / "weights.bin").read_bytes()
+    assert (local / "sub" / "config.json").read_text() == '{"r": 8}'
+    assert store.list("adapter/a/v1/") == sorted(
+        ["adapter/a/v1/weights.bin", "adapter/a/v1/sub/config.json", f"adapter/a/v1/{MANIFEST}"])
+
+
+def test_crash_mid_upload_leaves_nothing_that_looks_complete(
+        store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_artifact(tmp_path / "src")
+    real_put = store.backend.put_file
+    calls = {"n": 0}
+
+    def dying_put(key: str, path: Path) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("network gone mid-upload")
+        real_put(key, path)
+
+    monkeypatch.setattr(store.backend, "put_file", dying_put)
+    with pytest.raises(ConnectionError):
+        store.put_dir("adapter/a/v2", src)
+    assert not store.is_complete("adapter/a/v2")
+    with pytest.raises(ArtifactMissing, match=r"missing _MANIFEST\.json"):
+        store.local_dir("adapter/a/v2")
+
+
+def test_refs_point_at_latest_version(store: ObjectStore) -> None:
+    with pytest.raises(ArtifactMissing, match="no 'adapter/a' has been materialized"):
+        store.read_ref("adapter/a")
+    store.write_ref("adapter/a", {"version": "v1"})
+    store.write_ref("adapter/a", {"version": "v2"})
+    assert store.read_ref("adapter/a")["version"] == "v2"
+
+
+def test_delete_prefix_removes_manifest_first(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_dir("dataset/d/v1", make_artifact(tmp_path / "src"))
+    store.put_dir("dataset/d/v10", make_artifact(tmp_path / "src2"))
+    store.delete_prefix("dataset/d/v1")
+    assert store.list("dataset/d/v1/") == []
+    assert store.is_complete("dataset/d/v10")
+
+
+def test_local_keys_cannot_escape_the_store(tmp_path: Path) -> None:
+    store = ObjectStore(url="file://store", root=str(tmp_path))
+    with pytest.raises(ValueError, match="escapes the store"):
+        store.put_json("../outside.json", {})
+    assert not (tmp_path / "outside.json").exists()
+
+
+def test_s3_download_is_verified_and_cached(store: ObjectStore, tmp_path: Path) -> None:
+    if store.url.startswith("file://"):
+        pytest.skip("local folders are read in place")
+    store.put_dir("base_model/m/v1", make_artifact(tmp_path / "src"))
+    first = store.local_dir("base_model/m/v1")
+    assert first.is_relative_to(tmp_path / "cache")
+    (first / "weights.bin").write_bytes(b"tampered")  # a cached copy is trusted once complete
+    assert store.local_dir("base_model/m/v1") == first
