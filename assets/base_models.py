@@ -23,16 +23,20 @@ from pipelines.config import BaseModelSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
-BUILDER_VERSION = "tiny-llama-v1"  # bump when the builder or its corpus changes
+BUILDER_VERSION = "tiny-llama-v2"  # bump when the builder or its corpus changes
 
 
 def pretrain_texts(spec: BaseModelSpec) -> list[str]:
-    """Filing prose (language) plus arithmetic drills (numbers), never the instruction format:
-    the adapter has to teach the format, so the eval delta measures the fine-tuning."""
+    """Filing prose (language), arithmetic drills and little arithmetic stories, never the
+    instruction format: the adapter has to teach the chat/answer format, so the eval delta
+    measures the fine-tuning."""
     assert spec.pretrain is not None
     texts = [f.text for f in filings.generate(spec.pretrain.corpus_documents, spec.seed)]
-    drills = list(math_problems.arithmetic_drills(spec.pretrain.arithmetic_lines, spec.seed))
+    lines = spec.pretrain.arithmetic_lines
+    drills = list(math_problems.arithmetic_drills(lines, spec.seed))
     texts += ["\n".join(drills[i:i + 20]) for i in range(0, len(drills), 20)]
+    stories = list(math_problems.narratives(lines, spec.seed + 2))
+    texts += [" ".join(stories[i:i + 6]) for i in range(0, len(stories), 6)]
     return texts
 
 

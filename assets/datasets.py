@@ -1,101 +1,161 @@
-"""Instruction datasets: generated (demo) rows normalised to chat messages, deduplicated, split.
+"""Dataset assets: declared sources read, normalised to chat messages, curated, split.
 
-The version is the content hash of the curated splits, so it is the lineage key of every adapter
-trained on it: unchanged data -> same version -> the adapter is reused, not retrained.
+The version is the content hash of the curated splits: it is the lineage key of every adapter
+trained on them, so unchanged data means the same version and no retraining. Every row that did
+not make it into a split is in `quarantine.jsonl` beside the splits, with file, row, field,
+reason and fix.
 """
 
-
-import hashlib
 import json
-import re
-from collections import Counter
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
 from assets.common import Definition, current, file_digest, publish, store_link
-from assets.demo_data import math_problems
+from assets.curation import dedupe, formats
+from assets.curation.pipeline import CURATION_REASONS, Curated, curate
+from assets.curation.splits import SPLITS
+from assets.curation.tokens import TokenCounter, length_histogram, percentiles
+from assets.ingest.sources import Item, read_source
 from pipelines.config import DatasetSpec, FactoryConfig
 from resources.object_store import ObjectStore
 
-SPLITS = ("train", "val", "test")
+
+def quarantine_table(curated: Curated, limit: int = 10) -> str:
+    if not curated.rejections:
+        return "No rows quarantined."
+    rows = ["| file | row | field | reason | detail |", "|---|---|---|---|---|"]
+    rows += [f"| {r.file} | {r.row} | {r.field or ''} | {r.reason} | {r.detail[:80]} |"
+             for r in curated.rejections[:limit]]
+    return "\n".join(rows)
 
 
-def _normalised_prompt(row: dict) -> str:
-    text = " ".join(m["content"] for m in row["messages"] if m["role"] != "assistant")
-    return re.sub(r"\s+", " ", text.lower()).strip()
-
-
-def assign_split(key: str, val: float, test: float, seed: int) -> str:
-    """Deterministic by (seed, content): a row keeps its split when other rows change."""
-    u = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "test" if u < test else "val" if u < test + val else "train"
-
-
-def curate(rows: list[dict], spec: DatasetSpec) -> tuple[dict[str, list[dict]], int]:
-    """Drop exact duplicate prompts (before splitting, so no prompt leaks across splits)."""
-    seen: set[str] = set()
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    duplicates = 0
-    for row in rows:
-        key = _normalised_prompt(row)
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        splits[assign_split(key, spec.split.val, spec.split.test, spec.split.seed)].append(row)
-    return splits, duplicates
+def write_dataset(curated: Curated, out: Path) -> list[Path]:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    paths = []
+    for split in SPLITS:
+        path = out / f"{split}.jsonl"
+        path.write_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
+                                for r in curated.splits[split]))
+        paths.append(path)
+    with (out / "quarantine.jsonl").open("w") as f:
+        for r in curated.rejections:
+            f.write(json.dumps(r.to_json(), ensure_ascii=False, default=str) + "\n")
+    return paths
 
 
 def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[Definition]:
+    deps = [dg.AssetKey(["base_model", spec.base_model])] if spec.base_model else []
+    key = dg.AssetKey(["dataset", name])
+
     @dg.asset(
-        key=["dataset", name], group_name="data", kinds={"json"},
-        description=f"Instruction dataset '{name}' as chat messages, split train/val/test.",
+        key=key, group_name="data", kinds={"json"}, deps=deps,
+        description=f"{spec.kind} dataset '{name}' from {len(spec.sources)} source(s): "
+                    "normalised, PII-scrubbed, deduplicated, split; rejects quarantined.",
     )
     def _dataset(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
-        rows = list(math_problems.generate(spec.source.rows, spec.source.seed))
-        splits, duplicates = curate(rows, spec)
-        out = config.work_dir / "runs" / "dataset" / name
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for split, split_rows in splits.items():
-            path = out / f"{split}.jsonl"
-            path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in split_rows))
-            paths.append(path)
-        version = file_digest(*paths)
-        counts = {s: len(r) for s, r in splits.items()}
-        publish(store, "dataset", name, version, out, counts=counts)
-        ref = current(store, "dataset", name)
-        context.log.info(f"dataset {name}@{version}: {counts}, {duplicates} duplicates removed")
-        kinds = Counter(r.get("kind", "?") for r in splits["train"])
-        preview = json.dumps(splits["train"][0]["messages"], indent=1) if splits["train"] else ""
-        return dg.MaterializeResult(
-            metadata={
-                "version": version,
-                "rows_in": len(rows),
-                "duplicates_removed": duplicates,
-                **{f"{s}_rows": n for s, n in counts.items()},
-                "train_kinds": dict(kinds),
-                "example": dg.MetadataValue.md(f"```json\n{preview}\n```"),
-                "location": store_link(store, ref["prefix"]),
-            },
-            data_version=dg.DataVersion(version),
-        )
+        started = time.monotonic()
+        run_dir = config.work_dir / "runs" / "dataset" / name
+        counter, max_tokens = None, spec.max_tokens
+        if spec.base_model:
+            base_dir = store.local_dir(current(store, "base_model", spec.base_model)["prefix"])
+            counter = TokenCounter(base_dir)
+            if max_tokens is None:
+                max_tokens = json.loads((base_dir / "config.json").read_text()).get(
+                    "max_position_embeddings")
 
-    @dg.asset_check(name="splits_disjoint", asset=_dataset, blocking=True,
-                    description="Every split has rows and no prompt appears in two splits.")
-    def _splits_disjoint(store: ObjectStore) -> dg.AssetCheckResult:
+        def items() -> Iterator[Item]:
+            for source in spec.sources:
+                yield from read_source(source, config.root, run_dir / "staging",
+                                       config.storage.s3_endpoint_url)
+
+        curated = curate(items(), spec, counter, max_tokens)
+        paths = write_dataset(curated, run_dir / "out")
+        version = file_digest(*paths)
+        counts = {s: len(curated.splits[s]) for s in SPLITS}
+        publish(store, "dataset", name, version, run_dir / "out", counts=counts,
+                invalid_fraction=curated.invalid_fraction, dataset_kind=spec.kind)
+        ref = current(store, "dataset", name)
+        context.log.info(f"dataset {name}@{version}: {curated.rows_in} rows in, {counts}, "
+                         f"quarantined {dict(curated.reasons)}")
+        meta: dict[str, object] = {
+            "version": version,
+            "rows_in": curated.rows_in,
+            **{f"{s}_rows": n for s, n in counts.items()},
+            "quarantined": len(curated.rejections),
+            "quarantine_reasons": dict(curated.reasons),
+            "invalid_fraction": round(curated.invalid_fraction, 4),
+            "quarantine_examples": dg.MetadataValue.md(quarantine_table(curated)),
+            "pii_scrubbed": dict(curated.pii_counts),
+            "seconds": round(time.monotonic() - started, 2),
+            "stage_seconds": {k: round(v, 2) for k, v in curated.seconds.items()},
+            "location": store_link(store, ref["prefix"]),
+        }
+        if curated.lengths and max_tokens:
+            meta |= {
+                "token_lengths": percentiles(curated.lengths),
+                "max_tokens": max_tokens,
+                "over_length_truncated": curated.truncated,
+                "token_histogram": length_histogram(curated.lengths, max_tokens,
+                                                    f"{name}: tokens per example"),
+            }
+        if curated.splits["train"]:
+            meta["example"] = dg.MetadataValue.json(curated.splits["train"][0])
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
+
+    def load(store: ObjectStore) -> tuple[dict[str, list[dict]], dict]:
         ref = current(store, "dataset", name)
         root = store.local_dir(ref["prefix"])
-        prompts = {s: {_normalised_prompt(json.loads(line))
-                       for line in Path(root, f"{s}.jsonl").read_text().splitlines()}
+        rows = {s: [json.loads(line) for line in Path(root, f"{s}.jsonl").read_text()
+                    .splitlines()] for s in SPLITS}
+        return rows, ref
+
+    @dg.asset_check(name="schema_valid", asset=key, blocking=True,
+                    description="Every curated row is a valid example of the dataset's kind.")
+    def _schema(store: ObjectStore) -> dg.AssetCheckResult:
+        rows, _ = load(store)
+        bad = [(s, i) for s in SPLITS for i, r in enumerate(rows[s])
+               if isinstance(formats.normalise(r, spec.kind, "auto"), formats.Invalid)]
+        return dg.AssetCheckResult(passed=not bad, metadata={"invalid_rows": len(bad),
+                                                             "first": str(bad[:5])})
+
+    @dg.asset_check(name="rejected_fraction", asset=key, blocking=True,
+                    description="Bad input stays under quality.max_rejected_fraction.")
+    def _rejected(store: ObjectStore) -> dg.AssetCheckResult:
+        fraction = current(store, "dataset", name)["invalid_fraction"]
+        limit = spec.quality.max_rejected_fraction
+        return dg.AssetCheckResult(
+            passed=fraction <= limit,
+            metadata={"invalid_fraction": fraction, "limit": limit,
+                      "ignored_reasons": sorted(CURATION_REASONS)},
+            description=None if fraction <= limit else
+            f"{fraction:.1%} of rows were rejected (limit {limit:.1%}); read quarantine.jsonl",
+        )
+
+    @dg.asset_check(name="min_rows_per_split", asset=key, blocking=True,
+                    description="Each split has at least the configured number of examples.")
+    def _min_rows(store: ObjectStore) -> dg.AssetCheckResult:
+        counts = current(store, "dataset", name)["counts"]
+        minimum = {"train": spec.quality.min_train, "val": spec.quality.min_val,
+                   "test": spec.quality.min_test}
+        short = {s: counts[s] for s in SPLITS if counts[s] < minimum[s]}
+        return dg.AssetCheckResult(passed=not short,
+                                   metadata={"counts": counts, "minimum": minimum,
+                                             "short": short})
+
+    @dg.asset_check(name="splits_disjoint", asset=key, blocking=True,
+                    description="No prompt appears in two splits (no train/test leak).")
+    def _disjoint(store: ObjectStore) -> dg.AssetCheckResult:
+        rows, _ = load(store)
+        prompts = {s: {dedupe.exact_key(formats.prompt_text(r)) for r in rows[s]}
                    for s in SPLITS}
         overlaps = {f"{a}&{b}": len(prompts[a] & prompts[b])
                     for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
-        empty = [s for s in SPLITS if not prompts[s]]
-        return dg.AssetCheckResult(
-            passed=not empty and not any(overlaps.values()),
-            metadata={"overlaps": overlaps, "empty_splits": empty},
-        )
+        return dg.AssetCheckResult(passed=not any(overlaps.values()),
+                                   metadata={"overlaps": overlaps})
 
-    return [_dataset, _splits_disjoint]
+    return [_dataset, _schema, _rejected, _min_rows, _disjoint]

@@ -92,20 +92,89 @@ class BaseModelSpec(Strict):
 
 
 class GeneratedSource(Strict):
+    """Demo data made by a generator shipped with the project."""
+
     generator: Literal["math_word_problems"]
     rows: int = Field(1000, ge=10)
     seed: int = 0
+
+
+class FileSource(Strict):
+    """Local files: a file, a folder or a glob, relative to the config file."""
+
+    path: str
+
+
+class S3Source(Strict):
+    """Every supported file under an S3 prefix (endpoint: storage.s3_endpoint_url)."""
+
+    s3: str
+
+    @field_validator("s3")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith("s3://"):
+            raise ValueError("write it as s3://<bucket>/<prefix>")
+        return v
+
+
+class HFSource(Strict):
+    """A Hugging Face dataset by id (needs the network) or a local dataset folder."""
+
+    hf: str
+    name: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+
+DatasetSource = GeneratedSource | FileSource | S3Source | HFSource
 
 
 class Split(Strict):
     val: float = Field(0.05, ge=0, lt=0.5)
     test: float = Field(0.1, gt=0, lt=0.5)
     seed: int = 0
+    stratify_by: str | None = Field(None, description="a field of the raw rows, e.g. 'category'")
+
+
+class PiiSpec(Strict):
+    scrub: bool = False
+    kinds: list[Literal["email", "phone", "ssn", "card"]] = ["email", "phone", "ssn", "card"]
+
+
+class DedupeSpec(Strict):
+    near: bool = True
+    threshold: float = Field(0.85, gt=0.3, le=1.0, description="MinHash Jaccard threshold")
+
+
+class QualitySpec(Strict):
+    max_rejected_fraction: float = Field(0.1, ge=0, le=1)
+    min_train: int = Field(1, ge=0)
+    min_val: int = Field(0, ge=0)
+    min_test: int = Field(1, ge=0)
 
 
 class DatasetSpec(Strict):
-    source: GeneratedSource
+    kind: Literal["sft", "preference", "pretrain"] = "sft"
+    sources: list[DatasetSource] = Field(min_length=1)
+    format: Literal["auto", "openai", "sharegpt", "alpaca", "prompt_completion", "preference",
+                    "text"] = "auto"
+    field_map: dict[str, str] = Field(default_factory=dict,
+                                      description="canonical field -> your column")
+    base_model: str | None = Field(None, description="tokenizer + chat template for length stats")
+    max_tokens: int | None = Field(None, ge=16, description="default: the base model's context")
+    over_length: Literal["truncate", "quarantine"] = "quarantine"
+    block_size: int = Field(256, ge=16, description="pretrain: tokens per packed block")
+    pii: PiiSpec = PiiSpec()
+    dedupe: DedupeSpec = DedupeSpec()
     split: Split = Split()
+    quality: QualitySpec = QualitySpec()
+
+    @model_validator(mode="after")
+    def _pretrain_needs_tokenizer(self) -> DatasetSpec:
+        if self.kind == "pretrain" and not self.base_model:
+            raise ValueError("kind: pretrain packs token blocks; set base_model for its tokenizer")
+        return self
 
 
 class LoraSpec(Strict):
@@ -202,6 +271,10 @@ class FactoryConfig(Strict):
         for name, a in self.adapters.items():
             check(f"adapters.{name}.base_model", a.base_model, self.base_models, "base_models")
             check(f"adapters.{name}.dataset", a.dataset, self.datasets, "datasets")
+        for name, d in self.datasets.items():
+            if d.base_model:
+                check(f"datasets.{name}.base_model", d.base_model, self.base_models,
+                      "base_models")
         for name, e in self.evaluations.items():
             check(f"evaluations.{name}.adapter", e.adapter, self.adapters, "adapters")
         for name, d in self.deployments.items():

@@ -1,4 +1,4 @@
-"""The production instance config (infra/dagster/dagster.postgres.yaml) stores runs in PostgreSQL."""
+"""The production instance config (infra/dagster/dagster.postgres.yaml) keeps runs in Postgres."""
 
 import shutil
 import uuid

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from dagster_pipes import open_dagster_pipes
 
 TASK = "factory_exact_match"
+ANSWER = re.compile(r"#### (\-?[0-9]+)")  # the reference answer, as the filter extracts it
 
 
 def write_task(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: int) -> None:
@@ -26,7 +28,11 @@ def write_task(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: 
     with (task_dir / "test.jsonl").open("w") as f:
         for row in test_rows:
             user = next(m["content"] for m in row["messages"] if m["role"] == "user")
-            f.write(json.dumps({"question": user, "answer": row["answer"]}) + "\n")
+            reference = row["messages"][-1]["content"]
+            answer = ANSWER.search(reference)
+            f.write(json.dumps({"question": user,
+                                "answer": answer.group(1) if answer else reference.strip()})
+                    + "\n")
     task = {
         "task": TASK,
         "dataset_path": "json",
@@ -38,7 +44,7 @@ def write_task(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: 
         "generation_kwargs": {"until": ["<|end|>"], "max_gen_toks": max_new_tokens,
                               "do_sample": False},
         "filter_list": [{"name": "extract", "filter": [
-            {"function": "regex", "regex_pattern": r"#### (\-?[0-9]+)"},
+            {"function": "regex", "regex_pattern": ANSWER.pattern},
             {"function": "take_first"},
         ]}],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean",

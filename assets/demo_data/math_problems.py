@@ -7,6 +7,7 @@ minutes; the answer always ends with `#### <number>` so exact match can extract 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator
 
 NAMES = ["Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jade", "Kai", "Lena",
@@ -14,6 +15,7 @@ NAMES = ["Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jade
 ITEMS = ["apples", "books", "coins", "pens", "stamps", "cards", "shells", "marbles", "cookies",
          "stickers", "plums", "rocks"]
 
+EQUATION = re.compile(r"\d+ [-+*] \d+ = \d+")
 SYSTEM_PROMPT = "Solve the problem. Think step by step, then give the answer after ####."
 
 
@@ -67,6 +69,19 @@ def generate(rows: int, seed: int) -> Iterator[dict[str, object]]:
             "answer": str(answer),
             "kind": template.__name__.lstrip("_"),
         }
+
+
+def narratives(lines: int, seed: int) -> Iterator[str]:
+    """The same little worlds as plain prose (no question, no chat, no `####`): pre-training on
+    them teaches the base model to track names and numbers in context, which a few-million-
+    parameter model cannot pick up from a LoRA alone."""
+    rng = random.Random(seed)
+    for _ in range(lines):
+        template = rng.choice(TEMPLATES)
+        question, reasoning, answer = template(rng)
+        story = question.rsplit(". ", 1)[0] + "."
+        equations = ", ".join(EQUATION.findall(reasoning))
+        yield f"{story} {equations}, so the result is {answer}."
 
 
 def arithmetic_drills(lines: int, seed: int) -> Iterator[str]:

@@ -1,0 +1,1 @@
+"""Turning raw records into a dataset one can train on: normalise, scrub, dedupe, measure, split."""

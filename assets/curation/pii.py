@@ -1,0 +1,69 @@
+"""PII scrubbing: e-mail addresses, phone numbers, US SSNs and payment card numbers.
+
+Regexes find candidates; card numbers must also pass the Luhn check so order ids and other long
+numbers survive. Each hit is replaced by a typed placeholder and counted per kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+
+PATTERNS: dict[str, re.Pattern[str]] = {
+    "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
+    "card": re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
+    "ssn": re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
+    "phone": re.compile(
+        r"(?<![\w-])(?<!\d[ .])(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}"
+        r"(?![\w-])(?![ .]\d)"
+    ),
+}
+ORDER = ("email", "card", "ssn", "phone")  # cards before phones: both are digit runs
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number if c.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def scrub(text: str, kinds: tuple[str, ...] = ORDER) -> tuple[str, Counter[str]]:
+    counts: Counter[str] = Counter()
+    for kind in (k for k in ORDER if k in kinds):
+
+        def replace(match: re.Match[str], kind: str = kind) -> str:
+            if kind == "card" and not luhn_ok(match.group()):
+                return match.group()
+            counts[kind] += 1
+            return f"[{kind.upper()}]"
+
+        text = PATTERNS[kind].sub(replace, text)
+    return text, counts
+
+
+def scrub_example(example: dict, scrub_text: Callable[[str], tuple[str, Counter[str]]]
+                  ) -> tuple[dict, Counter[str]]:
+    """Scrub every text field of an internal-schema example."""
+    total: Counter[str] = Counter()
+    out = dict(example)
+    if "messages" in out:
+        turns = []
+        for m in out["messages"]:
+            content, counts = scrub_text(m["content"])
+            total += counts
+            turns.append({**m, "content": content})
+        out["messages"] = turns
+    for key in ("text", "chosen", "rejected"):
+        if key in out:
+            out[key], counts = scrub_text(out[key])
+            total += counts
+    return out, total

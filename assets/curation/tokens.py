@@ -1,0 +1,60 @@
+"""Token lengths with the base model's own tokenizer and chat template, against its context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.common import png_markdown
+
+
+class TokenCounter:
+    def __init__(self, tokenizer_dir: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        self.has_template = bool(getattr(self.tokenizer, "chat_template", None))
+
+    def render(self, example: dict[str, Any]) -> str:
+        if "text" in example:
+            return example["text"]
+        messages = list(example["messages"])
+        if "chosen" in example:
+            messages.append({"role": "assistant", "content": example["chosen"]})
+        if self.has_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def lengths(self, examples: list[dict[str, Any]], batch: int = 2048) -> list[int]:
+        out: list[int] = []
+        for i in range(0, len(examples), batch):
+            texts = [self.render(e) for e in examples[i:i + batch]]
+            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            out.extend(len(ids) for ids in encoded)
+        return out
+
+
+def length_histogram(lengths: list[int], context: int, title: str) -> dg.MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(lengths, bins=40, color="#48a")
+    ax.axvline(context, color="#c33", linestyle="--", label=f"sequence length {context}")
+    ax.set_xlabel("tokens per example (chat template applied)")
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    ax.legend()
+    return png_markdown(fig, title)
+
+
+def percentiles(lengths: list[int]) -> dict[str, int]:
+    if not lengths:
+        return {}
+    ordered = sorted(lengths)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"min": ordered[0], "p50": pick(0.5), "p95": pick(0.95), "max": ordered[-1]}

@@ -1,0 +1,108 @@
+"""Declared sources -> raw records with provenance (file and row), or rejections.
+
+Files come from a local path/glob, an S3 prefix (downloaded to a staging folder, keeping keys as
+names) or a Hugging Face dataset; the demo generator is one more source. Tabular files give
+records; documents (PDF, DOCX, HTML, Markdown, TXT) give one {"text"} record each.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assets.demo_data import math_problems
+from assets.ingest.documents import DOCUMENTS, extract_text
+from assets.ingest.problems import InputFileError, Rejection
+from assets.ingest.readers import TABULAR, read_records
+from pipelines.config import DatasetSource, FileSource, GeneratedSource, HFSource, S3Source
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    file: str
+    row: int
+    data: dict[str, Any]
+
+
+Item = RawRecord | Rejection
+
+
+def local_files(pattern: str, root: Path) -> list[Path]:
+    base = root / pattern
+    if base.is_dir():
+        files = sorted(p for p in base.rglob("*") if p.is_file())
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(base), recursive=True) if Path(p).is_file())
+    if not files:
+        raise InputFileError(pattern, "no files match this path",
+                             f"check the path (relative to {root}) or the glob")
+    return files
+
+
+def read_file(path: Path, name: str) -> Iterator[Item]:
+    suffix = path.suffix.lower()
+    if suffix in TABULAR:
+        for item in read_records(path, name):
+            yield item if isinstance(item, Rejection) else RawRecord(name, item[0], item[1])
+    elif suffix in DOCUMENTS:
+        text = extract_text(path, name)
+        yield text if isinstance(text, Rejection) else RawRecord(name, 1, {"text": text})
+    elif not path.name.startswith("."):
+        yield Rejection(name, 0, "unsupported_file", None, f"unsupported file type {suffix!r}",
+                        f"use {', '.join(sorted(TABULAR | DOCUMENTS))}")
+
+
+def s3_files(url: str, staging: Path, endpoint_url: str | None) -> list[tuple[Path, str]]:
+    import boto3
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+    out = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith("/"):
+                continue
+            dest = staging / bucket / obj["Key"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(dest))
+            out.append((dest, f"s3://{bucket}/{obj['Key']}"))
+    if not out:
+        raise InputFileError(url, "no objects under this prefix", "check the bucket and prefix")
+    return sorted(out, key=lambda pair: pair[1])
+
+
+def hf_records(source: HFSource, root: Path) -> Iterator[Item]:
+    """A hub id (online) or a local dataset folder: both go through `datasets` for real."""
+    import datasets
+
+    local = root / source.hf
+    name = f"hf:{source.hf}[{source.split}]"
+    if (local / "dataset_info.json").exists() or (local / "state.json").exists():
+        data = datasets.load_from_disk(str(local))
+        if isinstance(data, datasets.DatasetDict):
+            data = data[source.split]
+    else:
+        data = datasets.load_dataset(str(local) if local.exists() else source.hf,
+                                     name=source.name, split=source.split,
+                                     revision=source.revision)
+    for i, record in enumerate(data, start=1):
+        yield RawRecord(name, i, dict(record))
+
+
+def read_source(source: DatasetSource, root: Path, staging: Path,
+                s3_endpoint_url: str | None) -> Iterator[Item]:
+    if isinstance(source, GeneratedSource):
+        for i, row in enumerate(math_problems.generate(source.rows, source.seed), start=1):
+            yield RawRecord(f"generator:{source.generator}", i, row)
+    elif isinstance(source, FileSource):
+        for path in local_files(source.path, root):
+            yield from read_file(path, str(path.relative_to(root)) if path.is_relative_to(root)
+                                 else str(path))
+    elif isinstance(source, S3Source):
+        for path, name in s3_files(source.s3, staging, s3_endpoint_url):
+            yield from read_file(path, name)
+    elif isinstance(source, HFSource):
+        yield from hf_records(source, root)

@@ -1,0 +1,173 @@
+"""Every supported input format reads and normalises; every broken input is explained."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from assets.curation.pipeline import curate
+from assets.ingest.documents import extract_text
+from assets.ingest.problems import InputFileError, Rejection
+from assets.ingest.sources import RawRecord, read_file, read_source
+from pipelines.config import DatasetSpec, FileSource, HFSource
+from tests.data import gallery
+
+
+def spec(**overrides: object) -> DatasetSpec:
+    return DatasetSpec.model_validate({"sources": [{"path": "data"}], **overrides})
+
+
+def test_every_format_normalises_to_chat(tmp_path: Path) -> None:
+    gallery.write_good(tmp_path / "data")
+    items = list(read_source(FileSource(path="data"), tmp_path, tmp_path / "s", None))
+    assert all(isinstance(i, RawRecord) for i in items)
+    curated = curate(items, spec(dedupe={"near": False}), None, None)
+    assert curated.rejections == []
+    rows = [r["messages"] for split in curated.splits.values() for r in split]
+    assert len(rows) == 8
+    by_user = {m[-2]["content"]: m for m in rows}
+    assert by_user["Subtract.\n\n9 minus 4"][-1] == {"role": "assistant",
+                                                    "content": "9 - 4 = 5. #### 5"}
+    assert by_user["Say hi to Ada."][-1]["content"] == "Hi Ada!"  # ShareGPT from/value
+    assert by_user["Hello, who?"][-1]["content"] == "It is me."  # CSV with a quoted comma
+    assert by_user["Parquet question two"][-1]["content"] == "Answer two"
+    assert rows[[m[-2]["content"] for m in rows].index("Capital of France?")][0]["role"] \
+        == "system"
+
+
+def test_broken_rows_are_quarantined_with_exact_reasons(tmp_path: Path) -> None:
+    path = gallery.write_broken_rows(tmp_path)
+    curated = curate(list(read_file(path, "broken.jsonl")), spec(pii={"scrub": True}), None,
+                     None)
+    got = {(r.row, r.reason, r.field) for r in curated.rejections}
+    assert got == {
+        (2, "missing_field", "output"),
+        (3, "wrong_type", "messages"),
+        (4, "empty_messages", "messages"),
+        (5, "duplicate", None),
+        (7, "invalid_json", None),
+        (8, "bad_role", "messages[1].role"),
+        (9, "no_assistant_turn", "messages"),
+        (10, "wrong_type", "output"),  # numbers are accepted as text; a list is not
+        (11, "not_an_object", None),
+        (12, "unknown_format", None),
+        (13, "invalid_utf8", None),
+    }
+    assert all(r.file == "broken.jsonl" and r.fix for r in curated.rejections)
+    kept = sum(len(s) for s in curated.splits.values())
+    assert kept + len(curated.rejections) == 13  # nothing lost: kept or quarantined
+    duplicate = next(r for r in curated.rejections if r.reason == "duplicate")
+    assert "broken.jsonl:1" in duplicate.detail
+    # 10 of 13 rows are bad input; the duplicate is a curation decision, not counted
+    assert curated.invalid_fraction == pytest.approx(10 / 13)
+
+
+def test_pii_scrubbed_and_counted_per_kind(tmp_path: Path) -> None:
+    path = gallery.write_broken_rows(tmp_path)
+    curated = curate(list(read_file(path, "broken.jsonl")), spec(pii={"scrub": True}), None,
+                     None)
+    assert curated.pii_counts == Counter(email=1, phone=1, ssn=1, card=1)
+    texts = [m["content"] for s in curated.splits.values() for r in s for m in r["messages"]]
+    pii_row = next(t for t in texts if t.startswith("Mail"))
+    assert pii_row == "Mail [EMAIL] or call [PHONE]; SSN [SSN]; card [CARD]."
+
+
+def test_card_numbers_need_luhn_and_scrub_is_opt_in(tmp_path: Path) -> None:
+    from assets.curation.pii import scrub
+
+    text, counts = scrub("order 4111 1111 1111 1112 and card 5500 0000 0000 0004")
+    assert text == "order 4111 1111 1111 1112 and card [CARD]"
+    assert counts == Counter(card=1)
+    path = gallery.write_broken_rows(tmp_path)
+    curated = curate(list(read_file(path, "broken.jsonl")), spec(), None, None)
+    assert not curated.pii_counts
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("binary", "model.jsonl: binary content, not JSONL text"),
+    ("empty", "empty.jsonl: the file is empty"),
+    ("truncated", "cut.parquet: not a readable Parquet file"),
+    ("utf16", "utf16.csv: the file is UTF-16 encoded. Fix: re-save it as UTF-8"),
+    ("bad_json", "array.json: not valid JSON: Expecting value at line 2 column 13"),
+])
+def test_file_that_is_not_what_it_claims_fails_clearly(tmp_path: Path, kind: str,
+                                                       message: str) -> None:
+    path = gallery.write_broken_files(tmp_path)[kind]
+    with pytest.raises(InputFileError) as exc:
+        list(read_file(path, path.name))
+    assert str(exc.value).startswith(message)
+    assert "Fix:" in str(exc.value)
+
+
+def test_documents_become_clean_text_and_a_corrupt_pdf_is_quarantined(tmp_path: Path) -> None:
+    gallery.write_documents(tmp_path)
+    texts = {p.name: extract_text(p, p.name) for p in sorted(tmp_path.iterdir())}
+    assert texts["report.pdf"] == "Kestrel Energy annual revenue rose."
+    assert texts["minutes.docx"] == "Juniper Robotics board minutes."
+    assert texts["page.html"] == "Halcyon Foods grew 12%."  # no script, style or nav
+    assert texts["notes.txt"].endswith("\n\nSecond paragraph.")
+    corrupt = texts["corrupt.pdf"]
+    assert isinstance(corrupt, Rejection)
+    assert (corrupt.file, corrupt.reason) == ("corrupt.pdf", "unreadable_document")
+
+
+def test_near_duplicates_removed_with_a_pointer_to_the_kept_row() -> None:
+    base = ("The quarterly report shows revenue of 12 million dollars, up from 10 million, "
+            "driven by strong sales in the northern region and lower costs.")
+    rows = [RawRecord("a.jsonl", 1, {"prompt": "Summarise", "completion": base}),
+            RawRecord("a.jsonl", 2, {"prompt": "Summarise", "completion": base + " Indeed."}),
+            RawRecord("a.jsonl", 3, {"prompt": "Something else entirely",
+                                     "completion": "A different answer about cats."})]
+    curated = curate(rows, spec(dedupe={"near": True, "threshold": 0.8}), None, None)
+    assert [(r.row, r.reason) for r in curated.rejections] == [(2, "near_duplicate")]
+    assert "a.jsonl:1" in curated.rejections[0].detail
+
+
+def test_preference_triples(tmp_path: Path) -> None:
+    rows = [RawRecord("p.jsonl", i + 1, r) for i, r in enumerate(gallery.PREFERENCES)]
+    curated = curate(rows, spec(kind="preference"), None, None)
+    kept = [r for s in curated.splits.values() for r in s]
+    assert {r["chosen"] for r in kept} == {"Yes, on a clear day.", "4"}
+    assert all(r["messages"][-1]["role"] == "user" for r in kept)
+    assert [(r.row, r.reason) for r in curated.rejections] == [(3, "identical_pair")]
+
+
+def test_field_map_for_custom_columns() -> None:
+    rows = [RawRecord("c.csv", 2, {"question": "Q?", "answer": "A."})]
+    assert curate(rows, spec(), None, None).rejections[0].reason == "unknown_format"
+    curated = curate(rows, spec(field_map={"prompt": "question", "completion": "answer"}),
+                     None, None)
+    kept = [r for s in curated.splits.values() for r in s]
+    assert kept == [{"messages": [{"role": "user", "content": "Q?"},
+                                  {"role": "assistant", "content": "A."}]}]
+
+
+def test_local_hugging_face_dataset_goes_through_datasets(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(gallery.GOOD_ALPACA).save_to_disk(str(tmp_path / "hfdata"))
+    items = list(read_source(HFSource(hf="hfdata"), tmp_path, tmp_path / "s", None))
+    assert [(i.file, i.row) for i in items] == [("hf:hfdata[train]", 1), ("hf:hfdata[train]", 2)]
+    assert curate(items, spec(), None, None).rejections == []
+
+
+def test_s3_prefix_source(tmp_path: Path, s3_endpoint: str, s3_env: None) -> None:
+    import boto3
+
+    from pipelines.config import S3Source
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="raw-data")
+    gallery.write_good(tmp_path / "data")
+    for name in ("alpaca.jsonl", "pc.csv"):
+        client.upload_file(str(tmp_path / "data" / name), "raw-data", f"chats/{name}")
+    items = list(read_source(S3Source(s3="s3://raw-data/chats/"), tmp_path, tmp_path / "st",
+                             s3_endpoint))
+    assert {(i.file, i.row) for i in items} == {
+        ("s3://raw-data/chats/alpaca.jsonl", 1), ("s3://raw-data/chats/alpaca.jsonl", 2),
+        ("s3://raw-data/chats/pc.csv", 2), ("s3://raw-data/chats/pc.csv", 3)}
+
+
+def test_missing_path_names_it(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match=r"nope/\*\.jsonl: no files match"):
+        list(read_source(FileSource(path="nope/*.jsonl"), tmp_path, tmp_path, None))
