@@ -23,7 +23,7 @@ from pipelines.config import BaseModelSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
-BUILDER_VERSION = "tiny-llama-v2"  # bump when the builder or its corpus changes
+BUILDER_VERSION = "tiny-llama-v3"  # bump when the builder or its corpus changes
 
 
 def pretrain_texts(spec: BaseModelSpec) -> list[str]:
@@ -35,7 +35,7 @@ def pretrain_texts(spec: BaseModelSpec) -> list[str]:
     lines = spec.pretrain.arithmetic_lines
     drills = list(math_problems.arithmetic_drills(lines, spec.seed))
     texts += ["\n".join(drills[i:i + 20]) for i in range(0, len(drills), 20)]
-    stories = list(math_problems.narratives(lines, spec.seed + 2))
+    stories = list(math_problems.narratives(2 * lines, spec.seed + 2))
     texts += [" ".join(stories[i:i + 6]) for i in range(0, len(stories), 6)]
     return texts
 

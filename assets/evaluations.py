@@ -1,5 +1,10 @@
-"""Evaluation reports: lm-evaluation-harness scores base vs adapter on the held-out test split."""
+"""Evaluation and promotion: base vs candidate adapter vs current champion, then the gate.
 
+lm-evaluation-harness scores a task generated from the dataset's test split (exact match on the
+answer after `####`); our own metrics (validation perplexity, seconds per sample) ride along.
+The `promotion_gate` check is blocking, so `promotion/<adapter>` only runs when the candidate
+earns it; the deployment serves the registry's champion, never simply the newest adapter.
+"""
 
 import json
 import shutil
@@ -10,22 +15,30 @@ import dagster as dg
 
 from assets.common import Definition, current, png_markdown, publish, store_link, version_of
 from assets.demo_data.math_problems import SYSTEM_PROMPT
+from assets.promotion import Decision, Registry, decide
 from pipelines.config import EvaluationSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
+METRICS = ("exact_match", "perplexity", "seconds_per_sample")
 
-def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any]) -> str:
-    base, adapter = results["base"]["exact_match"], results["adapter"]["exact_match"]
+
+def scores_of(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {m: {k: r[k] for k in METRICS if k in r} for m, r in results.items()}
+
+
+def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any],
+                    decision: Decision) -> str:
     lines = [
         f"# Evaluation `{name}`", "",
         *[f"- {k}: `{v}`" for k, v in lineage.items()], "",
-        "| model | exact match | seconds |", "|---|---|---|",
-        *[f"| {m} | {r['exact_match']:.3f} | {r['seconds']} |" for m, r in results.items()],
-        "", f"**Delta (adapter - base): {adapter - base:+.3f}**", "",
-        "## Adapter failures (first 10)", "",
+        "| model | exact match | perplexity | s / sample |", "|---|---|---|---|",
+        *[f"| {m} | {r['exact_match']:.3f} | {r['perplexity']:.3f} | "
+          f"{r['seconds_per_sample']:.3f} |" for m, r in results.items()],
+        "", f"**Gate: {decision.summary}**", "",
+        "## Candidate failures (first 10)", "",
     ]
-    failures = [s for s in results["adapter"]["samples"] if not s["correct"]][:10]
+    failures = [s for s in results["candidate"]["samples"] if not s["correct"]][:10]
     for s in failures:
         lines += [f"- Q: {s['question']}", f"  - expected `{s['target']}`, got "
                   f"`{s['extracted']}`: {s['output'][:200]!r}"]
@@ -38,9 +51,10 @@ def score_chart(results: dict[str, Any], title: str) -> dg.MetadataValue:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig, ax = plt.subplots(figsize=(4.5, 3))
     names = list(results)
-    ax.bar(names, [results[n]["exact_match"] for n in names], color=["#999", "#2a7"])
+    colours = {"base": "#999", "candidate": "#2a7", "champion": "#37c"}
+    ax.bar(names, [results[n]["exact_match"] for n in names], color=[colours[n] for n in names])
     ax.set_ylim(0, 1)
     ax.set_ylabel("exact match")
     ax.set_title(title)
@@ -49,48 +63,75 @@ def score_chart(results: dict[str, Any], title: str) -> dg.MetadataValue:
 
 def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> list[Definition]:
     adapter_spec = config.adapters[spec.adapter]
+    key = dg.AssetKey(["evaluation", name])
 
     @dg.asset(
-        key=["evaluation", name], group_name="evaluation", kinds={"lm_eval"},
+        key=key, group_name="evaluation", kinds={"lm_eval"},
         deps=[dg.AssetKey(["adapter", spec.adapter])],
-        description=f"Base vs '{spec.adapter}' on the test split of '{adapter_spec.dataset}'.",
+        description=f"Base vs candidate '{spec.adapter}' vs its champion on the test split of "
+                    f"'{adapter_spec.dataset}', and the promotion decision.",
     )
     def _evaluation(context: dg.AssetExecutionContext, store: ObjectStore,
                     worker: WorkerCompute) -> dg.MaterializeResult:
         started = time.monotonic()
         base = current(store, "base_model", adapter_spec.base_model)
         data = current(store, "dataset", adapter_spec.dataset)
-        adapter = current(store, "adapter", spec.adapter)
-        lineage = {"adapter": f"{spec.adapter}@{adapter['version']}",
+        candidate = current(store, "adapter", spec.adapter)
+        champion = Registry(store).champion(spec.adapter)
+        base_dir = str(store.local_dir(base["prefix"]))
+        models: dict[str, dict[str, str]] = {
+            "base": {"pretrained": base_dir},
+            "candidate": {"pretrained": base_dir,
+                          "peft": str(store.local_dir(candidate["prefix"]))},
+        }
+        if champion and champion["version"] != candidate["version"]:
+            models["champion"] = {"pretrained": base_dir,
+                                  "peft": str(store.local_dir(champion["prefix"]))}
+        lineage = {"candidate": f"{spec.adapter}@{candidate['version']}",
+                   "champion": f"{spec.adapter}@{champion['version']}" if champion else "none",
                    "base_model": f"{adapter_spec.base_model}@{base['version']}",
                    "dataset": f"{adapter_spec.dataset}@{data['version']}"}
         version = version_of(lineage, spec.model_dump())
         run_dir = config.work_dir / "runs" / "evaluation" / name / version
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
+        data_dir = store.local_dir(data["prefix"])
         worker.run(context, "evaluate", {
-            "output_dir": str(run_dir),
-            "base_model_dir": str(store.local_dir(base["prefix"])),
-            "adapter_dir": str(store.local_dir(adapter["prefix"])),
-            "test_path": str(store.local_dir(data["prefix"]) / "test.jsonl"),
-            "limit": spec.limit, "max_new_tokens": spec.max_new_tokens,
-            "batch_size": spec.batch_size, "system_prompt": SYSTEM_PROMPT,
+            "output_dir": str(run_dir), "models": models,
+            "test_path": str(data_dir / "test.jsonl"), "val_path": str(data_dir / "val.jsonl"),
+            "perplexity_rows": spec.perplexity_rows, "limit": spec.limit,
+            "max_new_tokens": spec.max_new_tokens, "batch_size": spec.batch_size,
+            "system_prompt": SYSTEM_PROMPT,
         })
         results = json.loads((run_dir / "results.json").read_text())
+        scores = scores_of(results)
+        is_champion = bool(champion and champion["version"] == candidate["version"])
+        decision = decide(scores, spec.promotion, candidate_is_champion=is_champion)
+        context.log.info(decision.summary)
+        if not decision.passed:
+            Registry(store).record_rejection(spec.adapter, candidate["version"], decision.summary,
+                                             who=context.run.tags.get("dagster/user"))
         report_dir = run_dir / "report"
         report_dir.mkdir()
-        (report_dir / "report.json").write_text(json.dumps({**lineage, "results": results},
-                                                           indent=1))
-        markdown = render_markdown(name, lineage, results)
+        markdown = render_markdown(name, lineage, results, decision)
         (report_dir / "report.md").write_text(markdown)
-        scores = {m: r["exact_match"] for m, r in results.items()}
-        ref = publish(store, "evaluation", name, version, report_dir, scores=scores, **lineage)
+        (report_dir / "report.json").write_text(json.dumps({
+            **lineage, "candidate_version": candidate["version"],
+            "decision": {"passed": decision.passed, "reference": decision.reference,
+                         "reasons": decision.reasons},
+            "results": results}, indent=1))
+        ref = publish(store, "evaluation", name, version, report_dir, scores=scores,
+                      gate_passed=decision.passed, gate=decision.summary,
+                      candidate_version=candidate["version"], candidate_prefix=candidate["prefix"])
+        reference = scores[decision.reference]
         return dg.MaterializeResult(
             metadata={
-                "base_exact_match": scores["base"],
-                "adapter_exact_match": scores["adapter"],
-                "delta": scores["adapter"] - scores["base"],
-                "samples": len(results["adapter"]["samples"]),
+                **{f"{m}_exact_match": s["exact_match"] for m, s in scores.items()},
+                **{f"{m}_perplexity": s["perplexity"] for m, s in scores.items()},
+                "delta_vs_" + decision.reference:
+                    scores["candidate"]["exact_match"] - reference["exact_match"],
+                "gate": decision.summary,
+                "samples": len(results["candidate"]["samples"]),
                 "scores": score_chart(results, name),
                 "report": dg.MetadataValue.md(markdown),
                 "location": store_link(store, ref["prefix"]),
@@ -100,14 +141,37 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
             data_version=dg.DataVersion(version),
         )
 
-    @dg.asset_check(name="adapter_not_worse", asset=_evaluation,
-                    description="The adapter scores at least as well as the base model.")
-    def _adapter_not_worse(store: ObjectStore) -> dg.AssetCheckResult:
-        scores = current(store, "evaluation", name)["scores"]
-        return dg.AssetCheckResult(
-            passed=scores["adapter"] >= scores["base"],
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"base": scores["base"], "adapter": scores["adapter"]},
+    @dg.asset_check(name="promotion_gate", asset=key, blocking=True,
+                    description="The candidate beats the champion (or base) by the margin and "
+                                "regresses no guard metric beyond its tolerance.")
+    def _gate(store: ObjectStore) -> dg.AssetCheckResult:
+        ref = current(store, "evaluation", name)
+        return dg.AssetCheckResult(passed=ref["gate_passed"], description=ref["gate"],
+                                   metadata={"scores": ref["scores"]})
+
+    @dg.asset(
+        key=["promotion", spec.adapter], group_name="evaluation", kinds={"registry"},
+        deps=[key],
+        description=f"Records '{spec.adapter}' as champion once its gate passes; runs only then.",
+    )
+    def _promotion(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
+        ref = current(store, "evaluation", name)
+        if not ref["gate_passed"]:  # the blocking check stops this in one run; be safe across runs
+            raise dg.Failure(f"gate did not pass for {spec.adapter}: {ref['gate']}")
+        registry = Registry(store)
+        champion = registry.champion(spec.adapter)
+        if champion and champion["version"] == ref["candidate_version"]:
+            entry, action = champion, "unchanged"
+        else:
+            entry = registry.promote(spec.adapter, ref["candidate_version"],
+                                     ref["candidate_prefix"], why=ref["gate"],
+                                     scores=ref["scores"]["candidate"],
+                                     who=context.run.tags.get("dagster/user"))
+            action = "promoted"
+        return dg.MaterializeResult(
+            metadata={"action": action, "champion": entry["version"], "who": entry["who"],
+                      "why": entry["why"], "previous": entry.get("previous") or "none"},
+            data_version=dg.DataVersion(entry["version"]),
         )
 
-    return [_evaluation, _adapter_not_worse]
+    return [_evaluation, _gate, _promotion]

@@ -65,6 +65,7 @@ def demo(config_path: str | None) -> None:
 
 def summary(config: FactoryConfig, seconds: float) -> str:
     from assets.indexes import open_index, retrieve
+    from assets.promotion import Registry
     from pipelines.graph import resources_for
 
     res = resources_for(config)
@@ -72,10 +73,16 @@ def summary(config: FactoryConfig, seconds: float) -> str:
     lines = [f"\nAdapter Factory: whole graph materialized in {seconds:.0f}s.", ""]
     lines.append(f"Dagster UI:  factory ui --config {config.root}/factory.yaml   "
                  "(then open http://127.0.0.1:3000)")
-    for name in config.evaluations:
-        scores = store.read_ref(f"evaluation/{name}")["scores"]
-        lines.append(f"Evaluation {name}: base exact match {scores['base']:.3f}, adapter "
-                     f"{scores['adapter']:.3f} (delta {scores['adapter'] - scores['base']:+.3f})")
+    for name, spec in config.evaluations.items():
+        ref = store.read_ref(f"evaluation/{name}")
+        scores = {m: s["exact_match"] for m, s in ref["scores"].items()}
+        lines.append(f"Evaluation {name} (exact match, held-out test split): " + ", ".join(
+            f"{m} {v:.3f}" for m, v in scores.items())
+            + f"; candidate - base = {scores['candidate'] - scores['base']:+.3f}")
+        lines.append(f"  gate: {ref['gate']}")
+        champion = Registry(store).champion(spec.adapter)
+        lines.append(f"  serving champion of {spec.adapter}: "
+                     f"{champion['version'] if champion else 'none promoted'}")
     for name, spec in config.deployments.items():
         state = res["vllm"].state(name)
         if state is None:

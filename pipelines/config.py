@@ -206,15 +206,40 @@ class AdapterSpec(Strict):
     )
 
 
+class GuardSpec(Strict):
+    tolerance: float = Field(0.0, ge=0, description="largest allowed regression (absolute)")
+
+
+class PromotionSpec(Strict):
+    """When a candidate replaces the champion (see assets/promotion.py)."""
+
+    primary: Literal["exact_match", "perplexity"] = "exact_match"
+    margin: float = Field(0.0, description="required improvement over the champion (or base)")
+    guards: dict[Literal["exact_match", "perplexity", "seconds_per_sample"], GuardSpec] = Field(
+        default_factory=lambda: {"perplexity": GuardSpec(tolerance=0.5)})
+
+
 class EvaluationSpec(Strict):
     adapter: Name
+    promotion: PromotionSpec = PromotionSpec()
+    perplexity_rows: int = Field(50, ge=1, description="validation rows for perplexity")
     limit: int | None = Field(100, ge=1, description="test rows evaluated (None = all)")
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(16, ge=1)
 
 
+class EndpointEvalSpec(Strict):
+    """Score the served models through the endpoint (what users get), with latency."""
+
+    limit: int = Field(50, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    timing_requests: int = Field(8, ge=1, description="streamed requests for TTFT / TPOT")
+
+
 class DeploymentSpec(Strict):
     base_model: Name
+    evaluate: EndpointEvalSpec | None = Field(
+        None, description="also evaluate through the endpoint after each deployment")
     adapters: list[Name] = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = Field(8010, ge=1024, le=65535)
@@ -275,8 +300,13 @@ class FactoryConfig(Strict):
             if d.base_model:
                 check(f"datasets.{name}.base_model", d.base_model, self.base_models,
                       "base_models")
+        seen: dict[str, str] = {}
         for name, e in self.evaluations.items():
             check(f"evaluations.{name}.adapter", e.adapter, self.adapters, "adapters")
+            if e.adapter in seen:
+                problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is already judged by "
+                                f"evaluations.{seen[e.adapter]}; one promotion gate per adapter")
+            seen[e.adapter] = name
         for name, d in self.deployments.items():
             check(f"deployments.{name}.base_model", d.base_model, self.base_models, "base_models")
             for i, adapter in enumerate(d.adapters):
@@ -286,6 +316,13 @@ class FactoryConfig(Strict):
                     problems.append(
                         f"deployments.{name}.adapters[{i}]: '{adapter}' is trained on "
                         f"'{spec.base_model}' but this deployment serves '{d.base_model}'"
+                    )
+            evaluated = {e.adapter for e in self.evaluations.values()}
+            for i, adapter in enumerate(d.adapters):
+                if adapter in self.adapters and adapter not in evaluated:
+                    problems.append(
+                        f"deployments.{name}.adapters[{i}]: '{adapter}' has no evaluation; "
+                        "declare one under evaluations (its promotion gate decides what serves)"
                     )
             if len(d.adapters) > d.max_loras:
                 problems.append(f"deployments.{name}.max_loras: raise it to >= {len(d.adapters)}")

@@ -16,6 +16,7 @@ from assets.datasets import dataset_asset
 from assets.deployments import deployment_asset
 from assets.evaluations import evaluation_asset
 from assets.indexes import corpus_asset, index_asset
+from assets.served_evaluations import served_evaluation_asset
 from pipelines.config import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
@@ -44,7 +45,8 @@ def assets_for(config: FactoryConfig) -> list[Definition]:
     factories = [
         (config.base_models, base_model_asset), (config.datasets, dataset_asset),
         (config.adapters, adapter_asset), (config.evaluations, evaluation_asset),
-        (config.deployments, deployment_asset), (config.corpora, corpus_asset),
+        (config.deployments, deployment_asset), (config.deployments, served_evaluation_asset),
+        (config.corpora, corpus_asset),
         (config.corpora, index_asset),
     ]
     return [d for table, factory in factories for name, spec in table.items()

@@ -171,3 +171,23 @@ def test_s3_prefix_source(tmp_path: Path, s3_endpoint: str, s3_env: None) -> Non
 def test_missing_path_names_it(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"nope/\*\.jsonl: no files match"):
         list(read_source(FileSource(path="nope/*.jsonl"), tmp_path, tmp_path, None))
+
+
+def test_documents_pack_into_token_blocks_for_continued_pretraining(tmp_path: Path) -> None:
+    from assets.curation.tokens import TokenCounter
+    from resources.embeddings import BUNDLED, model_path
+
+    gallery.write_documents(tmp_path / "data")
+    (tmp_path / "data" / "long.txt").write_text(" ".join(f"word{i}" for i in range(400)))
+    items = list(read_source(FileSource(path="data"), tmp_path, tmp_path / "s", None))
+    counter = TokenCounter(model_path(BUNDLED))
+    pretrain = spec(kind="pretrain", base_model="tiny", block_size=32,
+                    split={"val": 0.0, "test": 0.2, "seed": 0})
+    curated = curate(items, pretrain, counter, None)
+    assert [(r.file, r.reason) for r in curated.rejections] == [
+        ("data/corrupt.pdf", "unreadable_document")]
+    blocks = [b["text"] for s in curated.splits.values() for b in s]
+    lengths = [len(counter.tokenizer(b, add_special_tokens=False)["input_ids"]) for b in blocks]
+    assert len(blocks) > 10
+    assert max(lengths) <= 40  # decoded blocks re-tokenise to about block_size
+    assert any("kestrel energy" in b.lower() for b in blocks)

@@ -1,38 +1,58 @@
-"""Dataset curation: deterministic splits, no prompt in two splits, stable content version."""
+"""Splits are deterministic, leak-free and stable; the demo generator's answers are right."""
 
-from assets.datasets import SPLITS, _normalised_prompt, curate
+from assets.curation import dedupe, formats
+from assets.curation.pipeline import curate
+from assets.curation.splits import SPLITS, assign
 from assets.demo_data import math_problems
+from assets.ingest.sources import RawRecord
 from pipelines.config import DatasetSpec
 
 
 def spec(**split: object) -> DatasetSpec:
     return DatasetSpec.model_validate({
-        "source": {"generator": "math_word_problems", "rows": 600, "seed": 3},
+        "sources": [{"generator": "math_word_problems", "rows": 600, "seed": 3}],
+        "dedupe": {"near": False},
         "split": {"val": 0.1, "test": 0.1, "seed": 5, **split},
     })
 
 
-def test_duplicates_removed_before_split_and_splits_disjoint() -> None:
+def records(rows: list[dict]) -> list[RawRecord]:
+    return [RawRecord("gen", i + 1, r) for i, r in enumerate(rows)]
+
+
+def prompts(split_rows: list[dict]) -> set[str]:
+    return {dedupe.exact_key(formats.prompt_text(r)) for r in split_rows}
+
+
+def test_same_prompt_with_different_answers_never_crosses_splits() -> None:
     rows = list(math_problems.generate(600, 3))
-    rows += rows[:50]  # exact duplicates must not land in two splits
-    splits, duplicates = curate(rows, spec())
-    assert duplicates >= 50
-    prompts = {s: {_normalised_prompt(r) for r in splits[s]} for s in SPLITS}
-    assert not prompts["train"] & prompts["test"]
-    assert not prompts["train"] & prompts["val"]
-    assert sum(len(v) for v in splits.values()) == len(rows) - duplicates
-    assert all(splits[s] for s in SPLITS)
+    variants = [{**r, "messages": [*r["messages"][:-1],
+                                   {"role": "assistant", "content": "another answer"}]}
+                for r in rows[:100]]
+    curated = curate(records(rows + variants), spec(), None, None)
+    sets = {s: prompts(curated.splits[s]) for s in SPLITS}
+    assert not sets["train"] & sets["test"] and not sets["train"] & sets["val"]
+    assert not sets["val"] & sets["test"]
+    assert all(curated.splits[s] for s in SPLITS)
 
 
 def test_split_is_deterministic_and_stable_when_rows_are_added() -> None:
     rows = list(math_problems.generate(600, 3))
-    a, _ = curate(rows, spec())
-    b, _ = curate(rows + list(math_problems.generate(50, 99)), spec())
-    test_a = {_normalised_prompt(r) for r in a["test"]}
-    test_b = {_normalised_prompt(r) for r in b["test"]}
-    assert test_a <= test_b  # old test rows stay in test
-    c, _ = curate(rows, spec(seed=6))
-    assert {_normalised_prompt(r) for r in c["test"]} != test_a
+    a = curate(records(rows), spec(), None, None).splits
+    b = curate(records(rows + list(math_problems.generate(50, 99))), spec(), None, None).splits
+    assert prompts(a["test"]) <= prompts(b["test"])  # old test rows stay in test
+    c = curate(records(rows), spec(seed=6), None, None).splits
+    assert prompts(c["test"]) != prompts(a["test"])
+    assert curate(records(rows), spec(), None, None).splits == a
+
+
+def test_stratified_assignment_keeps_proportions_per_stratum() -> None:
+    keys = [f"k{i}" for i in range(100)]
+    strata = ["a"] * 80 + ["b"] * 20
+    out = assign(keys, val=0.1, test=0.2, seed=1, strata=strata)
+    assert sum(1 for s, g in zip(out, strata, strict=True) if s == "test" and g == "a") == 16
+    assert sum(1 for s, g in zip(out, strata, strict=True) if s == "test" and g == "b") == 4
+    assert sum(1 for s, g in zip(out, strata, strict=True) if s == "val" and g == "b") == 2
 
 
 def test_answers_are_consistent_with_reasoning() -> None:

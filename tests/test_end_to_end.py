@@ -8,9 +8,11 @@ import dagster as dg
 import httpx
 import openai
 import pytest
+import yaml
 
 from assets.indexes import open_index, retrieve
-from pipelines.config import FactoryConfig
+from assets.promotion import Registry
+from pipelines.config import FactoryConfig, load_config
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 
 TRAIN_PYTHON = REPO_ROOT / ".venvs" / "train" / "bin" / "python"
@@ -37,11 +39,25 @@ def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, obj
     materialized = {e.asset_key.to_user_string()
                     for e in result.get_asset_materialization_events()}  # type: ignore[attr-defined]
     assert materialized == {"base_model/tiny", "dataset/math", "adapter/math-lora",
-                            "evaluation/math-eval", "deployment/local", "corpus/filings",
-                            "index/filings"}
-    checks = result.get_asset_check_evaluations()  # type: ignore[attr-defined]
-    assert {c.check_name for c in checks} >= {"splits_disjoint", "peft_format"}
-    assert all(c.passed for c in checks if c.check_name != "adapter_not_worse")
+                            "evaluation/math-eval", "promotion/math-lora", "deployment/local",
+                            "served_evaluation/local", "corpus/filings", "index/filings"}
+    checks = {c.check_name: c.passed
+              for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
+    assert checks == {"schema_valid": True, "rejected_fraction": True,
+                      "min_rows_per_split": True, "splits_disjoint": True, "peft_format": True,
+                      "promotion_gate": True}
+
+
+def test_dataset_metadata_has_token_statistics(small_project: tuple[FactoryConfig, object]
+                                               ) -> None:
+    _, result = small_project
+    (event,) = [e for e in result.get_asset_materialization_events()  # type: ignore[attr-defined]
+                if e.asset_key == dg.AssetKey(["dataset", "math"])]
+    meta = event.materialization.metadata
+    assert meta["max_tokens"].value == 256  # the base model's context
+    lengths = meta["token_lengths"].value
+    assert 10 < lengths["p50"] <= lengths["max"] <= 256
+    assert meta["token_histogram"].value.startswith("![math: tokens per example](data:image/png")
 
 
 def test_adapter_loads_with_peft(project: FactoryConfig) -> None:
@@ -67,15 +83,21 @@ def test_training_metrics_and_loss_went_down(project: FactoryConfig) -> None:
     assert losses[-1] < losses[0]
 
 
-def test_evaluation_report_has_both_scores(project: FactoryConfig) -> None:
+def test_evaluation_report_and_promotion_record(project: FactoryConfig) -> None:
     report_dir = local(project, "evaluation", "math-eval")
     report = json.loads((report_dir / "report.json").read_text())
-    for model in ("base", "adapter"):
-        assert 0.0 <= report["results"][model]["exact_match"] <= 1.0
-        assert len(report["results"][model]["samples"]) == 16
+    for model in ("base", "candidate"):
+        result = report["results"][model]
+        assert 0.0 <= result["exact_match"] <= 1.0
+        assert result["perplexity"] > 1.0
+        assert len(result["samples"]) == 16
+    # the trained adapter fits the held-out answers better than the untuned base model
+    assert report["results"]["candidate"]["perplexity"] < report["results"]["base"]["perplexity"]
     markdown = (report_dir / "report.md").read_text()
-    assert "| base |" in markdown and "| adapter |" in markdown and "Delta" in markdown
-    assert report["adapter"].startswith("math-lora@")
+    assert "| base |" in markdown and "| candidate |" in markdown and "Gate: PROMOTE" in markdown
+    registry = Registry(resources_for(project)["store"]).read("math-lora")
+    assert registry["champion"]["version"] == report["candidate_version"]
+    assert registry["champion"]["why"].startswith("PROMOTE (vs base)")
 
 
 def test_vllm_serves_the_adapter_through_the_openai_sdk(project: FactoryConfig) -> None:
@@ -91,6 +113,19 @@ def test_vllm_serves_the_adapter_through_the_openai_sdk(project: FactoryConfig) 
     assert answer.model == "math-lora"
     assert answer.choices[0].message.content
     assert answer.usage and answer.usage.completion_tokens > 0
+
+
+def test_endpoint_evaluation_measures_what_is_served(
+        small_project: tuple[FactoryConfig, object]) -> None:
+    _, result = small_project
+    (event,) = [e for e in result.get_asset_materialization_events()  # type: ignore[attr-defined]
+                if e.asset_key == dg.AssetKey(["served_evaluation", "local"])]
+    meta = event.materialization.metadata
+    for model in ("math-lora", "math-lora:tiny"):
+        assert 0.0 <= meta[f"{model}_exact_match"].value <= 1.0
+        assert meta[f"{model}_ttft_ms"].value > 0
+        assert meta[f"{model}_tpot_ms"].value > 0
+    assert "| math-lora |" in meta["served"].value
 
 
 def test_retrieval_returns_the_expected_source(project: FactoryConfig) -> None:
@@ -110,14 +145,49 @@ def test_rematerializing_reuses_adapter_and_keeps_server(project: FactoryConfig)
     job = defs.resolve_job_def("everything")
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, asset_selection=[
-            dg.AssetKey(["adapter", "math-lora"]), dg.AssetKey(["deployment", "local"])])
+            dg.AssetKey(["adapter", "math-lora"]), dg.AssetKey(["promotion", "math-lora"]),
+            dg.AssetKey(["deployment", "local"])])
     assert result.success
     meta = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in result.get_asset_materialization_events()}
     assert meta["adapter/math-lora"]["reused"].value is True
+    assert meta["promotion/math-lora"]["action"].value == "unchanged"
     assert meta["deployment/local"]["action"].value == "unchanged"
     assert vllm.state("local").pid == pid_before  # type: ignore[union-attr]
     assert httpx.get(f"{vllm.state('local').url}/health").status_code == 200  # type: ignore[union-attr]
+
+
+def test_worse_adapter_is_not_promoted_and_champion_keeps_serving(project: FactoryConfig
+                                                                  ) -> None:
+    """Retrain with a learning rate too small to learn: the gate blocks it (perplexity guard)."""
+    store = resources_for(project)["store"]
+    champion = Registry(store).champion("math-lora")
+    raw = yaml.safe_load((project.root / "factory.yaml").read_text())
+    raw["adapters"]["math-lora"]["training"]["learning_rate"] = 1e-7
+    worse_path = project.root / "factory.worse.yaml"
+    worse_path.write_text(yaml.safe_dump(raw))
+    worse = load_config(worse_path)
+    keys = [dg.AssetKey(k) for k in (["adapter", "math-lora"], ["evaluation", "math-eval"],
+                                     ["promotion", "math-lora"], ["deployment", "local"])]
+    with dg.DagsterInstance.get() as instance:
+        result = make_definitions(worse).resolve_job_def("everything").execute_in_process(
+            instance=instance, asset_selection=keys, raise_on_error=False)
+    gate = next(c for c in result.get_asset_check_evaluations()
+                if c.check_name == "promotion_gate")
+    assert not gate.passed and gate.description.startswith("KEEP CHAMPION (vs champion)")
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["promotion", "math-lora"]) not in materialized
+    assert dg.AssetKey(["deployment", "local"]) not in materialized
+    state = Registry(store).read("math-lora")
+    assert state["champion"] == champion
+    assert state["history"][-1]["event"] == "rejected"
+    # the deployment, re-materialized on its own, still serves the champion
+    with dg.DagsterInstance.get() as instance:
+        again = make_definitions(worse).resolve_job_def("everything").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey(["deployment", "local"])])
+    (event,) = again.get_asset_materialization_events()
+    assert event.materialization.metadata["adapter_versions"].value == {
+        "math-lora": champion["version"]}
 
 
 def test_hot_loads_a_changed_adapter_without_restart(project: FactoryConfig,

@@ -32,7 +32,7 @@ def test_materializations_are_recorded_in_postgres(pg_home: Path, tmp_path: Path
     config_path = tmp_path / "factory.yaml"
     shutil.copy(Path(__file__).parent / "configs" / "small.yaml", config_path)
     defs = make_definitions(load_config(config_path))
-    key = dg.AssetKey(["dataset", "math"])
+    key = dg.AssetKey(["corpus", "filings"])
     tag = str(uuid.uuid4())
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"

@@ -91,6 +91,40 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
     }
 
 
+def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
+    """exp(mean NLL) of the final assistant turn given the conversation before it."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args["pretrained"])
+    model = AutoModelForCausalLM.from_pretrained(model_args["pretrained"], dtype=torch.float32)
+    if model_args.get("peft"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, model_args["peft"])
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            messages = row["messages"]
+            prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True,
+                                                   tokenize=False)
+            full = tokenizer.apply_chat_template(messages, tokenize=False)
+            prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            labels = ids.clone()
+            labels[:, :prompt_len] = -100
+            n = int((labels[:, 1:] != -100).sum())
+            if n == 0:
+                continue
+            loss = model(input_ids=ids, labels=labels).loss
+            total_nll += float(loss) * n
+            total_tokens += n
+    return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -98,14 +132,18 @@ def main() -> None:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
         rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]
+        val = [json.loads(line) for line in Path(params["val_path"]).read_text().splitlines()]
+        val = val[: params["perplexity_rows"]] or rows[: params["perplexity_rows"]]
         write_task(out_dir / "task", rows, params["max_new_tokens"])
-        base = {"pretrained": params["base_model_dir"], "dtype": "float32"}
         results = {}
-        for name, model_args in (("base", base),
-                                 ("adapter", {**base, "peft": params["adapter_dir"]})):
+        for name, model_args in params["models"].items():
             pipes.log.info(f"evaluating {name} on {params['limit'] or len(rows)} test rows")
-            results[name] = run_harness(model_args, params, out_dir / "task")
-            pipes.log.info(f"{name}: exact_match={results[name]['exact_match']:.3f}")
+            result = run_harness({**model_args, "dtype": "float32"}, params, out_dir / "task")
+            result["seconds_per_sample"] = round(result["seconds"] / len(result["samples"]), 4)
+            result["perplexity"] = perplexity(model_args, val)
+            results[name] = result
+            pipes.log.info(f"{name}: exact_match={result['exact_match']:.3f} "
+                           f"perplexity={result['perplexity']:.3f}")
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
         pipes.report_custom_message(
             {name: {k: v for k, v in r.items() if k != "samples"} for name, r in results.items()}

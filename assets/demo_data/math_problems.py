@@ -1,7 +1,8 @@
 """Generated math word problems with chain-of-thought answers (in the spirit of Arithmo).
 
-Small numbers and one or two steps, so a few-million-parameter model can learn them on a CPU in
-minutes; the answer always ends with `#### <number>` so exact match can extract it.
+Small numbers and one or two steps, the reasoning written as the equations only, so a
+few-million-parameter model can learn them on a CPU in minutes; the answer always ends with
+`#### <number>` so exact match can extract it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def _add(rng: random.Random) -> tuple[str, str, int]:
     n, i = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(1, 20), rng.randint(1, 20)
     q = f"{n} has {a} {i}. {n} gets {b} more {i}. How many {i} does {n} have now?"
-    return q, f"{n} starts with {a} {i} and gets {b} more. {a} + {b} = {a + b}.", a + b
+    return q, f"{a} + {b} = {a + b}.", a + b
 
 
 def _sub(rng: random.Random) -> tuple[str, str, int]:
@@ -31,14 +32,14 @@ def _sub(rng: random.Random) -> tuple[str, str, int]:
     a = rng.randint(5, 30)
     b = rng.randint(1, a - 1)
     q = f"{n} had {a} {i} and gave away {b} of them. How many {i} are left?"
-    return q, f"{n} had {a} {i} and gave away {b}. {a} - {b} = {a - b}.", a - b
+    return q, f"{a} - {b} = {a - b}.", a - b
 
 
 def _mul(rng: random.Random) -> tuple[str, str, int]:
     n, i = rng.choice(NAMES), rng.choice(ITEMS)
     a, b = rng.randint(2, 9), rng.randint(2, 9)
     q = f"{n} has {a} boxes with {b} {i} in each box. How many {i} does {n} have in total?"
-    return q, f"There are {a} boxes of {b} {i}. {a} * {b} = {a * b}.", a * b
+    return q, f"{a} * {b} = {a * b}.", a * b
 
 
 def _two_step(rng: random.Random) -> tuple[str, str, int]:
@@ -47,7 +48,7 @@ def _two_step(rng: random.Random) -> tuple[str, str, int]:
     c = rng.randint(1, a + b - 1)
     q = (f"{n} has {a} {i}, buys {b} more, then loses {c}. "
          f"How many {i} does {n} have at the end?")
-    cot = f"First {a} + {b} = {a + b}. Then {a + b} - {c} = {a + b - c}."
+    cot = f"{a} + {b} = {a + b}. {a + b} - {c} = {a + b - c}."
     return q, cot, a + b - c
 
 

@@ -1,0 +1,100 @@
+"""The promotion gate and the registry of champions.
+
+A candidate adapter is promoted only if it beats the reference (the current champion, or the
+base model when there is none) by `margin` on the primary metric, and regresses no guard metric
+by more than its tolerance. Promotion is an explicit, recorded event (who, when, why); the
+deployment serves what the registry says, so a failed gate leaves the champion serving.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.config import PromotionSpec
+from resources.object_store import ArtifactMissing, ObjectStore
+
+# +1: higher is better; -1: lower is better.
+DIRECTION = {"exact_match": 1, "perplexity": -1, "seconds_per_sample": -1, "judge_score": 1,
+             "safety_pass_rate": 1}
+
+
+@dataclass
+class Decision:
+    passed: bool
+    reference: str
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        verdict = "PROMOTE" if self.passed else "KEEP CHAMPION"
+        return f"{verdict} (vs {self.reference}): " + "; ".join(self.reasons)
+
+
+def decide(scores: dict[str, dict[str, float]], policy: PromotionSpec,
+           candidate_is_champion: bool = False) -> Decision:
+    """`scores` maps base / candidate / champion to metric -> value."""
+    reference = "champion" if "champion" in scores else "base"
+    if candidate_is_champion:
+        return Decision(True, reference, ["candidate is already the champion"])
+    cand, ref = scores["candidate"], scores[reference]
+    reasons, passed = [], True
+    metric = policy.primary
+    if metric not in cand or metric not in ref:
+        return Decision(False, reference, [f"primary metric {metric!r} missing from the report"])
+    sign = DIRECTION.get(metric, 1)
+    delta = (cand[metric] - ref[metric]) * sign
+    ok = delta >= policy.margin
+    passed &= ok
+    reasons.append(f"{metric} {cand[metric]:.4g} vs {ref[metric]:.4g}: improvement {delta:+.4g} "
+                   f"{'>=' if ok else '<'} margin {policy.margin:g}")
+    for guard, spec in policy.guards.items():
+        if guard not in cand or guard not in ref:
+            reasons.append(f"guard {guard}: not measured, skipped")
+            continue
+        regression = (ref[guard] - cand[guard]) * DIRECTION.get(guard, 1)
+        ok = regression <= spec.tolerance
+        passed &= ok
+        reasons.append(f"guard {guard} {cand[guard]:.4g} vs {ref[guard]:.4g}: regression "
+                       f"{max(regression, 0):.4g} {'<=' if ok else '>'} tolerance "
+                       f"{spec.tolerance:g}")
+    return Decision(passed, reference, reasons)
+
+
+class Registry:
+    """`registry/<adapter>.json`: the champion and the full promotion history."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def _key(self, adapter: str) -> str:
+        return f"registry/{adapter}.json"
+
+    def read(self, adapter: str) -> dict[str, Any]:
+        try:
+            return self.store.get_json(self._key(adapter))
+        except ArtifactMissing:
+            return {"champion": None, "history": []}
+
+    def champion(self, adapter: str) -> dict[str, Any] | None:
+        return self.read(adapter)["champion"]
+
+    def promote(self, adapter: str, version: str, prefix: str, why: str,
+                scores: dict[str, Any], who: str | None = None) -> dict[str, Any]:
+        state = self.read(adapter)
+        entry = {"event": "promoted", "version": version, "prefix": prefix,
+                 "who": who or getpass.getuser(), "when": time.time(), "why": why,
+                 "scores": scores, "previous": (state["champion"] or {}).get("version")}
+        state["champion"] = entry
+        state["history"].append(entry)
+        self.store.put_json(self._key(adapter), state)
+        return entry
+
+    def record_rejection(self, adapter: str, version: str, why: str, who: str | None = None
+                         ) -> None:
+        state = self.read(adapter)
+        state["history"].append({"event": "rejected", "version": version, "when": time.time(),
+                                 "who": who or getpass.getuser(), "why": why})
+        self.store.put_json(self._key(adapter), state)

@@ -1,0 +1,77 @@
+"""Evaluation through the deployed endpoint: the same task, scored on what is actually served.
+
+Runs lm-evaluation-harness's `local-chat-completions` client against the vLLM server for the base
+model and every served adapter, and measures time to first token and time per output token from
+streamed requests, so quality and latency numbers describe the endpoint apps call.
+"""
+
+import json
+import shutil
+import time
+
+import dagster as dg
+
+from assets.common import Definition, current, publish, version_of
+from assets.demo_data.math_problems import SYSTEM_PROMPT
+from pipelines.config import DeploymentSpec, FactoryConfig
+from resources.compute import WorkerCompute
+from resources.object_store import ObjectStore
+from resources.vllm_server import VLLMServer
+
+
+def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConfig
+                            ) -> list[Definition]:
+    if spec.evaluate is None:
+        return []
+    evaluate = spec.evaluate
+
+    @dg.asset(
+        key=["served_evaluation", name], group_name="serving", kinds={"lm_eval", "vllm"},
+        deps=[dg.AssetKey(["deployment", name])],
+        description=f"Exact match, TTFT and TPOT of what deployment '{name}' serves, measured "
+                    "through its OpenAI-compatible endpoint.",
+    )
+    def _served(context: dg.AssetExecutionContext, store: ObjectStore, worker: WorkerCompute,
+                vllm: VLLMServer) -> dg.MaterializeResult:
+        started = time.monotonic()
+        state = vllm.state(name)
+        if state is None or not vllm.healthy(state):
+            raise dg.Failure(f"deployment {name} is not running; materialize deployment/{name}")
+        results: dict[str, dict] = {}
+        for adapter in state.adapters:
+            dataset = current(store, "dataset", config.adapters[adapter].dataset)
+            run_dir = config.work_dir / "runs" / "served_evaluation" / name / adapter
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            worker.run(context, "evaluate_endpoint", {
+                "output_dir": str(run_dir), "url": state.url,
+                "models": [adapter, state.base_model],
+                "test_path": str(store.local_dir(dataset["prefix"]) / "test.jsonl"),
+                "limit": evaluate.limit, "max_new_tokens": evaluate.max_new_tokens,
+                "timing_requests": evaluate.timing_requests, "system_prompt": SYSTEM_PROMPT,
+            })
+            for model, result in json.loads((run_dir / "results.json").read_text()).items():
+                results[f"{adapter}:{model}" if model == state.base_model else model] = result
+        report = config.work_dir / "runs" / "served_evaluation" / name / "report"
+        shutil.rmtree(report, ignore_errors=True)
+        report.mkdir(parents=True)
+        (report / "results.json").write_text(json.dumps(
+            {"url": state.url, "adapters": state.adapters, "results": results}, indent=1))
+        version = version_of(state.adapters, state.base_version, evaluate.model_dump(),
+                             time.time())
+        publish(store, "served_evaluation", name, version, report, url=state.url)
+        table = ["| served model | exact match | TTFT mean (ms) | TTFT p95 (ms) | TPOT (ms) |",
+                 "|---|---|---|---|---|"]
+        table += [f"| {m} | {r['exact_match']:.3f} | {r['ttft_mean_s'] * 1000:.0f} | "
+                  f"{r['ttft_p95_s'] * 1000:.0f} | {r['tpot_mean_s'] * 1000:.1f} |"
+                  for m, r in results.items()]
+        return dg.MaterializeResult(metadata={
+            "url": dg.MetadataValue.url(f"{state.url}/v1"),
+            "served": dg.MetadataValue.md("\n".join(table)),
+            **{f"{m}_exact_match": r["exact_match"] for m, r in results.items()},
+            **{f"{m}_ttft_ms": round(r["ttft_mean_s"] * 1000, 1) for m, r in results.items()},
+            **{f"{m}_tpot_ms": round(r["tpot_mean_s"] * 1000, 2) for m, r in results.items()},
+            "seconds": round(time.monotonic() - started, 1),
+        })
+
+    return [_served]

@@ -1,0 +1,70 @@
+"""The promotion gate on constructed reports, and the registry's record of who promoted what."""
+
+from assets.promotion import Registry, decide
+from pipelines.config import PromotionSpec
+from resources.object_store import ObjectStore
+
+POLICY = PromotionSpec.model_validate(
+    {"primary": "exact_match", "margin": 0.05, "guards": {"perplexity": {"tolerance": 0.5}}})
+
+
+def scores(**models: tuple[float, float]) -> dict[str, dict[str, float]]:
+    return {m: {"exact_match": em, "perplexity": ppl} for m, (em, ppl) in models.items()}
+
+
+def test_candidate_beating_champion_by_margin_passes() -> None:
+    d = decide(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.60, 2.1)), POLICY)
+    assert d.passed and d.reference == "champion"
+    assert "improvement +0.1 >= margin 0.05" in d.summary
+
+
+def test_improvement_below_margin_fails_and_says_why() -> None:
+    d = decide(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.53, 2.0)), POLICY)
+    assert not d.passed
+    assert d.summary.startswith("KEEP CHAMPION (vs champion): exact_match 0.53 vs 0.5: "
+                                "improvement +0.03 < margin 0.05")
+
+
+def test_guard_regression_blocks_even_with_better_primary() -> None:
+    d = decide(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.70, 2.6)), POLICY)
+    assert not d.passed
+    assert "guard perplexity 2.6 vs 2: regression 0.6 > tolerance 0.5" in d.summary
+
+
+def test_without_champion_the_base_is_the_reference() -> None:
+    d = decide(scores(base=(0.10, 9.0), candidate=(0.40, 3.0)), POLICY)
+    assert d.passed and d.reference == "base"
+    worse = decide(scores(base=(0.10, 9.0), candidate=(0.12, 3.0)), POLICY)
+    assert not worse.passed
+
+
+def test_lower_is_better_primary() -> None:
+    policy = PromotionSpec.model_validate({"primary": "perplexity", "margin": 0.2, "guards": {}})
+    assert decide(scores(base=(0, 5.0), candidate=(0, 4.5)), policy).passed
+    assert not decide(scores(base=(0, 5.0), candidate=(0, 4.9)), policy).passed
+
+
+def test_missing_primary_metric_fails_closed() -> None:
+    d = decide({"base": {"perplexity": 3.0}, "candidate": {"perplexity": 2.0}}, POLICY)
+    assert not d.passed and "primary metric 'exact_match' missing" in d.summary
+
+
+def test_registry_records_promotions_and_rejections(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    registry = Registry(ObjectStore(url="file://store", root=str(tmp_path)))
+    assert registry.champion("math") is None
+    registry.promote("math", "v1", "adapter/math/v1", why="beats base", scores={"em": 0.4},
+                     who="alice")
+    registry.record_rejection("math", "v2", why="regressed", who="bob")
+    registry.promote("math", "v3", "adapter/math/v3", why="beats v1", scores={"em": 0.6})
+    state = registry.read("math")
+    assert state["champion"]["version"] == "v3"
+    assert state["champion"]["previous"] == "v1"
+    assert [(e["event"], e["version"]) for e in state["history"]] == [
+        ("promoted", "v1"), ("rejected", "v2"), ("promoted", "v3")]
+    assert state["history"][0]["who"] == "alice" and state["history"][1]["why"] == "regressed"
+    assert state["history"][2]["when"] >= state["history"][0]["when"]
+
+
+def test_re_evaluating_the_champion_passes() -> None:
+    d = decide(scores(base=(0.0, 9.0), candidate=(0.5, 2.0)), POLICY, candidate_is_champion=True)
+    assert d.passed and "already the champion" in d.summary
