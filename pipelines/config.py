@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.settings import GatewaySettings
+
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME)]
 
@@ -281,6 +283,8 @@ class FactoryConfig(Strict):
     evaluations: dict[Name, EvaluationSpec] = Field(default_factory=dict)
     deployments: dict[Name, DeploymentSpec] = Field(default_factory=dict)
     corpora: dict[Name, CorpusSpec] = Field(default_factory=dict)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings,
+                                     description="the OpenAI-compatible gateway (gateway/)")
     _root: Path = PrivateAttr(default_factory=Path.cwd)
 
     @model_validator(mode="after")

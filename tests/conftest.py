@@ -71,3 +71,27 @@ def small_project(
     finally:
         for name in config.deployments:
             resources_for(config)["vllm"].stop(name)
+
+
+@pytest.fixture(scope="session")
+def vllm_url(small_project: tuple[FactoryConfig, object]) -> str:
+    from tests.gateway_fixtures import ensure_deployment
+
+    return ensure_deployment(small_project[0])
+
+
+@pytest.fixture(scope="session")
+def gateway_server(vllm_url: str, tmp_path_factory: pytest.TempPathFactory,
+                   ) -> Iterator[object]:
+    """The gateway on SQLite + in-memory limits (the embedded default) before the real vLLM."""
+    import os
+
+    from gateway.settings import GatewaySettings
+    from tests.gateway_fixtures import ADMIN_TOKEN, RunningGateway, serve, tenants
+
+    os.environ["FACTORY_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
+    db = tmp_path_factory.mktemp("gateway") / "gateway.db"
+    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url])
+    for url, gateway in serve(settings):
+        ours, key, theirs, other_key = tenants(gateway, ["tiny", "math-lora"])
+        yield RunningGateway(url, gateway, ours, key, theirs, other_key)

@@ -1,0 +1,140 @@
+"""`factory-gateway`: run the gateway and manage projects, members, keys, grants and usage.
+
+Management commands talk to the gateway's database directly (the same code as the admin API).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from gateway.settings import GatewaySettings, load_settings
+
+
+def _settings(ctx: click.Context) -> GatewaySettings:
+    return ctx.obj["settings"]
+
+
+def _tenancy(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from gateway.db import make_engine, session_factory
+    from gateway.tenancy import Tenancy
+
+    s = _settings(ctx)
+    return Tenancy(session_factory(make_engine(s.database_url)), s.default_rpm, s.default_tpm)
+
+
+def _echo(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+@click.group()
+@click.option("--config", default="factory.yaml", show_default=True,
+              help="project file whose `gateway:` section configures the gateway")
+@click.option("--database-url", default=None, help="override gateway.database_url")
+@click.pass_context
+def main(ctx: click.Context, config: str, database_url: str | None) -> None:
+    """The OpenAI-compatible gateway of Adapter Factory."""
+    from pathlib import Path
+
+    ctx.obj = {"settings": load_settings(config if Path(config).exists() else None,
+                                         database_url=database_url)}
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the gateway (uvicorn)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings(ctx)
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                log_level="info")
+
+
+@main.group()
+def project() -> None:
+    """Projects and their members."""
+
+
+@project.command("create")
+@click.argument("name")
+@click.option("--owner", required=True)
+@click.option("--log-prompts", is_flag=True, help="keep prompt text in the audit log")
+@click.pass_context
+def project_create(ctx: click.Context, name: str, owner: str, log_prompts: bool) -> None:
+    _echo(_tenancy(ctx.parent.parent).create_project(name, owner, log_prompts))
+
+
+@project.command("member")
+@click.argument("name")
+@click.argument("user")
+@click.option("--role", type=click.Choice(["owner", "member", "viewer"]), default="member")
+@click.pass_context
+def project_member(ctx: click.Context, name: str, user: str, role: str) -> None:
+    _echo(_tenancy(ctx.parent.parent).add_member(name, user, role))
+
+
+@project.command("grant")
+@click.argument("name")
+@click.argument("model")
+@click.option("--kind", type=click.Choice(["model", "collection"]), default="model")
+@click.pass_context
+def project_grant(ctx: click.Context, name: str, model: str, kind: str) -> None:
+    _echo(_tenancy(ctx.parent.parent).grant(name, model, kind))
+
+
+@main.group()
+def key() -> None:
+    """API keys: shown once at creation, stored hashed."""
+
+
+@key.command("create")
+@click.argument("project_name")
+@click.option("--user", required=True)
+@click.option("--name", default="default")
+@click.option("--rpm", type=int, default=None)
+@click.option("--tpm", type=int, default=None)
+@click.pass_context
+def key_create(ctx: click.Context, project_name: str, user: str, name: str, rpm: int | None,
+               tpm: int | None) -> None:
+    _echo(_tenancy(ctx.parent.parent).create_key(project_name, user, name, rpm, tpm))
+
+
+@key.command("rotate")
+@click.argument("key_id", type=int)
+@click.pass_context
+def key_rotate(ctx: click.Context, key_id: int) -> None:
+    _echo(_tenancy(ctx.parent.parent).rotate_key(key_id))
+
+
+@key.command("revoke")
+@click.argument("key_id", type=int)
+@click.pass_context
+def key_revoke(ctx: click.Context, key_id: int) -> None:
+    _echo(_tenancy(ctx.parent.parent).revoke_key(key_id))
+
+
+@key.command("list")
+@click.argument("project_name")
+@click.pass_context
+def key_list(ctx: click.Context, project_name: str) -> None:
+    _echo(_tenancy(ctx.parent.parent).list_keys(project_name))
+
+
+@main.command()
+@click.option("--project", "project_name", default=None)
+@click.option("--day", default=None, help="YYYY-MM-DD")
+@click.pass_context
+def usage(ctx: click.Context, project_name: str | None, day: str | None) -> None:
+    """Requests and tokens per day, project and key."""
+    _echo(_tenancy(ctx).usage(project_name, day))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The gateway's own database: projects, members, API keys, grants and the audit log.
+
+SQLite by default (one file beside the project), PostgreSQL in production; the same SQLAlchemy
+models serve both, and the tests run against both.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+Role = Literal["owner", "member", "viewer"]
+ROLES: tuple[Role, ...] = ("owner", "member", "viewer")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "gw_projects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    log_prompts: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Member(Base):
+    __tablename__ = "gw_members"
+    __table_args__ = (UniqueConstraint("project_id", "user"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("gw_projects.id"))
+    user: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class ApiKey(Base):
+    __tablename__ = "gw_api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("gw_projects.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("gw_members.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    rpm: Mapped[int] = mapped_column(Integer)
+    tpm: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Grant(Base):
+    """A model (base model, adapter or mixture) or a RAG collection a project may use."""
+
+    __tablename__ = "gw_grants"
+    __table_args__ = (UniqueConstraint("project_id", "kind", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("gw_projects.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # model | collection
+    name: Mapped[str] = mapped_column(String(128))
+
+
+class AuditRecord(Base):
+    __tablename__ = "gw_audit"
+    __table_args__ = (Index("ix_gw_audit_project_day", "project_id", "day"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    day: Mapped[str] = mapped_column(String(10))
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    project_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    route: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replica: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    prompt_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+def make_engine(url: str) -> Engine:
+    kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {
+        "pool_pre_ping": True}
+    engine = create_engine(url, **kwargs)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,139 @@
+"""The wire format: OpenAI-compatible request models (validated before anything goes upstream)
+and error bodies. Unknown request fields are dropped, never forwarded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class GatewayError(Exception):
+    """Raised anywhere in the logic; rendered as an OpenAI error body with its status."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = (
+            status, message, type_, code, param)
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return ErrorResponse(error=ErrorDetail(message=self.message, type=self.type,
+                                               param=self.param, code=self.code)).model_dump()
+
+
+def model_not_found(name: str) -> GatewayError:
+    # The same answer for "does not exist" and "not yours": names must not leak across projects.
+    shown = name if len(name) <= 128 and name.isprintable() else "(invalid name)"
+    return GatewayError(404, f"The model '{shown}' does not exist or you do not have access "
+                             "to it.", "invalid_request_error", "model_not_found", "model")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=256)
+
+
+class Sampling(Request):
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stream: bool = False
+    stream_options: dict[str, bool] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and (len(v) > 4 or any(len(s) > 64 for s in v)):
+            raise ValueError("at most 4 stop sequences of up to 64 characters")
+        if isinstance(v, str) and len(v) > 64:
+            raise ValueError("stop sequences are at most 64 characters")
+        return v
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+
+
+class RagOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(max_length=128)
+    top_k: int = Field(4, ge=1, le=20)
+    mmr: float | None = Field(None, ge=0, le=1)
+
+
+class ChatCompletionRequest(Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    compare_with: str | None = Field(None, max_length=256,
+                                     description="also answer with this model, side by side")
+    rag: RagOptions | None = None
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str] = Field(min_length=1)
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool | None = None
+
+
+class EmbeddingRequest(Request):
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] | None = None
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=128)
+    name: str = Field("default", max_length=64)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    owner: str = Field(min_length=1, max_length=128)
+    log_prompts: bool = False
+
+
+class MemberAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=128)
+    role: Literal["owner", "member", "viewer"]
+
+
+class GrantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=128)
+    kind: Literal["model", "collection"] = "model"

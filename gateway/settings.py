@@ -1,0 +1,68 @@
+"""Gateway settings: the `gateway:` section of factory.yaml, overridable by environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_messages: int = Field(64, ge=1)
+    max_prompt_chars: int = Field(32_000, ge=16)
+    max_tokens: int = Field(1024, ge=1)
+    max_n: int = Field(4, ge=1)
+    max_embedding_inputs: int = Field(64, ge=1)
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = Field("sqlite:///.factory/gateway.db",
+                              description="postgresql+psycopg2://... in production")
+    rate_limit_backend: str = Field("memory", description="memory or redis://host:port/db")
+    upstreams: list[str] = Field(default_factory=list,
+                                 description="vLLM replica URLs; default: the deployments")
+    refresh_seconds: float = Field(10.0, gt=0, description="how often replicas are re-listed")
+    embedding_model: str = "bundled:all-MiniLM-L6-v2"
+    embedding_model_name: str = "all-MiniLM-L6-v2"
+    default_rpm: int = Field(600, ge=1)
+    default_tpm: int = Field(200_000, ge=1)
+    limits: Limits = Limits()
+    admin_token_env: str = Field("FACTORY_GATEWAY_ADMIN_TOKEN",
+                                 description="environment variable holding the admin token")
+
+    @property
+    def admin_token(self) -> str | None:
+        return os.environ.get(self.admin_token_env) or None
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Read the `gateway:` section (paths relative to the config file) plus overrides."""
+    raw: dict[str, Any] = {}
+    root = Path.cwd()
+    if config_path is not None:
+        path = Path(config_path)
+        root = path.resolve().parent
+        doc = yaml.safe_load(path.read_text()) or {}
+        raw = dict(doc.get("gateway") or {})
+        if not raw.get("upstreams"):
+            raw["upstreams"] = [f"http://{d.get('host', '127.0.0.1')}:{d.get('port', 8010)}"
+                                for d in (doc.get("deployments") or {}).values()]
+    raw |= {k: v for k, v in overrides.items() if v is not None}
+    settings = GatewaySettings.model_validate(raw)
+    if settings.database_url.startswith("sqlite:///") and not settings.database_url.startswith(
+            "sqlite:////"):
+        relative = settings.database_url.removeprefix("sqlite:///")
+        db = (root / relative).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{db}"})
+    return settings

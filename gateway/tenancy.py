@@ -1,0 +1,189 @@
+"""Projects, members, keys and grants: who may call what. Used by the admin API and the CLI.
+
+Keys are random 256-bit secrets shown once; only their SHA-256 is stored (a high-entropy secret
+needs no slow hash), with a short prefix kept in clear so people can tell keys apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.db import ROLES, ApiKey, AuditRecord, Grant, Member, Project
+
+KEY_PREFIX = "af-"
+
+
+class TenancyError(ValueError):
+    """A request the admin API answers with 400/404: phrased for the person who made it."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: int
+    project_id: int
+    project: str
+    user: str
+    role: str
+    rpm: int
+    tpm: int
+    log_prompts: bool
+
+    @property
+    def can_infer(self) -> bool:
+        return self.role in ("owner", "member")
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Tenancy:
+    def __init__(self, sessions: sessionmaker, default_rpm: int, default_tpm: int) -> None:
+        self.sessions, self.default_rpm, self.default_tpm = sessions, default_rpm, default_tpm
+
+    # -- projects and members -------------------------------------------------------------------
+    def _project(self, s: Session, name: str) -> Project:
+        project = s.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            raise TenancyError(f"no project named {name!r}")
+        return project
+
+    def create_project(self, name: str, owner: str, log_prompts: bool = False) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            if s.scalar(select(Project).where(Project.name == name)):
+                raise TenancyError(f"project {name!r} already exists")
+            project = Project(name=name, log_prompts=log_prompts)
+            s.add(project)
+            s.flush()
+            s.add(Member(project_id=project.id, user=owner, role="owner"))
+            return {"project": name, "owner": owner, "log_prompts": log_prompts}
+
+    def add_member(self, project: str, user: str, role: str) -> dict[str, Any]:
+        if role not in ROLES:
+            raise TenancyError(f"role must be one of {', '.join(ROLES)}")
+        with self.sessions.begin() as s:
+            p = self._project(s, project)
+            member = s.scalar(select(Member).where(Member.project_id == p.id,
+                                                   Member.user == user))
+            if member:
+                member.role = role
+            else:
+                s.add(Member(project_id=p.id, user=user, role=role))
+            return {"project": project, "user": user, "role": role}
+
+    # -- keys -----------------------------------------------------------------------------------
+    def create_key(self, project: str, user: str, name: str = "default",
+                   rpm: int | None = None, tpm: int | None = None) -> dict[str, Any]:
+        """Returns the secret once; it cannot be recovered later."""
+        with self.sessions.begin() as s:
+            p = self._project(s, project)
+            member = s.scalar(select(Member).where(Member.project_id == p.id,
+                                                   Member.user == user))
+            if member is None:
+                raise TenancyError(f"{user!r} is not a member of {project!r}; add them first")
+            secret = KEY_PREFIX + secrets.token_urlsafe(32)
+            key = ApiKey(project_id=p.id, member_id=member.id, name=name, prefix=secret[:10],
+                         secret_hash=hash_secret(secret), rpm=rpm or self.default_rpm,
+                         tpm=tpm or self.default_tpm)
+            s.add(key)
+            s.flush()
+            return {"id": key.id, "key": secret, "prefix": key.prefix, "project": project,
+                    "user": user, "role": member.role, "rpm": key.rpm, "tpm": key.tpm}
+
+    def revoke_key(self, key_id: int) -> dict[str, Any]:
+        with self.sessions.begin() as s:
+            key = s.get(ApiKey, key_id)
+            if key is None:
+                raise TenancyError(f"no key with id {key_id}")
+            key.revoked_at = key.revoked_at or time.time()
+            return {"id": key_id, "revoked": True}
+
+    def rotate_key(self, key_id: int) -> dict[str, Any]:
+        """A new secret with the same project, member and limits; the old one stops working."""
+        with self.sessions.begin() as s:
+            key = s.get(ApiKey, key_id)
+            if key is None or key.revoked_at:
+                raise TenancyError(f"no active key with id {key_id}")
+            member = s.get(Member, key.member_id)
+            project = s.get(Project, key.project_id)
+            assert member and project
+        new = self.create_key(project.name, member.user, key.name, key.rpm, key.tpm)
+        self.revoke_key(key_id)
+        return new
+
+    def list_keys(self, project: str) -> list[dict[str, Any]]:
+        with self.sessions() as s:
+            p = self._project(s, project)
+            rows = s.execute(select(ApiKey, Member).join(Member, ApiKey.member_id == Member.id)
+                             .where(ApiKey.project_id == p.id).order_by(ApiKey.id)).all()
+            return [{"id": k.id, "name": k.name, "prefix": k.prefix, "user": m.user,
+                     "role": m.role, "revoked": k.revoked_at is not None} for k, m in rows]
+
+    def authenticate(self, secret: str) -> Principal | None:
+        with self.sessions() as s:
+            row = s.execute(
+                select(ApiKey, Member, Project)
+                .join(Member, ApiKey.member_id == Member.id)
+                .join(Project, ApiKey.project_id == Project.id)
+                .where(ApiKey.secret_hash == hash_secret(secret))
+            ).first()
+        if row is None:
+            return None
+        key, member, project = row
+        if key.revoked_at is not None:
+            return None
+        return Principal(key.id, project.id, project.name, member.user, member.role, key.rpm,
+                         key.tpm, project.log_prompts)
+
+    # -- grants ---------------------------------------------------------------------------------
+    def grant(self, project: str, name: str, kind: str = "model") -> dict[str, Any]:
+        if kind not in ("model", "collection"):
+            raise TenancyError("kind must be model or collection")
+        with self.sessions.begin() as s:
+            p = self._project(s, project)
+            if not s.scalar(select(Grant).where(Grant.project_id == p.id, Grant.kind == kind,
+                                                Grant.name == name)):
+                s.add(Grant(project_id=p.id, kind=kind, name=name))
+            return {"project": project, "kind": kind, "name": name}
+
+    def revoke_grant(self, project: str, name: str, kind: str = "model") -> None:
+        with self.sessions.begin() as s:
+            p = self._project(s, project)
+            grant = s.scalar(select(Grant).where(Grant.project_id == p.id, Grant.kind == kind,
+                                                 Grant.name == name))
+            if grant:
+                s.delete(grant)
+
+    def granted(self, project_id: int, kind: str = "model") -> set[str]:
+        with self.sessions() as s:
+            return set(s.scalars(select(Grant.name).where(Grant.project_id == project_id,
+                                                          Grant.kind == kind)))
+
+    # -- usage ----------------------------------------------------------------------------------
+    def usage(self, project: str | None = None, day: str | None = None) -> list[dict[str, Any]]:
+        """Requests and tokens per day, project and key, from the audit log."""
+        with self.sessions() as s:
+            q = (select(AuditRecord.day, Project.name, AuditRecord.key_id,
+                        func.count(AuditRecord.id), func.sum(AuditRecord.prompt_tokens),
+                        func.sum(AuditRecord.completion_tokens))
+                 .join(Project, Project.id == AuditRecord.project_id)
+                 .group_by(AuditRecord.day, Project.name, AuditRecord.key_id)
+                 .order_by(AuditRecord.day, Project.name, AuditRecord.key_id))
+            if project:
+                q = q.where(Project.name == project)
+            if day:
+                q = q.where(AuditRecord.day == day)
+            out: dict[tuple, dict[str, Any]] = defaultdict(dict)
+            for d, p, key_id, n, pt, ct in s.execute(q):
+                out[(d, p, key_id)] = {"day": d, "project": p, "key_id": key_id, "requests": n,
+                                       "prompt_tokens": int(pt or 0),
+                                       "completion_tokens": int(ct or 0)}
+            return list(out.values())

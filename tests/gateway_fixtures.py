@@ -1,0 +1,88 @@
+"""A real gateway (uvicorn on 127.0.0.1) in front of the small project's real vLLM server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import httpx
+import uvicorn
+
+from gateway.app import create_app
+from gateway.serving import Gateway
+from gateway.settings import GatewaySettings
+from pipelines.config import FactoryConfig
+from pipelines.graph import make_definitions, resources_for
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def ensure_deployment(config: FactoryConfig) -> str:
+    """The deployment's URL, (re)starting it if an earlier test stopped it."""
+    vllm = resources_for(config)["vllm"]
+    state = vllm.state("local")
+    if state is None or not vllm.healthy(state):
+        with dg.DagsterInstance.get() as instance:
+            result = make_definitions(config).resolve_job_def("everything").execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey(["deployment", "local"])])
+        assert result.success
+        state = vllm.state("local")
+    assert state is not None
+    return state.url
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    gateway: Gateway
+    project: str
+    key: str
+    other_project: str
+    other_key: str
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key or self.key}"} if key != "" else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(settings: GatewaySettings) -> Iterator[tuple[str, Gateway]]:
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", app.state.gateway
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def tenants(gateway: Gateway, models: list[str]) -> tuple[str, str, str, str]:
+    """Two projects: ours (granted `models` + embeddings) and another granted nothing of ours."""
+    suffix = uuid.uuid4().hex[:8]
+    ours, theirs = f"team-{suffix}", f"other-{suffix}"
+    t = gateway.tenancy
+    t.create_project(ours, owner="alice")
+    t.create_project(theirs, owner="mallory")
+    for model in [*models, gateway.settings.embedding_model_name]:
+        t.grant(ours, model)
+    key = t.create_key(ours, "alice")["key"]
+    other_key = t.create_key(theirs, "mallory")["key"]
+    return ours, key, theirs, other_key

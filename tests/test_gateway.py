@@ -1,0 +1,223 @@
+"""The gateway with real clients (openai SDK, LlamaIndex) in front of the real vLLM server,
+and a hostile client that must get clean OpenAI-format errors, each one audited."""
+
+import json
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import select
+
+from gateway.db import AuditRecord
+from tests.gateway_fixtures import ADMIN_TOKEN, RunningGateway
+
+QUESTION = "Ava has 3 pens. Ava gets 4 more pens. How many pens does Ava have now?"
+
+
+def sdk(gw: RunningGateway, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key or gw.key, max_retries=0)
+
+
+def audit_rows(gw: RunningGateway, **where: object) -> list[AuditRecord]:
+    with gw.gateway.sessions() as s:
+        q = select(AuditRecord).order_by(AuditRecord.id)
+        for column, value in where.items():
+            q = q.where(getattr(AuditRecord, column) == value)
+        return list(s.scalars(q))
+
+
+# -- the openai SDK ---------------------------------------------------------------------------
+def test_models_lists_exactly_what_the_project_may_use(gateway_server: RunningGateway) -> None:
+    ours = {m.id for m in sdk(gateway_server).models.list()}
+    assert ours == {"tiny", "math-lora", "all-MiniLM-L6-v2"}
+    theirs = {m.id for m in sdk(gateway_server, gateway_server.other_key).models.list()}
+    assert theirs == set()
+
+
+def test_chat_completion_through_the_sdk(gateway_server: RunningGateway) -> None:
+    answer = sdk(gateway_server).chat.completions.create(
+        model="math-lora", messages=[{"role": "user", "content": QUESTION}], max_tokens=16,
+        temperature=0, seed=1, stop=["<|end|>"])
+    assert answer.model == "math-lora"
+    assert answer.choices[0].message.content
+    assert answer.usage and answer.usage.prompt_tokens > 0
+    row = audit_rows(gateway_server, route="chat.completions", status=200)[-1]
+    assert row.model == "math-lora" and row.completion_tokens == answer.usage.completion_tokens
+    assert row.prompt_text is None  # prompts are not kept unless the project opts in
+    assert row.replica and row.latency_ms > 0
+
+
+def test_streaming_relays_chunks_and_usage(gateway_server: RunningGateway) -> None:
+    stream = sdk(gateway_server).chat.completions.create(
+        model="math-lora", messages=[{"role": "user", "content": QUESTION}], max_tokens=12,
+        temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    row = audit_rows(gateway_server, route="chat.completions")[-1]
+    assert row.ttft_ms is not None and row.completion_tokens == chunks[-1].usage.completion_tokens
+
+
+def test_completions_and_logprobs(gateway_server: RunningGateway) -> None:
+    out = sdk(gateway_server).completions.create(model="tiny", prompt="7 + 5 =", max_tokens=4,
+                                                 temperature=0, logprobs=2)
+    assert out.choices[0].text
+    assert out.choices[0].logprobs and out.choices[0].logprobs.top_logprobs
+
+
+def test_embeddings_from_the_local_model(gateway_server: RunningGateway) -> None:
+    out = sdk(gateway_server).embeddings.create(model="all-MiniLM-L6-v2",
+                                                input=["revenue grew", "sales rose"])
+    assert len(out.data) == 2 and len(out.data[0].embedding) == 384
+    norm = sum(x * x for x in out.data[0].embedding) ** 0.5
+    assert norm == pytest.approx(1.0, abs=1e-3)
+    assert out.usage.prompt_tokens > 0
+
+
+def test_comparison_mode_answers_side_by_side(gateway_server: RunningGateway) -> None:
+    with gateway_server.client() as c:
+        r = c.post("/v1/chat/completions", json={
+            "model": "math-lora", "compare_with": "tiny", "max_tokens": 8, "temperature": 0,
+            "messages": [{"role": "user", "content": QUESTION}]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model"] == "math-lora" and body["comparison"][0]["model"] == "tiny"
+
+
+def test_llamaindex_openai_like_client(gateway_server: RunningGateway) -> None:
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.openai_like import OpenAILike
+
+    llm = OpenAILike(model="math-lora", api_base=f"{gateway_server.url}/v1",
+                     api_key=gateway_server.key, is_chat_model=True, max_tokens=8,
+                     temperature=0)
+    reply = llm.chat([ChatMessage(role="user", content=QUESTION)])
+    assert reply.message.content
+
+
+# -- the hostile client ------------------------------------------------------------------------
+def chat_body(model: str = "math-lora", **extra: object) -> dict:
+    return {"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}],
+            **extra}
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"] and error["type"]
+
+
+def test_no_key_wrong_key_and_revoked_key_are_401(gateway_server: RunningGateway) -> None:
+    before = len(audit_rows(gateway_server, status=401))
+    with gateway_server.client(key="") as c:
+        assert_error(c.post("/v1/chat/completions", json=chat_body()), 401, "missing_api_key")
+    with gateway_server.client(key="af-not-a-real-key") as c:
+        assert_error(c.get("/v1/models"), 401, "invalid_api_key")
+    t = gateway_server.gateway.tenancy
+    doomed = t.create_key(gateway_server.project, "alice", name="doomed")
+    with gateway_server.client(key=doomed["key"]) as c:
+        assert c.get("/v1/models").status_code == 200
+        t.revoke_key(doomed["id"])
+        assert_error(c.get("/v1/models"), 401, "invalid_api_key")
+    assert len(audit_rows(gateway_server, status=401)) == before + 3
+
+
+def test_another_projects_adapter_is_404_not_403(gateway_server: RunningGateway) -> None:
+    with gateway_server.client(key=gateway_server.other_key) as c:
+        r = c.post("/v1/chat/completions", json=chat_body("math-lora"))
+        assert_error(r, 404, "model_not_found")
+        unknown = c.post("/v1/chat/completions", json=chat_body("no-such-adapter"))
+    assert r.json()["error"]["message"].replace("math-lora", "X") == \
+        unknown.json()["error"]["message"].replace("no-such-adapter", "X")  # no existence leak
+    row = audit_rows(gateway_server, status=404)[-2]
+    assert row.model == "math-lora" and row.error == "model_not_found"
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "math-lora/../tiny", "a b", "x" * 300,
+                                  "%2e%2e%2f", "tiny\u0000", "", "math-lora;rm -rf"])
+def test_odd_model_names_are_rejected_cleanly(gateway_server: RunningGateway, name: str) -> None:
+    with gateway_server.client() as c:
+        r = c.post("/v1/chat/completions", json=chat_body(name))
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["error"]["code"] in ("model_not_found", "invalid_request")
+
+
+def test_oversized_and_malformed_bodies(gateway_server: RunningGateway) -> None:
+    limits = gateway_server.gateway.settings.limits
+    with gateway_server.client() as c:
+        big = json.dumps(chat_body(pad="x" * (limits.max_body_bytes + 10)))
+        assert_error(c.post("/v1/chat/completions", content=big,
+                            headers={"content-type": "application/json"}), 413,
+                     "request_too_large")
+        assert_error(c.post("/v1/chat/completions", content=b"{'model': nope",
+                            headers={"content-type": "application/json"}), 400, "invalid_json")
+        assert_error(c.post("/v1/chat/completions", json=chat_body(max_tokens=10**6)), 400,
+                     "max_tokens_too_large")
+        long_prompt = {"role": "user", "content": "y" * (limits.max_prompt_chars + 1)}
+        assert_error(c.post("/v1/chat/completions", json={**chat_body(),
+                                                          "messages": [long_prompt]}),
+                     400, "prompt_too_long")
+        r = c.post("/v1/chat/completions", json=chat_body(temperature=7))
+        assert_error(r, 400, "invalid_request")
+        assert r.json()["error"]["param"] == "temperature"
+        assert_error(c.post("/v1/chat/completions", json={"model": "math-lora",
+                                                          "messages": []}),
+                     400, "invalid_request")
+    codes = {row.error for row in audit_rows(gateway_server, status=400)}
+    assert {"invalid_json", "max_tokens_too_large", "prompt_too_long"} <= codes
+    assert audit_rows(gateway_server, status=413)
+
+
+def test_rate_limit_is_429_with_retry_after(gateway_server: RunningGateway) -> None:
+    t = gateway_server.gateway.tenancy
+    limited = t.create_key(gateway_server.project, "alice", name="limited", rpm=2)
+    with gateway_server.client(key=limited["key"]) as c:
+        assert c.get("/v1/models").status_code == 200
+        assert c.get("/v1/models").status_code == 200
+        r = c.get("/v1/models")
+    assert_error(r, 429, "rate_limit_exceeded")
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert audit_rows(gateway_server, status=429, key_id=limited["id"])
+
+
+def test_viewer_may_list_but_not_infer(gateway_server: RunningGateway) -> None:
+    t = gateway_server.gateway.tenancy
+    t.add_member(gateway_server.project, "victor", "viewer")
+    viewer = t.create_key(gateway_server.project, "victor")["key"]
+    with gateway_server.client(key=viewer) as c:
+        assert c.get("/v1/models").status_code == 200
+        assert_error(c.post("/v1/chat/completions", json=chat_body()), 403,
+                     "insufficient_role")
+
+
+def test_key_rotation_and_admin_api(gateway_server: RunningGateway) -> None:
+    with httpx.Client(base_url=gateway_server.url,
+                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
+        created = admin.post(f"/admin/projects/{gateway_server.project}/keys",
+                             json={"user": "alice", "name": "ci"}).json()
+        rotated = admin.post(f"/admin/keys/{created['id']}/rotate").json()
+        listed = admin.get(f"/admin/projects/{gateway_server.project}/keys").json()
+        assert admin.post("/admin/projects/nope/keys", json={"user": "x"}).status_code == 404
+    assert rotated["key"] != created["key"] and rotated["prefix"] == rotated["key"][:10]
+    assert {k["id"]: k["revoked"] for k in listed}[created["id"]] is True
+    assert all("key" not in k for k in listed)  # secrets are never shown again
+    with gateway_server.client(key=created["key"]) as old:
+        assert old.get("/v1/models").status_code == 401
+    with gateway_server.client(key=rotated["key"]) as new:
+        assert new.get("/v1/models").status_code == 200
+    with gateway_server.client(key=gateway_server.other_key) as outsider:
+        r = outsider.post(f"/admin/projects/{gateway_server.project}/keys", json={"user": "x"})
+        assert r.status_code == 403
+
+
+def test_usage_and_metrics(gateway_server: RunningGateway) -> None:
+    usage = gateway_server.gateway.tenancy.usage(gateway_server.project)
+    assert sum(u["requests"] for u in usage) >= 5
+    assert sum(u["completion_tokens"] for u in usage) > 0
+    with httpx.Client(base_url=gateway_server.url) as c:
+        text = c.get("/metrics").text
+    assert 'gateway_requests_total{model="math-lora",route="chat.completions",status="200"}' \
+        in text
+    assert "gateway_time_to_first_token_seconds_count" in text
+    assert 'gateway_errors_total{code="model_not_found"' in text

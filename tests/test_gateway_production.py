@@ -1,0 +1,60 @@
+"""The gateway's production settings: PostgreSQL for keys and audit, Redis for shared limits."""
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
+
+from gateway.db import AuditRecord
+from gateway.settings import GatewaySettings
+from tests.gateway_fixtures import serve, tenants
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def services() -> None:
+    try:
+        create_engine(PG_URL).connect().close()
+        redis.Redis.from_url(REDIS_URL).ping()
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL (127.0.0.1:5432/test) and Redis (127.0.0.1:6379) are "
+                    f"expected on this machine: {exc}")
+
+
+def test_postgres_audit_and_redis_limits_shared_by_two_gateways(services: None, vllm_url: str,
+                                                                tmp_path: Path) -> None:
+    settings = GatewaySettings(database_url=PG_URL, rate_limit_backend=REDIS_URL,
+                               upstreams=[vllm_url])
+    first = serve(settings)
+    second = serve(settings)
+    url_a, gw_a = next(first)
+    url_b, _ = next(second)
+    try:
+        project, _, _, _ = tenants(gw_a, ["math-lora"])
+        key = gw_a.tenancy.create_key(project, "alice", name=f"k-{uuid.uuid4().hex[:6]}",
+                                      rpm=2)
+        headers = {"authorization": f"Bearer {key['key']}"}
+        body = {"model": "math-lora", "max_tokens": 4,
+                "messages": [{"role": "user", "content": "2 + 2?"}]}
+        assert httpx.post(f"{url_a}/v1/chat/completions", json=body, headers=headers,
+                          timeout=60).status_code == 200
+        assert httpx.get(f"{url_b}/v1/models", headers=headers).status_code == 200
+        limited = httpx.get(f"{url_a}/v1/models", headers=headers)  # third within the minute
+        assert limited.status_code == 429 and "retry-after" in limited.headers
+    finally:
+        for gen in (first, second):
+            gen.close()
+    with Session(create_engine(PG_URL)) as s:
+        rows = list(s.scalars(select(AuditRecord).where(AuditRecord.key_id == key["id"])
+                              .order_by(AuditRecord.id)))
+        tables = {r[0] for r in s.execute(text(
+            "select tablename from pg_tables where tablename like 'gw_%'"))}
+    assert [r.status for r in rows] == [200, 200, 429]
+    assert rows[0].model == "math-lora" and rows[0].completion_tokens > 0
+    assert {"gw_projects", "gw_api_keys", "gw_grants", "gw_audit", "gw_members"} <= tables
