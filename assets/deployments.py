@@ -16,7 +16,8 @@ from resources.vllm_server import AdapterToServe, VLLMServer
 
 def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> list[Definition]:
     deps = [dg.AssetKey(["base_model", spec.base_model])]
-    deps += [dg.AssetKey(["promotion", a]) for a in spec.adapters]
+    deps += [dg.AssetKey(["mixture" if a in config.mixtures else "promotion", a])
+             for a in spec.adapters]
 
     @dg.asset(
         key=["deployment", name], group_name="serving", kinds={"vllm"}, deps=deps,
@@ -32,7 +33,8 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
         for adapter_name in spec.adapters:
             # Checked here, not only by the blocking gate (which binds within one run): only a
             # version the registry marks promoted is ever served.
-            champion = registry.champion(adapter_name)
+            champion = (current(store, "mixture", adapter_name)
+                        if adapter_name in config.mixtures else registry.champion(adapter_name))
             if champion is None:
                 not_promoted.append(adapter_name)
                 context.log.warning(f"{adapter_name}: no promoted version yet; not served")

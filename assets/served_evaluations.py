@@ -39,7 +39,10 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             raise dg.Failure(f"deployment {name} is not running; materialize deployment/{name}")
         results: dict[str, dict] = {}
         for adapter in state.adapters:
-            dataset = current(store, "dataset", config.adapters[adapter].dataset)
+            # a mixture is scored on the test split of its first component
+            source = adapter if adapter in config.adapters else next(
+                iter(config.mixtures[adapter].adapters))
+            dataset = current(store, "dataset", config.adapters[source].dataset)
             run_dir = config.work_dir / "runs" / "served_evaluation" / name / adapter
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)

@@ -221,6 +221,15 @@ class PromotionSpec(Strict):
         default_factory=lambda: {"perplexity": GuardSpec(tolerance=0.5)})
 
 
+class MixtureSpec(Strict):
+    """Several promoted adapters applied with weights, built as one LoRA and served like one."""
+
+    base_model: Name
+    adapters: dict[Name, float] = Field(min_length=2)
+    combination: Literal["cat", "linear"] = Field(
+        "cat", description="cat: exact weighted sum (rank = sum of ranks); linear: same ranks")
+
+
 class EvaluationSpec(Strict):
     adapter: Name
     promotion: PromotionSpec = PromotionSpec()
@@ -281,6 +290,7 @@ class FactoryConfig(Strict):
     datasets: dict[Name, DatasetSpec] = Field(default_factory=dict)
     adapters: dict[Name, AdapterSpec] = Field(default_factory=dict)
     evaluations: dict[Name, EvaluationSpec] = Field(default_factory=dict)
+    mixtures: dict[Name, MixtureSpec] = Field(default_factory=dict)
     deployments: dict[Name, DeploymentSpec] = Field(default_factory=dict)
     corpora: dict[Name, CorpusSpec] = Field(default_factory=dict)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings,
@@ -311,11 +321,23 @@ class FactoryConfig(Strict):
                 problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is already judged by "
                                 f"evaluations.{seen[e.adapter]}; one promotion gate per adapter")
             seen[e.adapter] = name
+        for name, m in self.mixtures.items():
+            check(f"mixtures.{name}.base_model", m.base_model, self.base_models, "base_models")
+            if name in self.adapters:
+                problems.append(f"mixtures.{name}: an adapter has the same name; rename one")
+            for adapter in m.adapters:
+                check(f"mixtures.{name}.adapters.{adapter}", adapter, self.adapters, "adapters")
+                if adapter in self.adapters and adapter not in {
+                        e.adapter for e in self.evaluations.values()}:
+                    problems.append(f"mixtures.{name}.adapters.{adapter}: has no evaluation, so "
+                                    "it is never promoted; declare one under evaluations")
+        servable = {**self.adapters, **self.mixtures}
         for name, d in self.deployments.items():
             check(f"deployments.{name}.base_model", d.base_model, self.base_models, "base_models")
             for i, adapter in enumerate(d.adapters):
-                check(f"deployments.{name}.adapters[{i}]", adapter, self.adapters, "adapters")
-                spec = self.adapters.get(adapter)
+                check(f"deployments.{name}.adapters[{i}]", adapter, servable,
+                      "adapters or mixtures")
+                spec = servable.get(adapter)
                 if spec and spec.base_model != d.base_model:
                     problems.append(
                         f"deployments.{name}.adapters[{i}]: '{adapter}' is trained on "

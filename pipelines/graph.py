@@ -16,6 +16,7 @@ from assets.datasets import dataset_asset
 from assets.deployments import deployment_asset
 from assets.evaluations import evaluation_asset
 from assets.indexes import corpus_asset, index_asset
+from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
 from pipelines.config import FactoryConfig
 from resources.compute import WorkerCompute
@@ -45,6 +46,7 @@ def assets_for(config: FactoryConfig) -> list[Definition]:
     factories = [
         (config.base_models, base_model_asset), (config.datasets, dataset_asset),
         (config.adapters, adapter_asset), (config.evaluations, evaluation_asset),
+        (config.mixtures, mixture_asset),
         (config.deployments, deployment_asset), (config.deployments, served_evaluation_asset),
         (config.corpora, corpus_asset),
         (config.corpora, index_asset),

@@ -28,7 +28,8 @@ def error_for(tmp_path: Path, mutate) -> str:  # type: ignore[no-untyped-def]
 
 def test_small_config_is_valid() -> None:
     config = load_config(SMALL)
-    assert set(config.adapters) == {"math-lora"}
+    assert set(config.adapters) == {"math-lora", "math-lora-b"}
+    assert config.mixtures["math-mix"].adapters == {"math-lora": 0.7, "math-lora-b": 0.3}
     assert config.root == SMALL.parent
 
 
@@ -72,3 +73,14 @@ def test_cli_reports_config_error_without_traceback(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "deployments.local.adapters[0]: 'nope' is not in adapters" in result.output
     assert "Traceback" not in result.output
+
+
+def test_deployed_adapter_without_evaluation_is_rejected(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["evaluations"].pop("math-eval"))
+    assert "deployments.local.adapters[0]: 'math-lora' has no evaluation" in msg
+    assert "mixtures.math-mix.adapters.math-lora: has no evaluation" in msg
+
+
+def test_gateway_section_is_validated(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r.update(gateway={"port": 8080, "limts": {}}))
+    assert "gateway.limts: unknown key" in msg

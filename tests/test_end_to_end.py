@@ -39,7 +39,9 @@ def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, obj
     materialized = {e.asset_key.to_user_string()
                     for e in result.get_asset_materialization_events()}  # type: ignore[attr-defined]
     assert materialized == {"base_model/tiny", "dataset/math", "adapter/math-lora",
-                            "evaluation/math-eval", "promotion/math-lora", "deployment/local",
+                            "adapter/math-lora-b", "evaluation/math-eval",
+                            "evaluation/math-eval-b", "promotion/math-lora",
+                            "promotion/math-lora-b", "mixture/math-mix", "deployment/local",
                             "served_evaluation/local", "corpus/filings", "index/filings"}
     checks = {c.check_name: c.passed
               for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
@@ -105,7 +107,7 @@ def test_vllm_serves_the_adapter_through_the_openai_sdk(project: FactoryConfig) 
     assert state is not None
     client = openai.OpenAI(base_url=f"{state.url}/v1", api_key="unused")
     models = {m.id for m in client.models.list()}
-    assert {"tiny", "math-lora"} <= models
+    assert {"tiny", "math-lora", "math-mix"} <= models
     answer = client.chat.completions.create(
         model="math-lora", max_tokens=24, temperature=0,
         messages=[{"role": "user", "content": "Ava has 3 pens. Ava gets 4 more pens. "
@@ -126,6 +128,23 @@ def test_endpoint_evaluation_measures_what_is_served(
         assert meta[f"{model}_ttft_ms"].value > 0
         assert meta[f"{model}_tpot_ms"].value > 0
     assert "| math-lora |" in meta["served"].value
+
+
+def test_mixture_is_one_lora_of_the_promoted_components(project: FactoryConfig) -> None:
+    store = resources_for(project)["store"]
+    mixture = store.read_ref("mixture/math-mix")
+    registry = Registry(store)
+    assert mixture["components"] == {a: registry.champion(a)["version"]
+                                     for a in ("math-lora", "math-lora-b")}
+    config = json.loads((local(project, "mixture", "math-mix") / "adapter_config.json")
+                        .read_text())
+    assert config["r"] == 16  # cat: 8 + 8
+    state = resources_for(project)["vllm"].state("local")
+    answer = openai.OpenAI(base_url=f"{state.url}/v1", api_key="x").chat.completions.create(
+        model="math-mix", max_tokens=8, temperature=0,
+        messages=[{"role": "user", "content": "Sam has 2 pens. Sam gets 1 more pens. "
+                                              "How many pens does Sam have now?"}])
+    assert answer.model == "math-mix" and answer.choices[0].message.content
 
 
 def test_retrieval_returns_the_expected_source(project: FactoryConfig) -> None:
@@ -186,8 +205,8 @@ def test_worse_adapter_is_not_promoted_and_champion_keeps_serving(project: Facto
         again = make_definitions(worse).resolve_job_def("everything").execute_in_process(
             instance=instance, asset_selection=[dg.AssetKey(["deployment", "local"])])
     (event,) = again.get_asset_materialization_events()
-    assert event.materialization.metadata["adapter_versions"].value == {
-        "math-lora": champion["version"]}
+    served = event.materialization.metadata["adapter_versions"].value
+    assert served["math-lora"] == champion["version"]
 
 
 def test_hot_loads_a_changed_adapter_without_restart(project: FactoryConfig,

@@ -2,6 +2,7 @@
 and a hostile client that must get clean OpenAI-format errors, each one audited."""
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -73,6 +74,18 @@ def test_embeddings_from_the_local_model(gateway_server: RunningGateway) -> None
     norm = sum(x * x for x in out.data[0].embedding) ** 0.5
     assert norm == pytest.approx(1.0, abs=1e-3)
     assert out.usage.prompt_tokens > 0
+
+
+def test_a_granted_mixture_is_one_model_name(gateway_server: RunningGateway) -> None:
+    with gateway_server.client(key=gateway_server.other_key) as c:
+        assert c.post("/v1/chat/completions", json=chat_body("math-mix")).status_code == 404
+    gateway_server.gateway.tenancy.grant(gateway_server.other_project, "math-mix")
+    with gateway_server.client(key=gateway_server.other_key) as c:
+        r = c.post("/v1/chat/completions", json=chat_body("math-mix"))
+        listed = {m["id"] for m in c.get("/v1/models").json()["data"]}
+    assert r.status_code == 200 and r.json()["model"] == "math-mix"
+    assert listed == {"math-mix"}
+    gateway_server.gateway.tenancy.revoke_grant(gateway_server.other_project, "math-mix")
 
 
 def test_comparison_mode_answers_side_by_side(gateway_server: RunningGateway) -> None:
@@ -221,3 +234,31 @@ def test_usage_and_metrics(gateway_server: RunningGateway) -> None:
         in text
     assert "gateway_time_to_first_token_seconds_count" in text
     assert 'gateway_errors_total{code="model_not_found"' in text
+
+
+def test_failover_to_a_live_replica_and_adapter_aware_choice(vllm_url: str,
+                                                             tmp_path: Path) -> None:
+    from gateway.settings import GatewaySettings
+    from gateway.upstream import Replica, ReplicaPool
+    from tests.gateway_fixtures import serve, tenants
+
+    dead = "http://127.0.0.1:9"  # nothing listens here
+    settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gw.db'}",
+                               upstreams=[dead, vllm_url])
+    for url, gateway in serve(settings):
+        _, key, _, _ = tenants(gateway, ["math-lora"])
+        headers = {"authorization": f"Bearer {key}"}
+        r = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60, json={
+            "model": "math-lora", "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+        health = httpx.get(f"{url}/health").json()
+        assert {h["url"]: h["healthy"] for h in health["replicas"]} == {dead: False,
+                                                                       vllm_url: True}
+    pool = ReplicaPool([])
+    pool.replicas = [Replica("a", {"base", "x"}, healthy=True, in_flight=3),
+                     Replica("b", {"base", "x", "y"}, healthy=True, in_flight=1),
+                     Replica("c", {"base", "y"}, healthy=False)]
+    assert [r.url for r in pool.candidates("x")] == ["b", "a"]  # least busy first
+    assert [r.url for r in pool.candidates("y")] == ["b"]  # only replicas that have it loaded
+    assert pool.candidates("z") == []
