@@ -23,7 +23,7 @@ from pipelines.config import BaseModelSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
-BUILDER_VERSION = "tiny-llama-v3"  # bump when the builder or its corpus changes
+BUILDER_VERSION = "tiny-llama-v4"  # bump when the builder or its corpus changes
 
 
 def pretrain_texts(spec: BaseModelSpec) -> list[str]:
@@ -34,9 +34,10 @@ def pretrain_texts(spec: BaseModelSpec) -> list[str]:
     texts = [f.text for f in filings.generate(spec.pretrain.corpus_documents, spec.seed)]
     lines = spec.pretrain.arithmetic_lines
     drills = list(math_problems.arithmetic_drills(lines, spec.seed))
-    texts += ["\n".join(drills[i:i + 20]) for i in range(0, len(drills), 20)]
+    # short rows (about 100 tokens) so little of each batch is padding
+    texts += ["\n".join(drills[i:i + 10]) for i in range(0, len(drills), 10)]
     stories = list(math_problems.narratives(2 * lines, spec.seed + 2))
-    texts += [" ".join(stories[i:i + 6]) for i in range(0, len(stories), 6)]
+    texts += [" ".join(stories[i:i + 3]) for i in range(0, len(stories), 3)]
     return texts
 
 

@@ -1,9 +1,7 @@
 """vLLM deployments: one base model with its adapters as LoRA modules, kept as declared."""
 
 
-import json
 import time
-from pathlib import Path
 
 import dagster as dg
 
@@ -11,7 +9,40 @@ from assets.common import Definition, current
 from assets.promotion import Registry
 from pipelines.config import DeploymentSpec, FactoryConfig
 from resources.object_store import ObjectStore
+from resources.vllm_launch import Artifact, GpuLaunch
 from resources.vllm_server import AdapterToServe, VLLMServer
+
+
+def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpec
+                  ) -> tuple[list[tuple[str, dict, int]], list[str]]:
+    """(name, artifact ref, LoRA rank) of every promoted adapter or mixture, and the names that
+    have no promoted version. Checked here, not only by the blocking gate (which binds within
+    one run): only a version the registry marks promoted is ever served."""
+    registry = Registry(store)
+    servable, not_promoted = [], []
+    for adapter_name in spec.adapters:
+        ref = (current(store, "mixture", adapter_name) if adapter_name in config.mixtures
+               else registry.champion(adapter_name))
+        if ref is None:
+            not_promoted.append(adapter_name)
+            continue
+        rank = store.get_json(f"{ref['prefix']}/adapter_config.json")["r"]
+        servable.append((adapter_name, ref, rank))
+    return servable, not_promoted
+
+
+def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str) -> GpuLaunch:
+    """The deployment as a GPU host would run it, artifacts synced from the object store."""
+    spec = config.deployments[name]
+    base = current(store, "base_model", spec.base_model)
+    servable, _ = what_to_serve(store, config, spec)
+    uri = store.url.rstrip("/")
+    return GpuLaunch(
+        deployment=name, image=image, max_model_len=spec.max_model_len,
+        max_loras=spec.max_loras, extra_args=spec.extra_args,
+        base=Artifact(spec.base_model, f"{uri}/{base['prefix']}", base["version"]),
+        adapters=[Artifact(n, f"{uri}/{ref['prefix']}", ref["version"], rank)
+                  for n, ref, rank in servable])
 
 
 def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> list[Definition]:
@@ -28,20 +59,11 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
                     vllm: VLLMServer) -> dg.MaterializeResult:
         started = time.monotonic()
         base = current(store, "base_model", spec.base_model)
-        registry = Registry(store)
-        adapters, not_promoted = [], []
-        for adapter_name in spec.adapters:
-            # Checked here, not only by the blocking gate (which binds within one run): only a
-            # version the registry marks promoted is ever served.
-            champion = (current(store, "mixture", adapter_name)
-                        if adapter_name in config.mixtures else registry.champion(adapter_name))
-            if champion is None:
-                not_promoted.append(adapter_name)
-                context.log.warning(f"{adapter_name}: no promoted version yet; not served")
-                continue
-            path = store.local_dir(champion["prefix"])
-            rank = json.loads(Path(path, "adapter_config.json").read_text())["r"]
-            adapters.append(AdapterToServe(adapter_name, champion["version"], path, rank))
+        servable, not_promoted = what_to_serve(store, config, spec)
+        for adapter_name in not_promoted:
+            context.log.warning(f"{adapter_name}: no promoted version yet; not served")
+        adapters = [AdapterToServe(n, ref["version"], store.local_dir(ref["prefix"]), rank)
+                    for n, ref, rank in servable]
         state, action = vllm.ensure(
             name, base_name=spec.base_model, base_dir=store.local_dir(base["prefix"]),
             base_version=base["version"], adapters=adapters, host=spec.host, port=spec.port,

@@ -43,7 +43,22 @@ def materialize_all(config: FactoryConfig) -> object:
     dagster_home(config)
     defs = make_definitions(config)
     with dg.DagsterInstance.get() as instance:
-        return defs.resolve_job_def("everything").execute_in_process(instance=instance)
+        return defs.resolve_job_def("everything").execute_in_process(instance=instance,
+                                                                      raise_on_error=False)
+
+
+def failed_steps(result: object) -> tuple[list[str], list[str]]:
+    """(failed asset steps, failed checks): a failed promotion gate is an outcome, not a crash."""
+    assets, checks = [], []
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            cls = error.cause.cls_name if error and error.cause else (error.cls_name if error
+                                                                      else "")
+            target = checks if cls == "DagsterAssetCheckFailedError" else assets
+            target.append(f"{event.step_key}: {(error.cause or error).message.strip()[:300]}"
+                          if error else event.step_key)
+    return assets, checks
 
 
 @click.group()
@@ -58,9 +73,12 @@ def demo(config_path: str | None) -> None:
     config = _config(config_path)
     started = time.monotonic()
     result = materialize_all(config)
-    if not result.success:  # type: ignore[attr-defined]
-        raise click.ClickException("the run failed; see the log above or `factory ui`")
+    failed_assets, failed_checks = failed_steps(result)
+    if failed_assets:
+        raise click.ClickException("the run failed:\n  " + "\n  ".join(failed_assets))
     click.echo(summary(config, time.monotonic() - started))
+    for check in failed_checks:
+        click.echo(f"\nBlocking check failed (downstream assets skipped): {check}")
 
 
 def summary(config: FactoryConfig, seconds: float) -> str:
@@ -127,6 +145,31 @@ def stop(deployment: str | None, config_path: str | None) -> None:
     vllm = resources_for(config)["vllm"]
     for name in [deployment] if deployment else list(config.deployments):
         click.echo(f"{name}: {'stopped' if vllm.stop(name) else 'was not running'}")
+
+
+@main.command("render-deployment")
+@click.argument("deployment")
+@click.option("--config", "config_path", default=None)
+@click.option("--out", default="infra/generated", show_default=True)
+@click.option("--image", default="vllm/vllm-openai:v0.11.0", show_default=True)
+def render_deployment(deployment: str, config_path: str | None, out: str, image: str) -> None:
+    """Write the GPU-host launch of a deployment: Kubernetes manifest, docker script, EC2
+    user data. Same flags as the local server; artifacts synced from the object store."""
+    from assets.deployments import gpu_launch
+    from pipelines.graph import resources_for
+
+    config = _config(config_path)
+    if deployment not in config.deployments:
+        raise click.ClickException(f"no deployment {deployment!r} in the config "
+                                   f"(declared: {', '.join(config.deployments)})")
+    launch = gpu_launch(resources_for(config)["store"], config, deployment, image)
+    folder = Path(out) / deployment
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, text in (("k8s.yaml", launch.kubernetes()),
+                           ("docker-run.sh", launch.docker_script()),
+                           ("ec2-user-data.sh", launch.ec2_user_data())):
+        (folder / filename).write_text(text)
+        click.echo(f"wrote {folder / filename}")
 
 
 @main.command()

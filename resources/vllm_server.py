@@ -19,8 +19,7 @@ from typing import Any
 import dagster as dg
 import httpx
 
-# vLLM accepts only these values for --max-lora-rank.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+from resources.vllm_launch import server_args
 
 
 @dataclass
@@ -61,14 +60,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True
     return status != "Z"
-
-
-def lora_rank_limit(ranks: list[int]) -> int:
-    needed = max(ranks, default=8)
-    for allowed in VLLM_LORA_RANKS:
-        if allowed >= needed:
-            return allowed
-    raise ValueError(f"adapter rank {needed} exceeds vLLM's maximum {VLLM_LORA_RANKS[-1]}")
 
 
 class VLLMServer(dg.ConfigurableResource):
@@ -139,14 +130,9 @@ class VLLMServer(dg.ConfigurableResource):
         Same base model and engine settings: adapters are loaded/unloaded in place (no restart).
         Anything else: the old server is stopped and a new one started.
         """
-        rank_limit = lora_rank_limit([a.rank for a in adapters])
-        launch = [
-            "--model", str(base_dir), "--served-model-name", base_name,
-            "--host", host, "--port", str(port), "--dtype", self.dtype,
-            "--max-model-len", str(max_model_len), "--max-num-seqs", "32",
-            "--enable-lora", "--max-lora-rank", str(rank_limit), "--max-loras", str(max_loras),
-            *extra_args,
-        ]
+        launch = server_args(model=str(base_dir), served_name=base_name, host=host, port=port,
+                             dtype=self.dtype, max_model_len=max_model_len, max_loras=max_loras,
+                             ranks=[a.rank for a in adapters], extra_args=extra_args)
         signature = json.dumps([launch, kv_cache_gib])
         current = self.state(name)
         if current and current.launch_signature == signature and self.healthy(current):

@@ -224,6 +224,34 @@ def test_hot_loads_a_changed_adapter_without_restart(project: FactoryConfig,
     assert "math-lora" in vllm.served_models(state.url)
 
 
+def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig,
+                                                      tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    result = CliRunner().invoke(main, ["render-deployment", "local", "--config",
+                                       str(project.root / "factory.yaml"), "--out",
+                                       str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    manifest = list(yaml.safe_load_all((tmp_path / "local" / "k8s.yaml").read_text()))
+    container = manifest[0]["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    local = json.loads(resources_for(project)["vllm"].state("local").launch_signature)[0]
+    for flag in ("--enable-lora", "--max-lora-rank", "--max-loras", "--max-model-len"):
+        assert args[args.index(flag):args.index(flag) + 2] == local[
+            local.index(flag):local.index(flag) + 2]
+    assert args[args.index("--max-lora-rank") + 1] == "16"  # the mixture's rank
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    modules = args[args.index("--lora-modules") + 1:]
+    assert [m.split("=")[0] for m in modules] == ["math-lora", "math-mix"]
+    sync = manifest[0]["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
+    champion = Registry(resources_for(project)["store"]).champion("math-lora")
+    assert champion["prefix"] in sync and modules[0].split("=")[1] in sync
+    for script in ("docker-run.sh", "ec2-user-data.sh"):
+        subprocess.run(["bash", "-n", str(tmp_path / "local" / script)], check=True)
+
+
 def test_stop_command_stops_the_server(project: FactoryConfig) -> None:
     from click.testing import CliRunner
 

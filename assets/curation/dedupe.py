@@ -30,8 +30,9 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float, num_perm: int = 64) -> None:
         from datasketch import MinHashLSH
 
-        self.num_perm = num_perm
+        self.num_perm, self.threshold = num_perm, threshold
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self.kept: dict[str, object] = {}
 
     def signatures(self, texts: list[str]) -> list:  # type: ignore[type-arg]
         from datasketch import LeanMinHash, MinHash
@@ -40,9 +41,13 @@ class NearDuplicateIndex:
                                                      num_perm=self.num_perm)]
 
     def match_or_add(self, key: str, signature: object) -> str | None:
-        """The key of a near-duplicate already kept, or None (and the example is kept)."""
-        hits = self.lsh.query(signature)
-        if hits:
-            return min(hits)
+        """The key of a near-duplicate already kept, or None (and the example is kept).
+
+        LSH buckets only propose candidates; each is confirmed by its estimated Jaccard, so
+        templated rows that differ in a number or a name are not thrown away."""
+        for hit in sorted(self.lsh.query(signature)):
+            if signature.jaccard(self.kept[hit]) >= self.threshold:  # type: ignore[attr-defined]
+                return hit
         self.lsh.insert(key, signature)
+        self.kept[key] = signature
         return None
