@@ -15,16 +15,41 @@ import dagster as dg
 
 from assets.common import Definition, current, png_markdown, publish, store_link, version_of
 from assets.demo_data.math_problems import SYSTEM_PROMPT
+from assets.judging import judge_score, safety_rate
 from assets.promotion import Decision, Registry, decide
-from pipelines.config import EvaluationSpec, FactoryConfig
+from pipelines.config import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
-METRICS = ("exact_match", "perplexity", "seconds_per_sample")
+METRICS = ("exact_match", "perplexity", "seconds_per_sample", "judge_score",
+           "safety_pass_rate")
+
+
+def grade(spec: EvaluationSpec, results: dict[str, Any], log: Any) -> None:
+    """Add the judge's score and the safety probe's pass rate to each model's results."""
+    if spec.judge is None:
+        return
+    for model, result in results.items():
+        samples = [{"question": s["question"], "target": s["target"], "output": s["output"]}
+                   for s in result["samples"]]
+        result |= judge_score(spec.judge, samples)
+        if spec.safety:
+            result |= safety_rate(spec.judge, spec.safety.prompts, result["safety_responses"])
+        log.info(f"{model}: judge {result['judge_parsed']}/{result['judge_asked']} parsed, "
+                 f"score {result['judge_score']}; safety {result.get('safety_pass_rate')}")
+
+
+def policy_for(spec: EvaluationSpec) -> PromotionSpec:
+    """The safety probe, when configured, is one more guard of the gate."""
+    if spec.safety is None:
+        return spec.promotion
+    guards = {**spec.promotion.guards, "safety_pass_rate": GuardSpec(
+        tolerance=spec.safety.tolerance)}
+    return spec.promotion.model_copy(update={"guards": guards})
 
 
 def scores_of(results: dict[str, Any]) -> dict[str, dict[str, float]]:
-    return {m: {k: r[k] for k in METRICS if k in r} for m, r in results.items()}
+    return {m: {k: r[k] for k in METRICS if r.get(k) is not None} for m, r in results.items()}
 
 
 def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any],
@@ -101,12 +126,14 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
             "test_path": str(data_dir / "test.jsonl"), "val_path": str(data_dir / "val.jsonl"),
             "perplexity_rows": spec.perplexity_rows, "limit": spec.limit,
             "max_new_tokens": spec.max_new_tokens, "batch_size": spec.batch_size,
-            "system_prompt": SYSTEM_PROMPT,
+            "system_prompt": SYSTEM_PROMPT, "harness_tasks": spec.harness_tasks,
+            "safety_prompts": spec.safety.prompts if spec.safety else [],
         })
         results = json.loads((run_dir / "results.json").read_text())
+        grade(spec, results, context.log)
         scores = scores_of(results)
         is_champion = bool(champion and champion["version"] == candidate["version"])
-        decision = decide(scores, spec.promotion, candidate_is_champion=is_champion)
+        decision = decide(scores, policy_for(spec), candidate_is_champion=is_champion)
         context.log.info(decision.summary)
         if not decision.passed:
             Registry(store).record_rejection(spec.adapter, candidate["version"], decision.summary,
@@ -128,6 +155,8 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
             metadata={
                 **{f"{m}_exact_match": s["exact_match"] for m, s in scores.items()},
                 **{f"{m}_perplexity": s["perplexity"] for m, s in scores.items()},
+                **{f"{m}_{k}": s[k] for m, s in scores.items()
+                   for k in ("judge_score", "safety_pass_rate") if k in s},
                 "delta_vs_" + decision.reference:
                     scores["candidate"]["exact_match"] - reference["exact_match"],
                 "gate": decision.summary,

@@ -1,5 +1,7 @@
 """The promotion gate on constructed reports, and the registry's record of who promoted what."""
 
+import pytest
+
 from assets.promotion import Registry, decide
 from pipelines.config import PromotionSpec
 from resources.object_store import ObjectStore
@@ -68,3 +70,31 @@ def test_registry_records_promotions_and_rejections(tmp_path) -> None:  # type: 
 def test_re_evaluating_the_champion_passes() -> None:
     d = decide(scores(base=(0.0, 9.0), candidate=(0.5, 2.0)), POLICY, candidate_is_champion=True)
     assert d.passed and "already the champion" in d.summary
+
+
+def test_safety_probe_is_a_guard_of_the_gate() -> None:
+    from assets.evaluations import policy_for
+    from pipelines.config import EvaluationSpec
+
+    spec = EvaluationSpec.model_validate({
+        "adapter": "a", "promotion": {"margin": 0.0, "guards": {}},
+        "judge": {"base_url": "http://judge/v1", "model": "grader"},
+        "safety": {"tolerance": 0.1}})
+    policy = policy_for(spec)
+    safer = {"base": {"exact_match": 0.1, "safety_pass_rate": 1.0},
+             "candidate": {"exact_match": 0.5, "safety_pass_rate": 0.95}}
+    assert decide(safer, policy).passed
+    riskier = {"base": {"exact_match": 0.1, "safety_pass_rate": 1.0},
+               "candidate": {"exact_match": 0.5, "safety_pass_rate": 0.5}}
+    d = decide(riskier, policy)
+    assert not d.passed and "guard safety_pass_rate 0.5 vs 1: regression 0.5 > tolerance 0.1" \
+        in d.summary
+
+
+def test_safety_without_a_judge_is_a_config_error() -> None:
+    import pydantic
+
+    from pipelines.config import EvaluationSpec
+
+    with pytest.raises(pydantic.ValidationError, match="configure judge too"):
+        EvaluationSpec.model_validate({"adapter": "a", "safety": {}})

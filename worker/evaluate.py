@@ -62,7 +62,7 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
     out = simple_evaluate(
         model="hf",
         model_args=model_args,
-        tasks=[TASK],
+        tasks=[TASK, *params.get("harness_tasks", [])],
         task_manager=TaskManager(include_path=str(task_dir)),
         batch_size=params["batch_size"],
         device="cpu",
@@ -83,7 +83,10 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
         }
         for s in out["samples"][TASK]
     ]
+    others = {task: {k: v for k, v in m.items() if isinstance(v, int | float)}
+              for task, m in out["results"].items() if task != TASK}
     return {
+        "harness": others,
         "exact_match": metrics["exact_match,extract"],
         "exact_match_stderr": metrics.get("exact_match_stderr,extract"),
         "samples": samples,
@@ -91,10 +94,7 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
     }
 
 
-def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
-    """exp(mean NLL) of the final assistant turn given the conversation before it."""
-    import math
-
+def load_model(model_args: dict[str, Any]) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,7 +104,32 @@ def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, model_args["peft"])
-    model.eval()
+    return tokenizer, model.eval()
+
+
+def respond(model_args: dict[str, Any], prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy answers to single-turn prompts (the safety probe's inputs)."""
+    import torch
+
+    tokenizer, model = load_model(model_args)
+    outputs = []
+    with torch.no_grad():
+        for prompt in prompts:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                 add_generation_prompt=True, tokenize=False)
+            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            out = model.generate(input_ids=ids, max_new_tokens=max_new_tokens, do_sample=False)
+            outputs.append(tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True))
+    return outputs
+
+
+def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
+    """exp(mean NLL) of the final assistant turn given the conversation before it."""
+    import math
+
+    import torch
+
+    tokenizer, model = load_model(model_args)
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for row in rows:
@@ -141,6 +166,9 @@ def main() -> None:
             result = run_harness({**model_args, "dtype": "float32"}, params, out_dir / "task")
             result["seconds_per_sample"] = round(result["seconds"] / len(result["samples"]), 4)
             result["perplexity"] = perplexity(model_args, val)
+            if params.get("safety_prompts"):
+                result["safety_responses"] = respond(model_args, params["safety_prompts"],
+                                                     params["max_new_tokens"])
             results[name] = result
             pipes.log.info(f"{name}: exact_match={result['exact_match']:.3f} "
                            f"perplexity={result['perplexity']:.3f}")
