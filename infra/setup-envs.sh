@@ -12,6 +12,15 @@ VENVS="${FACTORY_VENVS:-$ROOT/.venvs}"
 PY="${PYTHON:-python3.11}"
 only="${1:-all}"
 
+install_env() {  # env, requirements file, post-install hook
+  local env="$1" req="$2" hook="$3"
+  "$env/bin/pip" install -q --upgrade pip==25.3 || return 1
+  if grep -q '^torch' "$req"; then "$env/bin/pip" install -q "$(grep '^torch' "$req")" || return 1; fi
+  "$env/bin/pip" install -q --prefer-binary -r "$req" || return 1
+  if [[ -n "$hook" ]]; then $hook "$env" || return 1; fi
+  "$env/bin/pip" check | grep -v -E "torchvision|^No broken" || true
+}
+
 make_env() {  # name, requirements file, post-install hook
   local name="$1" req="$2" hook="${3:-}"
   local env="$VENVS/$name" stamp
@@ -22,12 +31,12 @@ make_env() {  # name, requirements file, post-install hook
   echo "[setup] $name: installing (log: $VENVS/$name.log)"
   rm -rf "$env"; mkdir -p "$VENVS"
   "$PY" -m venv "$env"
-  {
-    "$env/bin/pip" install -q --upgrade pip==25.3
-    if grep -q '^torch' "$req"; then "$env/bin/pip" install -q "$(grep '^torch' "$req")"; fi
-    "$env/bin/pip" install -q --prefer-binary -r "$req"
-    if [[ -n "$hook" ]]; then $hook "$env"; fi
-  } >"$VENVS/$name.log" 2>&1 || { echo "[setup] $name FAILED, last lines of $VENVS/$name.log:"; tail -30 "$VENVS/$name.log"; exit 1; }
+  # `set -e` does not apply inside a `||` list, so every step is chained explicitly.
+  if ! install_env "$env" "$req" "$hook" >"$VENVS/$name.log" 2>&1; then
+    echo "[setup] $name FAILED, last lines of $VENVS/$name.log:"
+    grep -v '^WARNING: Location' "$VENVS/$name.log" | tail -30
+    return 1
+  fi
   echo "$stamp" >"$env/.stamp"
   echo "[setup] $name: ready"
 }
