@@ -2,6 +2,7 @@
 and a hostile client that must get clean OpenAI-format errors, each one audited."""
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -56,7 +57,14 @@ def test_streaming_relays_chunks_and_usage(gateway_server: RunningGateway) -> No
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
-    row = audit_rows(gateway_server, route="chat.completions")[-1]
+    # the stream's audit row is written when the server finishes the stream, just after the
+    # client has read [DONE]
+    deadline = time.monotonic() + 10
+    while True:
+        row = audit_rows(gateway_server, route="chat.completions")[-1]
+        if row.ttft_ms is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert row.ttft_ms is not None and row.completion_tokens == chunks[-1].usage.completion_tokens
 
 
