@@ -1,6 +1,6 @@
 """Curation throughput on 100k generated chat rows, next to a bare pandas read of the same files.
 
-    .venvs/factory/bin/python bench/curation_throughput.py [--rows 100000]
+    .venvs/factory/bin/python -m bench.curation_throughput [--rows 100000]
 
 Both sides read the same JSONL files from disk in the same run; the ratio says what validation,
 normalisation, PII scrubbing, exact + MinHash near-duplicate removal, token counting and splitting

@@ -3,7 +3,7 @@
 (a) vLLM with requests spread over 3 LoRA adapters vs the base model alone (tokens/s ratio);
 (b) the same load through the gateway vs straight to vLLM (tokens/s ratio, added p99 latency).
 
-    .venvs/factory/bin/python bench/serving_throughput.py [--requests 96 --concurrency 16]
+    .venvs/factory/bin/python -m bench.serving_throughput [--requests 96 --concurrency 16]
 
 Needs a materialized base model and adapter (run `make demo` first). Starts its own vLLM server
 on port 8020 (the adapter loaded under three names) and an in-process gateway.
@@ -85,12 +85,13 @@ def main() -> None:
     if champion is None:
         raise SystemExit(f"no promoted {adapter}; run `make demo` first")
     path = store.local_dir(champion["prefix"])
+    rank = store.get_json(f"{champion['prefix']}/adapter_config.json")["r"]
     names = [f"{adapter}-{i}" for i in range(3)]
     base = store.read_ref(f"base_model/{deployment.base_model}")
     print(f"starting vLLM on :{args.port} with {deployment.base_model} + {names} ...")
     state, _ = vllm.ensure(
         "bench", base_name=deployment.base_model, base_dir=store.local_dir(base["prefix"]),
-        base_version=base["version"], adapters=[AdapterToServe(n, champion["version"], path, 8)
+        base_version=base["version"], adapters=[AdapterToServe(n, champion["version"], path, rank)
                                                 for n in names],
         host="127.0.0.1", port=args.port, max_model_len=deployment.max_model_len,
         max_loras=4, kv_cache_gib=deployment.kv_cache_gib, extra_args=[],
