@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -120,19 +119,45 @@ def main() -> None:
 
 
 def gateway_run(vllm_url: str, names: list[str], shape: tuple[int, int, int]) -> Run:
-    from gateway.settings import GatewaySettings
-    from tests.gateway_fixtures import serve, tenants
+    """The gateway as its own process (`factory-gateway serve`), as it runs in production."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gateway.app import build_gateway
+    from gateway.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("FACTORY_GATEWAY_ADMIN_TOKEN", "bench")
-        settings = GatewaySettings(database_url=f"sqlite:///{Path(tmp) / 'gw.db'}",
-                                   upstreams=[vllm_url], default_rpm=100_000,
-                                   default_tpm=100_000_000)
-        for url, gateway in serve(settings):
-            _, key, _, _ = tenants(gateway, names)
-            asyncio.run(load(url, names, 16, 8, 8, {"authorization": f"Bearer {key}"}))
-            return asyncio.run(load(url, names, *shape, {"authorization": f"Bearer {key}"}))
-    raise RuntimeError("gateway did not start")
+        port = 8021
+        config = Path(tmp) / "factory.yaml"
+        config.write_text(yaml.safe_dump({"gateway": {
+            "database_url": f"sqlite:///{Path(tmp) / 'gw.db'}", "upstreams": [vllm_url],
+            "default_rpm": 100_000, "default_tpm": 100_000_000, "port": port}}))
+        tenancy = build_gateway(load_settings(config)).tenancy
+        tenancy.create_project("bench", owner="bench")
+        for name in names:
+            tenancy.grant("bench", name)
+        key = tenancy.create_key("bench", "bench")["key"]
+        server = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config),
+                                   "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.5)
+            headers = {"authorization": f"Bearer {key}"}
+            asyncio.run(load(url, names, 16, 8, 8, headers))
+            return asyncio.run(load(url, names, *shape, headers))
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 if __name__ == "__main__":
