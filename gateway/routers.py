@@ -96,6 +96,13 @@ def make_router(gateway: Gateway) -> APIRouter:
             if not streaming:  # a stream writes its audit record when it ends
                 await gateway.finish(outcome)
 
+    async def streamed(path: str, body: p.ChatCompletionRequest | p.CompletionRequest,
+                       principal: Principal, outcome: Outcome) -> StreamingResponse:
+        upstream = await gateway.prepare(principal, body, outcome)
+        wants_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(gateway.stream(path, upstream, wants_usage, outcome),
+                                 media_type="text/event-stream")
+
     @router.get("/v1/models", responses=ERRORS)
     async def list_models(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
@@ -117,11 +124,7 @@ def make_router(gateway: Gateway) -> APIRouter:
                 if body.compare_with:
                     raise p.GatewayError(400, "compare_with cannot be combined with stream.",
                                          "invalid_request_error", "invalid_request", "stream")
-                upstream = await gateway.prepare(principal, body, outcome)
-                wants_usage = bool((body.stream_options or {}).get("include_usage"))
-                return StreamingResponse(gateway.stream("/v1/chat/completions", upstream,
-                                                        wants_usage, outcome),
-                                         media_type="text/event-stream")
+                return await streamed("/v1/chat/completions", body, principal, outcome)
             return JSONResponse(await gateway.chat(body, principal, outcome))
         return await handle("chat.completions", request, work)
 
@@ -131,11 +134,7 @@ def make_router(gateway: Gateway) -> APIRouter:
         async def work(principal: Principal, outcome: Outcome) -> Response:
             body = await parse(request, p.CompletionRequest, limit)
             if body.stream:
-                upstream = await gateway.prepare(principal, body, outcome)
-                wants_usage = bool((body.stream_options or {}).get("include_usage"))
-                return StreamingResponse(gateway.stream("/v1/completions", upstream,
-                                                        wants_usage, outcome),
-                                         media_type="text/event-stream")
+                return await streamed("/v1/completions", body, principal, outcome)
             return JSONResponse(await gateway.completions(body, principal, outcome))
         return await handle("completions", request, work)
 
@@ -180,68 +179,53 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
         raise p.GatewayError(401 if principal is None else 403, "Admin token or the project "
                              "owner's key required.", "authentication_error", "not_admin")
 
-    async def run(request: Request, project: str | None, action: Callable[[], Any]) -> Response:
+    async def run(request: Request, project: str | None, action: Callable[[Any], Any],
+                  model: type[BaseModel] | None = None) -> Response:
         try:
             authorise(request, project)
-            return JSONResponse(action())
+            body = await parse(request, model, 65536) if model else None
+            return JSONResponse(action(body))
         except p.GatewayError as error:
             return error_response(error)
         except TenancyError as error:
             status = 404 if str(error).startswith("no ") else 400
             return error_response(p.GatewayError(status, str(error), "invalid_request_error"))
 
-    async def body(request: Request, model: type[M]) -> M:
-        return await parse(request, model, 65536)
-
     @router.post("/projects")
     async def create_project(request: Request) -> Response:
-        try:
-            b = await body(request, p.ProjectCreate)
-        except p.GatewayError as error:
-            return error_response(error)
-        return await run(request, None, lambda: tenancy.create_project(b.name, b.owner,
-                                                                        b.log_prompts))
+        return await run(request, None, lambda b: tenancy.create_project(
+            b.name, b.owner, b.log_prompts), p.ProjectCreate)
 
     @router.post("/projects/{project}/members")
     async def add_member(project: str, request: Request) -> Response:
-        try:
-            b = await body(request, p.MemberAdd)
-        except p.GatewayError as error:
-            return error_response(error)
-        return await run(request, project, lambda: tenancy.add_member(project, b.user, b.role))
+        return await run(request, project, lambda b: tenancy.add_member(project, b.user, b.role),
+                         p.MemberAdd)
 
     @router.post("/projects/{project}/keys")
     async def create_key(project: str, request: Request) -> Response:
-        try:
-            b = await body(request, p.KeyCreate)
-        except p.GatewayError as error:
-            return error_response(error)
-        return await run(request, project,
-                         lambda: tenancy.create_key(project, b.user, b.name, b.rpm, b.tpm))
+        return await run(request, project, lambda b: tenancy.create_key(
+            project, b.user, b.name, b.rpm, b.tpm), p.KeyCreate)
 
     @router.get("/projects/{project}/keys")
     async def list_keys(project: str, request: Request) -> Response:
-        return await run(request, project, lambda: tenancy.list_keys(project))
+        return await run(request, project, lambda _: tenancy.list_keys(project))
 
     @router.post("/projects/{project}/grants")
     async def grant(project: str, request: Request) -> Response:
-        try:
-            b = await body(request, p.GrantCreate)
-        except p.GatewayError as error:
-            return error_response(error)
-        return await run(request, project, lambda: tenancy.grant(project, b.name, b.kind))
+        return await run(request, project, lambda b: tenancy.grant(project, b.name, b.kind),
+                         p.GrantCreate)
 
     @router.post("/keys/{key_id}/rotate")
     async def rotate(key_id: int, request: Request) -> Response:
-        return await run(request, None, lambda: tenancy.rotate_key(key_id))
+        return await run(request, None, lambda _: tenancy.rotate_key(key_id))
 
     @router.delete("/keys/{key_id}")
     async def revoke(key_id: int, request: Request) -> Response:
-        return await run(request, None, lambda: tenancy.revoke_key(key_id))
+        return await run(request, None, lambda _: tenancy.revoke_key(key_id))
 
     @router.get("/usage")
     async def usage(request: Request, project: str | None = None, day: str | None = None
                     ) -> Response:
-        return await run(request, project, lambda: tenancy.usage(project, day))
+        return await run(request, project, lambda _: tenancy.usage(project, day))
 
     return router
