@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.object_store import ObjectStore
+from resources.object_store import ArtifactMissing, ObjectStore
 
 Definition = dg.AssetsDefinition | dg.AssetChecksDefinition
 
@@ -39,6 +39,11 @@ def publish(store: ObjectStore, kind: str, name: str, version: str, local_dir: P
     """Upload a finished folder, then point the ref at it (the ref is written last)."""
     prefix = artifact_prefix(kind, name, version)
     manifest = store.put_dir(prefix, local_dir, kind=kind, name=name, version=version, **info)
+    return _point_ref(store, kind, name, version, prefix, manifest, info)
+
+
+def _point_ref(store: ObjectStore, kind: str, name: str, version: str, prefix: str,
+               manifest: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
     ref = {"version": version, "prefix": prefix, "digest": manifest["digest"], **info}
     store.write_ref(f"{kind}/{name}", ref)
     return ref
@@ -53,12 +58,11 @@ def reuse_if_complete(store: ObjectStore, kind: str, name: str, version: str,
                       **info: Any) -> dict[str, Any] | None:
     """Identical inputs -> the stored artifact is the answer; no recomputation."""
     prefix = artifact_prefix(kind, name, version)
-    if not store.is_complete(prefix):
+    try:
+        manifest = store.manifest(prefix)
+    except ArtifactMissing:
         return None
-    manifest = store.manifest(prefix)
-    ref = {"version": version, "prefix": prefix, "digest": manifest["digest"], **info}
-    store.write_ref(f"{kind}/{name}", ref)
-    return ref
+    return _point_ref(store, kind, name, version, prefix, manifest, info)
 
 
 def png_markdown(fig: Any, title: str) -> dg.MetadataValue:

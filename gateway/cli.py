@@ -68,7 +68,7 @@ def project() -> None:
 @click.option("--log-prompts", is_flag=True, help="keep prompt text in the audit log")
 @click.pass_context
 def project_create(ctx: click.Context, name: str, owner: str, log_prompts: bool) -> None:
-    _echo(_tenancy(ctx.parent.parent).create_project(name, owner, log_prompts))
+    _echo(_tenancy(ctx).create_project(name, owner, log_prompts))
 
 
 @project.command("member")
@@ -77,7 +77,7 @@ def project_create(ctx: click.Context, name: str, owner: str, log_prompts: bool)
 @click.option("--role", type=click.Choice(["owner", "member", "viewer"]), default="member")
 @click.pass_context
 def project_member(ctx: click.Context, name: str, user: str, role: str) -> None:
-    _echo(_tenancy(ctx.parent.parent).add_member(name, user, role))
+    _echo(_tenancy(ctx).add_member(name, user, role))
 
 
 @project.command("grant")
@@ -86,7 +86,7 @@ def project_member(ctx: click.Context, name: str, user: str, role: str) -> None:
 @click.option("--kind", type=click.Choice(["model", "collection"]), default="model")
 @click.pass_context
 def project_grant(ctx: click.Context, name: str, model: str, kind: str) -> None:
-    _echo(_tenancy(ctx.parent.parent).grant(name, model, kind))
+    _echo(_tenancy(ctx).grant(name, model, kind))
 
 
 @main.group()
@@ -103,28 +103,28 @@ def key() -> None:
 @click.pass_context
 def key_create(ctx: click.Context, project_name: str, user: str, name: str, rpm: int | None,
                tpm: int | None) -> None:
-    _echo(_tenancy(ctx.parent.parent).create_key(project_name, user, name, rpm, tpm))
+    _echo(_tenancy(ctx).create_key(project_name, user, name, rpm, tpm))
 
 
 @key.command("rotate")
 @click.argument("key_id", type=int)
 @click.pass_context
 def key_rotate(ctx: click.Context, key_id: int) -> None:
-    _echo(_tenancy(ctx.parent.parent).rotate_key(key_id))
+    _echo(_tenancy(ctx).rotate_key(key_id))
 
 
 @key.command("revoke")
 @click.argument("key_id", type=int)
 @click.pass_context
 def key_revoke(ctx: click.Context, key_id: int) -> None:
-    _echo(_tenancy(ctx.parent.parent).revoke_key(key_id))
+    _echo(_tenancy(ctx).revoke_key(key_id))
 
 
 @key.command("list")
 @click.argument("project_name")
 @click.pass_context
 def key_list(ctx: click.Context, project_name: str) -> None:
-    _echo(_tenancy(ctx.parent.parent).list_keys(project_name))
+    _echo(_tenancy(ctx).list_keys(project_name))
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal, Tenancy
 from gateway.upstream import NoReplica, ReplicaPool
+
+VALID_MODEL_NAME = re.compile(MODEL_NAME)
 
 
 @dataclass
@@ -77,9 +80,7 @@ class Gateway:
         return sorted(names)
 
     async def authorise_model(self, principal: Principal, model: str) -> None:
-        import re
-
-        if not re.match(MODEL_NAME, model):
+        if not VALID_MODEL_NAME.match(model):
             raise model_not_found(model)
         if model not in self.tenancy.granted(principal.project_id):
             raise model_not_found(model)

@@ -83,9 +83,12 @@ def test_local_keys_cannot_escape_the_store(tmp_path: Path) -> None:
     assert not (tmp_path / "outside.json").exists()
 
 
-def test_s3_download_is_verified_and_cached(store: ObjectStore, tmp_path: Path) -> None:
-    if store.url.startswith("file://"):
-        pytest.skip("local folders are read in place")
+def test_s3_download_is_verified_and_cached(s3_endpoint: str, s3_env: None,
+                                            tmp_path: Path) -> None:
+    """Local folders are read in place; S3 folders are downloaded once into the cache."""
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="cache-test")
+    store = ObjectStore(url="s3://cache-test/prod", root=str(tmp_path), cache_dir="cache",
+                        endpoint_url=s3_endpoint)
     store.put_dir("base_model/m/v1", make_artifact(tmp_path / "src"))
     first = store.local_dir("base_model/m/v1")
     assert first.is_relative_to(tmp_path / "cache")
