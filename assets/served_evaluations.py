@@ -3,6 +3,10 @@
 Runs lm-evaluation-harness's `local-chat-completions` client against the vLLM server for the base
 model and every served adapter, and measures time to first token and time per output token from
 streamed requests, so quality and latency numbers describe the endpoint apps call.
+
+The first score of each served `model@version` becomes its baseline; the `no_regression` check
+(run nightly by the re-evaluation schedule) fails when a later score drops below it by more than
+the configured tolerance: drift in what is served, with the model and both numbers named.
 """
 
 import json
@@ -15,7 +19,7 @@ from assets.common import Definition, current, publish, version_of
 from assets.demo_data.math_problems import SYSTEM_PROMPT
 from pipelines.config import DeploymentSpec, FactoryConfig
 from resources.compute import WorkerCompute
-from resources.object_store import ObjectStore
+from resources.object_store import ArtifactMissing, ObjectStore
 from resources.vllm_server import VLLMServer
 
 
@@ -62,7 +66,13 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             {"url": state.url, "adapters": state.adapters, "results": results}, indent=1))
         version = version_of(state.adapters, state.base_version, evaluate.model_dump(),
                              time.time())
-        publish(store, "served_evaluation", name, version, report, url=state.url)
+        versions = {m: state.base_version if ":" in m else state.adapters[m] for m in results}
+        publish(store, "served_evaluation", name, version, report, url=state.url,
+                scores={m: r["exact_match"] for m, r in results.items()}, versions=versions)
+        baselines = read_baselines(store, name)
+        for model, result in results.items():
+            baselines.setdefault(f"{model}@{versions[model]}", result["exact_match"])
+        store.write_ref(f"served_baseline/{name}", baselines)
         table = ["| served model | exact match | TTFT mean (ms) | TTFT p95 (ms) | TPOT (ms) |",
                  "|---|---|---|---|---|"]
         table += [f"| {m} | {r['exact_match']:.3f} | {r['ttft_mean_s'] * 1000:.0f} | "
@@ -77,4 +87,30 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             "seconds": round(time.monotonic() - started, 1),
         })
 
-    return [_served]
+    @dg.asset_check(asset=_served, name="no_regression",
+                    description="Served exact match has not dropped below each model's first "
+                                "score by more than schedules.regression_tolerance.")
+    def _no_regression(store: ObjectStore) -> dg.AssetCheckResult:
+        latest = current(store, "served_evaluation", name)
+        baselines = read_baselines(store, name)
+        tolerance = config.schedules.regression_tolerance
+        rows, regressed = [], []
+        for model, score in latest["scores"].items():
+            baseline = baselines[f"{model}@{latest['versions'][model]}"]
+            rows.append({"model": model, "score": score, "baseline": baseline})
+            if score < baseline - tolerance:
+                regressed.append(f"{model}: {score:.3f} < baseline {baseline:.3f} - {tolerance}")
+        return dg.AssetCheckResult(
+            passed=not regressed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(regressed) or "no served model regressed",
+            metadata={"scores": dg.MetadataValue.json(rows)})
+
+    return [_served, _no_regression]
+
+
+def read_baselines(store: ObjectStore, deployment: str) -> dict[str, float]:
+    try:
+        return store.read_ref(f"served_baseline/{deployment}")
+    except ArtifactMissing:
+        return {}

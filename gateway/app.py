@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway.db import make_engine, session_factory
 from gateway.metrics import GatewayMetrics
+from gateway.rag import Retriever
 from gateway.ratelimit import make_rate_limiter
 from gateway.routers import make_admin_router, make_router
 from gateway.serving import Gateway
@@ -26,6 +27,7 @@ def build_gateway(settings: GatewaySettings) -> Gateway:
         pool=ReplicaPool(settings.upstreams, settings.refresh_seconds),
         limiter=make_rate_limiter(settings.rate_limit_backend),
         metrics=GatewayMetrics(),
+        retriever=Retriever(settings),
     )
 
 

@@ -117,9 +117,6 @@ def make_router(gateway: Gateway) -> APIRouter:
     async def chat(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
             body = await parse(request, p.ChatCompletionRequest, limit)
-            if body.rag is not None:
-                raise p.GatewayError(400, "rag is not enabled on this gateway yet.",
-                                     "invalid_request_error", "rag_unavailable", "rag")
             if body.stream:
                 if body.compare_with:
                     raise p.GatewayError(400, "compare_with cannot be combined with stream.",

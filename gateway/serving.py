@@ -27,6 +27,7 @@ from gateway.protocol import (
     GatewayError,
     model_not_found,
 )
+from gateway.rag import Retriever, augment, citations, collection_not_found, question_of
 from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal, Tenancy
@@ -49,14 +50,17 @@ class Outcome:
     ttft_ms: float | None = None
     replica: str | None = None
     prompt_text: str | None = None
+    citations: list[dict[str, Any]] | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
 class Gateway:
     def __init__(self, settings: GatewaySettings, tenancy: Tenancy, sessions: sessionmaker,
-                 pool: ReplicaPool, limiter: RateLimiter, metrics: GatewayMetrics) -> None:
+                 pool: ReplicaPool, limiter: RateLimiter, metrics: GatewayMetrics,
+                 retriever: Retriever) -> None:
         self.settings, self.tenancy, self.sessions = settings, tenancy, sessions
         self.pool, self.limiter, self.metrics = pool, limiter, metrics
+        self.retriever = retriever
         self._embedder: Any = None
 
     # -- identity and access ----------------------------------------------------------------
@@ -140,7 +144,21 @@ class Gateway:
         self.admit(principal)
         if principal.log_prompts:
             outcome.prompt_text = text
+        if isinstance(request, ChatCompletionRequest) and request.rag:
+            request = await self.retrieve(principal, request, outcome)
         return self._upstream_body(request)
+
+    async def retrieve(self, principal: Principal, request: ChatCompletionRequest,
+                       outcome: Outcome) -> ChatCompletionRequest:
+        """Search a collection the project may read and put what was found in the prompt."""
+        assert request.rag is not None
+        if request.rag.collection not in self.tenancy.granted(principal.project_id,
+                                                              "collection"):
+            raise collection_not_found(request.rag.collection)
+        chunks = await asyncio.to_thread(self.retriever.search, request.rag,
+                                         question_of(request.messages))
+        outcome.citations = citations(chunks)
+        return request.model_copy(update={"messages": augment(request.messages, chunks)})
 
     async def complete(self, path: str, body: dict, outcome: Outcome) -> dict:
         try:
@@ -164,6 +182,8 @@ class Gateway:
                    outcome: Outcome) -> dict:
         body = await self.prepare(principal, request, outcome)
         data = await self.complete("/v1/chat/completions", body, outcome)
+        if outcome.citations is not None:
+            data["citations"] = outcome.citations
         if request.compare_with:
             other = await self.complete("/v1/chat/completions",
                                         {**body, "model": request.compare_with}, outcome)
@@ -205,6 +225,9 @@ class Gateway:
                                 chunk.pop("usage")
                                 payload = json.dumps(chunk)
                         if first_token_at is None and chunk.get("choices"):
+                            if outcome.citations is not None:
+                                chunk["citations"] = outcome.citations
+                                payload = json.dumps(chunk)
                             first_token_at = time.perf_counter()
                             outcome.ttft_ms = (first_token_at - outcome.started) * 1000
                     yield f"data: {payload}\n\n".encode()

@@ -32,6 +32,8 @@ class GatewaySettings(BaseModel):
     upstreams: list[str] = Field(default_factory=list,
                                  description="vLLM replica URLs; default: the deployments")
     refresh_seconds: float = Field(10.0, gt=0, description="how often replicas are re-listed")
+    chroma_path: str = Field(".factory/chroma", description="embedded Chroma folder (RAG)")
+    chroma_url: str | None = Field(None, description="http://host:port of a Chroma server")
     embedding_model: str = "bundled:all-MiniLM-L6-v2"
     embedding_model_name: str = "all-MiniLM-L6-v2"
     default_rpm: int = Field(600, ge=1)
@@ -57,6 +59,10 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Ga
         if not raw.get("upstreams"):
             raw["upstreams"] = [f"http://{d.get('host', '127.0.0.1')}:{d.get('port', 8010)}"
                                 for d in (doc.get("deployments") or {}).values()]
+        storage = doc.get("storage") or {}
+        raw.setdefault("chroma_path", f"{storage.get('work_dir', '.factory')}/chroma")
+        if storage.get("chroma_url"):
+            raw.setdefault("chroma_url", storage["chroma_url"])
     raw |= {k: v for k, v in overrides.items() if v is not None}
     settings = GatewaySettings.model_validate(raw)
     if settings.database_url.startswith("sqlite:///") and not settings.database_url.startswith(
@@ -65,4 +71,7 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Ga
         db = (root / relative).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
         settings = settings.model_copy(update={"database_url": f"sqlite:///{db}"})
+    if not Path(settings.chroma_path).is_absolute():
+        settings = settings.model_copy(
+            update={"chroma_path": str((root / settings.chroma_path).resolve())})
     return settings

@@ -82,9 +82,9 @@ def demo(config_path: str | None) -> None:
 
 
 def summary(config: FactoryConfig, seconds: float) -> str:
-    from assets.indexes import open_index, retrieve
     from assets.promotion import Registry
     from pipelines.graph import resources_for
+    from resources.retrieval import open_index, retrieve
 
     res = resources_for(config)
     store = res["store"]
@@ -119,19 +119,16 @@ def summary(config: FactoryConfig, seconds: float) -> str:
             "messages=[{'role':'user','content':'Sam has 3 pens. Sam gets 4 more pens. "
             "How many pens does Sam have now?'}]).choices[0].message.content)\"",
         ]
-    for name, spec in config.corpora.items():
-        question = f"Who is the chief executive officer of {_first_company(config, name)}?"
-        hits = retrieve(open_index(name, spec, res["chroma"]), question, 3)
+    for name in config.corpora:
+        corpus = store.local_dir(store.read_ref(f"corpus/{name}")["prefix"])
+        questions = (corpus / "questions.jsonl").read_text().splitlines()
+        if not questions:
+            continue
+        question = json.loads(questions[0])["question"]
+        hits = retrieve(open_index(res["chroma"].client(), name), question, 3)
         lines.append(f"Retrieval from '{name}': {question!r}")
         lines += [f"  {h['score']:.3f} {h['source']}: {h['text'][:90]!r}" for h in hits]
     return "\n".join(lines)
-
-
-def _first_company(config: FactoryConfig, corpus: str) -> str:
-    from assets.demo_data import filings
-
-    source = config.corpora[corpus].source
-    return filings.generate(source.documents, source.seed)[0].company
 
 
 @main.command()

@@ -39,6 +39,8 @@ class Storage(Strict):
     )
     work_dir: str = Field(".factory", description="local caches, engine state, Chroma files")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+    chroma_url: str | None = Field(
+        None, description="http://host:port of a Chroma server; default: embedded in work_dir")
 
     @field_validator("object_store")
     @classmethod
@@ -156,6 +158,13 @@ class QualitySpec(Strict):
     min_test: int = Field(1, ge=0)
 
 
+class WatchSpec(Strict):
+    """A sensor that polls a folder or S3 source and starts a run when files change."""
+
+    enabled: bool = True
+    interval_s: int = Field(30, ge=5, description="seconds between polls")
+
+
 class DatasetSpec(Strict):
     kind: Literal["sft", "preference", "pretrain"] = "sft"
     sources: list[DatasetSource] = Field(min_length=1)
@@ -171,6 +180,14 @@ class DatasetSpec(Strict):
     dedupe: DedupeSpec = DedupeSpec()
     split: Split = Split()
     quality: QualitySpec = QualitySpec()
+    watch: WatchSpec | None = Field(
+        None, description="re-materialize (and retrain downstream) when a file/S3 source changes")
+
+    @model_validator(mode="after")
+    def _watch_needs_files(self) -> DatasetSpec:
+        if self.watch and not any(isinstance(s, FileSource | S3Source) for s in self.sources):
+            raise ValueError("watch: needs a path or s3 source to poll; the others never change")
+        return self
 
     @model_validator(mode="after")
     def _pretrain_needs_tokenizer(self) -> DatasetSpec:
@@ -304,8 +321,14 @@ class GeneratedCorpus(Strict):
     seed: int = 0
 
 
+CorpusSource = GeneratedCorpus | FileSource | S3Source
+
+
 class CorpusSpec(Strict):
-    source: GeneratedCorpus
+    source: CorpusSource
+    questions: str | None = Field(
+        None, description="JSONL of {question, source} pairs scored as hit@k on each index")
+    watch: WatchSpec = WatchSpec()
     chunk_size: int = Field(256, ge=32)
     chunk_overlap: int = Field(32, ge=0)
     embedding_model: str = Field(
@@ -320,6 +343,17 @@ class CorpusSpec(Strict):
         return self
 
 
+class SchedulesSpec(Strict):
+    """Cron expressions (UTC); null turns a schedule off."""
+
+    reevaluate: str | None = Field(
+        "0 2 * * *", description="re-score served adapters; a regression fails a check")
+    retrain: str | None = Field(
+        None, description="rebuild datasets and retrain downstream (e.g. '0 3 * * 0' weekly)")
+    regression_tolerance: float = Field(
+        0.05, ge=0, description="allowed drop of served exact match below the promoted score")
+
+
 class FactoryConfig(Strict):
     project: str = "adapter-factory"
     storage: Storage = Storage()
@@ -330,6 +364,7 @@ class FactoryConfig(Strict):
     mixtures: dict[Name, MixtureSpec] = Field(default_factory=dict)
     deployments: dict[Name, DeploymentSpec] = Field(default_factory=dict)
     corpora: dict[Name, CorpusSpec] = Field(default_factory=dict)
+    schedules: SchedulesSpec = SchedulesSpec()
     gateway: GatewaySettings = Field(default_factory=GatewaySettings,
                                      description="the OpenAI-compatible gateway (gateway/)")
     _root: Path = PrivateAttr(default_factory=Path.cwd)

@@ -6,16 +6,18 @@ Wiring only; what each asset does lives in `assets/`, how it reaches engines in 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
 
 from assets.adapters import adapter_asset
 from assets.base_models import base_model_asset
 from assets.common import Definition
+from assets.corpora import corpus_asset
 from assets.datasets import dataset_asset
 from assets.deployments import deployment_asset
 from assets.evaluations import evaluation_asset
-from assets.indexes import corpus_asset, index_asset
+from assets.indexes import index_asset
 from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
 from pipelines.config import FactoryConfig
@@ -23,6 +25,7 @@ from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 from resources.vector_store import ChromaResource
 from resources.vllm_server import VLLMServer
+from sensors.automation import automation_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +41,16 @@ def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
                                 project_root=str(REPO_ROOT)),
         "vllm": VLLMServer(python=str(venvs / "serve" / "bin" / "python"),
                            project_root=str(REPO_ROOT), state_dir=str(work / "deployments")),
-        "chroma": ChromaResource(path=str(work / "chroma")),
+        "chroma": chroma_resource(config),
     }
+
+
+def chroma_resource(config: FactoryConfig) -> ChromaResource:
+    url = config.storage.chroma_url
+    if url:
+        parsed = urlparse(url)
+        return ChromaResource(host=parsed.hostname, port=parsed.port or 8000)
+    return ChromaResource(path=str(config.work_dir / "chroma"))
 
 
 def assets_for(config: FactoryConfig) -> list[Definition]:
@@ -60,6 +71,7 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
     # AssetChecksDefinition subclasses AssetsDefinition: test for checks first.
     checks = [d for d in defs if isinstance(d, dg.AssetChecksDefinition)]
     assets = [d for d in defs if not isinstance(d, dg.AssetChecksDefinition)]
+    jobs, sensors, schedules = automation_for(config)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
@@ -67,7 +79,10 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
             dg.define_asset_job("everything", selection=dg.AssetSelection.all(),
                                 description="Materialize the whole graph end to end."),
             dg.define_asset_job("rag", selection=dg.AssetSelection.groups("rag")),
+            *jobs,
         ],
+        sensors=sensors,
+        schedules=schedules,
         resources=resources_for(config),
     )
 

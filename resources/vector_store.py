@@ -7,6 +7,8 @@ from typing import Any
 
 import dagster as dg
 
+from resources.retrieval import chroma_client
+
 
 class ChromaResource(dg.ConfigurableResource):
     """`path` for the embedded client; `host`/`port` switch to the HTTP client."""
@@ -17,15 +19,7 @@ class ChromaResource(dg.ConfigurableResource):
     port: int = 8000
 
     def client(self) -> Any:
-        import chromadb
-        from chromadb.config import Settings
-
-        settings = Settings(anonymized_telemetry=False)
-        if self.host:
-            return chromadb.HttpClient(host=self.host, port=self.port, settings=settings)
-        return chromadb.PersistentClient(
-            path=str(Path(self.project_root, self.path).resolve()), settings=settings
-        )
+        return chroma_client(Path(self.project_root, self.path).resolve(), self.host, self.port)
 
     @property
     def location(self) -> str:

@@ -81,8 +81,8 @@ def vllm_url(small_project: tuple[FactoryConfig, object]) -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway_server(vllm_url: str, tmp_path_factory: pytest.TempPathFactory,
-                   ) -> Iterator[object]:
+def gateway_server(vllm_url: str, small_project: tuple[FactoryConfig, object],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The gateway on SQLite + in-memory limits (the embedded default) before the real vLLM."""
     import os
 
@@ -91,7 +91,8 @@ def gateway_server(vllm_url: str, tmp_path_factory: pytest.TempPathFactory,
 
     os.environ["FACTORY_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
     db = tmp_path_factory.mktemp("gateway") / "gateway.db"
-    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url])
+    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url],
+                               chroma_path=str(small_project[0].work_dir / "chroma"))
     for url, gateway in serve(settings):
         ours, key, theirs, other_key = tenants(gateway, ["tiny", "math-lora"])
         yield RunningGateway(url, gateway, ours, key, theirs, other_key)

@@ -10,10 +10,10 @@ import openai
 import pytest
 import yaml
 
-from assets.indexes import open_index, retrieve
 from assets.promotion import Registry
 from pipelines.config import FactoryConfig, load_config
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
+from resources.retrieval import open_index, retrieve
 
 TRAIN_PYTHON = REPO_ROOT / ".venvs" / "train" / "bin" / "python"
 
@@ -148,7 +148,7 @@ def test_mixture_is_one_lora_of_the_promoted_components(project: FactoryConfig) 
 
 
 def test_retrieval_returns_the_expected_source(project: FactoryConfig) -> None:
-    index = open_index("filings", project.corpora["filings"], resources_for(project)["chroma"])
+    index = open_index(resources_for(project)["chroma"].client(), "filings")
     questions = [json.loads(line) for line in
                  (local(project, "corpus", "filings") / "questions.jsonl").read_text().splitlines()]
     q = next(q for q in questions if "chief executive" in q["question"])

@@ -1,0 +1,109 @@
+"""Document corpora: a folder, an S3 prefix or the demo generator, parsed to clean text.
+
+A document that cannot be parsed goes to `quarantine.jsonl` with its file and reason; the rest
+is published. Each document keeps its source path (or s3:// URL) as its id and a content hash,
+which is what the index compares to embed only what changed.
+"""
+
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from assets.common import Definition, publish, store_link
+from assets.demo_data import filings
+from assets.ingest.documents import DOCUMENTS, extract_text
+from assets.ingest.problems import Rejection
+from assets.ingest.sources import local_files, s3_files
+from pipelines.config import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
+from resources.object_store import ObjectStore
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    text: str
+
+
+def read_documents(spec: CorpusSpec, root: Path, staging: Path, s3_endpoint_url: str | None
+                   ) -> Iterator[Document | Rejection]:
+    source = spec.source
+    if isinstance(source, GeneratedCorpus):
+        for filing in filings.generate(source.documents, source.seed):
+            yield Document(filing.doc_id, filing.text)
+        return
+    if isinstance(source, FileSource):
+        files = [(p, str(p.relative_to(root)) if p.is_relative_to(root) else str(p))
+                 for p in local_files(source.path, root)]
+    else:
+        files = s3_files(source.s3, staging, s3_endpoint_url)
+    for path, name in files:
+        if path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in DOCUMENTS:
+            yield Rejection(name, 1, "unsupported_document", None,
+                            f"{path.suffix!r} is not a document type",
+                            f"use {', '.join(sorted(DOCUMENTS))}")
+            continue
+        text = extract_text(path, name)
+        yield text if isinstance(text, Rejection) else Document(name, text)
+
+
+def generated_questions(spec: CorpusSpec) -> list[dict[str, str]]:
+    if not isinstance(spec.source, GeneratedCorpus):
+        return []
+    return [{"question": q, "source": f.doc_id}
+            for f in filings.generate(spec.source.documents, spec.source.seed)
+            for q in f.questions]
+
+
+def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Definition]:
+    @dg.asset(key=["corpus", name], group_name="rag", kinds={"text"},
+              description=f"Parsed documents of corpus '{name}' (+ quarantine, QA pairs).")
+    def _corpus(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
+        out = config.work_dir / "runs" / "corpus" / name
+        staging = config.work_dir / "staging" / "corpus" / name
+        for folder in (out, staging):
+            shutil.rmtree(folder, ignore_errors=True)
+        (out / "docs").mkdir(parents=True)
+        listing, rejected = [], []
+        for item in read_documents(spec, config.root, staging,
+                                   config.storage.s3_endpoint_url):
+            if isinstance(item, Rejection):
+                context.log.warning(f"quarantined {item.file}: {item.detail}")
+                rejected.append(item.to_json())
+                continue
+            digest = hashlib.sha256(item.text.encode()).hexdigest()
+            (out / "docs" / f"{digest[:24]}.txt").write_text(item.text)
+            listing.append({"doc_id": item.doc_id, "file": f"docs/{digest[:24]}.txt",
+                            "sha256": digest, "chars": len(item.text)})
+        if not listing:
+            raise dg.Failure(f"corpus {name}: no readable documents "
+                             f"({len(rejected)} quarantined); see the log for each file")
+        questions = generated_questions(spec)
+        if spec.questions:
+            path = config.root / spec.questions
+            questions = [json.loads(line) for line in path.read_text().splitlines()
+                         if line.strip()]
+        lines = {"documents.jsonl": listing, "quarantine.jsonl": rejected,
+                 "questions.jsonl": questions}
+        for file, rows in lines.items():
+            (out / file).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        version = hashlib.sha256((out / "documents.jsonl").read_bytes()).hexdigest()[:16]
+        ref = publish(store, "corpus", name, version, out, documents=len(listing))
+        shutil.rmtree(staging, ignore_errors=True)
+        return dg.MaterializeResult(
+            metadata={"documents": len(listing), "quarantined": len(rejected),
+                      "characters": sum(d["chars"] for d in listing),
+                      "questions": len(questions), "version": version,
+                      "quarantine": dg.MetadataValue.json(rejected[:20]),
+                      "location": store_link(store, ref["prefix"])},
+            data_version=dg.DataVersion(version),
+        )
+
+    return [_corpus]

@@ -1,0 +1,60 @@
+"""Chroma collections as LlamaIndex indexes: opened, and searched with top-k or MMR.
+
+Shared by the index asset (which builds collections) and the gateway (which answers RAG requests),
+so both embed queries with the model recorded on the collection when it was built. Dagster-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from resources.embeddings import llama_index_embedding
+
+EMBEDDING_KEY = "embedding_model"
+
+
+def chroma_client(path: str | Path | None = None, host: str | None = None, port: int = 8000
+                  ) -> Any:
+    """The HTTP client when a host is given (a Chroma server), else the embedded one."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if host:
+        return chromadb.HttpClient(host=host, port=port, settings=settings)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def collection(client: Any, name: str, embedding_model: str) -> Any:
+    return client.get_or_create_collection(
+        name, metadata={"hnsw:space": "cosine", EMBEDDING_KEY: embedding_model})
+
+
+def open_index(client: Any, name: str) -> Any:
+    """An existing collection; raises chromadb's NotFoundError when there is none."""
+    from llama_index.core import VectorStoreIndex
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    found = client.get_collection(name)
+    model = (found.metadata or {}).get(EMBEDDING_KEY, "bundled:all-MiniLM-L6-v2")
+    return VectorStoreIndex.from_vector_store(ChromaVectorStore(chroma_collection=found),
+                                              embed_model=llama_index_embedding(model))
+
+
+def retrieve(index: Any, question: str, top_k: int, mmr: float | None = None
+             ) -> list[dict[str, Any]]:
+    """Top-k chunks with source document, chunk id, position and score.
+
+    With `mmr` (0..1, LlamaIndex's mmr_threshold: 1 = pure relevance, lower = more diverse) the
+    chunks are re-ranked by maximal marginal relevance.
+    """
+    kwargs: dict[str, Any] = {"similarity_top_k": top_k}
+    if mmr is not None:
+        kwargs |= {"vector_store_query_mode": "mmr", "vector_store_kwargs": {"mmr_threshold": mmr}}
+    nodes = index.as_retriever(**kwargs).retrieve(question)
+    return [{"source": n.node.metadata.get("source"), "chunk_id": n.node.node_id,
+             "start": n.node.start_char_idx, "end": n.node.end_char_idx,
+             "score": None if n.score is None else round(float(n.score), 4),
+             "text": n.node.get_content()}
+            for n in nodes]

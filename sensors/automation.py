@@ -1,0 +1,72 @@
+"""The automation of a project: watch sensors and schedules, generated from factory.yaml.
+
+Each corpus with a folder/S3 source gets a re-index job and a sensor; each dataset with `watch:`
+gets a retrain job (the dataset and everything downstream: adapters, evaluations, promotions,
+deployments) and a sensor. Schedules re-evaluate what is served and, optionally, retrain.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.config import FactoryConfig, FileSource, S3Source
+from sensors.watchers import listing_for, watch_sensor
+
+
+def reindex_job(corpus: str) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        f"reindex_{corpus.replace('-', '_')}",
+        selection=dg.AssetSelection.assets(["corpus", corpus], ["index", corpus]),
+        description=f"Parse corpus '{corpus}' and re-index only what changed.")
+
+
+def retrain_job(dataset: str) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        f"retrain_{dataset.replace('-', '_')}",
+        selection=dg.AssetSelection.assets(["dataset", dataset]).downstream(),
+        description=f"Rebuild dataset '{dataset}'; adapters on it retrain when its content "
+                    "changed, are evaluated and gated, and promoted ones are hot-loaded.")
+
+
+def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDefinition],
+                                                   list[dg.SensorDefinition],
+                                                   list[dg.ScheduleDefinition]]:
+    jobs, sensors = [], []
+    endpoint = config.storage.s3_endpoint_url
+    for name, spec in config.corpora.items():
+        job = reindex_job(name)
+        jobs.append(job)
+        if isinstance(spec.source, FileSource | S3Source) and spec.watch.enabled:
+            sensors.append(watch_sensor(
+                f"watch_corpus_{name.replace('-', '_')}", job,
+                [listing_for(spec.source, config.root, endpoint)], spec.watch.interval_s))
+    for name, spec in config.datasets.items():
+        job = retrain_job(name)
+        jobs.append(job)
+        watched = [s for s in spec.sources if isinstance(s, FileSource | S3Source)]
+        if spec.watch and spec.watch.enabled:
+            sensors.append(watch_sensor(
+                f"watch_dataset_{name.replace('-', '_')}", job,
+                [listing_for(s, config.root, endpoint) for s in watched], spec.watch.interval_s))
+
+    schedules = []
+    plan = config.schedules
+    served = [dg.AssetKey(["served_evaluation", d]) for d, spec in config.deployments.items()
+              if spec.evaluate]
+    if plan.reevaluate and served:
+        job = dg.define_asset_job("reevaluate", selection=dg.AssetSelection.assets(*served),
+                                  description="Score what is served; regressions fail a check.")
+        jobs.append(job)
+        schedules.append(dg.ScheduleDefinition(
+            name="nightly_reevaluation", job=job, cron_schedule=plan.reevaluate,
+            default_status=dg.DefaultScheduleStatus.RUNNING))
+    if plan.retrain and config.datasets:
+        job = dg.define_asset_job(
+            "retrain_all", selection=dg.AssetSelection.assets(
+                *[["dataset", d] for d in config.datasets]).downstream(),
+            description="Rebuild every dataset and retrain what depends on it.")
+        jobs.append(job)
+        schedules.append(dg.ScheduleDefinition(
+            name="scheduled_retrain", job=job, cron_schedule=plan.retrain,
+            default_status=dg.DefaultScheduleStatus.RUNNING))
+    return jobs, sensors, schedules

@@ -1,0 +1,226 @@
+"""Folder and S3 corpora indexed into Chroma (embedded and server): quarantine, incremental
+re-index with deletions, and retrieval with top-k and MMR."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import httpx
+import pytest
+import yaml
+
+from pipelines.config import FactoryConfig, load_config
+from pipelines.graph import make_definitions, resources_for
+from resources.retrieval import open_index, retrieve
+from tests.conftest import free_port
+
+DOCS = {
+    "harbour.txt": "Northwind Harbour Authority reported cargo volume of 41 million tonnes. "
+                   "The harbour master is Ingrid Solberg.",
+    "bakery.md": "# Blue Oven Bakery\n\nBlue Oven Bakery opened its ninth shop in Tartu. "
+                 "Its head baker is Marek Tamm, who favours rye sourdough.",
+    "orchard.html": "<html><body><nav>menu</nav><p>Sunny Slope Orchard harvested 800 crates "
+                    "of Antonovka apples. The orchard keeper is Liis Kask.</p></body></html>",
+}
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Chroma server (`chroma run`) on 127.0.0.1."""
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path",
+                             str(path), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("chroma server did not start")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def project(root: Path, chroma_url: str | None = None) -> FactoryConfig:
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    for name, text in DOCS.items():
+        (root / "docs" / name).write_text(text)
+    (root / "docs" / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    storage: dict[str, Any] = {"object_store": "file://store", "work_dir": "work"}
+    if chroma_url:
+        storage["chroma_url"] = chroma_url
+    (root / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": storage,
+        "corpora": {"notes": {"source": {"path": "docs"}, "chunk_size": 64, "chunk_overlap": 8,
+                              "top_k": 2}},
+    }))
+    return load_config(root / "factory.yaml")
+
+
+def reindex(config: FactoryConfig) -> dict[str, Any]:
+    job = make_definitions(config).resolve_job_def("reindex_notes")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    return {e.asset_key.to_user_string(): {k: v.value for k, v in
+                                           e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
+def sources(config: FactoryConfig, question: str, mmr: float | None = None) -> list[str]:
+    index = open_index(resources_for(config)["chroma"].client(), "notes")
+    return [r["source"] for r in retrieve(index, question, 2, mmr)]
+
+
+@pytest.mark.parametrize("backend", ["embedded", "server"])
+def test_folder_corpus_reindexes_only_what_changed(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("chroma_server") if backend == "server" else None
+    config = project(tmp_path, url)
+    first = reindex(config)
+    corpus, index = first["corpus/notes"], first["index/notes"]
+    assert corpus["documents"] == 3 and corpus["quarantined"] == 1
+    quarantined = corpus["quarantine"][0]
+    assert quarantined["file"] == "docs/broken.pdf" and quarantined["fix"]
+    assert index["documents_added"] == 3 and index["chunks_embedded_this_run"] >= 3
+    assert sources(config, "Who is the harbour master?")[0] == "docs/harbour.txt"
+
+    docs = tmp_path / "docs"
+    (docs / "bakery.md").write_text(DOCS["bakery.md"].replace("Marek Tamm", "Kadri Lepp"))
+    (docs / "orchard.html").unlink()
+    (docs / "vineyard.txt").write_text("Hill Gate Vineyard bottled 12,000 bottles of "
+                                       "Solaris. The winemaker is Toomas Ilves.")
+    second = reindex(config)["index/notes"]
+    assert (second["documents_added"], second["documents_updated"], second["documents_deleted"],
+            second["documents_unchanged"]) == (1, 1, 1, 1)
+    assert second["chunks_embedded_this_run"] < index["chunks_embedded_this_run"] + 2
+    collection = resources_for(config)["chroma"].client().get_collection("notes")
+    stored = {m["source"] for m in collection.get(include=["metadatas"])["metadatas"]}
+    assert stored == {"docs/harbour.txt", "docs/bakery.md", "docs/vineyard.txt"}
+    assert sources(config, "Who is the winemaker?")[0] == "docs/vineyard.txt"
+    index_obj = open_index(resources_for(config)["chroma"].client(), "notes")
+    assert "Kadri Lepp" in retrieve(index_obj, "Who is the head baker?", 1)[0]["text"]
+
+    unchanged = reindex(config)["index/notes"]
+    assert unchanged["chunks_embedded_this_run"] == 0
+    assert unchanged["documents_unchanged"] == 3
+
+
+def test_mmr_trades_relevance_for_diversity(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    docs = tmp_path / "docs"
+    for i in range(3):  # near-duplicates of the harbour report crowd a plain top-k
+        (docs / f"harbour-copy-{i}.txt").write_text(DOCS["harbour.txt"] + f" Copy {i}.")
+    reindex(config)
+    question = "Harbour master and cargo volume of Northwind Harbour Authority"
+    plain = sources(config, question)
+    diverse = sources(config, question, mmr=0.1)
+    assert all("harbour" in s for s in plain)
+    assert any("harbour" not in s for s in diverse)
+
+
+def test_s3_corpus_indexes_objects(tmp_path: Path, s3_endpoint: str, s3_env: None) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="corpus-bucket")
+    for name, text in DOCS.items():
+        s3.put_object(Bucket="corpus-bucket", Key=f"notes/{name}", Body=text.encode())
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work",
+                    "s3_endpoint_url": s3_endpoint},
+        "corpora": {"notes": {"source": {"s3": "s3://corpus-bucket/notes/"}}}}))
+    config = load_config(tmp_path / "factory.yaml")
+    meta = reindex(config)
+    assert meta["corpus/notes"]["documents"] == 3
+    assert sources(config, "Who keeps the orchard?")[0] == "s3://corpus-bucket/notes/orchard.html"
+
+
+def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: str,
+                                                   s3_env: None) -> None:
+    """The whole loop with Dagster's own daemon and webserver (`factory ui` = `dagster dev`):
+    an object lands in S3, the sensor fires, the index changes, a query finds it."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="inbox")
+    s3.put_object(Bucket="inbox", Key="docs/harbour.txt", Body=DOCS["harbour.txt"].encode())
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work",
+                    "s3_endpoint_url": s3_endpoint},
+        "corpora": {"notes": {"source": {"s3": "s3://inbox/docs/"},
+                              "watch": {"interval_s": 5}}}}))
+    config = load_config(tmp_path / "factory.yaml")
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).with_name("factory")), "ui", "--config",
+         str(tmp_path / "factory.yaml"), "--port", str(port)],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path / "work" / "dagster_home")},
+        stderr=open(tmp_path / "dagster.log", "wb"),  # noqa: SIM115 - closed with the process
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        runs = wait_for_runs(config, 1, ui, tmp_path)  # the first listing indexes what is there
+        s3.put_object(Bucket="inbox", Key="docs/vineyard.txt", Body=(
+            b"Hill Gate Vineyard bottled 12,000 bottles. The winemaker is Toomas Ilves."))
+        runs = wait_for_runs(config, 2, ui, tmp_path)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert runs[0].tags["factory/changes"] == "1 added, 0 updated, 0 removed"
+        assert runs[0].tags["dagster/sensor_name"] == "watch_corpus_notes"
+        assert sources(config, "Who is the winemaker?")[0] == "s3://inbox/docs/vineyard.txt"
+        with dg.DagsterInstance.from_config(str(tmp_path / "work" / "dagster_home")) as instance:
+            event = instance.get_latest_materialization_event(dg.AssetKey(["index", "notes"]))
+            assert event and event.asset_materialization
+            meta = event.asset_materialization.metadata
+            assert meta["documents_added"].value == 1 and meta["documents_unchanged"].value == 1
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)
+        try:
+            ui.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+
+
+def wait_for_runs(config: FactoryConfig, count: int, ui: subprocess.Popen, root: Path,
+                  timeout: float = 420) -> list[dg.DagsterRun]:
+    """Newest first, once `count` sensor runs have finished."""
+    home = root / "work" / "dagster_home"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert ui.poll() is None, (root / "dagster.log").read_text()[-3000:]
+        if (home / "dagster.yaml").exists():
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                runs = instance.get_runs()
+                if len(runs) >= count and all(r.is_finished for r in runs):
+                    return runs
+        time.sleep(3)
+    raise AssertionError(f"no {count} finished sensor runs; log:\n"
+                         + (root / "dagster.log").read_text()[-3000:])
+
+
+def test_index_metadata_reports_hit_rate_on_generated_corpus(tmp_path: Path) -> None:
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "corpora": {"notes": {"source": {"generator": "company_filings", "documents": 6,
+                                         "seed": 1}}}}))
+    meta = reindex(load_config(tmp_path / "factory.yaml"))["index/notes"]
+    assert meta["questions"] == 18 and meta["hit_at_5"] >= 0.9
+    config = load_config(tmp_path / "factory.yaml")
+    resources_for(config)["chroma"].client().delete_collection("notes")  # Chroma data lost:
+    again = reindex(config)["index/notes"]  # the docstore must not claim it is still indexed
+    assert again["documents_added"] == 6 and again["chunks_in_collection"] > 0
