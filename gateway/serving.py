@@ -1,7 +1,7 @@
 """What the gateway does with a request, without HTTP: authorise, limit, route, account, audit.
 
-Every request ends in exactly one audit record (success or error), written after the answer is
-known; token usage feeds the rate limiter and the metrics.
+Every request ends in exactly one audit record (success or error), queued once the answer is
+known and written in batches (gateway/audit.py); token usage feeds the rate limiter and the metrics.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import sessionmaker
 
+from gateway.audit import AuditWriter
 from gateway.db import AuditRecord
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
@@ -57,10 +58,10 @@ class Outcome:
 class Gateway:
     def __init__(self, settings: GatewaySettings, tenancy: Tenancy, sessions: sessionmaker,
                  pool: ReplicaPool, limiter: RateLimiter, metrics: GatewayMetrics,
-                 retriever: Retriever) -> None:
+                 retriever: Retriever, audit: AuditWriter) -> None:
         self.settings, self.tenancy, self.sessions = settings, tenancy, sessions
         self.pool, self.limiter, self.metrics = pool, limiter, metrics
-        self.retriever = retriever
+        self.retriever, self.audit = retriever, audit
         self._embedder: Any = None
 
     # -- identity and access ----------------------------------------------------------------
@@ -304,11 +305,7 @@ class Gateway:
             status=outcome.status, error=outcome.error, prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens, latency_ms=latency * 1000,
             ttft_ms=outcome.ttft_ms, replica=outcome.replica, prompt_text=outcome.prompt_text)
-        await asyncio.to_thread(self._write_audit, record)
-
-    def _write_audit(self, record: AuditRecord) -> None:
-        with self.sessions.begin() as s:
-            s.add(record)
+        self.audit.add(record)
 
 
 def _upstream_message(text: str) -> str:

@@ -36,6 +36,9 @@ class GatewaySettings(BaseModel):
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server")
     embedding_model: str = "bundled:all-MiniLM-L6-v2"
     embedding_model_name: str = "all-MiniLM-L6-v2"
+    auth_cache_seconds: float = Field(
+        5.0, ge=0, description="key/grant lookups cached; changes by other processes apply "
+                               "within this time (0 = look up on every request)")
     default_rpm: int = Field(600, ge=1)
     default_tpm: int = Field(200_000, ge=1)
     limits: Limits = Limits()
@@ -57,8 +60,10 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Ga
         doc = yaml.safe_load(path.read_text()) or {}
         raw = dict(doc.get("gateway") or {})
         if not raw.get("upstreams"):
-            raw["upstreams"] = [f"http://{d.get('host', '127.0.0.1')}:{d.get('port', 8010)}"
-                                for d in (doc.get("deployments") or {}).values()]
+            raw["upstreams"] = [
+                f"http://{d.get('host', '127.0.0.1')}:{d.get('port', 8010) + i}"
+                for d in (doc.get("deployments") or {}).values()
+                for i in range(d.get("replicas", 1))]
         storage = doc.get("storage") or {}
         raw.setdefault("chroma_path", f"{storage.get('work_dir', '.factory')}/chroma")
         if storage.get("chroma_url"):

@@ -2,17 +2,24 @@
 
 Keys are random 256-bit secrets shown once; only their SHA-256 is stored (a high-entropy secret
 needs no slow hash), with a short prefix kept in clear so people can tell keys apart.
+
+Key and grant lookups are on every request's path, so they are cached for `cache_seconds`; a change
+made through this process clears the cache at once, one made by another process (the CLI, another
+gateway replica) takes effect within `cache_seconds`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from cachetools import TTLCache
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,9 +52,32 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def invalidates(method: F) -> F:
+    """Clear the lookup caches once the change is committed (not before: a request in between
+    would cache the old answer again)."""
+    @functools.wraps(method)
+    def wrapper(self: Tenancy, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._changed()
+    return wrapper  # type: ignore[return-value]
+
+
 class Tenancy:
-    def __init__(self, sessions: sessionmaker, default_rpm: int, default_tpm: int) -> None:
+    def __init__(self, sessions: sessionmaker, default_rpm: int, default_tpm: int,
+                 cache_seconds: float = 5.0) -> None:
         self.sessions, self.default_rpm, self.default_tpm = sessions, default_rpm, default_tpm
+        size, ttl = (10_000, cache_seconds) if cache_seconds > 0 else (0, 1)
+        self._principals: TTLCache[str, Principal | None] = TTLCache(size, ttl)
+        self._grants: TTLCache[tuple[int, str], frozenset[str]] = TTLCache(size, ttl)
+
+    def _changed(self) -> None:
+        self._principals.clear()
+        self._grants.clear()
 
     # -- projects and members -------------------------------------------------------------------
     def _project(self, s: Session, name: str) -> Project:
@@ -66,6 +96,7 @@ class Tenancy:
             s.add(Member(project_id=project.id, user=owner, role="owner"))
             return {"project": name, "owner": owner, "log_prompts": log_prompts}
 
+    @invalidates
     def add_member(self, project: str, user: str, role: str) -> dict[str, Any]:
         if role not in ROLES:
             raise TenancyError(f"role must be one of {', '.join(ROLES)}")
@@ -98,6 +129,7 @@ class Tenancy:
             return {"id": key.id, "key": secret, "prefix": key.prefix, "project": project,
                     "user": user, "role": member.role, "rpm": key.rpm, "tpm": key.tpm}
 
+    @invalidates
     def revoke_key(self, key_id: int) -> dict[str, Any]:
         with self.sessions.begin() as s:
             key = s.get(ApiKey, key_id)
@@ -128,12 +160,20 @@ class Tenancy:
                      "role": m.role, "revoked": k.revoked_at is not None} for k, m in rows]
 
     def authenticate(self, secret: str) -> Principal | None:
+        digest = hash_secret(secret)
+        if digest in self._principals:
+            return self._principals[digest]
+        principal = self._lookup(digest)
+        self._principals[digest] = principal
+        return principal
+
+    def _lookup(self, digest: str) -> Principal | None:
         with self.sessions() as s:
             row = s.execute(
                 select(ApiKey, Member, Project)
                 .join(Member, ApiKey.member_id == Member.id)
                 .join(Project, ApiKey.project_id == Project.id)
-                .where(ApiKey.secret_hash == hash_secret(secret))
+                .where(ApiKey.secret_hash == digest)
             ).first()
         if row is None:
             return None
@@ -144,6 +184,7 @@ class Tenancy:
                          key.tpm, project.log_prompts)
 
     # -- grants ---------------------------------------------------------------------------------
+    @invalidates
     def grant(self, project: str, name: str, kind: str = "model") -> dict[str, Any]:
         if kind not in ("model", "collection"):
             raise TenancyError("kind must be model or collection")
@@ -154,6 +195,7 @@ class Tenancy:
                 s.add(Grant(project_id=p.id, kind=kind, name=name))
             return {"project": project, "kind": kind, "name": name}
 
+    @invalidates
     def revoke_grant(self, project: str, name: str, kind: str = "model") -> None:
         with self.sessions.begin() as s:
             p = self._project(s, project)
@@ -162,10 +204,12 @@ class Tenancy:
             if grant:
                 s.delete(grant)
 
-    def granted(self, project_id: int, kind: str = "model") -> set[str]:
-        with self.sessions() as s:
-            return set(s.scalars(select(Grant.name).where(Grant.project_id == project_id,
-                                                          Grant.kind == kind)))
+    def granted(self, project_id: int, kind: str = "model") -> frozenset[str]:
+        if (project_id, kind) not in self._grants:
+            with self.sessions() as s:
+                self._grants[project_id, kind] = frozenset(s.scalars(select(Grant.name).where(
+                    Grant.project_id == project_id, Grant.kind == kind)))
+        return self._grants[project_id, kind]
 
     # -- usage ----------------------------------------------------------------------------------
     def usage(self, project: str | None = None, day: str | None = None) -> list[dict[str, Any]]:

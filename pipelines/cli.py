@@ -141,7 +141,8 @@ def stop(deployment: str | None, config_path: str | None) -> None:
     config = _config(config_path)
     vllm = resources_for(config)["vllm"]
     for name in [deployment] if deployment else list(config.deployments):
-        click.echo(f"{name}: {'stopped' if vllm.stop(name) else 'was not running'}")
+        for server in [name, *vllm.replicas_beyond(name, 1)]:
+            click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
 
 
 @main.command("render-deployment")

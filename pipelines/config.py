@@ -302,17 +302,28 @@ class EndpointEvalSpec(Strict):
 
 
 class DeploymentSpec(Strict):
+    """One base model + adapters on `replicas` vLLM servers."""
+
     base_model: Name
     evaluate: EndpointEvalSpec | None = Field(
         None, description="also evaluate through the endpoint after each deployment")
     adapters: list[Name] = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = Field(8010, ge=1024, le=65535)
+    replicas: int = Field(1, ge=1, le=16, description="servers on port, port+1, ...; the "
+                                                      "gateway routes and fails over between them")
+    recycle_rss_growth_mib: int | None = Field(
+        4096, ge=0, description="restart a server (drained) whose memory grew this much from "
+                                "adapter swaps; null = never")
     max_model_len: int = Field(512, ge=64)
     max_loras: int = Field(4, ge=1)
     kv_cache_gib: int = Field(1, ge=1)
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server flags")
     startup_timeout_s: int = Field(300, ge=10)
+
+    def replica_names(self, name: str) -> list[tuple[str, int]]:
+        """(server name, port) of each replica; the first keeps the deployment's own name."""
+        return [(name if i == 0 else f"{name}.{i}", self.port + i) for i in range(self.replicas)]
 
 
 class GeneratedCorpus(Strict):

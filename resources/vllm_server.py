@@ -3,6 +3,11 @@
 The server is a separate process in the serving environment, as on a production host. Its state
 (pid, URL, what is loaded) lives in a JSON file, so a later materialization or the `stop` command
 finds it again from another process.
+
+Adapters are hot-swapped through vLLM's runtime LoRA endpoints. Repeated load/unload cycles can
+grow a server's memory, so its resident memory (whole process tree) is compared with the figure
+measured after start-up; past the configured growth the server is drained (no request running or
+waiting) and restarted with the same adapters.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class ServerState:
     log_path: str
     adapters: dict[str, str] = field(default_factory=dict)  # served name -> adapter version
     started_at: float = field(default_factory=time.time)
+    baseline_rss_mib: float = 0.0  # measured when the server became healthy
+    swaps: int = 0  # adapter loads/unloads since start
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,33 @@ class AdapterToServe:
 
 class ServerStartError(RuntimeError):
     pass
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server and its engine processes."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for proc in tree:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def requests_in_flight(url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name in ("vllm:num_requests_running", "vllm:num_requests_waiting")
+               for sample in family.samples)
 
 
 def _alive(pid: int) -> bool:
@@ -86,6 +120,12 @@ class VLLMServer(dg.ConfigurableResource):
             return None
         return ServerState(**json.loads(path.read_text()))
 
+    def replicas_beyond(self, name: str, count: int) -> list[str]:
+        """Servers `name.K` with K >= count: left over from a larger replica count."""
+        found = [path.stem for path in (self._root() / self.state_dir).glob(f"{name}.*.json")]
+        return sorted(n for n in found if n.rsplit(".", 1)[1].isdigit()
+                      and int(n.rsplit(".", 1)[1]) >= count)
+
     def _save(self, state: ServerState) -> None:
         path = self._state_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,10 +164,12 @@ class VLLMServer(dg.ConfigurableResource):
         extra_args: list[str],
         startup_timeout_s: int,
         log: Any,
+        recycle_rss_growth_mib: int | None = None,
     ) -> tuple[ServerState, str]:
         """Bring the deployment to the declared state; returns it and what was done.
 
-        Same base model and engine settings: adapters are loaded/unloaded in place (no restart).
+        Same base model and engine settings: adapters are loaded/unloaded in place (no restart),
+        unless that grew memory past `recycle_rss_growth_mib` (then: drain and restart).
         Anything else: the old server is stopped and a new one started.
         """
         launch = server_args(model=str(base_dir), served_name=base_name, host=host, port=port,
@@ -135,10 +177,19 @@ class VLLMServer(dg.ConfigurableResource):
                              ranks=[a.rank for a in adapters], extra_args=extra_args)
         signature = json.dumps([launch, kv_cache_gib])
         current = self.state(name)
+        outcome = "started"
         if current and current.launch_signature == signature and self.healthy(current):
             actions = self._sync_adapters(current, adapters, log)
+            current.swaps += len(actions)
             self._save(current)
-            return current, "hot-updated: " + ", ".join(actions) if actions else "unchanged"
+            growth = rss_mib(current.pid) - current.baseline_rss_mib
+            if not (actions and recycle_rss_growth_mib is not None
+                    and growth > recycle_rss_growth_mib):
+                return current, "hot-updated: " + ", ".join(actions) if actions else "unchanged"
+            outcome = (f"recycled: memory grew {growth:.0f} MiB (limit "
+                       f"{recycle_rss_growth_mib}) over {current.swaps} adapter swaps")
+            log.warning(f"{name}: {outcome}; draining, then restarting")
+            self._drain(current.url, log)
         if current:
             self.stop(name, log)
         modules = [f"{a.name}={a.path}" for a in adapters]
@@ -147,8 +198,17 @@ class VLLMServer(dg.ConfigurableResource):
                             base_name=base_name, base_version=base_version,
                             signature=signature)
         state.adapters = {a.name: a.version for a in adapters}
+        state.baseline_rss_mib = rss_mib(state.pid)
         self._save(state)
-        return state, "started"
+        return state, outcome
+
+    @staticmethod
+    def _drain(url: str, log: Any, timeout_s: float = 120) -> None:
+        """Wait until no request is running or queued (new ones go to other replicas)."""
+        deadline = time.monotonic() + timeout_s
+        while (busy := requests_in_flight(url)) and time.monotonic() < deadline:
+            log.info(f"waiting for {busy:.0f} requests to finish on {url}")
+            time.sleep(1)
 
     def _start(self, name: str, args: list[str], kv_cache_gib: int, url: str, timeout_s: int,
                log: Any, *, base_name: str, base_version: str, signature: str) -> ServerState:

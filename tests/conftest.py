@@ -69,8 +69,10 @@ def small_project(
     try:
         yield config, result
     finally:
+        vllm = resources_for(config)["vllm"]
         for name in config.deployments:
-            resources_for(config)["vllm"].stop(name)
+            for server in [name, *vllm.replicas_beyond(name, 1)]:
+                vllm.stop(server)
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, obj
               for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
     assert checks == {"schema_valid": True, "rejected_fraction": True,
                       "min_rows_per_split": True, "splits_disjoint": True, "peft_format": True,
-                      "promotion_gate": True}
+                      "promotion_gate": True, "no_regression": True}
 
 
 def test_dataset_metadata_has_token_statistics(small_project: tuple[FactoryConfig, object]
@@ -56,7 +56,7 @@ def test_dataset_metadata_has_token_statistics(small_project: tuple[FactoryConfi
     (event,) = [e for e in result.get_asset_materialization_events()  # type: ignore[attr-defined]
                 if e.asset_key == dg.AssetKey(["dataset", "math"])]
     meta = event.materialization.metadata
-    assert meta["max_tokens"].value == 256  # the base model's context
+    assert meta["max_tokens"].value == 1024  # the base model's context
     lengths = meta["token_lengths"].value
     assert 10 < lengths["p50"] <= lengths["max"] <= 256
     assert meta["token_histogram"].value.startswith("![math: tokens per example](data:image/png")
@@ -128,6 +128,26 @@ def test_endpoint_evaluation_measures_what_is_served(
         assert meta[f"{model}_ttft_ms"].value > 0
         assert meta[f"{model}_tpot_ms"].value > 0
     assert "| math-lora |" in meta["served"].value
+
+
+def test_nightly_reevaluation_flags_a_served_regression(
+        small_project: tuple[FactoryConfig, object]) -> None:
+    """The schedule's job re-scores what is served; a score below the first one fails."""
+    project, _ = small_project
+    store = resources_for(project)["store"]
+    baselines = store.read_ref("served_baseline/local")
+    inflated = {k: 1.01 if k.startswith("math-lora@") else v for k, v in baselines.items()}
+    store.write_ref("served_baseline/local", inflated)  # as if the adapter once scored 1.01
+    try:
+        job = make_definitions(project).resolve_job_def("reevaluate")
+        with dg.DagsterInstance.get() as instance:
+            result = job.execute_in_process(instance=instance, raise_on_error=False)
+        (check,) = result.get_asset_check_evaluations()
+        assert check.check_name == "no_regression" and not check.passed
+        assert check.description.startswith("math-lora: ")
+        assert "baseline 1.010" in check.description and "math-mix" not in check.description
+    finally:
+        store.write_ref("served_baseline/local", baselines)
 
 
 def test_mixture_is_one_lora_of_the_promoted_components(project: FactoryConfig) -> None:
@@ -262,6 +282,40 @@ def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig,
     assert champion["prefix"] in sync and modules[0].split("=")[1] in sync
     for script in ("docker-run.sh", "ec2-user-data.sh"):
         subprocess.run(["bash", "-n", str(tmp_path / "local" / script)], check=True)
+
+
+def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfig) -> None:
+    """Two replicas; replica 0 had adapter swaps and grew past the limit: it is drained and
+    restarted with the same adapters, the new replica starts, both serve everything."""
+    from gateway.settings import load_settings
+
+    vllm = resources_for(project)["vllm"]
+    state = vllm.state("local")
+    assert state is not None
+    state.adapters["math-lora"] = "stale-version"  # a swap is due
+    state.baseline_rss_mib = 0.0  # as if it started far smaller than it is now
+    vllm._save(state)
+    spec = project.deployments["local"].model_copy(
+        update={"replicas": 2, "recycle_rss_growth_mib": 1})
+    scaled = project.model_copy(update={"deployments": {"local": spec}})
+    try:
+        with dg.DagsterInstance.get() as instance:
+            result = make_definitions(scaled).resolve_job_def("everything").execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey(["deployment", "local"])])
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        replicas = event.materialization.metadata["replicas"].value
+        assert [r["url"][-4:] for r in replicas] == ["8011", "8012"]
+        assert replicas[0]["action"].startswith("recycled: memory grew")
+        assert replicas[0]["pid"] != state.pid and replicas[1]["action"] == "started"
+        for replica in replicas:
+            assert {"tiny", "math-lora", "math-mix"} <= set(vllm.served_models(replica["url"]))
+        config_file = project.root / "scaled.yaml"
+        config_file.write_text(yaml.safe_dump({"deployments": {"local": {
+            "base_model": "tiny", "port": 8011, "replicas": 2}}}))
+        assert load_settings(config_file).upstreams == [r["url"] for r in replicas]
+    finally:
+        vllm.stop("local.1")
 
 
 def test_stop_command_stops_the_server(project: FactoryConfig) -> None:

@@ -21,6 +21,7 @@ def sdk(gw: RunningGateway, key: str | None = None) -> openai.OpenAI:
 
 
 def audit_rows(gw: RunningGateway, **where: object) -> list[AuditRecord]:
+    gw.gateway.audit.drain()  # records are written in batches; flush what is queued
     with gw.gateway.sessions() as s:
         q = select(AuditRecord).order_by(AuditRecord.id)
         for column, value in where.items():

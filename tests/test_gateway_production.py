@@ -58,7 +58,7 @@ def test_postgres_audit_and_redis_limits_shared_by_two_gateways(services: None, 
             gen.close()
     with Session(create_engine(PG_URL)) as s:
         rows = list(s.scalars(select(AuditRecord).where(AuditRecord.key_id == key["id"])
-                              .order_by(AuditRecord.id)))
+                              .order_by(AuditRecord.ts)))  # two writers batch apart
         tables = {r[0] for r in s.execute(text(
             "select tablename from pg_tables where tablename like 'gw_%'"))}
     assert [r.status for r in rows] == [200, 200, 429]

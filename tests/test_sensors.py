@@ -109,5 +109,5 @@ def test_dataset_sensor_retrains_downstream_and_schedules_exist(tmp_path: Path) 
 def test_watch_on_a_generated_dataset_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "factory.yaml").write_text(yaml.safe_dump({"datasets": {"math": {
         "sources": [{"generator": "math_word_problems"}], "watch": {}}}}))
-    with pytest.raises(ConfigError, match="datasets.math: watch: needs a path or s3 source"):
+    with pytest.raises(ConfigError, match=r"datasets\.math: watch: needs a path or s3 source"):
         load_config(tmp_path / "factory.yaml")
