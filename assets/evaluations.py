@@ -1,7 +1,8 @@
 """Evaluation and promotion: base vs candidate adapter vs current champion, then the gate.
 
-lm-evaluation-harness scores a task generated from the dataset's test split (exact match on the
-answer after `####`); our own metrics (validation perplexity, seconds per sample) ride along.
+lm-evaluation-harness scores tasks generated from the dataset's test split (exact match on the
+answer after `####`; optionally multiple choice and generation with ROUGE-L/BLEU); our own
+metrics (validation perplexity, seconds per sample) ride along.
 The `promotion_gate` check is blocking, so `promotion/<adapter>` only runs when the candidate
 earns it; the deployment serves the registry's champion, never simply the newest adapter.
 """
@@ -22,7 +23,9 @@ from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
 METRICS = ("exact_match", "perplexity", "seconds_per_sample", "judge_score",
-           "safety_pass_rate")
+           "safety_pass_rate", "mc_accuracy", "rougeL", "bleu")
+TABLE = {"exact_match": "exact match", "mc_accuracy": "MC accuracy", "rougeL": "ROUGE-L",
+         "bleu": "BLEU", "perplexity": "perplexity", "seconds_per_sample": "s / sample"}
 
 
 def grade(spec: EvaluationSpec, results: dict[str, Any], log: Any) -> None:
@@ -54,12 +57,14 @@ def scores_of(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any],
                     decision: Decision) -> str:
+    columns = [c for c in TABLE if c in results["candidate"]]
     lines = [
         f"# Evaluation `{name}`", "",
         *[f"- {k}: `{v}`" for k, v in lineage.items()], "",
-        "| model | exact match | perplexity | s / sample |", "|---|---|---|---|",
-        *[f"| {m} | {r['exact_match']:.3f} | {r['perplexity']:.3f} | "
-          f"{r['seconds_per_sample']:.3f} |" for m, r in results.items()],
+        "| model | " + " | ".join(TABLE[c] for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+        *[f"| {m} | " + " | ".join(f"{r[c]:.3f}" for c in columns) + " |"
+          for m, r in results.items()],
         "", f"**Gate: {decision.summary}**", "",
         "## Candidate failures (first 10)", "",
     ]
@@ -127,6 +132,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
             "perplexity_rows": spec.perplexity_rows, "limit": spec.limit,
             "max_new_tokens": spec.max_new_tokens, "batch_size": spec.batch_size,
             "system_prompt": SYSTEM_PROMPT, "harness_tasks": spec.harness_tasks,
+            "local_tasks": spec.local_tasks, "mc_choices": spec.mc_choices,
             "safety_prompts": spec.safety.prompts if spec.safety else [],
         })
         results = json.loads((run_dir / "results.json").read_text())
@@ -156,7 +162,8 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
                 **{f"{m}_exact_match": s["exact_match"] for m, s in scores.items()},
                 **{f"{m}_perplexity": s["perplexity"] for m, s in scores.items()},
                 **{f"{m}_{k}": s[k] for m, s in scores.items()
-                   for k in ("judge_score", "safety_pass_rate") if k in s},
+                   for k in ("judge_score", "safety_pass_rate", "mc_accuracy", "rougeL", "bleu")
+                   if k in s},
                 "delta_vs_" + decision.reference:
                     scores["candidate"]["exact_match"] - reference["exact_match"],
                 "gate": decision.summary,

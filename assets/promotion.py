@@ -18,7 +18,7 @@ from resources.object_store import ArtifactMissing, ObjectStore
 
 # +1: higher is better; -1: lower is better.
 DIRECTION = {"exact_match": 1, "perplexity": -1, "seconds_per_sample": -1, "judge_score": 1,
-             "safety_pass_rate": 1}
+             "safety_pass_rate": 1, "mc_accuracy": 1, "rougeL": 1, "bleu": 1}
 
 
 @dataclass

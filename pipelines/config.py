@@ -229,13 +229,16 @@ class GuardSpec(Strict):
     tolerance: float = Field(0.0, ge=0, description="largest allowed regression (absolute)")
 
 
+Metric = Literal["exact_match", "perplexity", "seconds_per_sample", "judge_score",
+                 "mc_accuracy", "rougeL", "bleu"]
+
+
 class PromotionSpec(Strict):
     """When a candidate replaces the champion (see assets/promotion.py)."""
 
-    primary: Literal["exact_match", "perplexity"] = "exact_match"
+    primary: Metric = "exact_match"
     margin: float = Field(0.0, description="required improvement over the champion (or base)")
-    guards: dict[Literal["exact_match", "perplexity", "seconds_per_sample", "judge_score"],
-                 GuardSpec] = Field(
+    guards: dict[Metric, GuardSpec] = Field(
         default_factory=lambda: {"perplexity": GuardSpec(tolerance=0.5)})
 
 
@@ -279,18 +282,33 @@ class EvaluationSpec(Strict):
     promotion: PromotionSpec = PromotionSpec()
     harness_tasks: list[str] = Field(
         default_factory=list, description="standard lm-eval tasks by name (need their data)")
+    local_tasks: list[Literal["multiple_choice", "generation"]] = Field(
+        default_factory=list, description="harness tasks built from the test split besides exact "
+                                          "match: multiple_choice (accuracy), generation "
+                                          "(ROUGE-L, BLEU)")
+    mc_choices: int = Field(4, ge=2, le=10, description="options per multiple-choice question")
     judge: JudgeSpec | None = None
     safety: SafetySpec | None = None
+    perplexity_rows: int = Field(50, ge=1, description="validation rows for perplexity")
+    limit: int | None = Field(100, ge=1, description="test rows evaluated (None = all)")
+    max_new_tokens: int = Field(96, ge=1)
+    batch_size: int = Field(16, ge=1)
 
     @model_validator(mode="after")
     def _safety_needs_judge(self) -> EvaluationSpec:
         if self.safety and not self.judge:
             raise ValueError("safety: the probe is scored by the judge; configure judge too")
         return self
-    perplexity_rows: int = Field(50, ge=1, description="validation rows for perplexity")
-    limit: int | None = Field(100, ge=1, description="test rows evaluated (None = all)")
-    max_new_tokens: int = Field(96, ge=1)
-    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _metrics_are_measured(self) -> EvaluationSpec:
+        needs = {"mc_accuracy": "multiple_choice", "rougeL": "generation", "bleu": "generation"}
+        for metric in [self.promotion.primary, *self.promotion.guards]:
+            if metric in needs and needs[metric] not in self.local_tasks:
+                raise ValueError(f"promotion uses {metric}: add {needs[metric]!r} to local_tasks")
+        if "judge_score" in [self.promotion.primary, *self.promotion.guards] and not self.judge:
+            raise ValueError("promotion uses judge_score: configure judge")
+        return self
 
 
 class EndpointEvalSpec(Strict):

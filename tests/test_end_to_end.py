@@ -93,10 +93,15 @@ def test_evaluation_report_and_promotion_record(project: FactoryConfig) -> None:
         assert 0.0 <= result["exact_match"] <= 1.0
         assert result["perplexity"] > 1.0
         assert len(result["samples"]) == 16
+        assert 0.0 <= result["mc_accuracy"] <= 1.0 and 0.0 <= result["rougeL"] <= 1.0
+        assert result["bleu"] >= 0.0 and len(result["generation_samples"]) == 16
     # the trained adapter fits the held-out answers better than the untuned base model
     assert report["results"]["candidate"]["perplexity"] < report["results"]["base"]["perplexity"]
     markdown = (report_dir / "report.md").read_text()
     assert "| base |" in markdown and "| candidate |" in markdown and "Gate: PROMOTE" in markdown
+    assert "| model | exact match | MC accuracy | ROUGE-L | BLEU | perplexity |" in markdown
+    # the adapter's replies look like the references far more than the base model's do
+    assert report["results"]["candidate"]["rougeL"] > report["results"]["base"]["rougeL"]
     registry = Registry(resources_for(project)["store"]).read("math-lora")
     assert registry["champion"]["version"] == report["candidate_version"]
     assert registry["champion"]["why"].startswith("PROMOTE (vs base)")

@@ -98,3 +98,26 @@ def test_safety_without_a_judge_is_a_config_error() -> None:
 
     with pytest.raises(pydantic.ValidationError, match="configure judge too"):
         EvaluationSpec.model_validate({"adapter": "a", "safety": {}})
+
+
+def test_rouge_primary_with_bleu_guard() -> None:
+    policy = PromotionSpec.model_validate(
+        {"primary": "rougeL", "margin": 0.02, "guards": {"bleu": {"tolerance": 1.0}}})
+    report = {"base": {"rougeL": 0.30, "bleu": 10.0},
+              "candidate": {"rougeL": 0.41, "bleu": 9.5}}
+    assert decide(report, policy).passed
+    report["candidate"]["bleu"] = 7.9
+    d = decide(report, policy)
+    assert not d.passed and "guard bleu 7.9 vs 10: regression 2.1 > tolerance 1" in d.summary
+
+
+def test_promotion_on_a_metric_no_task_measures_is_a_config_error() -> None:
+    import pydantic
+
+    from pipelines.config import EvaluationSpec
+
+    with pytest.raises(pydantic.ValidationError, match="add 'multiple_choice' to local_tasks"):
+        EvaluationSpec.model_validate({"adapter": "a", "promotion": {"primary": "mc_accuracy"}})
+    spec = EvaluationSpec.model_validate({"adapter": "a", "local_tasks": ["multiple_choice"],
+                                          "promotion": {"primary": "mc_accuracy"}})
+    assert spec.promotion.primary == "mc_accuracy"

@@ -1,8 +1,10 @@
 """Score the base model and the adapter on a held-out split with lm-evaluation-harness.
 
-The task is generated from the dataset's test split (generate_until, answer extracted after
-`####`, exact match), so the harness does the generation, filtering and scoring, and we keep
-its per-sample outputs for reviewers.
+Tasks are generated from the dataset's test split, so the harness does the generation,
+filtering and scoring, and we keep its per-sample outputs for reviewers:
+- exact match (generate_until, answer extracted after `####`), always;
+- multiple choice (loglikelihood): the reference reply among replies to other test questions;
+- generation: the whole reply scored against the reference with ROUGE-L and corpus BLEU.
 """
 
 from __future__ import annotations
@@ -17,44 +19,80 @@ from typing import Any
 from dagster_pipes import open_dagster_pipes
 
 TASK = "factory_exact_match"
+MC_TASK = "factory_multiple_choice"
+GEN_TASK = "factory_generation"
 ANSWER = re.compile(r"#### (\-?[0-9]+)")  # the reference answer, as the filter extracts it
 
 
-def write_task(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: int) -> None:
-    """Flatten chat rows to question/answer and describe the task in harness YAML."""
+def task_rows(test_rows: list[dict[str, Any]], choices: int, seed: int = 0
+              ) -> list[dict[str, Any]]:
+    """Question, extracted answer, full reference reply, and multiple-choice options: the
+    reference among replies to other questions (seeded), with the index of the right one."""
+    import random
+
+    rng = random.Random(seed)
+    replies = [row["messages"][-1]["content"].strip() for row in test_rows]
+    out = []
+    for i, row in enumerate(test_rows):
+        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        answer = ANSWER.search(replies[i])
+        others = sorted({r for j, r in enumerate(replies) if j != i and r != replies[i]})
+        options = [replies[i], *rng.sample(others, min(choices - 1, len(others)))]
+        rng.shuffle(options)
+        out.append({"question": user, "reference": replies[i],
+                    "answer": answer.group(1) if answer else replies[i],
+                    "choices": options, "gold": options.index(replies[i])})
+    return out
+
+
+def write_tasks(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: int,
+                local_tasks: list[str], choices: int) -> list[str]:
+    """Write the test rows and the harness YAML of each local task; returns the task names."""
+    import shutil
+
     import yaml
 
     task_dir.mkdir(parents=True, exist_ok=True)
     with (task_dir / "test.jsonl").open("w") as f:
-        for row in test_rows:
-            user = next(m["content"] for m in row["messages"] if m["role"] == "user")
-            reference = row["messages"][-1]["content"]
-            answer = ANSWER.search(reference)
-            f.write(json.dumps({"question": user,
-                                "answer": answer.group(1) if answer else reference.strip()})
-                    + "\n")
-    task = {
-        "task": TASK,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(task_dir / "test.jsonl")}},
-        "test_split": "test",
-        "output_type": "generate_until",
-        "doc_to_text": "{{question}}",
-        "doc_to_target": "{{answer}}",
-        "generation_kwargs": {"until": ["<|end|>"], "max_gen_toks": max_new_tokens,
-                              "do_sample": False},
+        for row in task_rows(test_rows, choices):
+            f.write(json.dumps(row) + "\n")
+    common = {"dataset_path": "json",
+              "dataset_kwargs": {"data_files": {"test": str(task_dir / "test.jsonl")}},
+              "test_split": "test", "doc_to_text": "{{question}}"}
+    generation = {"until": ["<|end|>"], "max_gen_toks": max_new_tokens, "do_sample": False}
+    tasks = {TASK: {
+        **common, "output_type": "generate_until", "doc_to_target": "{{answer}}",
+        "generation_kwargs": generation,
         "filter_list": [{"name": "extract", "filter": [
             {"function": "regex", "regex_pattern": ANSWER.pattern},
             {"function": "take_first"},
         ]}],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean",
                          "higher_is_better": True}],
-    }
-    (task_dir / f"{TASK}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    }}
+    if "multiple_choice" in local_tasks:
+        tasks[MC_TASK] = {
+            **common, "output_type": "multiple_choice", "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{gold}}",
+            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
+                            for m in ("acc", "acc_norm")]}
+    extra = {}
+    if "generation" in local_tasks:
+        shutil.copy(Path(__file__).with_name("harness_metrics.py"), task_dir / "factory_utils.py")
+        tasks[GEN_TASK] = {
+            **common, "output_type": "generate_until", "doc_to_target": "{{reference}}",
+            "generation_kwargs": generation,
+            "metric_list": [{"metric": "rougeL", "aggregation": "mean", "higher_is_better": True},
+                            {"metric": "bleu", "aggregation": "bleu", "higher_is_better": True}]}
+        extra[GEN_TASK] = "process_results: !function factory_utils.generation_scores\n"
+    for name, task in tasks.items():
+        text = yaml.safe_dump({"task": name, **task}, sort_keys=False) + extra.get(name, "")
+        (task_dir / f"{name}.yaml").write_text(text)
+    return list(tasks)
 
 
-def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Path
-                ) -> dict[str, Any]:
+def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Path,
+                local: list[str]) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -62,7 +100,7 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
     out = simple_evaluate(
         model="hf",
         model_args=model_args,
-        tasks=[TASK, *params.get("harness_tasks", [])],
+        tasks=[*local, *params.get("harness_tasks", [])],
         task_manager=TaskManager(include_path=str(task_dir)),
         batch_size=params["batch_size"],
         device="cpu",
@@ -84,14 +122,25 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
         for s in out["samples"][TASK]
     ]
     others = {task: {k: v for k, v in m.items() if isinstance(v, int | float)}
-              for task, m in out["results"].items() if task != TASK}
-    return {
+              for task, m in out["results"].items() if task not in local}
+    result = {
         "harness": others,
         "exact_match": metrics["exact_match,extract"],
         "exact_match_stderr": metrics.get("exact_match_stderr,extract"),
         "samples": samples,
         "seconds": round(seconds, 1),
     }
+    if MC_TASK in local:
+        mc = out["results"][MC_TASK]
+        result |= {"mc_accuracy": mc["acc,none"], "mc_accuracy_norm": mc["acc_norm,none"]}
+    if GEN_TASK in local:
+        gen = out["results"][GEN_TASK]
+        result |= {"rougeL": gen["rougeL,none"], "bleu": gen["bleu,none"]}
+        result["generation_samples"] = [
+            {"question": s["doc"]["question"], "reference": s["doc"]["reference"],
+             "output": s["resps"][0][0], "rougeL": round(s["rougeL"], 4)}
+            for s in out["samples"][GEN_TASK]][:50]
+    return result
 
 
 def load_model(model_args: dict[str, Any]) -> tuple[Any, Any]:
@@ -159,11 +208,13 @@ def main() -> None:
         rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]
         val = [json.loads(line) for line in Path(params["val_path"]).read_text().splitlines()]
         val = val[: params["perplexity_rows"]] or rows[: params["perplexity_rows"]]
-        write_task(out_dir / "task", rows, params["max_new_tokens"])
+        local = write_tasks(out_dir / "task", rows, params["max_new_tokens"],
+                            params.get("local_tasks", []), params.get("mc_choices", 4))
         results = {}
         for name, model_args in params["models"].items():
             pipes.log.info(f"evaluating {name} on {params['limit'] or len(rows)} test rows")
-            result = run_harness({**model_args, "dtype": "float32"}, params, out_dir / "task")
+            result = run_harness({**model_args, "dtype": "float32"}, params, out_dir / "task",
+                                 local)
             result["seconds_per_sample"] = round(result["seconds"] / len(result["samples"]), 4)
             result["perplexity"] = perplexity(model_args, val)
             if params.get("safety_prompts"):

@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster_pipes import open_dagster_pipes
 
-from worker.evaluate import TASK, write_task
+from worker.evaluate import TASK, write_tasks
 
 
 def harness_via_endpoint(url: str, model: str, params: dict[str, Any], task_dir: Path
@@ -88,7 +88,7 @@ def main() -> None:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
         rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]
-        write_task(out_dir / "task", rows, params["max_new_tokens"])
+        write_tasks(out_dir / "task", rows, params["max_new_tokens"], [], 4)
         prompts = [next(m["content"] for m in r["messages"] if m["role"] == "user")
                    for r in rows[: params["timing_requests"]]]
         results = {}
