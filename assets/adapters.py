@@ -1,7 +1,9 @@
-"""LoRA adapters trained with Axolotl in the worker environment, versioned by their inputs.
+"""Adapters trained with Axolotl in the worker environment, versioned by their inputs.
 
 version = hash(base model version, dataset version, recipe, trainer pin): the same inputs reuse
 the stored adapter instead of retraining; any change trains a new version beside the old one.
+The rendered YAML is checked by Axolotl's own validation before anything trains; checkpoints are
+mirrored to the object store, so a retry of a killed run resumes where it stopped.
 """
 
 
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.axolotl_config import render_sft
+from assets.axolotl_config import recipe_key, render_adapter
+from assets.checkpoints import Checkpoints
 from assets.common import (
     Definition,
     current,
@@ -32,8 +35,10 @@ TRAINER = "axolotl==0.19.0"
 def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[Definition]:
     @dg.asset(
         key=["adapter", name], group_name="training", kinds={"axolotl", "peft"},
+        pool=config.compute.pool,
         deps=[dg.AssetKey(["base_model", spec.base_model]), dg.AssetKey(["dataset", spec.dataset])],
-        description=f"LoRA adapter '{name}': {spec.base_model} fine-tuned on {spec.dataset}.",
+        description=f"{spec.method} {spec.objective} adapter '{name}': {spec.base_model} "
+                    f"trained on {spec.dataset}.",
     )
     def _adapter(context: dg.AssetExecutionContext, store: ObjectStore,
                  worker: WorkerCompute) -> dg.MaterializeResult:
@@ -43,32 +48,53 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         version = version_of(base["version"], data["version"], spec.model_dump(), TRAINER)
         lineage = {"base_model": f"{spec.base_model}@{base['version']}",
                    "dataset": f"{spec.dataset}@{data['version']}", "trainer": TRAINER,
-                   "lora_r": spec.lora.r}
+                   "method": spec.method, "objective": spec.objective, "lora_r": spec.lora.r}
         meta: dict[str, object] = {}
         ref = reuse_if_complete(store, "adapter", name, version, **lineage)
         if ref is not None:
             context.log.info(f"adapter {name}@{version} already trained on these inputs; reused")
         else:
+            # kept between attempts of one version: its checkpoints are what a retry resumes
             run_dir = config.work_dir / "runs" / "adapter" / name / version
-            shutil.rmtree(run_dir, ignore_errors=True)
-            yaml_text = render_sft(
+            shutil.rmtree(run_dir / "final", ignore_errors=True)
+            yaml_text = render_adapter(
                 spec,
                 base_dir=store.local_dir(base["prefix"]),
                 train_path=store.local_dir(data["prefix"]) / "train.jsonl",
                 output_dir=run_dir,
+                tracking=config.tracking,
+                run_name=f"{name}-{version}",
                 target=worker.target,
             )
-            (summary,) = worker.run(context, "train", {
-                "output_dir": str(run_dir), "axolotl_yaml": yaml_text, "adapter": True,
-            })
+            (report,) = worker.run(context, "validate", {"axolotl_yaml": yaml_text})
+            if report["problems"]:
+                raise dg.Failure(
+                    f"Axolotl rejects the config rendered for adapter {name}; nothing was trained",
+                    metadata={"problems": [f"{recipe_key(name, spec, p['key'])}: {p['message']}"
+                                           for p in report["problems"]]})
+            checkpoints = Checkpoints(store, f"checkpoints/adapter/{name}/{version}", run_dir,
+                                      context.log)
+            resumed = checkpoints.restore()
+            with checkpoints.mirrored():
+                (summary,) = worker.run(context, "train", {
+                    "output_dir": str(run_dir), "axolotl_yaml": yaml_text,
+                    "adapter": spec.method != "full",
+                })
             final = run_dir / "final"
             history = json.loads((final / "training_log.json").read_text())
             ref = publish(store, "adapter", name, version, final, **lineage)
+            checkpoints.discard()
+            tokens_per_s = (summary["samples_per_second"] or 0) * spec.training.sequence_len
             meta = {
                 "steps": summary["steps"],
+                "resumed_from_step": resumed if resumed is not None else "none",
                 "first_loss": float(summary["first_loss"] or "nan"),
                 "final_loss": float(summary["final_loss"] or "nan"),
                 "train_seconds": summary["wall_seconds"],
+                "train_runtime_s": summary["train_runtime"],
+                "tokens_per_second_at_most": round(tokens_per_s),
+                "peak_memory_mib": summary["peak_memory_mib"],
+                "wandb_run": summary["wandb_run"] or "disabled",
                 "loss_curve": loss_curve(history, f"{name}: training loss"),
                 "axolotl_yaml": dg.MetadataValue.md(f"```yaml\n{yaml_text}```"),
             }
@@ -80,9 +106,14 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         )
 
     @dg.asset_check(name="peft_format", asset=_adapter, blocking=True,
-                    description="The adapter is in PEFT format and servable by vLLM multi-LoRA.")
+                    description="The adapter is in PEFT format and servable by vLLM multi-LoRA "
+                                "(a full fine-tune: a complete model folder).")
     def _peft_format(store: ObjectStore) -> dg.AssetCheckResult:
         root = store.local_dir(current(store, "adapter", name)["prefix"])
+        if spec.method == "full":
+            missing = [f for f in ("config.json", "model.safetensors")
+                       if not Path(root, f).is_file()]
+            return dg.AssetCheckResult(passed=not missing, metadata={"missing": missing})
         cfg = json.loads(Path(root, "adapter_config.json").read_text())
         problems = []
         if not Path(root, "adapter_model.safetensors").is_file():

@@ -1,4 +1,5 @@
-"""Recipe (factory.yaml) -> Axolotl YAML. One renderer for pre-training and LoRA SFT.
+"""Recipe (factory.yaml) -> Axolotl YAML: base-model pre-training and adapters (LoRA, QLoRA or
+full fine-tuning; SFT, DPO or continued pre-training).
 
 What differs per compute target stays in `compute_keys`; a recipe's raw `axolotl:` keys win over
 everything, so users are never blocked by what our schema does not model yet.
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import AdapterSpec, Pretrain
+from pipelines.config import AdapterSpec, Pretrain, TrackingSpec
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU.
 CPU_KEYS: dict[str, Any] = {
@@ -43,19 +44,47 @@ def _common(base_dir: Path, output_dir: Path, seed: int, target: str) -> dict[st
     }
 
 
-def render_sft(spec: AdapterSpec, base_dir: Path, train_path: Path, output_dir: Path,
-               target: str = "cpu") -> str:
+def dataset_keys(objective: str, train_path: Path) -> dict[str, Any]:
+    """How Axolotl reads our normalised rows for each objective."""
+    if objective == "dpo":  # {"messages": [... user], "chosen": str, "rejected": str}
+        return {"rl": "dpo", "chat_template": "tokenizer_default", "datasets": [{
+            "path": str(train_path), "ds_type": "json", "type": "chat_template.default",
+            "field_messages": "messages", "field_chosen": "chosen",
+            "field_rejected": "rejected"}]}
+    if objective == "cpt":  # {"text": str} token blocks
+        return {"datasets": [{"path": str(train_path), "ds_type": "json", "type": "completion",
+                              "field": "text"}]}
+    return {"chat_template": "tokenizer_default", "datasets": [{
+        "path": str(train_path), "ds_type": "json", "type": "chat_template",
+        "field_messages": "messages", "roles_to_train": ["assistant"]}]}
+
+
+def method_keys(spec: AdapterSpec) -> dict[str, Any]:
+    if spec.method == "full":
+        return {}
+    keys: dict[str, Any] = {"adapter": spec.method, "lora_r": spec.lora.r,
+                            "lora_alpha": spec.lora.alpha, "lora_dropout": spec.lora.dropout}
+    if spec.method == "qlora":
+        keys["load_in_4bit"] = True
+    if spec.lora.target_modules:
+        keys["lora_target_modules"] = list(spec.lora.target_modules)
+    else:
+        keys["lora_target_linear"] = True
+    return keys
+
+
+def tracking_keys(tracking: TrackingSpec, run_name: str) -> dict[str, Any]:
+    if not tracking.wandb:
+        return {}
+    return {"use_wandb": True, "wandb_project": tracking.project, "wandb_mode": tracking.mode,
+            "wandb_name": run_name, "report_to": "wandb"}
+
+
+def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_dir: Path,
+                   tracking: TrackingSpec, run_name: str, target: str = "cpu") -> str:
     t = spec.training
-    cfg = _common(base_dir, output_dir, t.seed, target) | {
-        "chat_template": "tokenizer_default",
-        "datasets": [{
-            "path": str(train_path), "ds_type": "json", "type": "chat_template",
-            "field_messages": "messages", "roles_to_train": ["assistant"],
-        }],
-        "adapter": "lora",
-        "lora_r": spec.lora.r,
-        "lora_alpha": spec.lora.alpha,
-        "lora_dropout": spec.lora.dropout,
+    cfg = _common(base_dir, output_dir, t.seed, target) | dataset_keys(
+        spec.objective, train_path) | method_keys(spec) | tracking_keys(tracking, run_name) | {
         "sequence_len": t.sequence_len,
         "micro_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -64,13 +93,34 @@ def render_sft(spec: AdapterSpec, base_dir: Path, train_path: Path, output_dir: 
         "learning_rate": t.learning_rate,
         "lr_scheduler": t.lr_scheduler,
         "warmup_steps": t.warmup_steps,
-        "save_steps": t.max_steps,
+        "save_steps": t.checkpoint_every or t.max_steps,
+        "save_total_limit": 2,
+        "auto_resume_from_checkpoints": True,  # a retry continues from the last checkpoint
     }
-    if spec.lora.target_modules:
-        cfg["lora_target_modules"] = list(spec.lora.target_modules)
-    else:
-        cfg["lora_target_linear"] = True
     return yaml.safe_dump(cfg | spec.axolotl, sort_keys=False)
+
+
+# Where each Axolotl key the renderer writes comes from in factory.yaml, to name the right key
+# when Axolotl's own validation rejects the rendered file.
+RECIPE_KEYS = {
+    "lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "lora_target_modules": "lora.target_modules", "adapter": "method",
+    "load_in_4bit": "method", "rl": "objective", "sequence_len": "training.sequence_len",
+    "micro_batch_size": "training.micro_batch_size",
+    "gradient_accumulation_steps": "training.gradient_accumulation_steps",
+    "max_steps": "training.max_steps", "learning_rate": "training.learning_rate",
+    "lr_scheduler": "training.lr_scheduler", "warmup_steps": "training.warmup_steps",
+    "save_steps": "training.checkpoint_every", "seed": "training.seed",
+}
+
+
+def recipe_key(adapter: str, spec: AdapterSpec, axolotl_key: str) -> str:
+    top = axolotl_key.split(".")[0]
+    if top in spec.axolotl:
+        return f"adapters.{adapter}.axolotl.{axolotl_key}"
+    if top in RECIPE_KEYS:
+        return f"adapters.{adapter}.{RECIPE_KEYS[top]}"
+    return f"adapters.{adapter} (Axolotl key {axolotl_key}, set by Adapter Factory)"
 
 
 def render_pretrain(spec: Pretrain, seed: int, init_dir: Path, text_path: Path,

@@ -94,6 +94,7 @@ def download_hf(repo_id: str, revision: str | None, dest: Path) -> str:
 def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> list[Definition]:
     @dg.asset(
         key=["base_model", name], group_name="models", kinds={"pytorch", "axolotl"},
+        pool=config.compute.pool,
         description=f"Base model '{name}' ({spec.source}); every adapter of it trains on this.",
     )
     def _base_model(context: dg.AssetExecutionContext, store: ObjectStore,

@@ -109,14 +109,15 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         candidate = current(store, "adapter", spec.adapter)
         champion = Registry(store).champion(spec.adapter)
         base_dir = str(store.local_dir(base["prefix"]))
-        models: dict[str, dict[str, str]] = {
-            "base": {"pretrained": base_dir},
-            "candidate": {"pretrained": base_dir,
-                          "peft": str(store.local_dir(candidate["prefix"]))},
-        }
+        def trained(prefix: str) -> dict[str, str]:
+            folder = str(store.local_dir(prefix))
+            if adapter_spec.method == "full":
+                return {"pretrained": folder}
+            return {"pretrained": base_dir, "peft": folder}
+
+        models = {"base": {"pretrained": base_dir}, "candidate": trained(candidate["prefix"])}
         if champion and champion["version"] != candidate["version"]:
-            models["champion"] = {"pretrained": base_dir,
-                                  "peft": str(store.local_dir(champion["prefix"]))}
+            models["champion"] = trained(champion["prefix"])
         lineage = {"candidate": f"{spec.adapter}@{candidate['version']}",
                    "champion": f"{spec.adapter}@{champion['version']}" if champion else "none",
                    "base_model": f"{adapter_spec.base_model}@{base['version']}",

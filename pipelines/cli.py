@@ -24,13 +24,23 @@ def _config(path: str | None) -> FactoryConfig:
         raise click.ClickException(str(exc)) from exc
 
 
+def instance_settings(config: FactoryConfig) -> str:
+    """Run monitoring stops runs past their `dagster/max_runtime` tag (training jobs carry
+    compute.max_runtime_s); training steps share pools limited to compute.concurrency."""
+    return (f"# written by `factory` from {config.root}/factory.yaml (compute section)\n"
+            "telemetry:\n  enabled: false\n"
+            "run_monitoring:\n  enabled: true\n  poll_interval_seconds: 30\n"
+            f"concurrency:\n  pools:\n    default_limit: {config.compute.concurrency}\n")
+
+
 def dagster_home(config: FactoryConfig) -> Path:
     """Project-local instance; an explicit DAGSTER_HOME (e.g. Postgres-backed) wins."""
-    home = Path(os.environ.get("DAGSTER_HOME") or config.work_dir / "dagster_home")
+    explicit = os.environ.get("DAGSTER_HOME")
+    home = Path(explicit or config.work_dir / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():
-        settings.write_text("telemetry:\n  enabled: false\n")
+    if not settings.exists() or settings.read_text().startswith("# written by `factory`"):
+        settings.write_text(instance_settings(config))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -212,17 +212,51 @@ class TrainingSpec(Strict):
     warmup_steps: int = Field(10, ge=0)
     sequence_len: int = Field(256, ge=32)
     seed: int = 0
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="save (and upload) a checkpoint every N steps; default: the end")
+
+
+class TrackingSpec(Strict):
+    """Weights & Biases through its own client: offline files (sync later with `wandb sync`)
+    unless an API key is in the environment and mode is online."""
+
+    wandb: bool = True
+    project: str = "adapter-factory"
+    mode: Literal["offline", "online"] = "offline"
+
+
+OBJECTIVE_DATA = {"sft": "sft", "dpo": "preference", "cpt": "pretrain"}
+VLLM_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                     "down_proj", "qkv_proj", "gate_up_proj"}
 
 
 class AdapterSpec(Strict):
     base_model: Name
     dataset: Name
-    method: Literal["lora"] = "lora"
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="lora; qlora (4-bit base, GPU only); full fine-tuning (small models; "
+                            "served as its own model, not as a LoRA)")
+    objective: Literal["sft", "dpo", "cpt"] = Field(
+        "sft", description="sft on chat data, dpo on preference pairs, cpt (continued "
+                           "pre-training) on document text")
     lora: LoraSpec = LoraSpec()
     training: TrainingSpec = TrainingSpec()
     axolotl: dict[str, Any] = Field(
         default_factory=dict, description="raw Axolotl keys passed through unchanged"
     )
+
+    @model_validator(mode="after")
+    def _servable(self) -> AdapterSpec:
+        """vLLM multi-LoRA loads only LoRA on its supported linear layers, without trained
+        embeddings or lm_head: say so now, not after hours of training."""
+        unknown = set(self.lora.target_modules or []) - VLLM_LORA_MODULES
+        if unknown:
+            raise ValueError(f"lora.target_modules {sorted(unknown)} cannot be served by vLLM "
+                             f"multi-LoRA; use some of {sorted(VLLM_LORA_MODULES)}")
+        if self.axolotl.get("lora_modules_to_save") or self.axolotl.get("modules_to_save"):
+            raise ValueError("axolotl.lora_modules_to_save trains embeddings/lm_head, which vLLM "
+                             "multi-LoRA cannot load; remove it (or train method: full)")
+        return self
 
 
 class GuardSpec(Strict):
@@ -383,6 +417,22 @@ class SchedulesSpec(Strict):
         0.05, ge=0, description="allowed drop of served exact match below the promoted score")
 
 
+class ComputeSpec(Strict):
+    """Where training runs. The Axolotl YAML is the same everywhere; only device keys differ."""
+
+    kind: Literal["local"] = Field(
+        "local", description="local subprocess via Dagster Pipes (remote launchers: not yet)")
+    device: Literal["cpu", "gpu"] = "cpu"
+    concurrency: int = Field(1, ge=1, description="training steps at once on this target "
+                                                  "(the Dagster pool's limit)")
+    max_runtime_s: int = Field(6 * 3600, ge=60, description="runs that train are stopped after "
+                                                             "this (Dagster run monitoring)")
+
+    @property
+    def pool(self) -> str:
+        return f"train-{self.kind}-{self.device}"
+
+
 class FactoryConfig(Strict):
     project: str = "adapter-factory"
     storage: Storage = Storage()
@@ -394,6 +444,8 @@ class FactoryConfig(Strict):
     deployments: dict[Name, DeploymentSpec] = Field(default_factory=dict)
     corpora: dict[Name, CorpusSpec] = Field(default_factory=dict)
     schedules: SchedulesSpec = SchedulesSpec()
+    compute: ComputeSpec = ComputeSpec()
+    tracking: TrackingSpec = TrackingSpec()
     gateway: GatewaySettings = Field(default_factory=GatewaySettings,
                                      description="the OpenAI-compatible gateway (gateway/)")
     _root: Path = PrivateAttr(default_factory=Path.cwd)
@@ -411,6 +463,15 @@ class FactoryConfig(Strict):
         for name, a in self.adapters.items():
             check(f"adapters.{name}.base_model", a.base_model, self.base_models, "base_models")
             check(f"adapters.{name}.dataset", a.dataset, self.datasets, "datasets")
+            data = self.datasets.get(a.dataset)
+            if data and data.kind != OBJECTIVE_DATA[a.objective]:
+                problems.append(f"adapters.{name}.objective: {a.objective} trains on "
+                                f"{OBJECTIVE_DATA[a.objective]} data but datasets.{a.dataset} "
+                                f"is kind: {data.kind}")
+            if a.method == "qlora" and self.compute.device == "cpu":
+                problems.append(f"adapters.{name}.method: qlora loads the base model in 4 bits "
+                                "with bitsandbytes CUDA kernels, which need a GPU; set "
+                                "compute.device: gpu or use method: lora on this CPU")
         for name, d in self.datasets.items():
             if d.base_model:
                 check(f"datasets.{name}.base_model", d.base_model, self.base_models,
@@ -418,6 +479,10 @@ class FactoryConfig(Strict):
         seen: dict[str, str] = {}
         for name, e in self.evaluations.items():
             check(f"evaluations.{name}.adapter", e.adapter, self.adapters, "adapters")
+            if e.adapter in self.adapters and self.adapters[e.adapter].objective == "cpt":
+                problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is continued "
+                                "pre-training on text, which has no questions to score (its "
+                                "loss curve is in the adapter's metadata); remove this entry")
             if e.adapter in seen:
                 problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is already judged by "
                                 f"evaluations.{seen[e.adapter]}; one promotion gate per adapter")
@@ -428,6 +493,9 @@ class FactoryConfig(Strict):
                 problems.append(f"mixtures.{name}: an adapter has the same name; rename one")
             for adapter in m.adapters:
                 check(f"mixtures.{name}.adapters.{adapter}", adapter, self.adapters, "adapters")
+                if adapter in self.adapters and self.adapters[adapter].method == "full":
+                    problems.append(f"mixtures.{name}.adapters.{adapter}: a full fine-tune has "
+                                    "no LoRA weights to mix")
                 if adapter in self.adapters and adapter not in {
                         e.adapter for e in self.evaluations.values()}:
                     problems.append(f"mixtures.{name}.adapters.{adapter}: has no evaluation, so "
@@ -446,6 +514,9 @@ class FactoryConfig(Strict):
                     )
             evaluated = {e.adapter for e in self.evaluations.values()}
             for i, adapter in enumerate(d.adapters):
+                if adapter in self.adapters and self.adapters[adapter].method == "full":
+                    problems.append(f"deployments.{name}.adapters[{i}]: '{adapter}' is a full "
+                                    "fine-tune, not a LoRA; serve it as its own model")
                 if adapter in self.adapters and adapter not in evaluated:
                     problems.append(
                         f"deployments.{name}.adapters[{i}]: '{adapter}' has no evaluation; "

@@ -38,7 +38,7 @@ def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
                              cache_dir=str(work / "cache"),
                              endpoint_url=config.storage.s3_endpoint_url),
         "worker": WorkerCompute(python=str(venvs / "train" / "bin" / "python"),
-                                project_root=str(REPO_ROOT)),
+                                project_root=str(REPO_ROOT), target=config.compute.device),
         "vllm": VLLMServer(python=str(venvs / "serve" / "bin" / "python"),
                            project_root=str(REPO_ROOT), state_dir=str(work / "deployments")),
         "chroma": chroma_resource(config),
@@ -72,11 +72,12 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
     checks = [d for d in defs if isinstance(d, dg.AssetChecksDefinition)]
     assets = [d for d in defs if not isinstance(d, dg.AssetChecksDefinition)]
     jobs, sensors, schedules = automation_for(config)
+    limit = {"dagster/max_runtime": str(config.compute.max_runtime_s)}
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=[
-            dg.define_asset_job("everything", selection=dg.AssetSelection.all(),
+            dg.define_asset_job("everything", selection=dg.AssetSelection.all(), tags=limit,
                                 description="Materialize the whole graph end to end."),
             dg.define_asset_job("rag", selection=dg.AssetSelection.groups("rag")),
             *jobs,

@@ -20,10 +20,11 @@ def reindex_job(corpus: str) -> dg.UnresolvedAssetJobDefinition:
         description=f"Parse corpus '{corpus}' and re-index only what changed.")
 
 
-def retrain_job(dataset: str) -> dg.UnresolvedAssetJobDefinition:
+def retrain_job(dataset: str, max_runtime_s: int) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         f"retrain_{dataset.replace('-', '_')}",
         selection=dg.AssetSelection.assets(["dataset", dataset]).downstream(),
+        tags={"dagster/max_runtime": str(max_runtime_s)},
         description=f"Rebuild dataset '{dataset}'; adapters on it retrain when its content "
                     "changed, are evaluated and gated, and promoted ones are hot-loaded.")
 
@@ -41,7 +42,7 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDef
                 f"watch_corpus_{name.replace('-', '_')}", job,
                 [listing_for(spec.source, config.root, endpoint)], spec.watch.interval_s))
     for name, spec in config.datasets.items():
-        job = retrain_job(name)
+        job = retrain_job(name, config.compute.max_runtime_s)
         jobs.append(job)
         watched = [s for s in spec.sources if isinstance(s, FileSource | S3Source)]
         if spec.watch and spec.watch.enabled:
@@ -64,6 +65,7 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDef
         job = dg.define_asset_job(
             "retrain_all", selection=dg.AssetSelection.assets(
                 *[["dataset", d] for d in config.datasets]).downstream(),
+            tags={"dagster/max_runtime": str(config.compute.max_runtime_s)},
             description="Rebuild every dataset and retrain what depends on it.")
         jobs.append(job)
         schedules.append(dg.ScheduleDefinition(

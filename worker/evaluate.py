@@ -199,14 +199,23 @@ def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
 
 
+def as_chat(row: dict[str, Any]) -> dict[str, Any]:
+    """A preference row is scored as the conversation that ends in its chosen reply."""
+    if "chosen" in row:
+        return {"messages": [*row["messages"], {"role": "assistant", "content": row["chosen"]}]}
+    return row
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     with open_dagster_pipes() as pipes:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
-        rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]
-        val = [json.loads(line) for line in Path(params["val_path"]).read_text().splitlines()]
+        rows = [as_chat(json.loads(line))
+                for line in Path(params["test_path"]).read_text().splitlines()]
+        val = [as_chat(json.loads(line))
+               for line in Path(params["val_path"]).read_text().splitlines()]
         val = val[: params["perplexity_rows"]] or rows[: params["perplexity_rows"]]
         local = write_tasks(out_dir / "task", rows, params["max_new_tokens"],
                             params.get("local_tasks", []), params.get("mc_choices", 4))

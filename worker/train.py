@@ -2,7 +2,8 @@
 
 The config arrives fully rendered (the control plane owns the recipe -> YAML mapping), so a user
 can rerun exactly this YAML by hand. The finished model lands in `<output_dir>/final` with the
-training log beside it; checkpoints stay in `<output_dir>` for resuming.
+training log beside it; checkpoints stay in `<output_dir>` and a rerun resumes from the newest
+(`auto_resume_from_checkpoints`). Weights & Biases writes its offline run under `<output_dir>`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,15 +37,43 @@ def axolotl_env() -> dict[str, str]:
     return env
 
 
-def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext) -> None:
+class PeakMemory:
+    """Largest resident memory of a process tree, sampled while it runs."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        self.pid, self.interval_s, self.peak_mib = pid, interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.interval_s):
+            try:
+                root = psutil.Process(self.pid)
+                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            except psutil.Error:
+                continue
+            self.peak_mib = max(self.peak_mib, rss / 2**20)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(self.peak_mib, 1)
+
+
+def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext,
+                env: dict[str, str]) -> float:
+    """Run to completion, relaying log lines; returns the peak memory in MiB."""
     cmd = [str(Path(sys.executable).parent / "axolotl"), "train", str(config_path),
            "--launcher", "python"]
     pipes.log.info("running: " + " ".join(cmd))
     tail: list[str] = []
-    with log_path.open("w") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=axolotl_env(),
-        bufsize=1,
+    with log_path.open("a") as log, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
     ) as proc:
+        memory = PeakMemory(proc.pid)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -52,11 +82,23 @@ def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext) -> None:
             if line and not any(n in line for n in NOISE):
                 pipes.log.info(line[:2000])
         code = proc.wait()
+        peak = memory.stop()
     if code != 0:
         raise RuntimeError(
             f"axolotl train exited with {code}; full log {log_path}; last lines:\n"
             + "\n".join(tail)
         )
+    return peak
+
+
+def checkpoint_steps(output_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*")
+                  if (p / "trainer_state.json").is_file())
+
+
+def wandb_run(output_dir: Path) -> str | None:
+    runs = sorted((output_dir / "wandb").glob("*run-*"), key=lambda p: p.stat().st_mtime)
+    return str(runs[-1]) if runs else None
 
 
 def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
@@ -93,15 +135,24 @@ def main() -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         config_path = output_dir / "axolotl.yaml"
         config_path.write_text(params["axolotl_yaml"])
+        resumed = (checkpoint_steps(output_dir) or [None])[-1]
+        if resumed is not None:
+            pipes.log.info(f"resuming from checkpoint-{resumed}")
+        env = axolotl_env() | {"WANDB_DIR": str(output_dir)}
         started = time.monotonic()
-        run_axolotl(config_path, output_dir / "train.log", pipes)
+        peak = run_axolotl(config_path, output_dir / "train.log", pipes, env)
         wall = time.monotonic() - started
         history = read_log_history(output_dir)
         final = collect_final(output_dir, adapter=params["adapter"])
         (final / "training_log.json").write_text(json.dumps(history, indent=1))
         shutil.copy2(config_path, final / "axolotl.yaml")
         losses = [h["loss"] for h in history if "loss" in h]
+        end = next((h for h in history if "train_runtime" in h), {})
         summary = {
+            "resumed_from_step": resumed,
+            "peak_memory_mib": peak,
+            "samples_per_second": end.get("train_samples_per_second"),
+            "wandb_run": wandb_run(output_dir),
             "wall_seconds": round(wall, 1),
             "steps": max((h.get("step", 0) for h in history), default=0),
             "first_loss": losses[0] if losses else None,

@@ -1,0 +1,165 @@
+"""Training methods with Axolotl on the CPU (a few steps of a tiny model each), validation before
+compute, resuming a killed run from the object store, and offline W&B tracking."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psutil
+import pytest
+import yaml
+
+from assets.demo_data import filings, math_problems
+from pipelines.config import ConfigError, FactoryConfig, load_config
+from pipelines.graph import make_definitions, resources_for
+
+TINY = {"source": "local", "pretrain": None,
+        "architecture": {"hidden_size": 64, "num_layers": 1, "num_heads": 2,
+                         "intermediate_size": 128, "vocab_size": 400,
+                         "max_position_embeddings": 128}}
+FEW = {"max_steps": 4, "micro_batch_size": 4, "sequence_len": 64, "warmup_steps": 0}
+
+
+def write_project(root: Path, adapters: dict[str, Any]) -> FactoryConfig:
+    (root / "prefs").mkdir(parents=True, exist_ok=True)
+    (root / "docs").mkdir(exist_ok=True)
+    with (root / "prefs" / "pairs.jsonl").open("w") as f:
+        for row in math_problems.generate(80, seed=2):
+            right = row["messages"][-1]["content"]
+            f.write(json.dumps({"prompt": row["messages"][1]["content"], "chosen": right,
+                                "rejected": right.replace("####", "#### 1")}) + "\n")
+    for doc in filings.generate(6, seed=2):
+        (root / "docs" / f"{doc.doc_id}.txt").write_text(doc.text)
+    (root / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "base_models": {"tiny": TINY},
+        "datasets": {
+            "chat": {"sources": [{"generator": "math_word_problems", "rows": 120}],
+                     "base_model": "tiny"},
+            "prefs": {"kind": "preference", "sources": [{"path": "prefs"}],
+                      "base_model": "tiny"},
+            "text": {"kind": "pretrain", "sources": [{"path": "docs"}], "base_model": "tiny",
+                     "block_size": 64, "split": {"val": 0.0, "test": 0.2},
+                     "quality": {"min_test": 1}},
+        },
+        "adapters": adapters,
+    }))
+    return load_config(root / "factory.yaml")
+
+
+def materialize(config: FactoryConfig, *keys: str, raise_on_error: bool = True) -> Any:
+    defs = make_definitions(config)
+    selection = [dg.AssetKey(k.split("/")) for k in keys]
+    return defs.resolve_job_def("everything").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=selection,
+        raise_on_error=raise_on_error)
+
+
+def metadata(result: Any, key: str) -> dict[str, Any]:
+    (event,) = [e for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == key]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_sft_dpo_cpt_and_full_fine_tuning_train_on_the_cpu(tmp_path: Path) -> None:
+    config = write_project(tmp_path, {
+        "sft": {"base_model": "tiny", "dataset": "chat", "training": FEW},
+        "dpo": {"base_model": "tiny", "dataset": "prefs", "objective": "dpo", "training": FEW},
+        "cpt": {"base_model": "tiny", "dataset": "text", "objective": "cpt", "training": FEW},
+        "full": {"base_model": "tiny", "dataset": "chat", "method": "full", "training": FEW},
+    })
+    result = materialize(config, "base_model/tiny", "dataset/chat", "dataset/prefs",
+                         "dataset/text", "adapter/sft", "adapter/dpo", "adapter/cpt",
+                         "adapter/full")
+    store = resources_for(config)["store"]
+    for name in ("sft", "dpo", "cpt", "full"):
+        meta = metadata(result, f"adapter/{name}")
+        assert meta["steps"] == 4, name
+        assert meta["peak_memory_mib"] > 0 and meta["final_loss"] == meta["final_loss"]  # not NaN
+        folder = store.local_dir(store.read_ref(f"adapter/{name}")["prefix"])
+        weights = "model.safetensors" if name == "full" else "adapter_model.safetensors"
+        assert (folder / weights).is_file(), name
+        assert "offline-run-" in meta["wandb_run"]  # tracked by the real W&B client, offline
+        assert any(Path(meta["wandb_run"]).glob("run-*.wandb"))
+    assert "rl: dpo" in metadata(result, "adapter/dpo")["axolotl_yaml"]
+    assert "type: completion" in metadata(result, "adapter/cpt")["axolotl_yaml"]
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed
+              for c in result.get_asset_check_evaluations()}
+    assert checks[("adapter/full", "peft_format")] and checks[("adapter/dpo", "peft_format")]
+
+
+def test_a_bad_passthrough_key_fails_before_training_and_names_it(tmp_path: Path) -> None:
+    config = write_project(tmp_path, {"odd": {
+        "base_model": "tiny", "dataset": "chat", "training": FEW,
+        "axolotl": {"learning_rate": "fast"}}})
+    started = time.monotonic()
+    result = materialize(config, "base_model/tiny", "dataset/chat", "adapter/odd",
+                         raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+                   and e.step_key == "adapter__odd")
+    problems = failure.step_failure_data.user_failure_data.metadata["problems"].value
+    assert problems[0].startswith("adapters.odd.axolotl.learning_rate: ")
+    assert not list((tmp_path / "work" / "runs" / "adapter" / "odd").rglob("train.log"))
+    assert time.monotonic() - started < 120
+
+
+def test_config_rejects_what_cannot_train_or_serve(tmp_path: Path) -> None:
+    cases = {
+        "method: qlora loads the base model in 4 bits": {"method": "qlora"},
+        "cannot be served by vLLM multi-LoRA": {"lora": {"target_modules": ["embed_tokens"]}},
+        "trains on preference data but datasets.chat is kind: sft": {"objective": "dpo"},
+    }
+    for message, recipe in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            write_project(tmp_path, {"a": {"base_model": "tiny", "dataset": "chat", **recipe}})
+
+
+def test_training_runs_share_a_pool_and_have_a_max_runtime(tmp_path: Path) -> None:
+    from pipelines.cli import dagster_home
+
+    config = write_project(tmp_path, {"sft": {"base_model": "tiny", "dataset": "chat"}})
+    defs = make_definitions(config)
+    adapter = defs.resolve_assets_def(dg.AssetKey(["adapter", "sft"]))
+    assert adapter.op.pool == "train-local-cpu"
+    assert defs.resolve_job_def("retrain_chat").tags["dagster/max_runtime"] == "21600"
+    settings = yaml.safe_load((dagster_home(config) / "dagster.yaml").read_text())
+    assert settings["run_monitoring"]["enabled"] is True
+    assert settings["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None:
+    long = {**FEW, "max_steps": 1500, "checkpoint_every": 100}
+    config = write_project(tmp_path, {"long": {"base_model": "tiny", "dataset": "chat",
+                                               "training": long}})
+    materialize(config, "base_model/tiny", "dataset/chat")
+    store = resources_for(config)["store"]
+    first = subprocess.Popen([sys.executable, "-c", (
+        "from pipelines.config import load_config; from tests.test_training import materialize;"
+        f"materialize(load_config({str(tmp_path / 'factory.yaml')!r}), 'adapter/long', "
+        "raise_on_error=False)")], cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 300
+    while not [k for k in store.list("checkpoints/adapter/long/") if k.endswith("_MANIFEST.json")]:
+        assert time.monotonic() < deadline and first.poll() is None, "no checkpoint was stored"
+        time.sleep(0.5)
+    for proc in psutil.process_iter(["cmdline"]):  # the worker box dies mid-run
+        if "worker.train" in " ".join(proc.info["cmdline"] or []):
+            for p in [*proc.children(recursive=True), proc]:
+                p.kill()
+    first.wait(120)
+    run_dirs = list((tmp_path / "work" / "runs" / "adapter" / "long").iterdir())
+    for run_dir in run_dirs:  # the retry lands on a fresh machine: only the store remains
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    stored = max(int(k.split("checkpoint-")[1].split("/")[0])
+                 for k in store.list("checkpoints/adapter/long/") if k.endswith("_MANIFEST.json"))
+    assert 0 < stored < 1500
+    meta = metadata(materialize(config, "adapter/long"), "adapter/long")
+    assert meta["resumed_from_step"] == stored
+    assert meta["steps"] == 1500
+    assert not store.list("checkpoints/adapter/long/")  # discarded once published
