@@ -19,24 +19,23 @@ from assets.common import (
     version_of,
 )
 from assets.demo_data import filings, math_problems
-from pipelines.config import BaseModelSpec, FactoryConfig
+from pipelines.config import BaseModelSpec, FactoryConfig, Pretrain
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 
 BUILDER_VERSION = "tiny-llama-v4"  # bump when the builder or its corpus changes
 
 
-def pretrain_texts(spec: BaseModelSpec) -> list[str]:
+def pretrain_texts(pretrain: Pretrain, seed: int) -> list[str]:
     """Filing prose (language), arithmetic drills and little arithmetic stories, never the
     instruction format: the adapter has to teach the chat/answer format, so the eval delta
     measures the fine-tuning."""
-    assert spec.pretrain is not None
-    texts = [f.text for f in filings.generate(spec.pretrain.corpus_documents, spec.seed)]
-    lines = spec.pretrain.arithmetic_lines
-    drills = list(math_problems.arithmetic_drills(lines, spec.seed))
+    texts = [f.text for f in filings.generate(pretrain.corpus_documents, seed)]
+    lines = pretrain.arithmetic_lines
+    drills = list(math_problems.arithmetic_drills(lines, seed))
     # short rows (about 100 tokens) so little of each batch is padding
     texts += ["\n".join(drills[i:i + 10]) for i in range(0, len(drills), 10)]
-    stories = list(math_problems.narratives(2 * lines, spec.seed + 2))
+    stories = list(math_problems.narratives(2 * lines, seed + 2))
     texts += [" ".join(stories[i:i + 3]) for i in range(0, len(stories), 3)]
     return texts
 
@@ -45,7 +44,8 @@ def tokenizer_texts(spec: BaseModelSpec) -> list[str]:
     """The tokenizer also sees word-problem vocabulary so names and items are single tokens."""
     rows = math_problems.generate(500, spec.seed + 1)
     problems = [" ".join(m["content"] for m in r["messages"]) for r in rows]  # type: ignore[index]
-    return [t.replace("\n", " ") for t in pretrain_texts(spec) + problems]
+    corpus = pretrain_texts(spec.pretrain or Pretrain(), spec.seed)  # even if not pre-trained
+    return [t.replace("\n", " ") for t in corpus + problems]
 
 
 def build_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
@@ -62,10 +62,10 @@ def build_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpe
     if spec.pretrain is None:
         return init_dir, meta
     with (run_dir / "pretrain.jsonl").open("w") as f:
-        for text in pretrain_texts(spec):
+        for text in pretrain_texts(spec.pretrain, spec.seed):
             f.write(json.dumps({"text": text}) + "\n")
     yaml_text = render_pretrain(spec.pretrain, spec.seed, init_dir, run_dir / "pretrain.jsonl",
-                                run_dir / "pretrain")
+                                run_dir / "pretrain", target=worker.target)
     (summary,) = worker.run(context, "train", {
         "output_dir": str(run_dir / "pretrain"), "axolotl_yaml": yaml_text, "adapter": False,
     })

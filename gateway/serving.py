@@ -33,6 +33,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal, Tenancy
 from gateway.upstream import NoReplica, ReplicaPool
+from resources.embeddings import llama_index_embedding, tokenizer
 
 VALID_MODEL_NAME = re.compile(MODEL_NAME)
 
@@ -62,7 +63,6 @@ class Gateway:
         self.settings, self.tenancy, self.sessions = settings, tenancy, sessions
         self.pool, self.limiter, self.metrics = pool, limiter, metrics
         self.retriever, self.audit = retriever, audit
-        self._embedder: Any = None
 
     # -- identity and access ----------------------------------------------------------------
     def authenticate(self, authorization: str | None, outcome: Outcome) -> Principal:
@@ -266,19 +266,14 @@ class Gateway:
                      for i, v in enumerate(vectors)]}
 
     def _embedding_model(self) -> Any:
-        if self._embedder is None:
-            from sentence_transformers import SentenceTransformer
+        return llama_index_embedding(self.settings.embedding_model)
 
-            from resources.embeddings import model_path
+    def _embed(self, model: Any, inputs: list[str]) -> tuple[Any, int]:
+        import numpy as np
 
-            self._embedder = SentenceTransformer(str(model_path(self.settings.embedding_model)),
-                                                 device="cpu")
-        return self._embedder
-
-    @staticmethod
-    def _embed(model: Any, inputs: list[str]) -> tuple[Any, int]:
-        tokens = sum(len(ids) for ids in model.tokenizer(inputs)["input_ids"])
-        return model.encode(inputs, normalize_embeddings=True, convert_to_numpy=True), tokens
+        counter = tokenizer(self.settings.embedding_model)
+        tokens = sum(len(ids) for ids in counter(inputs)["input_ids"])
+        return np.asarray(model.get_text_embedding_batch(inputs), dtype=np.float32), tokens
 
     # -- accounting ---------------------------------------------------------------------------
     async def finish(self, outcome: Outcome) -> None:

@@ -1,4 +1,8 @@
-"""Embedding models by name: the bundled all-MiniLM-L6-v2 by default, or a local model folder."""
+"""Embedding models by name: the bundled all-MiniLM-L6-v2 by default, or a local model folder.
+
+One loader for every user (the index asset, retrieval, the gateway's /v1/embeddings), so the
+same text gets the same vector wherever it is embedded.
+"""
 
 from __future__ import annotations
 
@@ -30,3 +34,11 @@ def llama_index_embedding(name: str, batch_size: int = 32):  # type: ignore[no-u
     return HuggingFaceEmbedding(
         model_name=str(model_path(name)), device="cpu", embed_batch_size=batch_size
     )
+
+
+@cache
+def tokenizer(name: str):  # type: ignore[no-untyped-def]
+    """For counting the tokens a request embedded (usage and rate limits)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_path(name)))

@@ -60,3 +60,13 @@ def test_answers_are_consistent_with_reasoning() -> None:
         answer = row["messages"][-1]["content"].rsplit("#### ", 1)[1]
         assert answer == row["answer"]
         assert f"= {answer}." in row["messages"][-1]["content"]
+
+
+def test_curated_preference_rows_are_valid_preference_rows() -> None:
+    """The schema check re-validates curated rows: the normal form must round-trip."""
+    from assets.curation import formats
+
+    curated = formats.normalise({"prompt": "2 + 2?", "chosen": "4", "rejected": "5"},
+                                "preference", "auto")
+    assert not isinstance(curated, formats.Invalid)
+    assert formats.normalise(curated, "preference", "auto") == curated

@@ -23,7 +23,7 @@ TINY = {"source": "local", "pretrain": None,
         "architecture": {"hidden_size": 64, "num_layers": 1, "num_heads": 2,
                          "intermediate_size": 128, "vocab_size": 400,
                          "max_position_embeddings": 128}}
-FEW = {"max_steps": 4, "micro_batch_size": 4, "sequence_len": 64, "warmup_steps": 0}
+FEW = {"max_steps": 4, "micro_batch_size": 4, "sequence_len": 128, "warmup_steps": 0}
 
 
 def write_project(root: Path, adapters: dict[str, Any]) -> FactoryConfig:

@@ -8,8 +8,10 @@ training log beside it; checkpoints stay in `<output_dir>` and a rerun resumes f
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,12 +103,34 @@ def wandb_run(output_dir: Path) -> str | None:
     return str(runs[-1]) if runs else None
 
 
-def read_log_history(output_dir: Path) -> list[dict[str, Any]]:
+def trainer_state(output_dir: Path) -> dict[str, Any]:
+    """The newest checkpoint's state: global step and the logged losses so far."""
     states = sorted(output_dir.glob("checkpoint-*/trainer_state.json"),
                     key=lambda p: int(p.parent.name.split("-")[1]))
     if not states:
-        return []
-    return json.loads(states[-1].read_text())["log_history"]
+        return {"global_step": 0, "log_history": []}
+    return json.loads(states[-1].read_text())
+
+
+FINAL_METRICS = re.compile(r"\{'train_runtime': .*?\}")
+
+
+def final_metrics(log_path: Path) -> dict[str, float]:
+    """The trainer's closing summary (runtime, samples/s), printed once at the end of training
+    and never saved in a checkpoint."""
+    found = FINAL_METRICS.findall(log_path.read_text(errors="replace"))
+    if not found:
+        return {}
+    return {k: float(v) for k, v in ast.literal_eval(found[-1]).items()
+            if isinstance(v, int | float | str) and _is_number(v)}
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def collect_final(output_dir: Path, adapter: bool) -> Path:
@@ -142,24 +166,23 @@ def main() -> None:
         started = time.monotonic()
         peak = run_axolotl(config_path, output_dir / "train.log", pipes, env)
         wall = time.monotonic() - started
-        history = read_log_history(output_dir)
+        state = trainer_state(output_dir)
+        history = state["log_history"]
         final = collect_final(output_dir, adapter=params["adapter"])
         (final / "training_log.json").write_text(json.dumps(history, indent=1))
         shutil.copy2(config_path, final / "axolotl.yaml")
         losses = [h["loss"] for h in history if "loss" in h]
-        end = next((h for h in history if "train_runtime" in h), {})
+        end = final_metrics(output_dir / "train.log")
         summary = {
             "resumed_from_step": resumed,
             "peak_memory_mib": peak,
             "samples_per_second": end.get("train_samples_per_second"),
             "wandb_run": wandb_run(output_dir),
             "wall_seconds": round(wall, 1),
-            "steps": max((h.get("step", 0) for h in history), default=0),
+            "steps": state["global_step"],
             "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None,
-            "train_runtime": next(
-                (h["train_runtime"] for h in history if "train_runtime" in h), None
-            ),
+            "final_loss": losses[-1] if losses else end.get("train_loss"),
+            "train_runtime": end.get("train_runtime"),
         }
         pipes.report_custom_message(summary)
 

@@ -143,12 +143,14 @@ def normalise(record: dict[str, Any], kind: Kind, fmt: str = "auto",
 
 
 def _preference(record: dict[str, Any]) -> dict[str, Any] | Invalid:
-    prompt = record.get("prompt")
+    # `messages` is the normal form's name for the prompt turns, so curated rows re-validate
+    field = "prompt" if "prompt" in record or "messages" not in record else "messages"
+    prompt = record.get(field)
     if prompt is None:
         return Invalid("missing_field", "prompt", "field 'prompt' is missing",
                        "add the prompt (text or a list of turns)")
     if isinstance(prompt, list):
-        messages = _messages(prompt, "prompt")
+        messages = _messages(prompt, field)
         if isinstance(messages, Invalid):
             return messages
     else:
