@@ -47,8 +47,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "docs").mkdir()
-        for doc in filings.generate(args.documents, seed=11):
-            (root / "docs" / f"{doc.doc_id}.txt").write_text(doc.text)
+        per_seed = 250  # the generator has 260 distinct companies; seeds vary the rest
+        for seed in range(0, args.documents // per_seed + 1):
+            count = min(per_seed, args.documents - seed * per_seed)
+            for doc in filings.generate(count, seed=11 + seed) if count > 0 else []:
+                (root / "docs" / f"{seed}-{doc.doc_id}.txt").write_text(doc.text)
         config_path = root / "factory.yaml"
         config_path.write_text(yaml.safe_dump({
             "storage": {"object_store": "file://store", "work_dir": "work"},

@@ -69,7 +69,11 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Ga
         if storage.get("chroma_url"):
             raw.setdefault("chroma_url", storage["chroma_url"])
     raw |= {k: v for k, v in overrides.items() if v is not None}
-    settings = GatewaySettings.model_validate(raw)
+    return resolve_paths(GatewaySettings.model_validate(raw), root)
+
+
+def resolve_paths(settings: GatewaySettings, root: Path) -> GatewaySettings:
+    """Relative SQLite and Chroma paths are relative to the project file's folder."""
     if settings.database_url.startswith("sqlite:///") and not settings.database_url.startswith(
             "sqlite:////"):
         relative = settings.database_url.removeprefix("sqlite:///")

@@ -20,6 +20,7 @@ from assets.evaluations import evaluation_asset
 from assets.indexes import index_asset
 from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
+from assets.usage import usage_asset
 from pipelines.config import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
@@ -63,7 +64,7 @@ def assets_for(config: FactoryConfig) -> list[Definition]:
         (config.corpora, index_asset),
     ]
     return [d for table, factory in factories for name, spec in table.items()
-            for d in factory(name, spec, config)]  # type: ignore[operator]
+            for d in factory(name, spec, config)] + usage_asset(config)  # type: ignore[operator]
 
 
 def make_definitions(config: FactoryConfig) -> dg.Definitions:

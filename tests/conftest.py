@@ -24,24 +24,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_service(command: list[str], health_url: str, timeout_s: float = 60
+                  ) -> subprocess.Popen:
+    """Start a server from this environment's bin/ and wait until `health_url` answers 2xx."""
+    command = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(health_url, timeout=1).is_success:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"{command[0]} did not start")
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3-compatible server on 127.0.0.1 (MinIO cannot be installed here)."""
-    port = free_port()
-    server = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.2)
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = start_service(["moto_server", "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
+                         f"{url}/moto-api/")
     yield url
     proc.terminate()
     proc.wait(10)

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 import yaml
 
 from pipelines.config import FactoryConfig, load_config
 from pipelines.graph import make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
-from tests.conftest import free_port
+from tests.conftest import free_port, start_service
 
 DOCS = {
     "harbour.txt": "Northwind Harbour Authority reported cargo volume of 41 million tonnes. "
@@ -37,21 +36,9 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Chroma server (`chroma run`) on 127.0.0.1."""
     port = free_port()
     path = tmp_path_factory.mktemp("chroma-server")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path",
-                             str(path), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("chroma server did not start")
-        time.sleep(0.3)
+    proc = start_service(["chroma", "run", "--path", str(path), "--host", "127.0.0.1",
+                          "--port", str(port)], f"{url}/api/v2/heartbeat")
     yield url
     proc.terminate()
     proc.wait(10)
