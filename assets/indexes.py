@@ -26,8 +26,10 @@ def load_documents(root: Path) -> list[Any]:
     from llama_index.core import Document
 
     listing = [json.loads(line) for line in (root / "documents.jsonl").read_text().splitlines()]
+    # the source path is kept for citations but not embedded: vectors describe the content
     return [Document(text=(root / d["file"]).read_text(), doc_id=d["doc_id"],
-                     metadata={"source": d["doc_id"]}) for d in listing]
+                     metadata={"source": d["doc_id"]}, excluded_embed_metadata_keys=["source"])
+            for d in listing]
 
 
 def plan(documents: list[Any], stored: dict[str, str]) -> dict[str, int]:

@@ -500,6 +500,10 @@ class FactoryConfig(Strict):
                         e.adapter for e in self.evaluations.values()}:
                     problems.append(f"mixtures.{name}.adapters.{adapter}: has no evaluation, so "
                                     "it is never promoted; declare one under evaluations")
+        for name in self.corpora:  # the corpus name is its Chroma collection's name
+            if len(name) < 3 or not name[-1].isalnum():
+                problems.append(f"corpora.{name}: Chroma collection names need at least 3 "
+                                "characters and must end with a letter or digit")
         servable = {**self.adapters, **self.mixtures}
         for name, d in self.deployments.items():
             check(f"deployments.{name}.base_model", d.base_model, self.base_models, "base_models")
