@@ -8,6 +8,7 @@ deletion has no modification time at all. The newest LastModified is kept for th
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -65,15 +66,17 @@ def diff(entries: list[Entry], cursor: str | None) -> Changes:
 WATCHED = DOCUMENTS | TABULAR
 
 
-def list_folder(root: Path) -> list[Entry]:
-    """Every supported file under `root`; size and mtime in nanoseconds stand in for an ETag."""
+def list_files(pattern: str, root: Path) -> list[Entry]:
+    """Every supported file in a folder (recursively) or matching a glob, relative to `root`;
+    size and mtime in nanoseconds stand in for an ETag."""
+    base = root / pattern
+    paths = base.rglob("*") if base.is_dir() else map(Path, glob.glob(str(base), recursive=True))
     out = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in paths if p.is_file()):
         if path.suffix.lower() not in WATCHED or path.name.startswith("."):
             continue
         stat = path.stat()
-        out.append(Entry(str(path.relative_to(root)), stat.st_mtime,
-                         f"{stat.st_size}-{stat.st_mtime_ns}"))
+        out.append(Entry(str(path), stat.st_mtime, f"{stat.st_size}-{stat.st_mtime_ns}"))
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.config import FileSource, S3Source
-from sensors.changes import Entry, diff, list_folder, list_s3
+from sensors.changes import Entry, diff, list_files, list_s3
 
 Listing = Callable[[], list[Entry]]
 
@@ -24,15 +24,7 @@ def listing_for(source: FileSource | S3Source, root: Path, s3_endpoint_url: str 
         bucket = source.s3.removeprefix("s3://").split("/")[0]
         return lambda: [Entry(f"s3://{bucket}/{e.key}", e.modified, e.etag)
                         for e in list_s3(source.s3, s3_endpoint_url)]
-    folder = root / source.path
-
-    def folder_listing() -> list[Entry]:
-        if not folder.is_dir():
-            raise FileNotFoundError(f"watched folder {folder} does not exist; create it or fix "
-                                    "the source path in factory.yaml")
-        return [Entry(str(folder / e.key), e.modified, e.etag) for e in list_folder(folder)]
-
-    return folder_listing
+    return lambda: list_files(source.path, root)
 
 
 def watch_sensor(name: str, job: dg.UnresolvedAssetJobDefinition, listings: list[Listing],
