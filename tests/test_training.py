@@ -148,9 +148,10 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
     while not [k for k in store.list("checkpoints/adapter/long/") if k.endswith("_MANIFEST.json")]:
         assert time.monotonic() < deadline and first.poll() is None, "no checkpoint was stored"
         time.sleep(0.5)
-    for proc in psutil.process_iter(["cmdline"]):  # the worker box dies mid-run
-        if "worker.train" in " ".join(proc.info["cmdline"] or []):
-            for p in [*proc.children(recursive=True), proc]:
+    for proc in psutil.process_iter(["cmdline"]):  # this test's worker box dies mid-run
+        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):  # axolotl train <its yaml>
+            worker = proc.parent()  # python -m worker.train
+            for p in [*worker.children(recursive=True), worker]:
                 p.kill()
     first.wait(120)
     run_dirs = list((tmp_path / "work" / "runs" / "adapter" / "long").iterdir())
