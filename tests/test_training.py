@@ -149,10 +149,12 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
         assert time.monotonic() < deadline and first.poll() is None, "no checkpoint was stored"
         time.sleep(0.5)
     for proc in psutil.process_iter(["cmdline"]):  # this test's worker box dies mid-run
-        if str(tmp_path) in " ".join(proc.info["cmdline"] or []):  # axolotl train <its yaml>
+        command = " ".join(proc.info["cmdline"] or [])
+        if "axolotl" in command and str(tmp_path) in command:  # axolotl train <this test's yaml>
             worker = proc.parent()  # python -m worker.train
             for p in [*worker.children(recursive=True), worker]:
                 p.kill()
+            break
     first.wait(120)
     run_dirs = list((tmp_path / "work" / "runs" / "adapter" / "long").iterdir())
     for run_dir in run_dirs:  # the retry lands on a fresh machine: only the store remains
