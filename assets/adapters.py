@@ -41,7 +41,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     f"trained on {spec.dataset}.",
     )
     def _adapter(context: dg.AssetExecutionContext, store: ObjectStore,
-                 worker: WorkerCompute) -> dg.MaterializeResult:
+                 worker: WorkerCompute, training: WorkerCompute) -> dg.MaterializeResult:
         started = time.monotonic()
         base = current(store, "base_model", spec.base_model)
         data = current(store, "dataset", spec.dataset)
@@ -57,14 +57,16 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             # kept between attempts of one version: its checkpoints are what a retry resumes
             run_dir = config.work_dir / "runs" / "adapter" / name / version
             shutil.rmtree(run_dir / "final", ignore_errors=True)
+            base_dir = store.local_dir(base["prefix"])
+            train_path = store.local_dir(data["prefix"]) / "train.jsonl"
             yaml_text = render_adapter(
                 spec,
-                base_dir=store.local_dir(base["prefix"]),
-                train_path=store.local_dir(data["prefix"]) / "train.jsonl",
+                base_dir=base_dir,
+                train_path=train_path,
                 output_dir=run_dir,
                 tracking=config.tracking,
                 run_name=f"{name}-{version}",
-                target=worker.target,
+                target=training.target,
             )
             (report,) = worker.run(context, "validate", {"axolotl_yaml": yaml_text})
             if report["problems"]:
@@ -76,10 +78,10 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                                       context.log)
             resumed = checkpoints.restore()
             with checkpoints.mirrored():
-                (summary,) = worker.run(context, "train", {
+                (summary,) = training.run(context, "train", {
                     "output_dir": str(run_dir), "axolotl_yaml": yaml_text,
                     "adapter": spec.method != "full",
-                })
+                }, inputs=[base_dir, train_path, run_dir], outputs=[run_dir])
             final = run_dir / "final"
             history = json.loads((final / "training_log.json").read_text())
             ref = publish(store, "adapter", name, version, final, **lineage)

@@ -417,11 +417,48 @@ class SchedulesSpec(Strict):
         0.05, ge=0, description="allowed drop of served exact match below the promoted score")
 
 
+class Ec2Spec(Strict):
+    """A GPU instance per training run, launched with boto3 and terminated when the run ends."""
+
+    region: str = "us-east-1"
+    image_id: str = Field(description="an AMI with Docker and the NVIDIA container toolkit "
+                                      "(e.g. the AWS Deep Learning Base GPU AMI)")
+    instance_type: str = "g5.xlarge"
+    worker_image: str = Field(
+        "adapter-factory-worker:latest",
+        description="infra/docker/worker.Dockerfile, pushed where the instance can pull it")
+    staging_url: str = Field(description="s3://bucket/prefix: inputs, outputs and Pipes "
+                                         "messages of each run")
+    subnet_id: str | None = None
+    security_group_ids: list[str] = Field(default_factory=list)
+    iam_instance_profile: str | None = Field(
+        None, description="instance profile name; its role must read and write staging_url")
+    key_name: str | None = None
+    volume_gib: int = Field(200, ge=20)
+    endpoint_url: str | None = Field(None, description="EC2 and S3 API endpoint override "
+                                                       "(S3-compatible servers, tests)")
+    worker_command: str | None = Field(
+        None, description="what runs `-m worker.remote` on the box; default: docker run of "
+                          "worker_image with the GPUs")
+    poll_s: float = Field(10.0, gt=0)
+    sync_s: float = Field(30.0, gt=0, description="how often the box pushes its outputs "
+                                                  "(checkpoints) to S3")
+
+    @field_validator("staging_url")
+    @classmethod
+    def _s3(cls, url: str) -> str:
+        if not url.startswith("s3://") or len(url) <= len("s3://"):
+            raise ValueError(f"staging_url must be s3://bucket/prefix, got {url!r}")
+        return url.rstrip("/")
+
+
 class ComputeSpec(Strict):
     """Where training runs. The Axolotl YAML is the same everywhere; only device keys differ."""
 
-    kind: Literal["local"] = Field(
-        "local", description="local subprocess via Dagster Pipes (remote launchers: not yet)")
+    kind: Literal["local", "ec2"] = Field(
+        "local", description="local: a subprocess via Dagster Pipes; ec2: a GPU instance per "
+                             "run, Pipes messages and files through S3")
+    ec2: Ec2Spec | None = None
     device: Literal["cpu", "gpu"] = "cpu"
     concurrency: int = Field(1, ge=1, description="training steps at once on this target "
                                                   "(the Dagster pool's limit)")
@@ -431,6 +468,13 @@ class ComputeSpec(Strict):
     @property
     def pool(self) -> str:
         return f"train-{self.kind}-{self.device}"
+
+    @model_validator(mode="after")
+    def _launcher_settings(self) -> ComputeSpec:
+        if self.kind == "ec2" and self.ec2 is None:
+            raise ValueError("compute.kind is ec2 but compute.ec2 is missing: give at least "
+                             "image_id and staging_url")
+        return self
 
 
 class FactoryConfig(Strict):

@@ -23,6 +23,7 @@ from assets.served_evaluations import served_evaluation_asset
 from assets.usage import usage_asset
 from pipelines.config import FactoryConfig
 from resources.compute import WorkerCompute
+from resources.ec2_compute import Ec2Compute
 from resources.object_store import ObjectStore
 from resources.vector_store import ChromaResource
 from resources.vllm_server import VLLMServer
@@ -34,16 +35,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
     work = config.work_dir
     venvs = REPO_ROOT / ".venvs"
+    worker = WorkerCompute(python=str(venvs / "train" / "bin" / "python"),
+                           project_root=str(REPO_ROOT), target=config.compute.device)
     return {
         "store": ObjectStore(url=config.storage.object_store, root=str(config.root),
                              cache_dir=str(work / "cache"),
                              endpoint_url=config.storage.s3_endpoint_url),
-        "worker": WorkerCompute(python=str(venvs / "train" / "bin" / "python"),
-                                project_root=str(REPO_ROOT), target=config.compute.device),
+        "worker": worker,
+        "training": training_compute(config, worker),
         "vllm": VLLMServer(python=str(venvs / "serve" / "bin" / "python"),
                            project_root=str(REPO_ROOT), state_dir=str(work / "deployments")),
         "chroma": chroma_resource(config),
     }
+
+
+def training_compute(config: FactoryConfig, local: WorkerCompute) -> WorkerCompute:
+    """Where `worker.train` runs; validation, evaluation and merges stay on the local worker."""
+    compute = config.compute
+    if compute.kind == "ec2" and compute.ec2 is not None:
+        return Ec2Compute(**compute.ec2.model_dump(), python=local.python,
+                          project_root=local.project_root, target=compute.device,
+                          max_runtime_s=compute.max_runtime_s)
+    return local
 
 
 def chroma_resource(config: FactoryConfig) -> ChromaResource:

@@ -7,6 +7,7 @@ the Pipes client and the message channel, not the worker code.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ class WorkerCompute(dg.ConfigurableResource):
     project_root: str = "."
     target: str = "cpu"
 
-    def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any]
-            ) -> list[Any]:
-        """Run one worker job to completion; returns the messages it reported."""
+    def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any],
+            inputs: Sequence[Path] = (), outputs: Sequence[Path] = ()) -> list[Any]:
+        """Run one worker job to completion; returns the messages it reported. `inputs` and
+        `outputs` are the paths the job reads and writes: a local job sees them in place, a
+        remote launcher moves them (resources/ec2_compute.py)."""
         root = Path(self.project_root).resolve()
         python = (root / self.python) if not Path(self.python).is_absolute() else Path(self.python)
         if not python.exists():

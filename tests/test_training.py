@@ -53,11 +53,12 @@ def write_project(root: Path, adapters: dict[str, Any]) -> FactoryConfig:
     return load_config(root / "factory.yaml")
 
 
-def materialize(config: FactoryConfig, *keys: str, raise_on_error: bool = True) -> Any:
+def materialize(config: FactoryConfig, *keys: str, raise_on_error: bool = True,
+                instance: dg.DagsterInstance | None = None) -> Any:
     defs = make_definitions(config)
     selection = [dg.AssetKey(k.split("/")) for k in keys]
     return defs.resolve_job_def("everything").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), asset_selection=selection,
+        instance=instance or dg.DagsterInstance.ephemeral(), asset_selection=selection,
         raise_on_error=raise_on_error)
 
 

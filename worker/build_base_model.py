@@ -11,7 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import PipesContext, open_dagster_pipes
+from dagster_pipes import PipesContext
+
+from worker.pipes import open_pipes
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n"
@@ -83,7 +85,7 @@ def build(params: dict[str, Any], out: Path, pipes: PipesContext) -> dict[str, A
 
 
 def main() -> None:
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         params = pipes.extras
         out = Path(params["output_dir"])
         out.mkdir(parents=True, exist_ok=True)

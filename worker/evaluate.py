@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import open_dagster_pipes
+from worker.pipes import open_pipes
 
 TASK = "factory_exact_match"
 MC_TASK = "factory_multiple_choice"
@@ -209,7 +209,7 @@ def as_chat(row: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
         rows = [as_chat(json.loads(line))

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import open_dagster_pipes
-
 from worker.evaluate import TASK, write_tasks
+from worker.pipes import open_pipes
 
 
 def harness_via_endpoint(url: str, model: str, params: dict[str, Any], task_dir: Path
@@ -84,7 +83,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("OPENAI_API_KEY", "unused")  # the harness reads the key only from here
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
         rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]

@@ -10,11 +10,11 @@ import json
 import shutil
 from pathlib import Path
 
-from dagster_pipes import open_dagster_pipes
+from worker.pipes import open_pipes
 
 
 def main() -> None:
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM

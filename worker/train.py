@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagster_pipes import PipesContext, open_dagster_pipes
+from dagster_pipes import PipesContext
+
+from worker.pipes import open_pipes
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 NOISE = ("it/s]", "s/it]", "%|")  # progress-bar redraws; the full log keeps them
@@ -153,7 +155,7 @@ def collect_final(output_dir: Path, adapter: bool) -> Path:
 
 
 def main() -> None:
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         params = pipes.extras
         output_dir = Path(params["output_dir"])
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ each Axolotl key back to the factory.yaml key it came from.
 from __future__ import annotations
 
 import yaml
-from dagster_pipes import open_dagster_pipes
+
+from worker.pipes import open_pipes
 
 
 def problems_of(config: dict) -> list[dict[str, str]]:
@@ -26,7 +27,7 @@ def problems_of(config: dict) -> list[dict[str, str]]:
 
 
 def main() -> None:
-    with open_dagster_pipes() as pipes:
+    with open_pipes() as pipes:
         problems = problems_of(yaml.safe_load(pipes.extras["axolotl_yaml"]))
         for problem in problems:
             pipes.log.warning(f"axolotl: {problem['key'] or '(config)'}: {problem['message']}")

@@ -1,0 +1,106 @@
+"""Files that cross between the control plane and a remote training box, through S3.
+
+A path keeps its absolute name on both sides (`<prefix>/<side>/<absolute path>`), so the rendered
+Axolotl YAML and the job's extras run unchanged on the box. Both sides copy only what changed
+since their last pass and move `trainer_state.json` last: the trainer writes it after a
+checkpoint's weights, so whoever sees it sees a complete checkpoint. Downloads land in a temp
+file first and are renamed into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+LAST = "trainer_state.json"
+DONE = "done.json"
+
+
+def _marker_last(items: Iterable[Any], name: Any) -> list[Any]:
+    return sorted(items, key=lambda item: name(item) == LAST)
+
+
+@dataclass
+class Stage:
+    """One job's staging area: `s3://bucket/prefix` holding inputs/, outputs/ and done.json."""
+
+    client: Any
+    bucket: str
+    prefix: str
+    sent: dict[str, tuple[int, int]] = field(default_factory=dict)
+    received: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, url: str, client: Any = None) -> Stage:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"staging url must look like s3://bucket/prefix, got {url!r}")
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3")
+        return cls(client, parsed.netloc, parsed.path.strip("/"))
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, side: str, path: Path) -> str:
+        return f"{self.prefix}/{side}/{str(path.resolve()).lstrip('/')}"
+
+    def push(self, side: str, roots: Iterable[Path]) -> int:
+        """Upload the files under `roots` that are new or changed; returns how many."""
+        files = [f for root in roots if root.exists()
+                 for f in ([root] if root.is_file() else root.rglob("*")) if f.is_file()]
+        count = 0
+        for path in _marker_last(files, lambda p: p.name):
+            try:
+                stat = path.stat()
+                signature = (stat.st_size, stat.st_mtime_ns)
+                if self.sent.get(str(path)) != signature:
+                    self.client.upload_file(str(path), self.bucket, self.key(side, path))
+                    self.sent[str(path)] = signature
+                    count += 1
+            except FileNotFoundError:
+                continue  # a writer's temp file, renamed since the listing: the next pass has it
+        return count
+
+    def pull(self, side: str) -> int:
+        """Download the objects of `side` that are new or changed to their paths; how many."""
+        base = f"{self.prefix}/{side}/"
+        objects = [obj for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base) for obj in page.get("Contents", [])]
+        count = 0
+        for obj in _marker_last(objects, lambda o: o["Key"].rsplit("/", 1)[-1]):
+            if self.received.get(obj["Key"]) == obj["ETag"]:
+                continue
+            target = Path("/" + obj["Key"].removeprefix(base))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            os.close(fd)
+            try:
+                self.client.download_file(self.bucket, obj["Key"], tmp)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            self.received[obj["Key"]] = obj["ETag"]
+            count += 1
+        return count
+
+    def mark_done(self, exit_code: int, error: str | None = None) -> None:
+        body = json.dumps({"exit_code": exit_code, "error": error})
+        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{DONE}", Body=body)
+
+    def done(self) -> dict[str, Any] | None:
+        """The box's final word, once it has pushed its last outputs; None while it works."""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{DONE}")
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return json.loads(obj["Body"].read())
