@@ -417,29 +417,17 @@ class SchedulesSpec(Strict):
         0.05, ge=0, description="allowed drop of served exact match below the promoted score")
 
 
-class Ec2Spec(Strict):
-    """A GPU instance per training run, launched with boto3 and terminated when the run ends."""
+class RemoteSpec(Strict):
+    """What every remote machine shares: the worker image and the S3 staging channel."""
 
-    region: str = "us-east-1"
-    image_id: str = Field(description="an AMI with Docker and the NVIDIA container toolkit "
-                                      "(e.g. the AWS Deep Learning Base GPU AMI)")
-    instance_type: str = "g5.xlarge"
+    staging_url: str = Field(description="s3://bucket/prefix: inputs, outputs and Pipes "
+                                         "messages of each job")
     worker_image: str = Field(
         "adapter-factory-worker:latest",
-        description="infra/docker/worker.Dockerfile, pushed where the instance can pull it")
-    staging_url: str = Field(description="s3://bucket/prefix: inputs, outputs and Pipes "
-                                         "messages of each run")
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
-    iam_instance_profile: str | None = Field(
-        None, description="instance profile name; its role must read and write staging_url")
-    key_name: str | None = None
-    volume_gib: int = Field(200, ge=20)
-    endpoint_url: str | None = Field(None, description="EC2 and S3 API endpoint override "
+        description="infra/docker/worker.Dockerfile, pushed where the machine can pull it")
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(None, description="AWS API endpoint override "
                                                        "(S3-compatible servers, tests)")
-    worker_command: str | None = Field(
-        None, description="what runs `-m worker.remote` on the box; default: docker run of "
-                          "worker_image with the GPUs")
     poll_s: float = Field(10.0, gt=0)
     sync_s: float = Field(30.0, gt=0, description="how often the box pushes its outputs "
                                                   "(checkpoints) to S3")
@@ -452,13 +440,45 @@ class Ec2Spec(Strict):
         return url.rstrip("/")
 
 
+class Ec2Spec(RemoteSpec):
+    """A GPU instance per training job, launched with boto3 and terminated when it ends."""
+
+    image_id: str = Field(description="an AMI with Docker and the NVIDIA container toolkit "
+                                      "(e.g. the AWS Deep Learning Base GPU AMI)")
+    instance_type: str = "g5.xlarge"
+    subnet_id: str | None = None
+    security_group_ids: list[str] = Field(default_factory=list)
+    iam_instance_profile: str | None = Field(
+        None, description="instance profile name; its role must read and write staging_url")
+    key_name: str | None = None
+    volume_gib: int = Field(200, ge=20)
+    worker_command: str | None = Field(
+        None, description="what runs `-m worker.remote` on the box; default: docker run of "
+                          "worker_image with the GPUs")
+
+
+class K8sSpec(RemoteSpec):
+    """A Kubernetes Job with a GPU request per training job, deleted when it ends."""
+
+    namespace: str = "default"
+    gpus: int = Field(1, ge=0)
+    service_account: str | None = Field(
+        None, description="e.g. an IRSA/Workload Identity account that may use staging_url")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    kube_context: str | None = Field(None, description="kubeconfig context (default: in-cluster "
+                                                       "config inside a pod, else current)")
+    api_url: str | None = Field(None, description="talk to this API URL without credentials "
+                                                  "(`kubectl proxy`, tests)")
+
+
 class ComputeSpec(Strict):
     """Where training runs. The Axolotl YAML is the same everywhere; only device keys differ."""
 
-    kind: Literal["local", "ec2"] = Field(
-        "local", description="local: a subprocess via Dagster Pipes; ec2: a GPU instance per "
-                             "run, Pipes messages and files through S3")
+    kind: Literal["local", "ec2", "k8s"] = Field(
+        "local", description="local: a subprocess via Dagster Pipes; ec2 / k8s: a GPU instance "
+                             "or Kubernetes Job per run, Pipes messages and files through S3")
     ec2: Ec2Spec | None = None
+    k8s: K8sSpec | None = None
     device: Literal["cpu", "gpu"] = "cpu"
     concurrency: int = Field(1, ge=1, description="training steps at once on this target "
                                                   "(the Dagster pool's limit)")
@@ -471,9 +491,10 @@ class ComputeSpec(Strict):
 
     @model_validator(mode="after")
     def _launcher_settings(self) -> ComputeSpec:
-        if self.kind == "ec2" and self.ec2 is None:
-            raise ValueError("compute.kind is ec2 but compute.ec2 is missing: give at least "
-                             "image_id and staging_url")
+        if self.kind != "local" and getattr(self, self.kind) is None:
+            needed = {"ec2": "image_id and staging_url", "k8s": "staging_url"}[self.kind]
+            raise ValueError(f"compute.kind is {self.kind} but compute.{self.kind} is missing: "
+                             f"give at least {needed}")
         return self
 
 

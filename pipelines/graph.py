@@ -24,6 +24,7 @@ from assets.usage import usage_asset
 from pipelines.config import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.ec2_compute import Ec2Compute
+from resources.k8s_compute import K8sCompute
 from resources.object_store import ObjectStore
 from resources.vector_store import ChromaResource
 from resources.vllm_server import VLLMServer
@@ -52,11 +53,12 @@ def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
 def training_compute(config: FactoryConfig, local: WorkerCompute) -> WorkerCompute:
     """Where `worker.train` runs; validation, evaluation and merges stay on the local worker."""
     compute = config.compute
-    if compute.kind == "ec2" and compute.ec2 is not None:
-        return Ec2Compute(**compute.ec2.model_dump(), python=local.python,
-                          project_root=local.project_root, target=compute.device,
-                          max_runtime_s=compute.max_runtime_s)
-    return local
+    settings = getattr(compute, compute.kind, None) if compute.kind != "local" else None
+    if settings is None:
+        return local
+    machine = {"ec2": Ec2Compute, "k8s": K8sCompute}[compute.kind]
+    return machine(**settings.model_dump(), python=local.python, project_root=local.project_root,
+                   target=compute.device, max_runtime_s=compute.max_runtime_s)
 
 
 def chroma_resource(config: FactoryConfig) -> ChromaResource:

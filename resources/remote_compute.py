@@ -1,0 +1,116 @@
+"""Worker jobs on a machine of their own (an EC2 instance, a Kubernetes Job), through Dagster
+Pipes with S3 as the only channel.
+
+One job: push its input files to a staging prefix, start the machine with the Pipes context and
+the stage spec in its environment, read its Pipes messages from S3 while pulling its outputs
+back (checkpoints land in the local run folder, where the adapter asset mirrors them to the
+object store), and release the machine whatever happens: success, failure, timeout or a
+cancelled run. The box runs `python -m worker.remote` (worker/remote.py). What differs per
+kind of machine is only how it is started, watched and released (`launch`, `gone`, `release`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_aws.pipes import PipesS3MessageReader
+from pydantic import PrivateAttr
+
+from resources.compute import WorkerCompute
+from worker.pipes import CHANNEL_ENV
+from worker.staging import Stage
+
+
+class StagedMessageReader(PipesS3MessageReader):
+    """Pipes messages under the job's staging prefix instead of a random bucket-root key."""
+
+    def __init__(self, stage: Stage, interval: float) -> None:
+        super().__init__(bucket=stage.bucket, client=stage.client, interval=interval)
+        self.key_prefix = f"{stage.prefix}/messages"
+
+    @contextmanager
+    def get_params(self) -> Iterator[dict[str, Any]]:
+        with super().get_params() as params:
+            yield {**params, "key_prefix": self.key_prefix}
+
+
+class RemoteCompute(WorkerCompute):
+    staging_url: str
+    worker_image: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    poll_s: float = 10.0
+    sync_s: float = 30.0
+    max_runtime_s: int = 6 * 3600
+    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def aws(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+
+            self._clients[service] = boto3.client(service, region_name=self.region,
+                                                  endpoint_url=self.endpoint_url)
+        return self._clients[service]
+
+    # -- what a kind of machine implements --------------------------------------------------
+    def launch(self, context: dg.AssetExecutionContext, job: str, env: dict[str, str]) -> str:
+        """Start the machine with `env`; returns its id."""
+        raise NotImplementedError
+
+    def gone(self, machine: str) -> str | None:
+        """Why the machine can no longer finish the job (None while it can)."""
+        raise NotImplementedError
+
+    def release(self, machine: str) -> None:
+        raise NotImplementedError
+
+    # -- one mechanism for all of them -------------------------------------------------------
+    def wait(self, machine: str, stage: Stage) -> dict[str, Any]:
+        """Until the box says it is done; outputs are pulled back on every poll."""
+        deadline = time.monotonic() + self.max_runtime_s
+        while True:
+            stage.pull("outputs")
+            if (done := stage.done()) is not None:
+                stage.pull("outputs")
+                return done
+            if (reason := self.gone(machine)) is not None:
+                raise dg.Failure(f"{machine} {reason} and its worker never finished")
+            if time.monotonic() > deadline:
+                raise dg.Failure(f"{machine} ran past {self.max_runtime_s} s")
+            time.sleep(self.poll_s)
+
+    def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any],
+            inputs: Sequence[Path] = (), outputs: Sequence[Path] = ()) -> list[Any]:
+        step = context.op_execution_context.op_handle.name
+        stage = Stage.at(f"{self.staging_url}/{context.run.run_id}/{step}/"
+                         f"{context.retry_number}/{job}", client=self.aws("s3"))
+        pushed = stage.push("inputs", inputs)
+        context.log.info(f"staged {pushed} input files at {stage.url}")
+        with dg.open_pipes_session(context=context, extras=extras,
+                                   context_injector=dg.PipesEnvContextInjector(),
+                                   message_reader=StagedMessageReader(stage, self.poll_s)
+                                   ) as session:
+            env = {**session.get_bootstrap_env_vars(), CHANNEL_ENV: "s3",
+                   "AWS_DEFAULT_REGION": self.region,
+                   "FACTORY_STAGE": json.dumps({"job": job, "url": stage.url,
+                                                "outputs": [str(p) for p in outputs],
+                                                "sync_s": self.sync_s})}
+            if self.endpoint_url:
+                env["AWS_ENDPOINT_URL_S3"] = self.endpoint_url
+            machine = self.launch(context, job, env)
+            context.log.info(f"launched {machine} for worker.{job}")
+            try:
+                done = self.wait(machine, stage)
+            finally:
+                self.release(machine)
+                context.log.info(f"released {machine}")
+        if done["exit_code"] != 0:
+            raise dg.Failure(f"worker.{job} failed on {machine}",
+                             metadata={"error": done["error"] or "", "staging": stage.url})
+        return list(session.get_custom_messages())
