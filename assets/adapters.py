@@ -59,6 +59,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             shutil.rmtree(run_dir / "final", ignore_errors=True)
             base_dir = store.local_dir(base["prefix"])
             train_path = store.local_dir(data["prefix"]) / "train.jsonl"
+            val_path = train_path.with_name("val.jsonl")
+            has_val = val_path.is_file() and val_path.stat().st_size > 0
             yaml_text = render_adapter(
                 spec,
                 base_dir=base_dir,
@@ -67,6 +69,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 tracking=config.tracking,
                 run_name=f"{name}-{version}",
                 target=training.target,
+                val_path=val_path if has_val else None,
             )
             (report,) = worker.run(context, "validate", {"axolotl_yaml": yaml_text})
             if report["problems"]:
@@ -81,10 +84,12 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 (summary,) = training.run(context, "train", {
                     "output_dir": str(run_dir), "axolotl_yaml": yaml_text,
                     "adapter": spec.method != "full",
-                }, inputs=[base_dir, train_path, run_dir], outputs=[run_dir])
+                }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []),
+                    outputs=[run_dir])
             final = run_dir / "final"
             history = json.loads((final / "training_log.json").read_text())
-            ref = publish(store, "adapter", name, version, final, **lineage)
+            ref = publish(store, "adapter", name, version, final, **lineage,
+                          eval_loss=summary["eval_loss"])
             checkpoints.discard()
             tokens_per_s = (summary["samples_per_second"] or 0) * spec.training.sequence_len
             meta = {
@@ -92,6 +97,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 "resumed_from_step": resumed if resumed is not None else "none",
                 "first_loss": float(summary["first_loss"] or "nan"),
                 "final_loss": float(summary["final_loss"] or "nan"),
+                "eval_loss": float(summary["eval_loss"] or "nan"),
                 "train_seconds": summary["wall_seconds"],
                 "train_runtime_s": summary["train_runtime"],
                 "tokens_per_second_at_most": round(tokens_per_s),
@@ -107,7 +113,15 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             data_version=dg.DataVersion(version),
         )
 
-    @dg.asset_check(name="peft_format", asset=_adapter, blocking=True,
+    return [_adapter, peft_format_check(name, spec, _adapter)]
+
+
+def peft_format_check(name: str, spec: AdapterSpec, asset: dg.AssetsDefinition
+                      ) -> dg.AssetChecksDefinition:
+    """Whatever `adapter/<name>` points at (a training result or a sweep's winner) must be
+    servable: PEFT LoRA without trained embeddings, or a complete model for a full fine-tune."""
+
+    @dg.asset_check(name="peft_format", asset=asset, blocking=True,
                     description="The adapter is in PEFT format and servable by vLLM multi-LoRA "
                                 "(a full fine-tune: a complete model folder).")
     def _peft_format(store: ObjectStore) -> dg.AssetCheckResult:
@@ -129,4 +143,4 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             "target_modules": str(cfg.get("target_modules")),
         })
 
-    return [_adapter, _peft_format]
+    return _peft_format

@@ -80,11 +80,22 @@ def tracking_keys(tracking: TrackingSpec, run_name: str) -> dict[str, Any]:
             "wandb_name": run_name, "report_to": "wandb"}
 
 
+def eval_keys(spec: AdapterSpec, val_path: Path | None) -> dict[str, Any]:
+    """Eval loss on the val split (what sweeps rank by); DPO's preference eval is not wired."""
+    if val_path is None or spec.objective == "dpo":
+        return {}
+    (train,) = dataset_keys(spec.objective, val_path)["datasets"]
+    return {"test_datasets": [{**train, "split": "train"}],
+            "eval_steps": spec.training.eval_every or spec.training.max_steps}
+
+
 def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_dir: Path,
-                   tracking: TrackingSpec, run_name: str, target: str = "cpu") -> str:
+                   tracking: TrackingSpec, run_name: str, target: str = "cpu",
+                   val_path: Path | None = None) -> str:
     t = spec.training
     cfg = _common(base_dir, output_dir, t.seed, target) | dataset_keys(
-        spec.objective, train_path) | method_keys(spec) | tracking_keys(tracking, run_name) | {
+        spec.objective, train_path) | method_keys(spec) | tracking_keys(tracking, run_name) | \
+        eval_keys(spec, val_path) | {
         "sequence_len": t.sequence_len,
         "micro_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -111,6 +122,7 @@ RECIPE_KEYS = {
     "max_steps": "training.max_steps", "learning_rate": "training.learning_rate",
     "lr_scheduler": "training.lr_scheduler", "warmup_steps": "training.warmup_steps",
     "save_steps": "training.checkpoint_every", "seed": "training.seed",
+    "eval_steps": "training.eval_every",
 }
 
 

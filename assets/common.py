@@ -49,6 +49,15 @@ def _point_ref(store: ObjectStore, kind: str, name: str, version: str, prefix: s
     return ref
 
 
+def alias(store: ObjectStore, kind: str, name: str, target: dict[str, Any], **info: Any
+          ) -> dict[str, Any]:
+    """Point `kind/name` at an artifact stored under another name (a sweep's winning trial):
+    nothing is copied, readers of `kind/name` get the target's files and lineage."""
+    lineage = {k: v for k, v in target.items() if k not in ("version", "prefix", "digest")}
+    return _point_ref(store, kind, name, target["version"], target["prefix"],
+                      store.manifest(target["prefix"]), {**lineage, **info})
+
+
 def current(store: ObjectStore, kind: str, name: str) -> dict[str, Any]:
     """The ref of the latest materialization of an upstream artifact."""
     return store.read_ref(f"{kind}/{name}")
@@ -83,12 +92,15 @@ def loss_curve(history: list[dict[str, Any]], title: str) -> dg.MetadataValue:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
     fig, ax = plt.subplots(figsize=(6, 3))
-    if points:
-        ax.plot(*zip(*points, strict=True), marker=".")
+    for key, label in (("loss", "training"), ("eval_loss", "eval (val split)")):
+        points = [(int(h["step"]), float(h[key])) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=label)
+    if ax.lines:
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return png_markdown(fig, title)

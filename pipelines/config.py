@@ -6,6 +6,7 @@ fails before anything runs, with the key path and what to write instead.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -214,6 +215,9 @@ class TrainingSpec(Strict):
     seed: int = 0
     checkpoint_every: int | None = Field(
         None, ge=1, description="save (and upload) a checkpoint every N steps; default: the end")
+    eval_every: int | None = Field(
+        None, ge=1, description="eval loss on the val split every N steps; default: at the end "
+                                "(sft and cpt objectives, when the val split has rows)")
 
 
 class TrackingSpec(Strict):
@@ -226,6 +230,7 @@ class TrackingSpec(Strict):
 
 
 OBJECTIVE_DATA = {"sft": "sft", "dpo": "preference", "cpt": "pretrain"}
+MAX_TRIALS = 16
 VLLM_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                      "down_proj", "qkv_proj", "gate_up_proj"}
 
@@ -244,6 +249,44 @@ class AdapterSpec(Strict):
     axolotl: dict[str, Any] = Field(
         default_factory=dict, description="raw Axolotl keys passed through unchanged"
     )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="recipe keys (training.learning_rate, lora.r, ...) -> values to try; every "
+                    "combination trains as adapter '<name>-trial<i>' and the one with the "
+                    "lowest eval loss becomes '<name>'")
+
+    @model_validator(mode="after")
+    def _sweepable(self) -> AdapterSpec:
+        if not self.sweep:
+            return self
+        if self.objective == "dpo":
+            raise ValueError("sweep: trials are ranked by eval loss on the val split, which is "
+                             "measured for the sft and cpt objectives, not dpo")
+        for key, values in self.sweep.items():
+            if key.split(".")[0] not in ("training", "lora") or key.count(".") != 1:
+                raise ValueError(f"sweep.{key}: sweep keys are training.<field> or lora.<field>")
+            if not values:
+                raise ValueError(f"sweep.{key}: give at least one value")
+        if len(self.trials()) > MAX_TRIALS:
+            raise ValueError(f"sweep: {len(self.trials())} combinations; at most {MAX_TRIALS}")
+        return self
+
+    def trials(self) -> list[tuple[dict[str, Any], AdapterSpec]]:
+        """Every combination of the sweep's values: (the values, the recipe that trains it)."""
+        combos = [dict(zip(self.sweep, values, strict=True))
+                  for values in itertools.product(*self.sweep.values())]
+        trials = []
+        for combo in combos:
+            recipe = self.model_dump(exclude={"sweep"})
+            for key, value in combo.items():
+                section, field = key.split(".")
+                recipe[section][field] = value
+            try:
+                trials.append((combo, AdapterSpec.model_validate(recipe)))
+            except ValidationError as exc:
+                raise ValueError(f"sweep {combo}: {exc.errors()[0]['msg']} "
+                                 f"(at {'.'.join(map(str, exc.errors()[0]['loc']))})") from exc
+        return trials
 
     @model_validator(mode="after")
     def _servable(self) -> AdapterSpec:
@@ -257,6 +300,10 @@ class AdapterSpec(Strict):
             raise ValueError("axolotl.lora_modules_to_save trains embeddings/lm_head, which vLLM "
                              "multi-LoRA cannot load; remove it (or train method: full)")
         return self
+
+
+def trial_names(name: str, spec: AdapterSpec) -> list[str]:
+    return [f"{name}-trial{i}" for i in range(1, len(spec.trials()) + 1)] if spec.sweep else []
 
 
 class GuardSpec(Strict):
@@ -526,6 +573,10 @@ class FactoryConfig(Strict):
                 problems.append(f"{path}: '{value}' is not in {table_name} (declared: {known})")
 
         for name, a in self.adapters.items():
+            for trial in trial_names(name, a):
+                if trial in self.adapters:
+                    problems.append(f"adapters.{trial}: the name of a trial of adapters.{name}'s "
+                                    "sweep; rename it")
             check(f"adapters.{name}.base_model", a.base_model, self.base_models, "base_models")
             check(f"adapters.{name}.dataset", a.dataset, self.datasets, "datasets")
             data = self.datasets.get(a.dataset)

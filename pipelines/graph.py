@@ -20,8 +20,9 @@ from assets.evaluations import evaluation_asset
 from assets.indexes import index_asset
 from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
+from assets.sweeps import sweep_assets
 from assets.usage import usage_asset
-from pipelines.config import FactoryConfig
+from pipelines.config import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.ec2_compute import Ec2Compute
 from resources.k8s_compute import K8sCompute
@@ -72,7 +73,7 @@ def chroma_resource(config: FactoryConfig) -> ChromaResource:
 def assets_for(config: FactoryConfig) -> list[Definition]:
     factories = [
         (config.base_models, base_model_asset), (config.datasets, dataset_asset),
-        (config.adapters, adapter_asset), (config.evaluations, evaluation_asset),
+        (config.adapters, adapter_or_sweep), (config.evaluations, evaluation_asset),
         (config.mixtures, mixture_asset),
         (config.deployments, deployment_asset), (config.deployments, served_evaluation_asset),
         (config.corpora, corpus_asset),
@@ -80,6 +81,10 @@ def assets_for(config: FactoryConfig) -> list[Definition]:
     ]
     return [d for table, factory in factories for name, spec in table.items()
             for d in factory(name, spec, config)] + usage_asset(config)  # type: ignore[operator]
+
+
+def adapter_or_sweep(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[Definition]:
+    return (sweep_assets if spec.sweep else adapter_asset)(name, spec, config)
 
 
 def make_definitions(config: FactoryConfig) -> dg.Definitions:

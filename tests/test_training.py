@@ -116,10 +116,48 @@ def test_config_rejects_what_cannot_train_or_serve(tmp_path: Path) -> None:
         "method: qlora loads the base model in 4 bits": {"method": "qlora"},
         "cannot be served by vLLM multi-LoRA": {"lora": {"target_modules": ["embed_tokens"]}},
         "trains on preference data but datasets.chat is kind: sft": {"objective": "dpo"},
+        "sweep keys are training.<field> or lora.<field>": {"sweep": {"seed": [1, 2]}},
+        r"sweep \{'training.max_stepz': 1\}: Extra inputs are not permitted": {
+            "sweep": {"training.max_stepz": [1]}},
+        "sweep: 18 combinations; at most 16": {"sweep": {"training.seed": list(range(6)),
+                                                         "lora.r": [4, 8, 16]}},
     }
     for message, recipe in cases.items():
         with pytest.raises(ConfigError, match=message):
             write_project(tmp_path, {"a": {"base_model": "tiny", "dataset": "chat", **recipe}})
+    with pytest.raises(ConfigError, match=r"adapters\.a-trial1: the name of a trial"):
+        write_project(tmp_path, {
+            "a": {"base_model": "tiny", "dataset": "chat", "sweep": {"lora.r": [4, 8]}},
+            "a-trial1": {"base_model": "tiny", "dataset": "chat"}})
+
+
+def test_a_sweep_trains_every_combination_and_the_best_by_eval_loss_is_the_adapter(
+        tmp_path: Path) -> None:
+    def sweep(rates: list[float]) -> Any:
+        config = write_project(tmp_path, {"math": {
+            "base_model": "tiny", "dataset": "chat", "training": FEW,
+            "sweep": {"training.learning_rate": rates}}})
+        trials = [f"adapter/math-trial{i}" for i in range(1, len(rates) + 1)]
+        return config, materialize(config, "base_model/tiny", "dataset/chat", *trials,
+                                   "adapter/math")
+
+    config, result = sweep([1e-6, 3e-3])
+    losses = {t: metadata(result, f"adapter/{t}")["eval_loss"] for t in ("math-trial1",
+                                                                          "math-trial2")}
+    # 4 steps at 1e-6 barely move the weights; at 3e-3 the val loss drops
+    assert losses["math-trial2"] < losses["math-trial1"]
+    chosen = metadata(result, "adapter/math")
+    assert (chosen["best_trial"], chosen["best_eval_loss"]) == ("math-trial2",
+                                                                losses["math-trial2"])
+    assert "| math-trial2 | 0.003 |" in chosen["trials"]
+    store = resources_for(config)["store"]
+    assert store.read_ref("adapter/math")["prefix"] == store.read_ref(
+        "adapter/math-trial2")["prefix"]  # what is evaluated and served is the winner
+    # one more value: the two finished trials are reused, only the new one trains
+    _, again = sweep([1e-6, 3e-3, 1e-2])
+    reused = {t: metadata(again, f"adapter/math-trial{t}")["reused"] for t in (1, 2, 3)}
+    assert reused == {1: True, 2: True, 3: False}
+    assert metadata(again, "adapter/math")["best_trial"] in ("math-trial2", "math-trial3")
 
 
 def test_training_runs_share_a_pool_and_have_a_max_runtime(tmp_path: Path) -> None:

@@ -174,6 +174,7 @@ def main() -> None:
         (final / "training_log.json").write_text(json.dumps(history, indent=1))
         shutil.copy2(config_path, final / "axolotl.yaml")
         losses = [h["loss"] for h in history if "loss" in h]
+        eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
         end = final_metrics(output_dir / "train.log")
         summary = {
             "resumed_from_step": resumed,
@@ -185,6 +186,7 @@ def main() -> None:
             "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else end.get("train_loss"),
             "train_runtime": end.get("train_runtime"),
+            "eval_loss": eval_losses[-1] if eval_losses else None,
         }
         pipes.report_custom_message(summary)
 
