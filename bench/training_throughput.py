@@ -38,8 +38,10 @@ def main() -> None:
             "storage": {"object_store": "file://store", "work_dir": "work"},
             "tracking": {"wandb": False},
             "base_models": {"tiny": {"source": "local", "pretrain": None, "architecture": ARCH}},
+            # no val split: the asset would also measure eval loss, which TRL's loop does not
             "datasets": {"math": {"sources": [{"generator": "math_word_problems",
-                                               "rows": 2000}], "base_model": "tiny"}},
+                                               "rows": 2000}], "base_model": "tiny",
+                                  "split": {"val": 0.0, "test": 0.1}}},
             "adapters": {"math-lora": {"base_model": "tiny", "dataset": "math",
                                        "lora": {"r": 16, "alpha": 32}, "training": training}},
         }))
