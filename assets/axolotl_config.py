@@ -14,10 +14,12 @@ import yaml
 
 from pipelines.config import AdapterSpec, Pretrain, TrackingSpec
 
-# The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU.
+# The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches
+# to multiples of 64 for tensor cores; on a CPU that padding is only extra work.
 CPU_KEYS: dict[str, Any] = {
     "bf16": False, "fp16": False, "tf32": False,
     "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
+    "pad_to_multiple_of": 8,
 }
 GPU_KEYS: dict[str, Any] = {"bf16": "auto", "tf32": True}
 

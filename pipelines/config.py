@@ -518,13 +518,41 @@ class K8sSpec(RemoteSpec):
                                                   "(`kubectl proxy`, tests)")
 
 
+class GceSpec(RemoteSpec):
+    """A Compute Engine GPU instance per training job, deleted when it ends. Staging goes through
+    Cloud Storage's S3-compatible XML API: staging_url s3://<gcs bucket>/<prefix>, endpoint_url
+    https://storage.googleapis.com, an HMAC key here in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+    and on the instance from Secret Manager (hmac_secret)."""
+
+    project: str
+    zone: str = "us-central1-a"
+    machine_type: str = "g2-standard-8"
+    accelerator: str | None = Field("nvidia-l4", description="None for a CPU-only machine")
+    accelerator_count: int = Field(1, ge=1)
+    image: str = Field(description="a boot image with Docker, the NVIDIA driver and gcloud, e.g. "
+                                   "projects/deeplearning-platform-release/global/images/family/"
+                                   "common-cu124-debian-11")
+    service_account: str | None = Field(None, description="the instance's identity; it must "
+                                                          "read hmac_secret")
+    network: str = "global/networks/default"
+    hmac_secret: str | None = Field(None, description="Secret Manager secret holding "
+                                                      "'<access id>:<secret>' of an HMAC key")
+    disk_gib: int = Field(200, ge=20)
+    worker_command: str | None = Field(
+        None, description="what runs `-m worker.remote` on the box; default: docker run of "
+                          "worker_image with the GPUs")
+    api_url: str | None = Field(None, description="Compute Engine API root override (tests)")
+
+
 class ComputeSpec(Strict):
     """Where training runs. The Axolotl YAML is the same everywhere; only device keys differ."""
 
-    kind: Literal["local", "ec2", "k8s"] = Field(
-        "local", description="local: a subprocess via Dagster Pipes; ec2 / k8s: a GPU instance "
-                             "or Kubernetes Job per run, Pipes messages and files through S3")
+    kind: Literal["local", "ec2", "gce", "k8s"] = Field(
+        "local", description="local: a subprocess via Dagster Pipes; ec2 / gce / k8s: a GPU "
+                             "instance or Kubernetes Job per run, messages and files through S3 "
+                             "(or Cloud Storage's S3 API)")
     ec2: Ec2Spec | None = None
+    gce: GceSpec | None = None
     k8s: K8sSpec | None = None
     device: Literal["cpu", "gpu"] = "cpu"
     concurrency: int = Field(1, ge=1, description="training steps at once on this target "
@@ -539,7 +567,8 @@ class ComputeSpec(Strict):
     @model_validator(mode="after")
     def _launcher_settings(self) -> ComputeSpec:
         if self.kind != "local" and getattr(self, self.kind) is None:
-            needed = {"ec2": "image_id and staging_url", "k8s": "staging_url"}[self.kind]
+            needed = {"ec2": "image_id and staging_url", "gce": "project, image and staging_url",
+                      "k8s": "staging_url"}[self.kind]
             raise ValueError(f"compute.kind is {self.kind} but compute.{self.kind} is missing: "
                              f"give at least {needed}")
         return self

@@ -25,6 +25,7 @@ from assets.usage import usage_asset
 from pipelines.config import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.ec2_compute import Ec2Compute
+from resources.gce_compute import GceCompute
 from resources.k8s_compute import K8sCompute
 from resources.object_store import ObjectStore
 from resources.vector_store import ChromaResource
@@ -57,7 +58,7 @@ def training_compute(config: FactoryConfig, local: WorkerCompute) -> WorkerCompu
     settings = getattr(compute, compute.kind, None) if compute.kind != "local" else None
     if settings is None:
         return local
-    machine = {"ec2": Ec2Compute, "k8s": K8sCompute}[compute.kind]
+    machine = {"ec2": Ec2Compute, "gce": GceCompute, "k8s": K8sCompute}[compute.kind]
     return machine(**settings.model_dump(), python=local.python, project_root=local.project_root,
                    target=compute.device, max_runtime_s=compute.max_runtime_s)
 

@@ -1,26 +1,20 @@
 """An EC2 GPU instance per training job (resources/remote_compute.py does the Pipes and S3 part).
 
-The instance's user data is infra/ec2/bootstrap.sh with the job's environment exported above it.
+The instance's user data is infra/remote/bootstrap.sh with the job's environment exported above.
 It powers itself off at the end of its bootstrap and is launched to terminate on shutdown, so a
 control plane that dies does not leave a GPU billing; the launcher terminates it as well.
 """
 
 from __future__ import annotations
 
-import shlex
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from resources.remote_compute import RemoteCompute
-from worker.pipes import CHANNEL_ENV
 
-BOOTSTRAP = Path(__file__).resolve().parents[1] / "infra" / "ec2" / "bootstrap.sh"
 GONE = ("shutting-down", "terminated", "stopping", "stopped")
-FORWARDED = ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", CHANNEL_ENV, "FACTORY_STAGE",
-             "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
 
 
 class Ec2Compute(RemoteCompute):
@@ -33,23 +27,11 @@ class Ec2Compute(RemoteCompute):
     iam_instance_profile: str | None = None
     key_name: str | None = None
     volume_gib: int = 200
-    worker_command: str | None = None
-
-    def command(self) -> str:
-        if self.worker_command:
-            return self.worker_command
-        env = " ".join(f"-e {name}" for name in FORWARDED)
-        return f"docker run --rm --gpus all --network host {env} {self.worker_image} python"
-
-    def user_data(self, env: dict[str, str]) -> str:
-        env = {**env, "FACTORY_WORKER_COMMAND": self.command()}
-        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-        return f"#!/bin/bash\n{exports}{BOOTSTRAP.read_text()}"
 
     def launch(self, context: dg.AssetExecutionContext, job: str, env: dict[str, str]) -> str:
         request: dict[str, Any] = {
             "ImageId": self.image_id, "InstanceType": self.instance_type,
-            "MinCount": 1, "MaxCount": 1, "UserData": self.user_data(env),
+            "MinCount": 1, "MaxCount": 1, "UserData": self.bootstrap_script(env),
             "InstanceInitiatedShutdownBehavior": "terminate",
             "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {
                 "VolumeSize": self.volume_gib, "VolumeType": "gp3",

@@ -1,10 +1,11 @@
 """Training on remote machines through Pipes, with S3 (moto on 127.0.0.1) as the only channel.
 
 EC2: the launcher's requests go to moto's EC2 API and the instance's user data
-(infra/ec2/bootstrap.sh) is run here with bash, as the instance would run it. Kubernetes: no
-cluster can run here, so a recording stand-in for the API's Job endpoints runs the Job's
-container command with this checkout's worker environment, and the test checks the manifest the
-launcher sent. In both, the box finds the base model only in S3, not on this disk.
+(infra/remote/bootstrap.sh) is run here with bash, as the instance would run it. Kubernetes and
+Compute Engine cannot run here: recording stand-ins for the few API endpoints the launchers use
+run the Job's container command / the VM's startup-script with this checkout's worker
+environment, and the tests check the requests the launchers sent. In all, the box finds the base
+model only in S3, not on this disk.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def test_an_adapter_trains_on_an_ec2_instance_through_s3(
     user_data = box.log.with_suffix(".sh").read_text()
     assert user_data.startswith("#!/bin/bash\n")
     assert "export DAGSTER_PIPES_CONTEXT=" in user_data
-    assert user_data.endswith((REPO_ROOT / "infra" / "ec2" / "bootstrap.sh").read_text())
+    assert user_data.endswith((REPO_ROOT / "infra" / "remote" / "bootstrap.sh").read_text())
     assert "worker exited with 0" in box.log.read_text()
 
 
@@ -235,79 +236,59 @@ def test_a_failed_ec2_run_fails_the_asset_and_terminates_the_instance(
         resources_for(config)["store"].read_ref("adapter/sft")
 
 
-# -- Kubernetes -------------------------------------------------------------------------------
-class FakeKubernetes(ThreadingHTTPServer):
-    """The Kubernetes API's Job endpoints, as far as the launcher uses them. Every request is
-    recorded; a created Job's container command runs here with the worker environment."""
+# -- recorded cloud APIs ----------------------------------------------------------------------
+class RecordingApi(ThreadingHTTPServer):
+    """A cloud API's few endpoints that a launcher uses, on 127.0.0.1: every request is
+    recorded, and a created machine runs here (`boot` says how) until it ends or is deleted."""
 
-    JOB = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/?]+))?(/status)?")
-
-    def __init__(self, runs: bool) -> None:
-        super().__init__(("127.0.0.1", 0), FakeKubernetesHandler)
+    def __init__(self, runs: bool = True) -> None:
+        super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.runs = runs
         self.before_boot: Callable[[], None] = lambda: None
         self.requests: list[tuple[str, str, Any]] = []
-        self.jobs: dict[str, dict[str, Any]] = {}
+        self.machines: dict[str, dict[str, Any]] = {}
         self.workers: list[threading.Thread] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def start_job(self, body: dict[str, Any]) -> None:
-        name = body["metadata"]["name"]
-        self.jobs[name] = {**body, "status": {"active": 1}}
-        (container,) = body["spec"]["template"]["spec"]["containers"]
-        env = {**os.environ, **{e["name"]: e["value"] for e in container["env"]},
-               "PYTHONPATH": str(REPO_ROOT)}
+    def route(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
 
-        def pod() -> None:
+    def create(self, name: str, resource: dict[str, Any], boot: Callable[[], int],
+               running: dict[str, Any], ended: Callable[[int], dict[str, Any]]) -> None:
+        self.machines[name] = {**resource, **running}
+
+        def machine() -> None:
+            code = 137  # evicted / preempted before its worker started
             if self.runs:
                 self.before_boot()
-                command = [WORKER_PYTHON if part == "python" else part
-                           for part in container["command"]]
-                code = subprocess.run(command, env=env, check=False).returncode
-            else:
-                code = 137  # the pod was evicted before its worker started
-            if name in self.jobs:  # not deleted meanwhile
-                self.jobs[name]["status"] = {"succeeded": 1} if code == 0 else {"failed": 1}
+                code = boot()
+            if name in self.machines:  # not deleted meanwhile
+                self.machines[name].update(ended(code))
 
-        self.workers.append(threading.Thread(target=pod, daemon=True))
+        self.workers.append(threading.Thread(target=machine, daemon=True))
         self.workers[-1].start()
 
 
-class FakeKubernetesHandler(BaseHTTPRequestHandler):
-    server: FakeKubernetes
+class RecordingHandler(BaseHTTPRequestHandler):
+    server: RecordingApi
 
     def log_message(self, *args: Any) -> None:
         pass
-
-    def reply(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def handle_request(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         self.server.requests.append((method, self.path, body))
-        match = FakeKubernetes.JOB.match(self.path)
-        if match is None:
-            return self.reply(404, {"kind": "Status", "code": 404})
-        name = match.group(2)
-        if method == "POST" and name is None:
-            self.server.start_job(body)
-            return self.reply(201, body)
-        job = self.server.jobs.get(name or "")
-        if job is None:
-            return self.reply(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-        if method == "DELETE":
-            self.server.jobs.pop(name)
-            return self.reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-        return self.reply(200, job)
+        code, answer = self.server.route(method, self.path.split("?")[0], body)
+        data = json.dumps(answer).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_GET(self) -> None:
         self.handle_request("GET")
@@ -319,12 +300,76 @@ class FakeKubernetesHandler(BaseHTTPRequestHandler):
         self.handle_request("DELETE")
 
 
-@pytest.fixture
-def kubernetes() -> Iterator[Callable[..., FakeKubernetes]]:
-    started: list[FakeKubernetes] = []
+def crud(api: RecordingApi, method: str, name: str | None, body: Any,
+         created: Callable[[dict[str, Any]], str]) -> tuple[int, dict[str, Any]]:
+    """POST to the collection creates; GET / DELETE an item; 404 for what is not there."""
+    if method == "POST" and name is None:
+        return 200, {"name": created(body)}
+    if name not in api.machines:
+        return 404, {"error": {"code": 404, "message": "not found"}}
+    if method == "DELETE":
+        api.machines.pop(name)
+        return 200, {"status": "Success"}
+    return 200, api.machines[name]
 
-    def start(runs: bool = True) -> FakeKubernetes:
-        api = FakeKubernetes(runs)
+
+class FakeKubernetes(RecordingApi):
+    """batch/v1 Jobs; a Job's container command runs with this checkout's worker python."""
+
+    JOB = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?(?:/status)?$")
+
+    def route(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        match = self.JOB.match(path)
+        if match is None:
+            return 404, {}
+        return crud(self, method, match.group(2), body, self.create_job)
+
+    def create_job(self, body: dict[str, Any]) -> str:
+        (container,) = body["spec"]["template"]["spec"]["containers"]
+        env = {**os.environ, **{e["name"]: e["value"] for e in container["env"]},
+               "PYTHONPATH": str(REPO_ROOT)}
+        command = [WORKER_PYTHON if part == "python" else part for part in container["command"]]
+        self.create(body["metadata"]["name"], body,
+                    boot=lambda: subprocess.run(command, env=env, check=False).returncode,
+                    running={"status": {"active": 1}},
+                    ended=lambda code: {"status": {"succeeded": 1} if code == 0
+                                        else {"failed": 1}})
+        return body["metadata"]["name"]
+
+
+class FakeComputeEngine(RecordingApi):
+    """compute/v1 instances; an instance runs its startup-script with bash, then is TERMINATED
+    (powered off), as a Compute Engine VM would."""
+
+    INSTANCE = re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/instances(?:/([^/]+))?$")
+
+    def __init__(self, log: Path, runs: bool = True) -> None:
+        super().__init__(runs)
+        self.log = log
+
+    def route(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        match = self.INSTANCE.match(path)
+        if match is None:
+            return 404, {}
+        return crud(self, method, match.group(3), body, self.create_instance)
+
+    def create_instance(self, body: dict[str, Any]) -> str:
+        script = self.log.with_suffix(".sh")
+        script.write_text({i["key"]: i["value"] for i in body["metadata"]["items"]}[
+            "startup-script"])
+        env = {**os.environ, "FACTORY_POWEROFF": "true", "FACTORY_LOG": str(self.log)}
+        self.create(body["name"], body,
+                    boot=lambda: subprocess.run(["bash", str(script)], env=env,
+                                                check=False).returncode,
+                    running={"status": "RUNNING"}, ended=lambda _: {"status": "TERMINATED"})
+        return body["name"]
+
+
+@pytest.fixture
+def recorded() -> Iterator[Callable[[RecordingApi], RecordingApi]]:
+    started: list[RecordingApi] = []
+
+    def start(api: RecordingApi) -> RecordingApi:
         threading.Thread(target=api.serve_forever, daemon=True).start()
         started.append(api)
         return api
@@ -336,7 +381,8 @@ def kubernetes() -> Iterator[Callable[..., FakeKubernetes]]:
         api.shutdown()
 
 
-def k8s_project(root: Path, endpoint: str, api: FakeKubernetes) -> FactoryConfig:
+# -- Kubernetes -------------------------------------------------------------------------------
+def k8s_project(root: Path, endpoint: str, api: RecordingApi) -> FactoryConfig:
     return remote_project(root, endpoint, "k8s", {
         "api_url": api.url, "namespace": "training", "gpus": 1,
         "worker_image": "registry.example.com/adapter-factory-worker:1",
@@ -345,8 +391,8 @@ def k8s_project(root: Path, endpoint: str, api: FakeKubernetes) -> FactoryConfig
 
 def test_an_adapter_trains_as_a_kubernetes_job_through_s3(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
-        kubernetes: Callable[..., FakeKubernetes]) -> None:
-    api = kubernetes()
+        recorded: Callable[[RecordingApi], RecordingApi]) -> None:
+    api = recorded(FakeKubernetes())
     config = k8s_project(tmp_path / "project", s3_endpoint, api)
     api.before_boot = away = BaseModelAway(config, s3_endpoint)
     instance = dg.DagsterInstance.ephemeral()
@@ -378,13 +424,65 @@ def test_an_adapter_trains_as_a_kubernetes_job_through_s3(
 
 def test_a_failed_kubernetes_job_fails_the_asset_and_is_deleted(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
-        kubernetes: Callable[..., FakeKubernetes]) -> None:
-    api = kubernetes(runs=False)
+        recorded: Callable[[RecordingApi], RecordingApi]) -> None:
+    api = recorded(FakeKubernetes(runs=False))
     config = k8s_project(tmp_path / "project", s3_endpoint, api)
     result = materialize(config, "adapter/sft", raise_on_error=False)
     error = failure_of(result)
     assert re.search(r"job training/factory-train-adapter-sft-\w+-0 failed", error)
-    assert [m for m, _, _ in api.requests].count("DELETE") == 1 and not api.jobs
+    assert [m for m, _, _ in api.requests].count("DELETE") == 1 and not api.machines
+
+
+# -- Compute Engine ---------------------------------------------------------------------------
+def gce_project(root: Path, endpoint: str, api: RecordingApi) -> FactoryConfig:
+    return remote_project(root, endpoint, "gce", {
+        "api_url": api.url, "project": "ml-prod", "zone": "us-central1-a",
+        "machine_type": "g2-standard-8", "accelerator": "nvidia-l4",
+        "image": "projects/deeplearning-platform-release/global/images/family/common-cu124",
+        "service_account": "factory-worker@ml-prod.iam.gserviceaccount.com",
+        "worker_command": f"env PYTHONPATH={REPO_ROOT} {WORKER_PYTHON}"})
+
+
+def test_an_adapter_trains_on_a_compute_engine_instance(
+        tmp_path: Path, s3_endpoint: str, s3_env: None,
+        recorded: Callable[[RecordingApi], RecordingApi]) -> None:
+    api = recorded(FakeComputeEngine(tmp_path / "vm.log"))
+    config = gce_project(tmp_path / "project", s3_endpoint, api)
+    api.before_boot = away = BaseModelAway(config, s3_endpoint)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(config, "adapter/sft", instance=instance)
+    for worker in api.workers:
+        worker.join(60)
+    assert_trained_through_s3(config, result, s3_endpoint, instance, away.restore())
+
+    collection = "/compute/v1/projects/ml-prod/zones/us-central1-a/instances"
+    (create,) = [(path, body) for method, path, body in api.requests if method == "POST"]
+    assert create[0] == collection
+    vm = create[1]
+    assert vm["machineType"] == "zones/us-central1-a/machineTypes/g2-standard-8"
+    assert vm["guestAccelerators"] == [{
+        "acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-l4",
+        "acceleratorCount": 1}]
+    assert vm["scheduling"]["onHostMaintenance"] == "TERMINATE"  # GPUs cannot live-migrate
+    assert vm["scheduling"]["maxRunDuration"] == {"seconds": str(config.compute.max_runtime_s)}
+    assert vm["disks"][0]["autoDelete"] is True
+    assert vm["serviceAccounts"][0]["email"] == "factory-worker@ml-prod.iam.gserviceaccount.com"
+    assert vm["labels"]["dagster-run-id"] == result.run_id
+    script = {i["key"]: i["value"] for i in vm["metadata"]["items"]}["startup-script"]
+    assert script.endswith((REPO_ROOT / "infra" / "remote" / "bootstrap.sh").read_text())
+    assert "worker exited with 0" in api.log.read_text()
+    deletes = [path for method, path, _ in api.requests if method == "DELETE"]
+    assert deletes == [f"{collection}/{vm['name']}"] and not api.machines
+
+
+def test_a_preempted_compute_engine_instance_fails_the_asset_and_is_deleted(
+        tmp_path: Path, s3_endpoint: str, s3_env: None,
+        recorded: Callable[[RecordingApi], RecordingApi]) -> None:
+    api = recorded(FakeComputeEngine(tmp_path / "vm.log", runs=False))
+    config = gce_project(tmp_path / "project", s3_endpoint, api)
+    error = failure_of(materialize(config, "adapter/sft", raise_on_error=False))
+    assert re.search(r"gce instance us-central1-a/factory-train-\w+-0 is TERMINATED", error)
+    assert [m for m, _, _ in api.requests].count("DELETE") == 1 and not api.machines
 
 
 def test_remote_compute_needs_its_settings(tmp_path: Path) -> None:
@@ -393,6 +491,7 @@ def test_remote_compute_needs_its_settings(tmp_path: Path) -> None:
     for kind, settings, message in [
         ("ec2", None, r"compute\.ec2 is missing: give at least image_id and staging_url"),
         ("k8s", None, r"compute\.k8s is missing: give at least staging_url"),
+        ("gce", None, r"compute\.gce is missing: give at least project, image and staging_url"),
         ("ec2", {"image_id": "ami-1", "staging_url": "bucket/x"},
          "staging_url must be s3://bucket/prefix"),
     ]:
