@@ -89,7 +89,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             final = run_dir / "final"
             history = json.loads((final / "training_log.json").read_text())
             ref = publish(store, "adapter", name, version, final, **lineage,
-                          eval_loss=summary["eval_loss"])
+                          eval_loss=summary["eval_loss"], final_loss=summary["final_loss"],
+                          steps=summary["steps"], packages=summary["packages"])
             checkpoints.discard()
             tokens_per_s = (summary["samples_per_second"] or 0) * spec.training.sequence_len
             meta = {
@@ -105,6 +106,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 "wandb_run": summary["wandb_run"] or "disabled",
                 "loss_curve": loss_curve(history, f"{name}: training loss"),
                 "axolotl_yaml": dg.MetadataValue.md(f"```yaml\n{yaml_text}```"),
+                "packages": summary["packages"],
             }
         return dg.MaterializeResult(
             metadata={**meta, "version": version, "reused": not meta, **lineage,

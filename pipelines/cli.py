@@ -11,10 +11,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pipelines.config import ConfigError, FactoryConfig, load_config
+from resources.object_store import ArtifactMissing
 
 
 def _config(path: str | None) -> FactoryConfig:
@@ -139,6 +141,54 @@ def summary(config: FactoryConfig, seconds: float) -> str:
         lines.append(f"Retrieval from '{name}': {question!r}")
         lines += [f"  {h['score']:.3f} {h['source']}: {h['text'][:90]!r}" for h in hits]
     return "\n".join(lines)
+
+
+@main.command()
+@click.option("--config", "config_path", default=None)
+def adapters(config_path: str | None) -> None:
+    """The adapter registry: every stored version of each adapter (sweep trials included), the
+    current one (last trained, or a sweep's winner) and the promoted one (what is served)."""
+    from assets.promotion import Registry
+    from pipelines.config import trial_names
+    from pipelines.graph import resources_for
+
+    config = _config(config_path)
+    store = resources_for(config)["store"]
+    registry = Registry(store)
+    for name, spec in config.adapters.items():
+        for adapter in [*trial_names(name, spec), name]:
+            click.echo(registry_view(store, registry, adapter))
+
+
+def registry_view(store: Any, registry: Any, adapter: str) -> str:
+    try:
+        current = store.read_ref(f"adapter/{adapter}")
+    except ArtifactMissing:
+        current = None
+    champion = (registry.champion(adapter) or {}).get("version")
+    lines = [f"{adapter}:" + ("" if current else " (not trained yet)")]
+    if current and current.get("sweep_trial"):
+        lines.append(f"  -> {current['sweep_trial']}@{current['version']} (best of its sweep: "
+                     f"{current['sweep_values']})" + ("  PROMOTED" if champion else ""))
+        return "\n".join(lines)
+    versions = sorted({key.split("/")[2] for key in store.list(f"adapter/{adapter}/")
+                       if key.count("/") >= 3})
+    for version in versions:
+        prefix = f"adapter/{adapter}/{version}"
+        if not store.is_complete(prefix):
+            continue
+        m = store.manifest(prefix)
+        marks = [label for label, on in (("CURRENT", current and current["version"] == version),
+                                         ("PROMOTED", champion == version)) if on]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
+        lines.append(f"  {version}  {when}  steps={m.get('steps', '?')}  "
+                     f"final_loss={_num(m.get('final_loss'))}  eval_loss={_num(m.get('eval_loss'))}"
+                     f"  {m.get('dataset', '')}  {m.get('trainer', '')}  {' '.join(marks)}")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
 @main.command()

@@ -4,6 +4,7 @@ compute, resuming a killed run from the object store, and offline W&B tracking."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -153,11 +154,25 @@ def test_a_sweep_trains_every_combination_and_the_best_by_eval_loss_is_the_adapt
     store = resources_for(config)["store"]
     assert store.read_ref("adapter/math")["prefix"] == store.read_ref(
         "adapter/math-trial2")["prefix"]  # what is evaluated and served is the winner
+    manifest = store.manifest(store.read_ref("adapter/math-trial2")["prefix"])
+    assert manifest["packages"]["axolotl"] == "0.19.0" and manifest["steps"] == FEW["max_steps"]
     # one more value: the two finished trials are reused, only the new one trains
     _, again = sweep([1e-6, 3e-3, 1e-2])
     reused = {t: metadata(again, f"adapter/math-trial{t}")["reused"] for t in (1, 2, 3)}
     assert reused == {1: True, 2: True, 3: False}
-    assert metadata(again, "adapter/math")["best_trial"] in ("math-trial2", "math-trial3")
+    winner = metadata(again, "adapter/math")["best_trial"]
+    assert winner in ("math-trial2", "math-trial3")
+    # the registry view lists every trial's version and where the sweep points
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    shown = CliRunner().invoke(main, ["adapters", "--config", str(tmp_path / "factory.yaml")])
+    assert shown.exit_code == 0, shown.output
+    for trial in ("math-trial1", "math-trial2", "math-trial3"):
+        version = store.read_ref(f"adapter/{trial}")["version"]
+        assert re.search(rf"{trial}:\n  {version} .* steps=4 .*CURRENT", shown.output)
+    assert f"math:\n  -> {winner}@" in shown.output
 
 
 def test_training_runs_share_a_pool_and_have_a_max_runtime(tmp_path: Path) -> None:

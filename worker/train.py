@@ -154,6 +154,22 @@ def collect_final(output_dir: Path, adapter: bool) -> Path:
     return final
 
 
+PACKAGES = ("axolotl", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
+
+
+def package_versions() -> dict[str, str]:
+    """What trained the adapter, for its manifest: reruns need the same stack."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
 def main() -> None:
     with open_pipes() as pipes:
         params = pipes.extras
@@ -187,6 +203,7 @@ def main() -> None:
             "final_loss": losses[-1] if losses else end.get("train_loss"),
             "train_runtime": end.get("train_runtime"),
             "eval_loss": eval_losses[-1] if eval_losses else None,
+            "packages": package_versions(),
         }
         pipes.report_custom_message(summary)
 
