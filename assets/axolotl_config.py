@@ -110,6 +110,10 @@ def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_d
         "save_total_limit": 2,
         "auto_resume_from_checkpoints": True,  # a retry continues from the last checkpoint
     }
+    if spec.objective == "dpo":
+        # Axolotl's DPO path hands the padding multiple to TRL's preference collator, whose
+        # batches then lack input_ids: keep its own padding
+        cfg.pop("pad_to_multiple_of", None)
     return yaml.safe_dump(cfg | spec.axolotl, sort_keys=False)
 
 
