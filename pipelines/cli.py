@@ -94,6 +94,7 @@ def demo(config_path: str | None) -> None:
 
 
 def summary(config: FactoryConfig, seconds: float) -> str:
+    from assets.demo_data.math_problems import SYSTEM_PROMPT
     from assets.promotion import Registry
     from pipelines.graph import resources_for
     from resources.retrieval import open_index, retrieve
@@ -118,18 +119,19 @@ def summary(config: FactoryConfig, seconds: float) -> str:
         if state is None:
             continue
         model = spec.adapters[0] if spec.adapters else spec.base_model
+        system = {"role": "system", "content": SYSTEM_PROMPT}  # the prompt the adapter learned
         body = json.dumps({"model": model, "max_tokens": 64, "temperature": 0, "messages": [
-            {"role": "user", "content": "Ava has 7 apples. Ava gets 5 more apples. "
-                                        "How many apples does Ava have now?"}]})
+            system, {"role": "user", "content": "Ava has 7 apples. Ava gets 5 more apples. "
+                                                "How many apples does Ava have now?"}]})
         lines += [
             f"Endpoint {name}: {state.url}/v1  (models: {spec.base_model}, "
             f"{', '.join(spec.adapters)}; stop with `factory stop {name}`)",
             f"  curl -s {state.url}/v1/chat/completions -H 'content-type: application/json' "
             f"-d '{body}'",
             f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{state.url}/v1', "
-            f"api_key='none'); print(c.chat.completions.create(model='{model}', "
-            "messages=[{'role':'user','content':'Sam has 3 pens. Sam gets 4 more pens. "
-            "How many pens does Sam have now?'}]).choices[0].message.content)\"",
+            f"api_key='none'); print(c.chat.completions.create(model='{model}', temperature=0, "
+            f"messages=[{system}, {{'role':'user','content':'Sam has 3 pens. Sam gets 4 more "
+            "pens. How many pens does Sam have now?'}]).choices[0].message.content)\"",
         ]
     for name in config.corpora:
         corpus = store.local_dir(store.read_ref(f"corpus/{name}")["prefix"])

@@ -1,7 +1,7 @@
 """Generated math word problems with chain-of-thought answers (in the spirit of Arithmo).
 
 Small numbers and one or two steps, the reasoning written as the equations only, so a
-few-million-parameter model can learn them on a CPU in minutes; the answer always ends with
+one-million-parameter model can learn them on a CPU in minutes; the answer always ends with
 `#### <number>` so exact match can extract it.
 """
 
