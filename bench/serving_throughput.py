@@ -97,7 +97,9 @@ def main() -> None:
         startup_timeout_s=300, log=type("Log", (), {"info": staticmethod(print)})())
     try:
         shape = (args.requests, args.concurrency, args.tokens)
-        asyncio.run(load(state.url, [deployment.base_model], 16, 8, 8))  # warm-up
+        # warm-up at the measured shape over base and adapters: the engine's first batches of a
+        # new size are slow (seconds), and would otherwise be charged to whichever run is first
+        asyncio.run(load(state.url, [deployment.base_model, *names], *shape))
         base_run = asyncio.run(load(state.url, [deployment.base_model], *shape))
         lora_run = asyncio.run(load(state.url, names, *shape))
         direct = asyncio.run(load(state.url, names, *shape))

@@ -53,8 +53,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from gateway.app import create_app
 
     settings = _settings(ctx)
+    # uvloop and httptools by name, not uvicorn's "auto": a missing one fails here instead of
+    # silently halving what the gateway passes through on a busy host
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_level="info")
+                loop="uvloop", http="httptools", log_level="info")
 
 
 @main.group()
