@@ -83,8 +83,9 @@ def tracking_keys(tracking: TrackingSpec, run_name: str) -> dict[str, Any]:
 
 
 def eval_keys(spec: AdapterSpec, val_path: Path | None) -> dict[str, Any]:
-    """Eval loss on the val split (what sweeps rank by); DPO's preference eval is not wired."""
-    if val_path is None or spec.objective == "dpo":
+    """Eval loss on the val split, read the way the train split is read (for DPO: the preference
+    loss on held-out pairs), is what the loss plot shows beside training loss and sweeps rank."""
+    if val_path is None:
         return {}
     (train,) = dataset_keys(spec.objective, val_path)["datasets"]
     return {"test_datasets": [{**train, "split": "train"}],

@@ -259,9 +259,6 @@ class AdapterSpec(Strict):
     def _sweepable(self) -> AdapterSpec:
         if not self.sweep:
             return self
-        if self.objective == "dpo":
-            raise ValueError("sweep: trials are ranked by eval loss on the val split, which is "
-                             "measured for the sft and cpt objectives, not dpo")
         for key, values in self.sweep.items():
             if key.split(".")[0] not in ("training", "lora") or key.count(".") != 1:
                 raise ValueError(f"sweep.{key}: sweep keys are training.<field> or lora.<field>")

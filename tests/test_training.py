@@ -4,6 +4,7 @@ compute, resuming a killed run from the object store, and offline W&B tracking."
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -72,15 +73,16 @@ def metadata(result: Any, key: str) -> dict[str, Any]:
 def test_sft_dpo_cpt_and_full_fine_tuning_train_on_the_cpu(tmp_path: Path) -> None:
     config = write_project(tmp_path, {
         "sft": {"base_model": "tiny", "dataset": "chat", "training": FEW},
-        "dpo": {"base_model": "tiny", "dataset": "prefs", "objective": "dpo", "training": FEW},
+        "dpo": {"base_model": "tiny", "dataset": "prefs", "objective": "dpo", "training": FEW,
+                "sweep": {"training.learning_rate": [1e-7, 2e-3]}},
         "cpt": {"base_model": "tiny", "dataset": "text", "objective": "cpt", "training": FEW},
         "full": {"base_model": "tiny", "dataset": "chat", "method": "full", "training": FEW},
     })
+    trained = ("sft", "dpo-trial1", "dpo-trial2", "cpt", "full")
     result = materialize(config, "base_model/tiny", "dataset/chat", "dataset/prefs",
-                         "dataset/text", "adapter/sft", "adapter/dpo", "adapter/cpt",
-                         "adapter/full")
+                         "dataset/text", *(f"adapter/{name}" for name in trained), "adapter/dpo")
     store = resources_for(config)["store"]
-    for name in ("sft", "dpo", "cpt", "full"):
+    for name in trained:
         meta = metadata(result, f"adapter/{name}")
         assert meta["steps"] == 4, name
         assert meta["peak_memory_mib"] > 0 and meta["final_loss"] == meta["final_loss"]  # not NaN
@@ -89,11 +91,16 @@ def test_sft_dpo_cpt_and_full_fine_tuning_train_on_the_cpu(tmp_path: Path) -> No
         assert (folder / weights).is_file(), name
         assert "offline-run-" in meta["wandb_run"]  # tracked by the real W&B client, offline
         assert any(Path(meta["wandb_run"]).glob("run-*.wandb"))
-    assert "rl: dpo" in metadata(result, "adapter/dpo")["axolotl_yaml"]
+    assert "rl: dpo" in metadata(result, "adapter/dpo-trial2")["axolotl_yaml"]
+    # DPO eval loss on held-out pairs: a policy still equal to its reference scores ln 2, a
+    # trained one less; the sweep keeps the trained one
+    still, trained_dpo = (metadata(result, f"adapter/dpo-trial{i}")["eval_loss"] for i in (1, 2))
+    assert abs(still - math.log(2)) < 0.01 and 0 < trained_dpo < math.log(2) - 0.01
+    assert metadata(result, "adapter/dpo")["best_trial"] == "dpo-trial2"
     assert "type: completion" in metadata(result, "adapter/cpt")["axolotl_yaml"]
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed
               for c in result.get_asset_check_evaluations()}
-    assert checks[("adapter/full", "peft_format")] and checks[("adapter/dpo", "peft_format")]
+    assert checks[("adapter/full", "peft_format")] and checks[("adapter/dpo-trial2", "peft_format")]
 
 
 def test_a_bad_passthrough_key_fails_before_training_and_names_it(tmp_path: Path) -> None:
