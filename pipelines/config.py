@@ -217,7 +217,7 @@ class TrainingSpec(Strict):
         None, ge=1, description="save (and upload) a checkpoint every N steps; default: the end")
     eval_every: int | None = Field(
         None, ge=1, description="eval loss on the val split every N steps; default: at the end "
-                                "(sft and cpt objectives, when the val split has rows)")
+                                "(when the val split has rows; for dpo the preference loss)")
 
 
 class TrackingSpec(Strict):
