@@ -5,8 +5,12 @@
 
     .venvs/factory/bin/python -m bench.serving_throughput [--requests 96 --concurrency 16]
 
-Needs a materialized base model and adapter (run `make demo` first). Starts its own vLLM server
-on port 8020 (the adapter loaded under three names) and an in-process gateway.
+Needs a materialized base model and adapter (run `make demo` first). Starts two vLLM servers of
+the base model, one with LoRA on port 8020 (the adapter loaded under three names) and one without
+on 8022 (one at a time), and a gateway process on 8021. The base model is measured on both: vLLM
+with --enable-lora is slower even for requests that use no adapter, so the plain server is the
+baseline a user compares against. Each load is warmed up once, then measured in interleaved
+rounds; the medians are printed.
 """
 
 from __future__ import annotations
@@ -14,10 +18,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,6 +81,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=8020)
     args = parser.parse_args()
 
@@ -87,44 +97,73 @@ def main() -> None:
     rank = store.get_json(f"{champion['prefix']}/adapter_config.json")["r"]
     names = [f"{adapter}-{i}" for i in range(3)]
     base = store.read_ref(f"base_model/{deployment.base_model}")
-    print(f"starting vLLM on :{args.port} with {deployment.base_model} + {names} ...")
-    state, _ = vllm.ensure(
-        "bench", base_name=deployment.base_model, base_dir=store.local_dir(base["prefix"]),
-        base_version=base["version"], adapters=[AdapterToServe(n, champion["version"], path, rank)
-                                                for n in names],
-        host="127.0.0.1", port=args.port, max_model_len=deployment.max_model_len,
-        max_loras=4, kv_cache_gib=deployment.kv_cache_gib, extra_args=[],
-        startup_timeout_s=300, log=type("Log", (), {"info": staticmethod(print)})())
-    try:
-        shape = (args.requests, args.concurrency, args.tokens)
-        # warm-up at the measured shape over base and adapters: the engine's first batches of a
-        # new size are slow (seconds), and would otherwise be charged to whichever run is first
-        asyncio.run(load(state.url, [deployment.base_model, *names], *shape))
-        base_run = asyncio.run(load(state.url, [deployment.base_model], *shape))
-        lora_run = asyncio.run(load(state.url, names, *shape))
-        direct = asyncio.run(load(state.url, names, *shape))
-        via_gateway = gateway_run(state.url, names, shape)
+    log = type("Log", (), {"info": staticmethod(print)})()
+
+    def start(name: str, port: int, adapters: list[AdapterToServe]) -> str:
+        """A server of the demo's base model: with LoRA (the adapters) or without (none)."""
+        print(f"starting vLLM {name} on :{port} with {deployment.base_model} + "
+              f"{[a.name for a in adapters]} ...")
+        state, _ = vllm.ensure(
+            name, base_name=deployment.base_model, base_dir=store.local_dir(base["prefix"]),
+            base_version=base["version"], adapters=adapters, host="127.0.0.1", port=port,
+            max_model_len=deployment.max_model_len, max_loras=4 if adapters else 0,
+            kv_cache_gib=deployment.kv_cache_gib, extra_args=[], startup_timeout_s=300, log=log)
+        return state.url
+
+    shape = (args.requests, args.concurrency, args.tokens)
+    try:  # one server at a time: vLLM pins both engines to the same core
+        plain = start("bench-plain", args.port + 2, [])
+        rounds = measure({"plain": lambda: load(plain, [deployment.base_model], *shape)},
+                         args.rounds)
+        vllm.stop("bench-plain", log)
+        lora = start("bench", args.port, [AdapterToServe(n, champion["version"], path, rank)
+                                          for n in names])
+        with gateway_process(lora, names) as (gateway_url, headers):
+            on_lora = measure({
+                "base": lambda: load(lora, [deployment.base_model], *shape),
+                "adapters": lambda: load(lora, names, *shape),
+                "gateway": lambda: load(gateway_url, names, *shape, headers),
+            }, args.rounds)
+        rounds = [{**a, **b} for a, b in zip(rounds, on_lora, strict=True)]
     finally:
-        vllm.stop("bench")
+        vllm.stop("bench-plain", log)
+        vllm.stop("bench", log)
+
+    def median(label: str, field: str) -> float:
+        return statistics.median(getattr(r[label], field) for r in rounds)
+
+    def ratio(label: str, reference: str) -> float:
+        return statistics.median(r[label].tokens_per_s / r[reference].tokens_per_s
+                                 for r in rounds)
 
     print(f"\nload: {args.requests} requests x {args.tokens} tokens, concurrency "
-          f"{args.concurrency}")
-    print(f"(a) base only:          {base_run.tokens_per_s:8.0f} tok/s  p99 {base_run.p99_s:.2f}s")
-    print(f"    over 3 adapters:    {lora_run.tokens_per_s:8.0f} tok/s  p99 {lora_run.p99_s:.2f}s")
-    print(f"    ratio adapters/base: {lora_run.tokens_per_s / base_run.tokens_per_s:.2f}  "
+          f"{args.concurrency}; medians of {args.rounds} interleaved rounds")
+    for label, title in (("plain", "(a) base, plain vLLM:"), ("base", "    base, LoRA-enabled:"),
+                         ("adapters", "    over 3 adapters:"),
+                         ("gateway", "(b) adapters, gateway:")):
+        print(f"{title:26}{median(label, 'tokens_per_s'):8.0f} tok/s  "
+              f"p50 {median(label, 'p50_s'):.2f}s  p99 {median(label, 'p99_s'):.2f}s")
+    print(f"    ratio adapters/base (plain vLLM): {ratio('adapters', 'plain'):.2f}  "
           "(goal >= 0.85)")
-    print(f"(b) direct to vLLM:     {direct.tokens_per_s:8.0f} tok/s  p99 {direct.p99_s:.2f}s")
-    print(f"    through gateway:    {via_gateway.tokens_per_s:8.0f} tok/s  "
-          f"p99 {via_gateway.p99_s:.2f}s")
-    print(f"    ratio gateway/direct: {via_gateway.tokens_per_s / direct.tokens_per_s:.2f}  "
-          f"(goal >= 0.90); added p99 latency {1000 * (via_gateway.p99_s - direct.p99_s):+.0f} ms")
+    print(f"    ratio adapters/base (same LoRA-enabled server): "
+          f"{ratio('adapters', 'base'):.2f}")
+    added = 1000 * (median("gateway", "p99_s") - median("adapters", "p99_s"))
+    print(f"    ratio gateway/direct: {ratio('gateway', 'adapters'):.2f}  (goal >= 0.90); "
+          f"added p99 latency {added:+.0f} ms")
 
 
-def gateway_run(vllm_url: str, names: list[str], shape: tuple[int, int, int]) -> Run:
+def measure(loads: dict[str, Callable[[], Coroutine[Any, Any, Run]]],
+            rounds: int) -> list[dict[str, Run]]:
+    """Each load once to warm up (vLLM's first batches of a new size, with or without LoRA, take
+    seconds), then `rounds` interleaved rounds, so drift hits every load alike."""
+    for run in loads.values():
+        asyncio.run(run())
+    return [{label: asyncio.run(run()) for label, run in loads.items()} for _ in range(rounds)]
+
+
+@contextmanager
+def gateway_process(vllm_url: str, names: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
     """The gateway as its own process (`factory-gateway serve`), as it runs in production."""
-    import subprocess
-    import sys
-
     import yaml
 
     from gateway.app import build_gateway
@@ -154,9 +193,7 @@ def gateway_run(vllm_url: str, names: list[str], shape: tuple[int, int, int]) ->
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(0.5)
-            headers = {"authorization": f"Bearer {key}"}
-            asyncio.run(load(url, names, 16, 8, 8, headers))
-            return asyncio.run(load(url, names, *shape, headers))
+            yield url, {"authorization": f"Bearer {key}"}
         finally:
             server.terminate()
             server.wait(10)

@@ -412,7 +412,8 @@ class DeploymentSpec(Strict):
         4096, ge=0, description="restart a server (drained) whose memory grew this much from "
                                 "adapter swaps; null = never")
     max_model_len: int = Field(512, ge=64)
-    max_loras: int = Field(4, ge=1)
+    max_loras: int = Field(4, ge=0, description="adapters resident at once; 0 serves the base "
+                                                  "model without LoRA support (and its cost)")
     kv_cache_gib: int = Field(1, ge=1)
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server flags")
     startup_timeout_s: int = Field(300, ge=10)

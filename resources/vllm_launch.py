@@ -28,12 +28,16 @@ def lora_rank_limit(ranks: list[int]) -> int:
 def server_args(*, model: str, served_name: str, host: str, port: int, dtype: str,
                 max_model_len: int, max_loras: int, ranks: list[int],
                 extra_args: list[str]) -> list[str]:
+    """max_loras 0 serves the base model alone: a LoRA-enabled vLLM is slower even for requests
+    that use no adapter (bench/serving_throughput.py measures both)."""
+    if max_loras == 0 and ranks:
+        raise ValueError(f"max_loras is 0 but {len(ranks)} adapter(s) are to be served")
+    lora = ["--enable-lora", "--max-lora-rank", str(lora_rank_limit(ranks)),
+            "--max-loras", str(max_loras)] if max_loras else []
     return [
         "--model", model, "--served-model-name", served_name,
         "--host", host, "--port", str(port), "--dtype", dtype,
-        "--max-model-len", str(max_model_len), "--max-num-seqs", "32",
-        "--enable-lora", "--max-lora-rank", str(lora_rank_limit(ranks)),
-        "--max-loras", str(max_loras), *extra_args,
+        "--max-model-len", str(max_model_len), "--max-num-seqs", "32", *lora, *extra_args,
     ]
 
 

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from pipelines.cli import main
 from pipelines.config import ConfigError, load_config
+from resources.vllm_launch import server_args
 
 SMALL = Path(__file__).parent / "configs" / "small.yaml"
 
@@ -84,3 +85,14 @@ def test_deployed_adapter_without_evaluation_is_rejected(tmp_path: Path) -> None
 def test_gateway_section_is_validated(tmp_path: Path) -> None:
     msg = error_for(tmp_path, lambda r: r.update(gateway={"port": 8080, "limts": {}}))
     assert "gateway.limts: unknown key" in msg
+
+
+def test_a_base_only_deployment_launches_vllm_without_lora(tmp_path: Path) -> None:
+    msg = error_for(tmp_path, lambda r: r["deployments"]["local"].update(max_loras=0))
+    assert "deployments.local.max_loras: raise it to >= 2" in msg
+    plain = server_args(model="/m", served_name="tiny", host="127.0.0.1", port=8000,
+                        dtype="float32", max_model_len=512, max_loras=0, ranks=[], extra_args=[])
+    assert "--enable-lora" not in plain and "--max-loras" not in plain
+    with pytest.raises(ValueError, match="max_loras is 0 but 1 adapter"):
+        server_args(model="/m", served_name="tiny", host="127.0.0.1", port=8000,
+                    dtype="float32", max_model_len=512, max_loras=0, ranks=[8], extra_args=[])
