@@ -7,16 +7,17 @@
 
 Needs a materialized base model and adapter (run `make demo` first). Starts two vLLM servers of
 the base model, one with LoRA on port 8020 (the adapter loaded under three names) and one without
-on 8022 (one at a time), and a gateway process on 8021. The base model is measured on both: vLLM
-with --enable-lora is slower even for requests that use no adapter, so the plain server is the
-baseline a user compares against. Each load is warmed up once, then measured in interleaved
-rounds; the medians are printed.
+on 8022 (one at a time), and a gateway process on 8021, whose own CPU time per request is printed
+too. The base model is measured on both: vLLM with --enable-lora is slower even for requests
+that use no adapter, so the plain server is the baseline a user compares against. Each load is
+warmed up once, then measured in interleaved rounds; the medians are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from assets.promotion import Registry
 from pipelines.config import load_config
@@ -43,6 +45,9 @@ class Run:
     tokens_per_s: float
     p50_s: float
     p99_s: float
+    wall_s: float
+    requests: int
+    server_cpu_s: float | None = None
 
 
 async def load(url: str, models: list[str], requests: int, concurrency: int, tokens: int,
@@ -72,7 +77,17 @@ async def load(url: str, models: list[str], requests: int, concurrency: int, tok
     wall = time.perf_counter() - started
     latencies.sort()
     return Run(produced / wall, statistics.median(latencies),
-               latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))])
+               latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], wall, requests)
+
+
+async def charged_to(server: psutil.Process, run: Coroutine[Any, Any, Run]) -> Run:
+    """The load, with the CPU seconds `server` spent while it ran: on a machine this small the
+    gateway's CPU is taken from the engine, so its cost per request bounds what it can explain
+    of the gateway/direct gap (the rest is the extra hop)."""
+    before = sum(server.cpu_times()[:2])
+    result = await run
+    result.server_cpu_s = sum(server.cpu_times()[:2]) - before
+    return result
 
 
 def main() -> None:
@@ -118,11 +133,11 @@ def main() -> None:
         vllm.stop("bench-plain", log)
         lora = start("bench", args.port, [AdapterToServe(n, champion["version"], path, rank)
                                           for n in names])
-        with gateway_process(lora, names) as (gateway_url, headers):
+        with gateway_process(lora, names) as (gateway_url, headers, gateway):
             on_lora = measure({
                 "base": lambda: load(lora, [deployment.base_model], *shape),
                 "adapters": lambda: load(lora, names, *shape),
-                "gateway": lambda: load(gateway_url, names, *shape, headers),
+                "gateway": lambda: charged_to(gateway, load(gateway_url, names, *shape, headers)),
             }, args.rounds)
         rounds = [{**a, **b} for a, b in zip(rounds, on_lora, strict=True)]
     finally:
@@ -150,6 +165,11 @@ def main() -> None:
     added = 1000 * (median("gateway", "p99_s") - median("adapters", "p99_s"))
     print(f"    ratio gateway/direct: {ratio('gateway', 'adapters'):.2f}  (goal >= 0.90); "
           f"added p99 latency {added:+.0f} ms")
+    cpu_ms = statistics.median(1000 * r["gateway"].server_cpu_s / r["gateway"].requests
+                               for r in rounds)
+    share = statistics.median(r["gateway"].server_cpu_s / r["gateway"].wall_s for r in rounds)
+    print(f"    gateway process CPU: {cpu_ms:.1f} ms per request, {share:.2f} of a core during "
+          f"its load ({os.cpu_count()} cores shared with vLLM and this load generator)")
 
 
 def measure(loads: dict[str, Callable[[], Coroutine[Any, Any, Run]]],
@@ -162,7 +182,8 @@ def measure(loads: dict[str, Callable[[], Coroutine[Any, Any, Run]]],
 
 
 @contextmanager
-def gateway_process(vllm_url: str, names: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
+def gateway_process(vllm_url: str, names: list[str]
+                    ) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
     """The gateway as its own process (`factory-gateway serve`), as it runs in production."""
     import yaml
 
@@ -193,7 +214,7 @@ def gateway_process(vllm_url: str, names: list[str]) -> Iterator[tuple[str, dict
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(0.5)
-            yield url, {"authorization": f"Bearer {key}"}
+            yield url, {"authorization": f"Bearer {key}"}, psutil.Process(server.pid)
         finally:
             server.terminate()
             server.wait(10)

@@ -1,12 +1,13 @@
 """The wire format: OpenAI-compatible request models (validated before anything goes upstream)
-and error bodies. Unknown request fields are dropped, never forwarded.
+and error bodies. Unknown request fields are dropped, never forwarded; vLLM's own sampling
+extras (what the openai SDK sends as `extra_body`) are known fields, validated like the rest.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -62,6 +63,20 @@ class Sampling(Request):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = Field(None, max_length=256)
+    # vLLM's sampling extras
+    top_k: int | None = Field(None, ge=-1, le=1_000_000)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=2)
+    min_tokens: int | None = Field(None, ge=0)
+    ignore_eos: bool | None = None
+    stop_token_ids: list[Annotated[int, Field(ge=0, le=10_000_000)]] | None = Field(
+        None, max_length=16)
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> Sampling:
+        if self.min_tokens and self.max_tokens and self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens may not exceed max_tokens")
+        return self
 
     @field_validator("stop")
     @classmethod

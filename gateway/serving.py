@@ -26,6 +26,7 @@ from gateway.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     GatewayError,
+    Sampling,
     model_not_found,
 )
 from gateway.rag import Retriever, augment, citations, collection_not_found, question_of
@@ -89,7 +90,8 @@ class Gateway:
             raise model_not_found(model)
         if model not in self.tenancy.granted(principal.project_id):
             raise model_not_found(model)
-        if model != self.settings.embedding_model_name and model not in await self.pool.served():
+        if (model != self.settings.embedding_model_name
+                and model not in await self.pool.served(expecting=model)):
             raise model_not_found(model)
 
     def admit(self, principal: Principal, write: bool = True) -> None:
@@ -104,7 +106,7 @@ class Gateway:
                                     f"{wait:.0f}s.", "rate_limit_error", "rate_limit_exceeded",
                                headers={"Retry-After": str(int(wait))})
 
-    def check_limits(self, prompt_chars: int, max_tokens: int | None, n: int,
+    def check_limits(self, prompt_chars: int, sampling: Sampling | None = None,
                      messages: int = 0) -> None:
         limits = self.settings.limits
         if messages > limits.max_messages:
@@ -114,17 +116,22 @@ class Gateway:
             raise GatewayError(400, f"The prompt has {prompt_chars} characters; the limit is "
                                     f"{limits.max_prompt_chars}.", "invalid_request_error",
                                "prompt_too_long", "messages")
-        if max_tokens is not None and max_tokens > limits.max_tokens:
-            raise GatewayError(400, f"max_tokens may be at most {limits.max_tokens}.",
-                               "invalid_request_error", "max_tokens_too_large", "max_tokens")
-        if n > limits.max_n:
+        if sampling is None:
+            return
+        for param in ("max_tokens", "min_tokens"):
+            value = getattr(sampling, param)
+            if value is not None and value > limits.max_tokens:
+                raise GatewayError(400, f"{param} may be at most {limits.max_tokens}.",
+                                   "invalid_request_error", f"{param}_too_large", param)
+        if sampling.n > limits.max_n:
             raise GatewayError(400, f"n may be at most {limits.max_n}.",
                                "invalid_request_error", "n_too_large", "n")
 
     # -- inference ----------------------------------------------------------------------------
     def _upstream_body(self, request: ChatCompletionRequest | CompletionRequest) -> dict:
         body = request.model_dump(exclude_none=True, exclude={"compare_with", "rag"})
-        body.setdefault("max_tokens", min(256, self.settings.limits.max_tokens))
+        body.setdefault("max_tokens", max(min(256, self.settings.limits.max_tokens),
+                                          request.min_tokens or 0))
         if request.stream:
             body["stream_options"] = {"include_usage": True}
         return body
@@ -135,13 +142,13 @@ class Gateway:
         await self.authorise_model(principal, request.model)
         if isinstance(request, ChatCompletionRequest):
             text = "\n".join(m.content for m in request.messages)
-            self.check_limits(len(text), request.max_tokens, request.n, len(request.messages))
+            self.check_limits(len(text), request, len(request.messages))
             if request.compare_with:
                 await self.authorise_model(principal, request.compare_with)
         else:
             prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
             text = "\n".join(prompts)
-            self.check_limits(len(text), request.max_tokens, request.n)
+            self.check_limits(len(text), request)
         self.admit(principal)
         if principal.log_prompts:
             outcome.prompt_text = text
@@ -252,7 +259,7 @@ class Gateway:
             raise GatewayError(400, f"At most {self.settings.limits.max_embedding_inputs} "
                                     "inputs per request.", "invalid_request_error",
                                "too_many_inputs", "input")
-        self.check_limits(sum(len(i) for i in inputs), None, 1)
+        self.check_limits(sum(len(i) for i in inputs))
         self.admit(principal)
         model = await asyncio.to_thread(self._embedding_model)
         vectors, tokens = await asyncio.to_thread(self._embed, model, inputs)

@@ -2,6 +2,9 @@
 
 Routing is adapter-aware: a request goes to a replica that lists its model in /v1/models (fewest
 requests in flight first); a connection failure or 5xx moves on to the next such replica.
+Listings are refreshed in the background, so requests never queue behind a probe of a busy
+replica, and a probe that merely times out keeps what the replica was last seen serving: a
+saturated engine answers slowly but has not lost its adapters.
 """
 
 from __future__ import annotations
@@ -38,13 +41,23 @@ class ReplicaPool:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0))
         self._lock = asyncio.Lock()
         self._refreshed = 0.0
+        self._background: asyncio.Task[None] | None = None
 
     async def refresh(self, force: bool = False) -> None:
-        async with self._lock:
-            if not force and time.monotonic() - self._refreshed < self.refresh_seconds:
-                return
-            await asyncio.gather(*(self._probe(r) for r in self.replicas))
-            self._refreshed = time.monotonic()
+        """Probe now when forced or never probed; otherwise start a background probe once the
+        listing is older than refresh_seconds and route on the current one meanwhile."""
+        if force or not self._refreshed:
+            asked = time.monotonic()
+            async with self._lock:
+                if self._refreshed < asked:  # nobody probed while this one waited
+                    await self._probe_all()
+        elif (time.monotonic() - self._refreshed >= self.refresh_seconds
+              and (self._background is None or self._background.done())):
+            self._background = asyncio.create_task(self._probe_all())
+
+    async def _probe_all(self) -> None:
+        await asyncio.gather(*(self._probe(r) for r in self.replicas))
+        self._refreshed = time.monotonic()
 
     async def _probe(self, replica: Replica) -> None:
         try:
@@ -54,12 +67,21 @@ class ReplicaPool:
             replica.models = {m["id"] for m in data}
             replica.base_model = next((m["id"] for m in data if not m.get("parent")), None)
             replica.healthy = True
+        except httpx.TimeoutException:
+            pass  # busy, not gone: keep the last listing; a failing request marks it unhealthy
         except (httpx.HTTPError, KeyError, ValueError):
             replica.healthy, replica.models = False, set()
         replica.checked_at = time.time()
 
-    async def served(self) -> dict[str, list[str]]:
+    async def served(self, expecting: str | None = None) -> dict[str, list[str]]:
+        """Which replicas serve which model. A model named in `expecting` that the listing
+        lacks (an adapter hot-loaded since the last probe) gets one fresh look first, at most
+        once a second, so a new adapter is callable at once and unknown names cannot make the
+        gateway probe its replicas on every request."""
         await self.refresh()
+        if (expecting is not None and not any(expecting in r.models for r in self.replicas)
+                and time.monotonic() - self._refreshed >= 1.0):
+            await self.refresh(force=True)
         table: dict[str, list[str]] = defaultdict(list)
         for r in self.replicas:
             for m in r.models:
@@ -120,4 +142,6 @@ class ReplicaPool:
         raise NoReplica(f"no replica could serve {model!r}: {last}")
 
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
         await self.client.aclose()

@@ -70,6 +70,20 @@ def test_streaming_relays_chunks_and_usage(gateway_server: RunningGateway) -> No
     assert streamed and streamed[-1].completion_tokens == chunks[-1].usage.completion_tokens
 
 
+def test_vllm_sampling_extras_reach_the_engine(gateway_server: RunningGateway) -> None:
+    """What the SDK sends as `extra_body` (vLLM's own options) is validated and forwarded, not
+    dropped: a repetition penalty changes what greedy decoding writes."""
+    def greedy(**extra: object) -> str:
+        answer = sdk(gateway_server).chat.completions.create(
+            model="math-lora", messages=[{"role": "user", "content": QUESTION}], max_tokens=40,
+            temperature=0, extra_body={"min_tokens": 40, "ignore_eos": True, **extra})
+        assert answer.usage and answer.usage.completion_tokens == 40
+        return answer.choices[0].message.content or ""
+
+    assert greedy() == greedy()
+    assert greedy(repetition_penalty=2.0) != greedy()
+
+
 def test_completions_and_logprobs(gateway_server: RunningGateway) -> None:
     out = sdk(gateway_server).completions.create(model="tiny", prompt="7 + 5 =", max_tokens=4,
                                                  temperature=0, logprobs=2)
@@ -177,6 +191,12 @@ def test_oversized_and_malformed_bodies(gateway_server: RunningGateway) -> None:
                             headers={"content-type": "application/json"}), 400, "invalid_json")
         assert_error(c.post("/v1/chat/completions", json=chat_body(max_tokens=10**6)), 400,
                      "max_tokens_too_large")
+        assert_error(c.post("/v1/chat/completions",
+                            json=chat_body(max_tokens=None, min_tokens=10**6)), 400,
+                     "min_tokens_too_large")
+        r = c.post("/v1/chat/completions", json=chat_body(min_tokens=5))  # max_tokens is 4
+        assert_error(r, 400, "invalid_request")
+        assert "min_tokens" in r.json()["error"]["message"]
         long_prompt = {"role": "user", "content": "y" * (limits.max_prompt_chars + 1)}
         assert_error(c.post("/v1/chat/completions", json={**chat_body(),
                                                           "messages": [long_prompt]}),
@@ -272,3 +292,43 @@ def test_failover_to_a_live_replica_and_adapter_aware_choice(vllm_url: str,
     assert [r.url for r in pool.candidates("x")] == ["b", "a"]  # least busy first
     assert [r.url for r in pool.candidates("y")] == ["b"]  # only replicas that have it loaded
     assert pool.candidates("z") == []
+
+
+def test_a_busy_replica_keeps_its_models_and_nobody_waits_for_its_probe() -> None:
+    """A saturated engine answers /v1/models slowly: its adapters must not turn into 404s,
+    and requests must not queue behind the probe. A refused connection does drop it."""
+    import asyncio
+
+    from gateway.upstream import ReplicaPool
+
+    listing = {"data": [{"id": "base"}, {"id": "x", "parent": "base"}]}
+    behaviour = {"mode": "ok"}
+    release = asyncio.Event()
+
+    async def replica(request: httpx.Request) -> httpx.Response:
+        if behaviour["mode"] == "slow":
+            await release.wait()
+            raise httpx.ReadTimeout("probe timed out", request=request)
+        if behaviour["mode"] == "gone":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=listing)
+
+    async def scenario() -> None:
+        pool = ReplicaPool(["http://replica"], refresh_seconds=0.01)
+        await pool.client.aclose()
+        pool.client = httpx.AsyncClient(transport=httpx.MockTransport(replica))
+        assert set(await pool.served()) == {"base", "x"}
+        behaviour["mode"] = "slow"
+        await asyncio.sleep(0.02)
+        # the listing is stale: a probe starts in the background, the answer does not wait
+        served = await asyncio.wait_for(pool.served(), timeout=5)
+        assert "x" in served and pool.candidates("x")
+        release.set()
+        await pool.refresh(force=True)  # this probe times out too
+        assert "x" in await pool.served() and pool.candidates("x")
+        behaviour["mode"] = "gone"
+        await pool.refresh(force=True)
+        assert await pool.served() == {} and not pool.candidates("x")
+        await pool.close()
+
+    asyncio.run(scenario())
