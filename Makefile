@@ -10,7 +10,7 @@ demo: setup  ## build, train, evaluate, serve and index: the whole graph on the 
 	$(FACTORY)/factory demo
 
 test: setup  ## the test suite (what CI runs), then the linter
-	$(FACTORY)/python -m pytest -v --durations=15
+	$(FACTORY)/python -m pytest -v --tb=short --durations=15
 	$(FACTORY)/ruff check .
 
 lint:

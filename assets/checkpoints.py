@@ -3,12 +3,13 @@
 A run killed mid-way (instance lost, worker crashed) leaves its last checkpoint in the store; the
 retry downloads it into the run folder and Axolotl resumes from it
 (`auto_resume_from_checkpoints`), reaching the same final step. A checkpoint is uploaded only
-once `trainer_state.json`, which the trainer writes after the weights and optimizer state, exists.
+once it is finished (`worker.checkpoints`: its trainer state, written last, is complete), and a
+checkpoint the trainer rotates away while it uploads is left for the next one; any other upload
+failure fails the step once training ends, since the run would not be resumable.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -17,13 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resources.object_store import MANIFEST, ObjectStore
-
-STEP = re.compile(r"checkpoint-(\d+)$")
-
-
-def step_of(name: str) -> int:
-    match = STEP.search(name.rstrip("/"))
-    return int(match.group(1)) if match else -1
+from worker.checkpoints import finished, step_of
 
 
 class Checkpoints:
@@ -34,13 +29,12 @@ class Checkpoints:
         self.uploaded: set[str] = set()
 
     def local(self) -> list[Path]:
-        return sorted((p for p in self.run_dir.glob("checkpoint-*")
-                       if (p / "trainer_state.json").is_file()), key=lambda p: step_of(p.name))
+        return finished(self.run_dir)
 
     def stored(self) -> list[str]:
         names = {key.split("/")[0] for key in
                  (k.removeprefix(self.prefix + "/") for k in self.store.list(self.prefix))}
-        return sorted((n for n in names if STEP.search(n) and self.store.is_complete(
+        return sorted((n for n in names if step_of(n) >= 0 and self.store.is_complete(
             f"{self.prefix}/{n}")), key=step_of)
 
     def restore(self) -> int | None:
@@ -58,19 +52,30 @@ class Checkpoints:
 
     def upload_new(self) -> None:
         for path in self.local():
-            if path.name not in self.uploaded:
+            if path.name in self.uploaded:
+                continue
+            try:
                 self.store.put_dir(f"{self.prefix}/{path.name}", path)
-                self.uploaded.add(path.name)
-                self.log.info(f"checkpoint {path.name} saved to the object store")
+            except FileNotFoundError:  # rotated away mid-upload: stored without a manifest
+                self.log.info(f"{path.name} was replaced by a newer checkpoint during its upload")
+                continue
+            self.uploaded.add(path.name)
+            self.log.info(f"checkpoint {path.name} saved to the object store")
 
     @contextmanager
     def mirrored(self) -> Iterator[None]:
         """Upload each new checkpoint while the body (the training run) executes."""
         stop = threading.Event()
+        failures: list[BaseException] = []
 
         def loop() -> None:
             while not stop.wait(self.poll_s):
-                self.upload_new()
+                try:
+                    self.upload_new()
+                except Exception as exc:  # re-raised in the step once training ends
+                    failures.append(exc)
+                    self.log.error(f"checkpoints stopped reaching {self.store.url}: {exc!r}")
+                    return
 
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
@@ -79,6 +84,9 @@ class Checkpoints:
         finally:
             stop.set()
             thread.join()
+        if failures:
+            raise RuntimeError(f"checkpoints of {self.run_dir} could not be stored; the run "
+                               "stays resumable from its local checkpoints") from failures[0]
         self.upload_new()
 
     def discard(self) -> None:

@@ -4,6 +4,7 @@ compute, resuming a killed run from the object store, and offline W&B tracking."
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import subprocess
@@ -17,9 +18,13 @@ import psutil
 import pytest
 import yaml
 
+from assets.checkpoints import Checkpoints
 from assets.demo_data import filings, math_problems
 from pipelines.config import ConfigError, FactoryConfig, load_config
 from pipelines.graph import make_definitions, resources_for
+from resources.object_store import ObjectStore
+from worker.checkpoints import remove_unfinished
+from worker.train import trainer_state
 
 TINY = {"source": "local", "pretrain": None,
         "architecture": {"hidden_size": 64, "num_layers": 1, "num_heads": 2,
@@ -212,10 +217,12 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
     for proc in psutil.process_iter(["cmdline"]):  # this test's worker box dies mid-run
         command = " ".join(proc.info["cmdline"] or [])
         if "axolotl" in command and str(tmp_path) in command:  # axolotl train <this test's yaml>
-            worker = proc.parent()  # python -m worker.train
+            worker = next(p for p in [proc, *proc.parents()] if "worker.train" in p.cmdline())
             for p in [*worker.children(recursive=True), worker]:
                 p.kill()
             break
+    else:
+        pytest.fail("this test's training process was not found")
     first.wait(120)
     run_dirs = list((tmp_path / "work" / "runs" / "adapter" / "long").iterdir())
     for run_dir in run_dirs:  # the retry lands on a fresh machine: only the store remains
@@ -227,3 +234,38 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
     assert meta["resumed_from_step"] == stored
     assert meta["steps"] == 1500
     assert not store.list("checkpoints/adapter/long/")  # discarded once published
+
+
+def test_a_checkpoint_cut_short_by_a_crash_is_never_stored_or_resumed_from(tmp_path: Path) -> None:
+    """The trainer writes trainer_state.json last but in place: a box dying during that write
+    leaves a folder that looks done, and resuming from it would crash the retry."""
+    run_dir = tmp_path / "run"
+    state = json.dumps({"global_step": 100, "log_history": [{"loss": 5.0, "step": 100}]})
+    for step, text in [(100, state), (200, state.replace("100", "200")[:20]), (300, None)]:
+        folder = run_dir / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        if text is not None:
+            (folder / "trainer_state.json").write_text(text)
+    store = ObjectStore(url="file://store", root=str(tmp_path))
+    checkpoints = Checkpoints(store, "checkpoints/adapter/a/v1", run_dir, logging.getLogger())
+
+    checkpoints.upload_new()
+    assert checkpoints.stored() == ["checkpoint-100"]
+    assert remove_unfinished(run_dir) == ["checkpoint-200", "checkpoint-300"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint-100"]
+    assert checkpoints.restore() == 100
+    assert trainer_state(run_dir)["log_history"] == [{"loss": 5.0, "step": 100}]
+
+
+def test_checkpoints_that_cannot_be_stored_fail_the_run_instead_of_passing_silently(
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint-10").mkdir(parents=True)
+    (run_dir / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 10}')
+    (tmp_path / "store").write_text("a file where the store's folder should be")
+    store = ObjectStore(url="file://store", root=str(tmp_path))
+    checkpoints = Checkpoints(store, "checkpoints/adapter/a/v1", run_dir, logging.getLogger(),
+                              poll_s=0.05)
+    with pytest.raises(RuntimeError, match="could not be stored"), checkpoints.mirrored():
+        time.sleep(0.5)  # the training run

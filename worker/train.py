@@ -22,6 +22,7 @@ from typing import Any
 
 from dagster_pipes import PipesContext
 
+from worker import checkpoints
 from worker.pipes import open_pipes
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -95,11 +96,6 @@ def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext,
     return peak
 
 
-def checkpoint_steps(output_dir: Path) -> list[int]:
-    return sorted(int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*")
-                  if (p / "trainer_state.json").is_file())
-
-
 def wandb_run(output_dir: Path) -> str | None:
     runs = sorted((output_dir / "wandb").glob("*run-*"), key=lambda p: p.stat().st_mtime)
     return str(runs[-1]) if runs else None
@@ -107,11 +103,10 @@ def wandb_run(output_dir: Path) -> str | None:
 
 def trainer_state(output_dir: Path) -> dict[str, Any]:
     """The newest checkpoint's state: global step and the logged losses so far."""
-    states = sorted(output_dir.glob("checkpoint-*/trainer_state.json"),
-                    key=lambda p: int(p.parent.name.split("-")[1]))
-    if not states:
-        return {"global_step": 0, "log_history": []}
-    return json.loads(states[-1].read_text())
+    for checkpoint in reversed(checkpoints.finished(output_dir)):
+        if state := checkpoints.state_of(checkpoint):
+            return state
+    return {"global_step": 0, "log_history": []}
 
 
 FINAL_METRICS = re.compile(r"\{'train_runtime': .*?\}")
@@ -177,7 +172,10 @@ def main() -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         config_path = output_dir / "axolotl.yaml"
         config_path.write_text(params["axolotl_yaml"])
-        resumed = (checkpoint_steps(output_dir) or [None])[-1]
+        for name in checkpoints.remove_unfinished(output_dir):
+            pipes.log.warning(f"removed {name}: a crash left it half-written")
+        done = checkpoints.finished(output_dir)
+        resumed = checkpoints.step_of(done[-1].name) if done else None
         if resumed is not None:
             pipes.log.info(f"resuming from checkpoint-{resumed}")
         env = axolotl_env() | {"WANDB_DIR": str(output_dir)}
