@@ -35,16 +35,20 @@ def state_of(checkpoint: Path) -> dict[str, Any] | None:
     return state
 
 
+def folders(output_dir: Path) -> list[Path]:
+    """Every `checkpoint-<step>` folder, finished or not, oldest first."""
+    return sorted((p for p in output_dir.glob("checkpoint-*")
+                   if p.is_dir() and step_of(p.name) >= 0), key=lambda p: step_of(p.name))
+
+
 def finished(output_dir: Path) -> list[Path]:
     """The finished checkpoints, oldest first."""
-    folders = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and step_of(p.name) >= 0]
-    return sorted((p for p in folders if state_of(p) is not None), key=lambda p: step_of(p.name))
+    return [p for p in folders(output_dir) if state_of(p) is not None]
 
 
 def remove_unfinished(output_dir: Path) -> list[str]:
     """Delete checkpoint folders a crash left half-written, before a run resumes; their names."""
-    done = set(finished(output_dir))
-    debris = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p not in done]
+    debris = [p for p in folders(output_dir) if state_of(p) is None]
     for path in debris:
         shutil.rmtree(path)
-    return sorted(p.name for p in debris)
+    return [p.name for p in debris]

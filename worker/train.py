@@ -103,10 +103,9 @@ def wandb_run(output_dir: Path) -> str | None:
 
 def trainer_state(output_dir: Path) -> dict[str, Any]:
     """The newest checkpoint's state: global step and the logged losses so far."""
-    for checkpoint in reversed(checkpoints.finished(output_dir)):
-        if state := checkpoints.state_of(checkpoint):
-            return state
-    return {"global_step": 0, "log_history": []}
+    done = checkpoints.finished(output_dir)
+    state = checkpoints.state_of(done[-1]) if done else None
+    return state or {"global_step": 0, "log_history": []}
 
 
 FINAL_METRICS = re.compile(r"\{'train_runtime': .*?\}")
