@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Everything else is a helper.
-.PHONY: setup demo test lint stop ui
+.PHONY: setup demo test test-fast lint stop ui
 
 FACTORY := .venvs/factory/bin
 
@@ -11,6 +11,10 @@ demo: setup  ## build, train, evaluate, serve and index: the whole graph on the 
 
 test: setup  ## the test suite (what CI runs), then the linter
 	$(FACTORY)/python -m pytest -v --tb=short --durations=15
+	$(FACTORY)/ruff check .
+
+test-fast: setup  ## the developer loop: every test that does not wait for the trained graph
+	$(FACTORY)/python -m pytest -q -m "not graph" --durations=10
 	$(FACTORY)/ruff check .
 
 lint:

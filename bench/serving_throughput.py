@@ -195,7 +195,10 @@ def gateway_process(vllm_url: str, names: list[str]
         config = Path(tmp) / "factory.yaml"
         config.write_text(yaml.safe_dump({"gateway": {
             "database_url": f"sqlite:///{Path(tmp) / 'gw.db'}", "upstreams": [vllm_url],
-            "default_rpm": 100_000, "default_tpm": 100_000_000, "port": port}}))
+            "default_rpm": 100_000, "default_tpm": 100_000_000, "port": port,
+            # admission stays on (counted, reserved, settled); the ceilings just fit the load
+            "key_max_in_flight": 1024,
+            "project_quota": {"rpm": 100_000, "tpm": 100_000_000, "max_in_flight": 1024}}}))
         tenancy = build_gateway(load_settings(config)).tenancy
         tenancy.create_project("bench", owner="bench")
         for name in names:

@@ -1,22 +1,31 @@
-"""Wiring: settings -> database, tenancy, replicas, limiter, metrics -> FastAPI app."""
+"""Wiring: settings -> database, tenancy, replicas, admission, metrics -> FastAPI app."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from gateway.admin import make_admin_router
+from gateway.admission import Admission
 from gateway.audit import AuditWriter
 from gateway.db import make_engine, session_factory
 from gateway.metrics import GatewayMetrics
+from gateway.protocol import GatewayError
 from gateway.rag import Retriever
 from gateway.ratelimit import make_rate_limiter
-from gateway.routers import make_admin_router, make_router
+from gateway.routers import error_response, internal_error, make_router
 from gateway.serving import Gateway
 from gateway.settings import GatewaySettings
 from gateway.tenancy import Tenancy
 from gateway.upstream import ReplicaPool
+
+log = logging.getLogger("gateway")
 
 
 def build_gateway(settings: GatewaySettings) -> Gateway:
@@ -24,14 +33,37 @@ def build_gateway(settings: GatewaySettings) -> Gateway:
     return Gateway(
         settings=settings,
         tenancy=Tenancy(sessions, settings.default_rpm, settings.default_tpm,
-                        settings.auth_cache_seconds),
+                        settings.auth_cache_seconds, settings.project_quota),
         sessions=sessions,
-        pool=ReplicaPool(settings.upstreams, settings.refresh_seconds),
-        limiter=make_rate_limiter(settings.rate_limit_backend),
+        pool=ReplicaPool(settings.upstreams, settings.refresh_seconds,
+                         api_key=settings.upstream_api_key),
+        admission=Admission(settings, make_rate_limiter(settings.rate_limit_backend)),
         metrics=GatewayMetrics(),
         retriever=Retriever(settings),
-        audit=AuditWriter(sessions),
+        audit=AuditWriter(sessions, settings.audit_dead_letter),
     )
+
+
+def openai_errors(app: FastAPI) -> None:
+    """Whatever FastAPI or Starlette answer themselves (unknown route, wrong method, a bad
+    query parameter, an unexpected exception) also comes in OpenAI's error format."""
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(GatewayError(exc.status_code, str(exc.detail),
+                                           "invalid_request_error", code))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        param = ".".join(str(x) for x in first["loc"][1:]) or None
+        return error_response(GatewayError(400, f"Invalid request: {param}: {first['msg']}",
+                                           "invalid_request_error", "invalid_request", param))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(internal_error())
 
 
 def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
@@ -50,4 +82,5 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     app.state.gateway = gateway
     app.include_router(make_router(gateway))
     app.include_router(make_admin_router(gateway))
+    openai_errors(app)
     return app

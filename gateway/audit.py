@@ -1,33 +1,52 @@
 """The audit log's writer: records are queued by requests and written in batches off the request
 path, so a database commit never adds to a caller's latency.
 
-A failed write is logged and the batch stays queued for the next attempt (nothing is dropped);
-shutdown writes what is left. `drain()` is also the synchronous flush for tests and tools.
+When the database is unreachable, the batch stays queued for the next attempt (nothing is
+dropped). When it is reachable but refuses the batch (a value it cannot store), the rows are
+retried one by one, once, and a row refused again goes to the dead-letter file (one JSON object
+per line, with the database's reason): one bad row never blocks the rows behind it.
+Shutdown writes what is left; `drain()` is also the synchronous flush for tests and tools.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
+import time
 from collections import deque
+from pathlib import Path
+from typing import Any
 
+from sqlalchemy import inspect
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from gateway.db import AuditRecord
+from gateway.db import Base
 
 log = logging.getLogger("gateway.audit")
 
+# The database could not be reached: worth retrying the same rows later.
+UNREACHABLE = (OperationalError, InterfaceError)
+
+
+def as_dict(record: Base) -> dict[str, Any]:
+    return {"table": record.__tablename__,
+            **{c.key: getattr(record, c.key) for c in inspect(record).mapper.column_attrs}}
+
 
 class AuditWriter:
-    def __init__(self, sessions: sessionmaker, interval_s: float = 0.25) -> None:
+    def __init__(self, sessions: sessionmaker, dead_letter: str | Path,
+                 interval_s: float = 0.25) -> None:
         self.sessions, self.interval_s = sessions, interval_s
-        self._pending: deque[AuditRecord] = deque()
+        self.dead_letter = Path(dead_letter)
+        self._pending: deque[Base] = deque()
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, record: AuditRecord) -> None:
+    def add(self, record: Base) -> None:
         self._pending.append(record)
 
     def drain(self) -> int:
@@ -39,11 +58,39 @@ class AuditWriter:
             try:
                 with self.sessions.begin() as s:
                     s.add_all(batch)
-            except Exception:
+                return len(batch)
+            except UNREACHABLE:
                 log.exception("audit write of %d records failed; will retry", len(batch))
                 self._pending.extendleft(reversed(batch))
                 raise
-            return len(batch)
+            except Exception:
+                log.exception("the database refused a batch of %d audit records; retrying "
+                              "them one by one", len(batch))
+            return self._one_by_one(batch)
+
+    def _one_by_one(self, batch: list[Base]) -> int:
+        written = 0
+        for i, record in enumerate(batch):
+            fresh = type(record)(**{k: v for k, v in as_dict(record).items() if k != "table"
+                                    and k != "id"})
+            try:
+                with self.sessions.begin() as s:
+                    s.add(fresh)
+                written += 1
+            except UNREACHABLE:
+                self._pending.extendleft(reversed(batch[i:]))
+                raise
+            except Exception as exc:
+                self._bury(record, exc)
+        return written
+
+    def _bury(self, record: Base, exc: Exception) -> None:
+        log.error("audit record refused twice; written to %s: %s", self.dead_letter, exc)
+        self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
+        row = {**as_dict(record), "refused_at": time.time(), "reason": str(exc)[:500]}
+        row.pop("id", None)
+        with self.dead_letter.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
 
     async def _loop(self) -> None:
         while True:

@@ -22,7 +22,8 @@ def _tenancy(ctx: click.Context):  # type: ignore[no-untyped-def]
     from gateway.tenancy import Tenancy
 
     s = _settings(ctx)
-    return Tenancy(session_factory(make_engine(s.database_url)), s.default_rpm, s.default_tpm)
+    return Tenancy(session_factory(make_engine(s.database_url)), s.default_rpm, s.default_tpm,
+                   default_quota=s.project_quota)
 
 
 def _echo(value: Any) -> None:
@@ -89,6 +90,34 @@ def project_member(ctx: click.Context, name: str, user: str, role: str) -> None:
 @click.pass_context
 def project_grant(ctx: click.Context, name: str, model: str, kind: str) -> None:
     _echo(_tenancy(ctx).grant(name, model, kind))
+
+
+@project.command("revoke")
+@click.argument("name")
+@click.argument("model")
+@click.option("--kind", type=click.Choice(["model", "collection"]), default="model")
+@click.pass_context
+def project_revoke(ctx: click.Context, name: str, model: str, kind: str) -> None:
+    """Take a grant back."""
+    _echo(_tenancy(ctx).revoke_grant(name, model, kind))
+
+
+@project.command("quota")
+@click.argument("name")
+@click.option("--rpm", type=click.IntRange(1, 2**31 - 1), default=None)
+@click.option("--tpm", type=click.IntRange(1, 2**31 - 1), default=None)
+@click.option("--max-keys", type=click.IntRange(1, 100_000), default=None)
+@click.option("--max-in-flight", type=click.IntRange(1, 100_000), default=None)
+@click.pass_context
+def project_quota(ctx: click.Context, name: str, rpm: int | None, tpm: int | None,
+                  max_keys: int | None, max_in_flight: int | None) -> None:
+    """Show a project's ceilings, or change the ones given (all keys together)."""
+    tenancy = _tenancy(ctx)
+    if rpm is tpm is max_keys is max_in_flight is None:
+        _echo(tenancy.quota(name))
+    else:
+        _echo(tenancy.set_quota(name, rpm=rpm, tpm=tpm, max_keys=max_keys,
+                                max_in_flight=max_in_flight))
 
 
 @main.group()

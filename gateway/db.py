@@ -62,6 +62,19 @@ class ApiKey(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class Quota(Base):
+    """Ceilings the platform admin sets for a project; a project without a row gets the
+    settings' `project_quota`. Every key's limits are clamped to these, and the project's
+    requests and tokens are counted across all its keys."""
+
+    __tablename__ = "gw_quotas"
+    project_id: Mapped[int] = mapped_column(ForeignKey("gw_projects.id"), primary_key=True)
+    rpm: Mapped[int] = mapped_column(Integer)
+    tpm: Mapped[int] = mapped_column(Integer)
+    max_keys: Mapped[int] = mapped_column(Integer)
+    max_in_flight: Mapped[int] = mapped_column(Integer)
+
+
 class Grant(Base):
     """A model (base model, adapter or mixture) or a RAG collection a project may use."""
 
@@ -91,6 +104,21 @@ class AuditRecord(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     replica: Mapped[str | None] = mapped_column(String(256), nullable=True)
     prompt_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AdminAuditRecord(Base):
+    """One row per admin API call, refused ones included: who, what, on which project, result."""
+
+    __tablename__ = "gw_admin_audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(160))  # "admin", "key:<id>", "unauthenticated"
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(64))  # e.g. "key.create", "grant.revoke"
+    project: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def make_engine(url: str) -> Engine:

@@ -5,11 +5,19 @@ extras (what the openai SDK sends as `extra_body`) are known fields, validated l
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# Matched whole (re.fullmatch): `$` alone would let a trailing newline through.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+INT32 = 2**31 - 1
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def valid_name(name: str) -> bool:
+    return MODEL_NAME.fullmatch(name) is not None
 
 
 class ErrorDetail(BaseModel):
@@ -40,7 +48,7 @@ class GatewayError(Exception):
 
 def model_not_found(name: str) -> GatewayError:
     # The same answer for "does not exist" and "not yours": names must not leak across projects.
-    shown = name if len(name) <= 128 and name.isprintable() else "(invalid name)"
+    shown = name if valid_name(name) else "(invalid name)"
     return GatewayError(404, f"The model '{shown}' does not exist or you do not have access "
                              "to it.", "invalid_request_error", "model_not_found", "model")
 
@@ -51,15 +59,26 @@ class Request(BaseModel):
     model: str = Field(max_length=256)
 
 
+class StreamOptions(BaseModel):
+    """Only what OpenAI defines; anything else is dropped, not forwarded."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class Sampling(Request):
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT32)
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=INT32, description="OpenAI's newer name for max_tokens (LangChain "
+                                          "sends it); the smaller of the two applies")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=INT32)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stream: bool = False
-    stream_options: dict[str, bool] | None = None
+    stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     user: str | None = Field(None, max_length=256)
@@ -67,13 +86,16 @@ class Sampling(Request):
     top_k: int | None = Field(None, ge=-1, le=1_000_000)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, le=2)
-    min_tokens: int | None = Field(None, ge=0)
+    min_tokens: int | None = Field(None, ge=0, le=INT32)
     ignore_eos: bool | None = None
     stop_token_ids: list[Annotated[int, Field(ge=0, le=10_000_000)]] | None = Field(
         None, max_length=16)
 
     @model_validator(mode="after")
     def _min_within_max(self) -> Sampling:
+        if self.max_completion_tokens is not None:
+            self.max_tokens = min(self.max_tokens or INT32, self.max_completion_tokens)
+            self.max_completion_tokens = None
         if self.min_tokens and self.max_tokens and self.min_tokens > self.max_tokens:
             raise ValueError("min_tokens may not exceed max_tokens")
         return self
@@ -123,32 +145,52 @@ class EmbeddingRequest(Request):
     encoding_format: Literal["float", "base64"] | None = None
 
 
+# -- the admin API --------------------------------------------------------------------------
+# Names people and scripts choose: printable, no control characters, matched whole.
+USER = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9@._+-]*$")
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+PROJECT = PROJECT_NAME.pattern.join("^$")
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user: str = Field(min_length=1, max_length=128)
-    name: str = Field("default", max_length=64)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
+    user: str = USER
+    name: str = Field("default", min_length=1, max_length=64,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+    rpm: int | None = Field(None, ge=1, le=INT32, description="clamped to the project's")
+    tpm: int | None = Field(None, ge=1, le=INT32, description="clamped to the project's")
+
+
+class QuotaUpdate(BaseModel):
+    """Ceilings of a project; fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, ge=1, le=INT32)
+    tpm: int | None = Field(None, ge=1, le=INT32)
+    max_keys: int | None = Field(None, ge=1, le=100_000)
+    max_in_flight: int | None = Field(None, ge=1, le=100_000)
 
 
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    owner: str = Field(min_length=1, max_length=128)
+    name: str = Field(pattern=PROJECT)
+    owner: str = USER
     log_prompts: bool = False
+    quota: QuotaUpdate | None = None
 
 
 class MemberAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user: str = Field(min_length=1, max_length=128)
+    user: str = USER
     role: Literal["owner", "member", "viewer"]
 
 
 class GrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(max_length=128)
+    name: str = Field(max_length=128, pattern=MODEL_NAME.pattern.join("^$"))
     kind: Literal["model", "collection"] = "model"

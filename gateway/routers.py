@@ -1,25 +1,30 @@
-"""HTTP only: routes, body parsing in a fixed order (size, key, JSON, schema), error rendering.
+"""HTTP only: the OpenAI-compatible routes, their order of checks, error rendering.
 
-Bodies are parsed here rather than by FastAPI so that every failure, including malformed JSON,
-is answered in OpenAI's error format and still leaves an audit record.
+Order for every /v1 request: client address (failed-auth limit), key, requests per minute and
+in-flight slot (before the body is read, so rejected requests are limited too), then the body
+(size while reading, JSON, schema), model, token reservation, and the engine. Any failure is an
+OpenAI error body whose status is also the audit row's.
 """
 
 from __future__ import annotations
 
-import json
+import hmac
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from gateway import protocol as p
+from gateway.bodies import parse
 from gateway.serving import Gateway, Outcome
-from gateway.tenancy import Principal, TenancyError
+from gateway.tenancy import Principal
 
-M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("gateway")
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -47,29 +52,41 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
 ERRORS = {code: {"model": p.ErrorResponse, "description": text} for code, text in {
     400: "invalid request", 401: "missing, invalid or revoked key", 403: "role may not do this",
     404: "unknown model (or not granted)", 413: "body too large", 429: "rate limited",
-    502: "upstream error", 503: "no replica available"}.items()}
+    502: "upstream error", 503: "no replica available", 504: "upstream timeout"}.items()}
 
 
-async def parse(request: Request, model: type[M], limit: int) -> M:
-    raw = await request.body()
-    if len(raw) > limit:
-        raise p.GatewayError(413, f"Request body is {len(raw)} bytes; the limit is {limit}.",
-                             "invalid_request_error", "request_too_large")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise p.GatewayError(400, f"Request body is not valid JSON: {exc}",
-                             "invalid_request_error", "invalid_json") from exc
-    if not isinstance(data, dict):
-        raise p.GatewayError(400, "Request body must be a JSON object.",
-                             "invalid_request_error", "invalid_json")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(x) for x in first["loc"]) or None
-        raise p.GatewayError(400, f"Invalid request: {param}: {first['msg']}",
-                             "invalid_request_error", "invalid_request", param) from exc
+def internal_error() -> p.GatewayError:
+    return p.GatewayError(500, "The gateway failed on this request; it has been logged.",
+                          "server_error", "internal_error")
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def is_admin(request: Request, gateway: Gateway) -> bool:
+    """The platform admin's token, compared in constant time."""
+    admin = gateway.settings.admin_token
+    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return bool(admin) and hmac.compare_digest(token.encode(), admin.encode())
+
+
+class RelayResponse(StreamingResponse):
+    """A stream whose clean-up runs however the response ends (finished, client gone, error):
+    the upstream is closed, the slot given back, the tokens settled and the row audited."""
+
+    def __init__(self, body: Any, on_close: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(body, media_type="text/event-stream")
+        self._body, self._on_close = body, on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._body.aclose()
+            finally:
+                await self._on_close()
 
 
 def error_response(error: p.GatewayError) -> JSONResponse:
@@ -78,35 +95,41 @@ def error_response(error: p.GatewayError) -> JSONResponse:
 
 def make_router(gateway: Gateway) -> APIRouter:
     router = APIRouter()
-    limit = gateway.settings.limits.max_body_bytes
+    limits = gateway.settings.limits
 
     async def handle(route: str, request: Request,
                      work: Callable[[Principal, Outcome], Awaitable[Response]]) -> Response:
         outcome = Outcome(route=route)
         streaming = False
         try:
-            principal = gateway.authenticate(request.headers.get("authorization"), outcome)
+            principal = gateway.authenticate(request.headers.get("authorization"),
+                                             client_address(request), outcome)
+            gateway.admit(principal, outcome)
             response = await work(principal, outcome)
-            streaming = isinstance(response, StreamingResponse)
+            streaming = isinstance(response, RelayResponse)
             return response
         except p.GatewayError as error:
             outcome.status, outcome.error = error.status, error.code or error.type
             return error_response(error)
+        except Exception:
+            log.exception("%s failed", route)
+            error = internal_error()
+            outcome.status, outcome.error = error.status, error.code
+            return error_response(error)
         finally:
-            if not streaming:  # a stream writes its audit record when it ends
+            if not streaming:  # a stream is accounted for when it ends
                 await gateway.finish(outcome)
 
     async def streamed(path: str, body: p.ChatCompletionRequest | p.CompletionRequest,
-                       principal: Principal, outcome: Outcome) -> StreamingResponse:
+                       principal: Principal, outcome: Outcome) -> Response:
         upstream = await gateway.prepare(principal, body, outcome)
-        wants_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(gateway.stream(path, upstream, wants_usage, outcome),
-                                 media_type="text/event-stream")
+        wants_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = await gateway.open_stream(path, upstream, wants_usage, outcome)
+        return RelayResponse(events, lambda: gateway.finish(outcome))
 
     @router.get("/v1/models", responses=ERRORS)
     async def list_models(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
-            gateway.admit(principal, write=False)
             names = await gateway.visible_models(principal)
             return JSONResponse({"object": "list", "data": [
                 {"id": n, "object": "model", "owned_by": "adapter-factory"} for n in names]})
@@ -116,7 +139,7 @@ def make_router(gateway: Gateway) -> APIRouter:
                  openapi_extra=body_of(p.ChatCompletionRequest))
     async def chat(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
-            body = await parse(request, p.ChatCompletionRequest, limit)
+            body = await parse(request, p.ChatCompletionRequest, limits)
             if body.stream:
                 if body.compare_with:
                     raise p.GatewayError(400, "compare_with cannot be combined with stream.",
@@ -129,7 +152,7 @@ def make_router(gateway: Gateway) -> APIRouter:
                  openapi_extra=body_of(p.CompletionRequest))
     async def completions(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
-            body = await parse(request, p.CompletionRequest, limit)
+            body = await parse(request, p.CompletionRequest, limits)
             if body.stream:
                 return await streamed("/v1/completions", body, principal, outcome)
             return JSONResponse(await gateway.completions(body, principal, outcome))
@@ -139,90 +162,42 @@ def make_router(gateway: Gateway) -> APIRouter:
                  openapi_extra=body_of(p.EmbeddingRequest))
     async def embeddings(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
-            body = await parse(request, p.EmbeddingRequest, limit)
+            body = await parse(request, p.EmbeddingRequest, limits)
             return JSONResponse(await gateway.embeddings(body, principal, outcome))
         return await handle("embeddings", request, work)
 
+    @router.get("/v1/usage", responses=ERRORS)
+    async def usage(request: Request, day: str | None = None) -> Response:
+        """The key's project's requests and tokens per day and key (any role may read)."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            if day is not None and not p.DAY.fullmatch(day):
+                raise p.GatewayError(400, "day must be YYYY-MM-DD.", "invalid_request_error",
+                                     "invalid_request", "day")
+            return JSONResponse({"object": "list", "project": principal.project,
+                                 "data": gateway.tenancy.usage(principal.project, day)})
+        return await handle("usage", request, work)
+
     @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if not is_admin(request, gateway):
+            return error_response(p.GatewayError(401, "Metrics need the admin token.",
+                                                 "authentication_error", "not_admin"))
         return Response(generate_latest(gateway.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/health", include_in_schema=False)
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> Response:
+        """ok / unavailable for anyone (load balancers); replicas and models for the admin."""
         served = await gateway.pool.served()
-        return {"status": "ok", "replicas": [
+        ok = any(r.healthy for r in gateway.pool.replicas)
+        status = 200 if ok else 503
+        if not is_admin(request, gateway):
+            return JSONResponse({"status": "ok" if ok else "unavailable"}, status_code=status)
+        return JSONResponse({"status": "ok" if ok else "unavailable", "replicas": [
             {"url": r.url, "healthy": r.healthy, "models": sorted(r.models)}
-            for r in gateway.pool.replicas], "models": sorted(served)}
+            for r in gateway.pool.replicas], "models": sorted(served)}, status_code=status)
 
     return router
 
 
-def make_admin_router(gateway: Gateway) -> APIRouter:
-    """Platform admin (admin token) manages everything; a project owner's key manages its
-    own project's members, keys and grants."""
-    router = APIRouter(prefix="/admin", include_in_schema=False)
-    tenancy = gateway.tenancy
 
-    def authorise(request: Request, project: str | None) -> None:
-        header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip()
-        admin = gateway.settings.admin_token
-        if admin and token == admin:
-            return
-        principal = tenancy.authenticate(token) if token else None
-        if principal and project and principal.project == project and principal.role == "owner":
-            return
-        raise p.GatewayError(401 if principal is None else 403, "Admin token or the project "
-                             "owner's key required.", "authentication_error", "not_admin")
-
-    async def run(request: Request, project: str | None, action: Callable[[Any], Any],
-                  model: type[BaseModel] | None = None) -> Response:
-        try:
-            authorise(request, project)
-            body = await parse(request, model, 65536) if model else None
-            return JSONResponse(action(body))
-        except p.GatewayError as error:
-            return error_response(error)
-        except TenancyError as error:
-            status = 404 if str(error).startswith("no ") else 400
-            return error_response(p.GatewayError(status, str(error), "invalid_request_error"))
-
-    @router.post("/projects")
-    async def create_project(request: Request) -> Response:
-        return await run(request, None, lambda b: tenancy.create_project(
-            b.name, b.owner, b.log_prompts), p.ProjectCreate)
-
-    @router.post("/projects/{project}/members")
-    async def add_member(project: str, request: Request) -> Response:
-        return await run(request, project, lambda b: tenancy.add_member(project, b.user, b.role),
-                         p.MemberAdd)
-
-    @router.post("/projects/{project}/keys")
-    async def create_key(project: str, request: Request) -> Response:
-        return await run(request, project, lambda b: tenancy.create_key(
-            project, b.user, b.name, b.rpm, b.tpm), p.KeyCreate)
-
-    @router.get("/projects/{project}/keys")
-    async def list_keys(project: str, request: Request) -> Response:
-        return await run(request, project, lambda _: tenancy.list_keys(project))
-
-    @router.post("/projects/{project}/grants")
-    async def grant(project: str, request: Request) -> Response:
-        return await run(request, project, lambda b: tenancy.grant(project, b.name, b.kind),
-                         p.GrantCreate)
-
-    @router.post("/keys/{key_id}/rotate")
-    async def rotate(key_id: int, request: Request) -> Response:
-        return await run(request, None, lambda _: tenancy.rotate_key(key_id))
-
-    @router.delete("/keys/{key_id}")
-    async def revoke(key_id: int, request: Request) -> Response:
-        return await run(request, None, lambda _: tenancy.revoke_key(key_id))
-
-    @router.get("/usage")
-    async def usage(request: Request, project: str | None = None, day: str | None = None
-                    ) -> Response:
-        return await run(request, project, lambda _: tenancy.usage(project, day))
-
-    return router

@@ -19,6 +19,24 @@ class Limits(BaseModel):
     max_tokens: int = Field(1024, ge=1)
     max_n: int = Field(4, ge=1)
     max_embedding_inputs: int = Field(64, ge=1)
+    max_prompts: int = Field(16, ge=1, description="prompts in one /v1/completions request")
+    max_json_depth: int = Field(32, ge=4, description="nesting of a request body")
+    max_number_digits: int = Field(24, ge=4, description="digits of one JSON number")
+
+
+# Upper bounds of the quota fields: what PostgreSQL's 32-bit integer columns hold.
+INT32 = 2**31 - 1
+
+
+class ProjectQuota(BaseModel):
+    """A project's ceilings (set by the platform admin; these are the defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int = Field(1200, ge=1, le=INT32, description="requests per minute, all keys")
+    tpm: int = Field(400_000, ge=1, le=INT32, description="tokens per minute, all keys")
+    max_keys: int = Field(50, ge=1, le=100_000, description="active keys")
+    max_in_flight: int = Field(32, ge=1, le=100_000, description="requests in flight, all keys")
 
 
 class GatewaySettings(BaseModel):
@@ -39,15 +57,29 @@ class GatewaySettings(BaseModel):
     auth_cache_seconds: float = Field(
         5.0, ge=0, description="key/grant lookups cached; changes by other processes apply "
                                "within this time (0 = look up on every request)")
-    default_rpm: int = Field(600, ge=1)
-    default_tpm: int = Field(200_000, ge=1)
+    default_rpm: int = Field(600, ge=1, le=INT32, description="a new key's rpm unless given")
+    default_tpm: int = Field(200_000, ge=1, le=INT32, description="a new key's tpm unless given")
+    project_quota: ProjectQuota = ProjectQuota()
+    key_max_in_flight: int = Field(8, ge=1, description="requests in flight per key")
+    auth_failures_per_minute: int = Field(
+        30, ge=1, description="failed authentications per client address before 429")
     limits: Limits = Limits()
+    upstream_api_key_env: str = Field(
+        "FACTORY_VLLM_API_KEY", description="environment variable holding the key vLLM "
+                                            "replicas require (`--api-key`); unset: none sent")
+    audit_dead_letter: str = Field(
+        ".factory/gateway-audit-dead-letter.jsonl",
+        description="audit rows the database refused, one JSON object per line")
     admin_token_env: str = Field("FACTORY_GATEWAY_ADMIN_TOKEN",
                                  description="environment variable holding the admin token")
 
     @property
     def admin_token(self) -> str | None:
         return os.environ.get(self.admin_token_env) or None
+
+    @property
+    def upstream_api_key(self) -> str | None:
+        return os.environ.get(self.upstream_api_key_env) or None
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> GatewaySettings:
@@ -80,7 +112,8 @@ def resolve_paths(settings: GatewaySettings, root: Path) -> GatewaySettings:
         db = (root / relative).resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
         settings = settings.model_copy(update={"database_url": f"sqlite:///{db}"})
-    if not Path(settings.chroma_path).is_absolute():
-        settings = settings.model_copy(
-            update={"chroma_path": str((root / settings.chroma_path).resolve())})
+    for field in ("chroma_path", "audit_dead_letter"):
+        if not Path(getattr(settings, field)).is_absolute():
+            settings = settings.model_copy(
+                update={field: str((root / getattr(settings, field)).resolve())})
     return settings

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cachetools import TTLCache
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway.db import ROLES, ApiKey, AuditRecord, Grant, Member, Project
+from gateway.db import ROLES, ApiKey, AuditRecord, Grant, Member, Project, Quota
+from gateway.settings import ProjectQuota
 
 KEY_PREFIX = "af-"
 
@@ -32,8 +34,15 @@ class TenancyError(ValueError):
     """A request the admin API answers with 400/404: phrased for the person who made it."""
 
 
+class QuotaError(TenancyError):
+    """A ceiling the platform admin set would be exceeded (answered 403)."""
+
+
 @dataclass(frozen=True)
 class Principal:
+    """A key's identity and the limits that bind it: its own, clamped to its project's, and the
+    project's totals shared by all its keys."""
+
     key_id: int
     project_id: int
     project: str
@@ -42,10 +51,19 @@ class Principal:
     rpm: int
     tpm: int
     log_prompts: bool
+    quota: ProjectQuota
 
     @property
     def can_infer(self) -> bool:
         return self.role in ("owner", "member")
+
+    @property
+    def key_scope(self) -> str:
+        return f"k:{self.key_id}"
+
+    @property
+    def project_scope(self) -> str:
+        return f"p:{self.project_id}"
 
 
 def hash_secret(secret: str) -> str:
@@ -69,8 +87,9 @@ def invalidates(method: F) -> F:
 
 class Tenancy:
     def __init__(self, sessions: sessionmaker, default_rpm: int, default_tpm: int,
-                 cache_seconds: float = 5.0) -> None:
+                 cache_seconds: float = 5.0, default_quota: ProjectQuota | None = None) -> None:
         self.sessions, self.default_rpm, self.default_tpm = sessions, default_rpm, default_tpm
+        self.default_quota = default_quota or ProjectQuota()
         size, ttl = (10_000, cache_seconds) if cache_seconds > 0 else (0, 1)
         self._principals: TTLCache[str, Principal | None] = TTLCache(size, ttl)
         self._grants: TTLCache[tuple[int, str], frozenset[str]] = TTLCache(size, ttl)
@@ -86,7 +105,8 @@ class Tenancy:
             raise TenancyError(f"no project named {name!r}")
         return project
 
-    def create_project(self, name: str, owner: str, log_prompts: bool = False) -> dict[str, Any]:
+    def create_project(self, name: str, owner: str, log_prompts: bool = False,
+                       quota: ProjectQuota | None = None) -> dict[str, Any]:
         with self.sessions.begin() as s:
             if s.scalar(select(Project).where(Project.name == name)):
                 raise TenancyError(f"project {name!r} already exists")
@@ -94,7 +114,44 @@ class Tenancy:
             s.add(project)
             s.flush()
             s.add(Member(project_id=project.id, user=owner, role="owner"))
-            return {"project": name, "owner": owner, "log_prompts": log_prompts}
+            if quota is not None:
+                s.add(Quota(project_id=project.id, **quota.model_dump()))
+            return {"project": name, "owner": owner, "log_prompts": log_prompts,
+                    "quota": (quota or self.default_quota).model_dump()}
+
+    # -- quotas ---------------------------------------------------------------------------------
+    def _quota(self, s: Session, project_id: int) -> ProjectQuota:
+        row = s.get(Quota, project_id)
+        if row is None:
+            return self.default_quota
+        return ProjectQuota(rpm=row.rpm, tpm=row.tpm, max_keys=row.max_keys,
+                            max_in_flight=row.max_in_flight)
+
+    def quota(self, project: str) -> dict[str, Any]:
+        with self.sessions() as s:
+            return {"project": project, **self._quota(s, self._project(s, project).id)
+                    .model_dump()}
+
+    @invalidates
+    def set_quota(self, project: str, **changes: int | None) -> dict[str, Any]:
+        """Change some ceilings, keep the others. Keys above a lowered ceiling are clamped when
+        they are used; their stored limits are left as set."""
+        with self.sessions.begin() as s:
+            p = self._project(s, project)
+            try:
+                quota = ProjectQuota.model_validate(
+                    self._quota(s, p.id).model_dump()
+                    | {k: v for k, v in changes.items() if v is not None})
+            except ValidationError as exc:
+                raise TenancyError(f"invalid quota: {exc.errors()[0]['loc'][0]}: "
+                                   f"{exc.errors()[0]['msg']}") from exc
+            row = s.get(Quota, p.id)
+            if row is None:
+                s.add(Quota(project_id=p.id, **quota.model_dump()))
+            else:
+                for field, value in quota.model_dump().items():
+                    setattr(row, field, value)
+            return {"project": project, **quota.model_dump()}
 
     @invalidates
     def add_member(self, project: str, user: str, role: str) -> dict[str, Any]:
@@ -113,21 +170,33 @@ class Tenancy:
     # -- keys -----------------------------------------------------------------------------------
     def create_key(self, project: str, user: str, name: str = "default",
                    rpm: int | None = None, tpm: int | None = None) -> dict[str, Any]:
-        """Returns the secret once; it cannot be recovered later."""
+        """Returns the secret once; it cannot be recovered later. Limits above the project's
+        ceilings are clamped to them, and the project's key count is a ceiling too."""
         with self.sessions.begin() as s:
             p = self._project(s, project)
             member = s.scalar(select(Member).where(Member.project_id == p.id,
                                                    Member.user == user))
             if member is None:
                 raise TenancyError(f"{user!r} is not a member of {project!r}; add them first")
-            secret = KEY_PREFIX + secrets.token_urlsafe(32)
-            key = ApiKey(project_id=p.id, member_id=member.id, name=name, prefix=secret[:10],
-                         secret_hash=hash_secret(secret), rpm=rpm or self.default_rpm,
-                         tpm=tpm or self.default_tpm)
-            s.add(key)
-            s.flush()
-            return {"id": key.id, "key": secret, "prefix": key.prefix, "project": project,
-                    "user": user, "role": member.role, "rpm": key.rpm, "tpm": key.tpm}
+            return self._new_key(s, p, member, name, rpm, tpm)
+
+    def _new_key(self, s: Session, p: Project, member: Member, name: str, rpm: int | None,
+                 tpm: int | None) -> dict[str, Any]:
+        quota = self._quota(s, p.id)
+        active = s.scalar(select(func.count(ApiKey.id)).where(
+            ApiKey.project_id == p.id, ApiKey.revoked_at.is_(None))) or 0
+        if active >= quota.max_keys:
+            raise QuotaError(f"project {p.name!r} has {active} active keys, its limit; revoke "
+                             "one or ask the platform admin to raise max_keys")
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(project_id=p.id, member_id=member.id, name=name, prefix=secret[:10],
+                     secret_hash=hash_secret(secret),
+                     rpm=min(rpm or self.default_rpm, quota.rpm),
+                     tpm=min(tpm or self.default_tpm, quota.tpm))
+        s.add(key)
+        s.flush()
+        return {"id": key.id, "key": secret, "prefix": key.prefix, "project": p.name,
+                "user": member.user, "role": member.role, "rpm": key.rpm, "tpm": key.tpm}
 
     @invalidates
     def revoke_key(self, key_id: int) -> dict[str, Any]:
@@ -138,18 +207,25 @@ class Tenancy:
             key.revoked_at = key.revoked_at or time.time()
             return {"id": key_id, "revoked": True}
 
+    @invalidates
     def rotate_key(self, key_id: int) -> dict[str, Any]:
-        """A new secret with the same project, member and limits; the old one stops working."""
+        """A new secret with the same project, member and limits; the old one stops working
+        in the same transaction (so rotation works at the key ceiling, too)."""
         with self.sessions.begin() as s:
             key = s.get(ApiKey, key_id)
             if key is None or key.revoked_at:
                 raise TenancyError(f"no active key with id {key_id}")
+            key.revoked_at = time.time()
+            s.flush()
             member = s.get(Member, key.member_id)
             project = s.get(Project, key.project_id)
             assert member and project
-        new = self.create_key(project.name, member.user, key.name, key.rpm, key.tpm)
-        self.revoke_key(key_id)
-        return new
+            return self._new_key(s, project, member, key.name, key.rpm, key.tpm)
+
+    def project_of_key(self, key_id: int) -> str | None:
+        with self.sessions() as s:
+            return s.scalar(select(Project.name).join(ApiKey, ApiKey.project_id == Project.id)
+                            .where(ApiKey.id == key_id))
 
     def list_keys(self, project: str) -> list[dict[str, Any]]:
         with self.sessions() as s:
@@ -157,7 +233,8 @@ class Tenancy:
             rows = s.execute(select(ApiKey, Member).join(Member, ApiKey.member_id == Member.id)
                              .where(ApiKey.project_id == p.id).order_by(ApiKey.id)).all()
             return [{"id": k.id, "name": k.name, "prefix": k.prefix, "user": m.user,
-                     "role": m.role, "revoked": k.revoked_at is not None} for k, m in rows]
+                     "role": m.role, "rpm": k.rpm, "tpm": k.tpm,
+                     "revoked": k.revoked_at is not None} for k, m in rows]
 
     def authenticate(self, secret: str) -> Principal | None:
         digest = hash_secret(secret)
@@ -175,13 +252,15 @@ class Tenancy:
                 .join(Project, ApiKey.project_id == Project.id)
                 .where(ApiKey.secret_hash == digest)
             ).first()
-        if row is None:
-            return None
-        key, member, project = row
-        if key.revoked_at is not None:
-            return None
-        return Principal(key.id, project.id, project.name, member.user, member.role, key.rpm,
-                         key.tpm, project.log_prompts)
+            if row is None:
+                return None
+            key, member, project = row
+            if key.revoked_at is not None:
+                return None
+            quota = self._quota(s, project.id)
+        return Principal(key.id, project.id, project.name, member.user, member.role,
+                         min(key.rpm, quota.rpm), min(key.tpm, quota.tpm), project.log_prompts,
+                         quota)
 
     # -- grants ---------------------------------------------------------------------------------
     @invalidates
@@ -196,13 +275,22 @@ class Tenancy:
             return {"project": project, "kind": kind, "name": name}
 
     @invalidates
-    def revoke_grant(self, project: str, name: str, kind: str = "model") -> None:
+    def revoke_grant(self, project: str, name: str, kind: str = "model") -> dict[str, Any]:
         with self.sessions.begin() as s:
             p = self._project(s, project)
             grant = s.scalar(select(Grant).where(Grant.project_id == p.id, Grant.kind == kind,
                                                  Grant.name == name))
-            if grant:
-                s.delete(grant)
+            if grant is None:
+                raise TenancyError(f"no {kind} grant {name!r} in project {project!r}")
+            s.delete(grant)
+            return {"project": project, "kind": kind, "name": name, "revoked": True}
+
+    def grants(self, project: str) -> list[dict[str, str]]:
+        with self.sessions() as s:
+            p = self._project(s, project)
+            return [{"kind": k, "name": n} for k, n in s.execute(
+                select(Grant.kind, Grant.name).where(Grant.project_id == p.id)
+                .order_by(Grant.kind, Grant.name))]
 
     def granted(self, project_id: int, kind: str = "model") -> frozenset[str]:
         if (project_id, kind) not in self._grants:

@@ -1,7 +1,10 @@
 """The vLLM replicas behind the gateway, and which models each one serves right now.
 
 Routing is adapter-aware: a request goes to a replica that lists its model in /v1/models (fewest
-requests in flight first); a connection failure or 5xx moves on to the next such replica.
+requests in flight first). A request moves on to the next such replica only when it provably
+never ran: the connection failed, or the replica answered 503. A read timeout or a connection
+lost mid-answer may have generated tokens, so it is not replayed; a timeout says nothing about
+the replica's health either (one slow request must not take it out of rotation for everyone).
 Listings are refreshed in the background, so requests never queue behind a probe of a busy
 replica, and a probe that merely times out keeps what the replica was last seen serving: a
 saturated engine answers slowly but has not lost its adapters.
@@ -33,12 +36,42 @@ class NoReplica(Exception):
     pass
 
 
+class UpstreamTimeout(Exception):
+    """The replica accepted the request but did not answer in time."""
+
+
+class UpstreamFailed(Exception):
+    """The replica accepted the request, then the connection failed."""
+
+
+# The request never reached the engine: safe to send it to another replica.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass
+class UpstreamStream:
+    """An open streamed answer; whoever holds it must `aclose()` it."""
+
+    response: httpx.Response
+    replica: Replica
+
+    async def aclose(self) -> None:
+        try:
+            await self.response.aclose()
+        finally:
+            self.replica.in_flight -= 1
+
+
 class ReplicaPool:
     def __init__(self, urls: list[str], refresh_seconds: float = 10.0,
-                 timeout: float = 300.0) -> None:
+                 timeout: float = 300.0, api_key: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.replicas = [Replica(u.rstrip("/")) for u in urls]
         self.refresh_seconds = refresh_seconds
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0))
+        # vLLM started with --api-key refuses callers without it (resources/vllm_launch.py)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0),
+                                        headers=headers, transport=transport)
         self._lock = asyncio.Lock()
         self._refreshed = 0.0
         self._background: asyncio.Task[None] | None = None
@@ -104,41 +137,57 @@ class ReplicaPool:
         finally:
             replica.in_flight -= 1
 
+    def serves(self, model: str) -> bool:
+        """Whether any replica listed `model` at the last look (no probe)."""
+        return any(model in r.models for r in self.replicas)
+
     async def post(self, model: str, path: str, body: dict) -> tuple[httpx.Response, str]:
-        """Non-streaming request with failover; returns the response and the replica used."""
+        """Non-streaming request; returns the response and the replica used."""
         await self.refresh()
         last: Exception | None = None
         for replica in self.candidates(model):
-            try:
-                async with self._using(replica):
+            async with self._using(replica):
+                try:
                     response = await self.client.post(f"{replica.url}{path}", json=body)
-                if response.status_code < 500:
-                    return response, replica.url
-                last = NoReplica(f"{replica.url} answered {response.status_code}")
-            except httpx.TransportError as exc:
-                last = exc
-            replica.healthy = False  # re-probed at the next refresh
+                except NOT_SENT as exc:
+                    last, replica.healthy = exc, False  # re-probed at the next refresh
+                    continue
+                except httpx.TimeoutException as exc:
+                    raise UpstreamTimeout(f"{replica.url} did not answer in time") from exc
+                except httpx.TransportError as exc:
+                    replica.healthy = False
+                    raise UpstreamFailed(f"{replica.url}: {exc}") from exc
+            if response.status_code != 503:
+                return response, replica.url
+            last = NoReplica(f"{replica.url} answered 503")
         raise NoReplica(f"no replica could serve {model!r}: {last}")
 
-    @asynccontextmanager
-    async def stream(self, model: str, path: str, body: dict
-                     ) -> AsyncIterator[tuple[httpx.Response, str]]:
-        """Streaming request; failover happens only before the first byte is relayed."""
+    async def open_stream(self, model: str, path: str, body: dict) -> UpstreamStream:
+        """Start a streamed request and return once the replica has answered with its status
+        (so a 4xx is relayed as a 4xx, not as an error event inside a 200)."""
         await self.refresh()
         last: Exception | None = None
         for replica in self.candidates(model):
+            request = self.client.build_request("POST", f"{replica.url}{path}", json=body)
+            replica.in_flight += 1
             try:
-                async with self._using(replica), self.client.stream(
-                        "POST", f"{replica.url}{path}", json=body) as response:
-                    if response.status_code >= 500:
-                        last = NoReplica(f"{replica.url} answered {response.status_code}")
-                        replica.healthy = False
-                        continue
-                    yield response, replica.url
-                    return
+                response = await self.client.send(request, stream=True)
+            except NOT_SENT as exc:
+                replica.in_flight -= 1
+                last, replica.healthy = exc, False
+                continue
+            except httpx.TimeoutException as exc:
+                replica.in_flight -= 1
+                raise UpstreamTimeout(f"{replica.url} did not answer in time") from exc
             except httpx.TransportError as exc:
-                last = exc
+                replica.in_flight -= 1
                 replica.healthy = False
+                raise UpstreamFailed(f"{replica.url}: {exc}") from exc
+            stream = UpstreamStream(response, replica)
+            if response.status_code != 503:
+                return stream
+            await stream.aclose()
+            last = NoReplica(f"{replica.url} answered 503")
         raise NoReplica(f"no replica could serve {model!r}: {last}")
 
     async def close(self) -> None:

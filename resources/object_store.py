@@ -21,6 +21,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from resources.paths import contained
+
 MANIFEST = "_MANIFEST.json"
 
 
@@ -67,10 +69,7 @@ class LocalBackend(Backend):
         self.root = root
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"object key escapes the store: {key!r}")
-        return path
+        return contained(self.root, key, "object key")
 
     def _atomic_write(self, key: str, write: Any) -> None:
         dest = self._path(key)
@@ -264,13 +263,14 @@ class ObjectStore(dg.ConfigurableResource):
         in_place = self.backend.local_path(prefix)
         if in_place is not None:
             return in_place
-        cache = Path(self.root, self.cache_dir).resolve() / manifest["digest"]
+        cache = contained(Path(self.root, self.cache_dir), str(manifest["digest"]),
+                          f"{prefix}/{MANIFEST}: digest")
         if (cache / MANIFEST).exists():
             return cache
         staging = cache.with_name(cache.name + f".partial-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         for rel, meta in manifest["files"].items():
-            dest = staging / rel
+            dest = contained(staging, rel, f"{prefix}/{MANIFEST}: file name")
             dest.parent.mkdir(parents=True, exist_ok=True)
             self.backend.get_file(f"{prefix}/{rel}", dest)
             if _sha256(dest) != meta["sha256"]:

@@ -4,6 +4,12 @@ The local server (resources/vllm_server.py) and the GPU renderings (a Kubernetes
 `docker run` script, an EC2 user-data bootstrap) take their flags from `server_args`, so what is
 tested here is what a GPU host runs. On GPU hosts the artifacts come from the S3 object store,
 synced by content-addressed prefix before the server starts (vLLM cannot read S3 itself).
+
+vLLM is never reachable around the gateway: every rendering binds a private address (the pod's
+own IP; the host's private IP or loopback for Docker) and requires the API key the gateway sends
+(`VLLM_API_KEY`, which vLLM reads like `--api-key`, from a secret, never written into the
+rendering). Runtime LoRA loading stays on for deployments, behind that key: vLLM guards every
+/v1 route with it, /v1/load_lora_adapter included.
 """
 
 from __future__ import annotations
@@ -64,9 +70,13 @@ class GpuLaunch:
     image: str = "vllm/vllm-openai:v0.11.0"
     port: int = 8000
     gpus: int = 1
+    # Kubernetes: the Secret holding the key; EC2: the SSM parameter (SecureString) holding it
+    api_key_secret: str = "adapter-factory-vllm-api-key"
+    # Kubernetes: the label of the gateway's pods, the only ones let through to vLLM
+    gateway_selector: tuple[str, str] = ("app.kubernetes.io/name", "adapter-factory-gateway")
 
-    def args(self) -> list[str]:
-        args = server_args(model=self.base.mount, served_name=self.base.name, host="0.0.0.0",
+    def args(self, host: str) -> list[str]:
+        args = server_args(model=self.base.mount, served_name=self.base.name, host=host,
                            port=self.port, dtype="auto", max_model_len=self.max_model_len,
                            max_loras=self.max_loras, ranks=[a.rank for a in self.adapters],
                            extra_args=self.extra_args)
@@ -94,8 +104,12 @@ class GpuLaunch:
                         "volumeMounts": [volume],
                     }],
                     "containers": [{
-                        "name": "vllm", "image": self.image, "args": self.args(),
-                        "env": [{"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+                        "name": "vllm", "image": self.image, "args": self.args("$(POD_IP)"),
+                        "env": [{"name": "POD_IP", "valueFrom": {
+                                    "fieldRef": {"fieldPath": "status.podIP"}}},
+                                {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
+                                    "name": self.api_key_secret, "key": "api-key"}}},
+                                {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
                                 {"name": "HF_HUB_OFFLINE", "value": "1"}],
                         "ports": [{"containerPort": self.port}],
                         "resources": {"limits": {"nvidia.com/gpu": self.gpus}},
@@ -109,19 +123,39 @@ class GpuLaunch:
         }
         service = {"apiVersion": "v1", "kind": "Service",
                    "metadata": {"name": f"vllm-{self.deployment}"},
-                   "spec": {"selector": labels, "ports": [{"port": self.port}]}}
-        return yaml.safe_dump_all([deployment, service], sort_keys=False)
+                   "spec": {"type": "ClusterIP", "selector": labels,
+                            "ports": [{"port": self.port}]}}
+        label, value = self.gateway_selector
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": f"vllm-{self.deployment}-gateway-only"},
+                  "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"],
+                           "ingress": [{"from": [{"podSelector": {"matchLabels": {
+                               label: value}}}], "ports": [{"port": self.port}]}]}}
+        return yaml.safe_dump_all([deployment, service, policy], sort_keys=False)
 
-    def docker_script(self) -> str:
+    def docker_script(self, preamble: tuple[str, ...] = ()) -> str:
+        """Published on VLLM_BIND_ADDRESS only (default loopback); VLLM_API_KEY must be set."""
         run = ["docker", "run", "-d", "--name", f"vllm-{self.deployment}", "--gpus", "all",
-               "-p", f"{self.port}:{self.port}", "-v", "/models:/models",
-               "-e", "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True", "-e", "HF_HUB_OFFLINE=1",
-               self.image, *self.args()]
-        return "\n".join(["#!/usr/bin/env bash", "set -euo pipefail", *self.sync_commands(),
-                          shlex.join(run), ""])
+               "-p", f"BIND:{self.port}:{self.port}", "-v", "/models:/models",
+               "-e", "VLLM_API_KEY", "-e", "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True",
+               "-e", "HF_HUB_OFFLINE=1", self.image, *self.args("0.0.0.0")]
+        command = shlex.join(run).replace("BIND:", '"${VLLM_BIND_ADDRESS:-127.0.0.1}":', 1)
+        return "\n".join([
+            "#!/usr/bin/env bash", "set -euo pipefail", *preamble,
+            ': "${VLLM_API_KEY:?set VLLM_API_KEY to the key the gateway sends}"',
+            "export VLLM_API_KEY", *self.sync_commands(), command, ""])
 
     def ec2_user_data(self) -> str:
-        """For a GPU AMI with Docker and the NVIDIA toolkit (e.g. the AWS Deep Learning AMI)."""
-        return self.docker_script().replace(
-            "set -euo pipefail\n", "set -euo pipefail\nexec > /var/log/vllm-bootstrap.log 2>&1\n"
-            "systemctl start docker\nmkdir -p /models\n", 1)
+        """For a GPU AMI with Docker and the NVIDIA toolkit (e.g. the AWS Deep Learning AMI):
+        the port is published on the instance's private IP only (IMDSv2), and the key comes
+        from an SSM SecureString parameter the instance role may read."""
+        imds = "http://169.254.169.254/latest"
+        return self.docker_script((
+            "exec > /var/log/vllm-bootstrap.log 2>&1", "systemctl start docker",
+            "mkdir -p /models",
+            f'TOKEN="$(curl -sf -X PUT {imds}/api/token '
+            '-H "X-aws-ec2-metadata-token-ttl-seconds: 300")"',
+            f'VLLM_BIND_ADDRESS="$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" '
+            f'{imds}/meta-data/local-ipv4)"',
+            f'VLLM_API_KEY="$(aws ssm get-parameter --with-decryption --name '
+            f'{shlex.quote(self.api_key_secret)} --query Parameter.Value --output text)"'))

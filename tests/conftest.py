@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,17 @@ import pytest
 
 from pipelines.config import FactoryConfig, load_config
 
+from tests.live_server import free_port
+
 TESTS = Path(__file__).resolve().parent
+# Tests that wait for the whole small graph (trained, evaluated, served): `make test` only.
+NEEDS_THE_GRAPH = "small_project"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NEEDS_THE_GRAPH in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.graph)
 
 
 def start_service(command: list[str], health_url: str, timeout_s: float = 60

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 import httpx
-import uvicorn
 
-from gateway.app import create_app
 from gateway.serving import Gateway
-from gateway.settings import GatewaySettings
 from pipelines.config import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
+from tests.live_server import serve
+
+__all__ = ["serve"]
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -48,30 +44,6 @@ class RunningGateway:
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {key or self.key}"} if key != "" else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(settings: GatewaySettings) -> Iterator[tuple[str, Gateway]]:
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("gateway did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", app.state.gateway
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def tenants(gateway: Gateway, models: list[str]) -> tuple[str, str, str, str]:

@@ -191,3 +191,23 @@ def test_documents_pack_into_token_blocks_for_continued_pretraining(tmp_path: Pa
     assert len(blocks) > 10
     assert max(lengths) <= 40  # decoded blocks re-tokenise to about block_size
     assert any("kestrel energy" in b.lower() for b in blocks)
+
+
+@pytest.mark.parametrize("key", ["chats/../../../../escaped.jsonl", "/etc/escaped.jsonl"])
+def test_s3_keys_that_would_leave_the_staging_folder_are_refused(
+        tmp_path: Path, s3_endpoint: str, s3_env: None, key: str) -> None:
+    import boto3
+
+    from pipelines.config import S3Source
+
+    bucket = f"hostile-{abs(hash(key)) % 10**8}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key=key, Body=b'{"prompt": "a", "completion": "b"}\n')
+    assert client.list_objects_v2(Bucket=bucket)["Contents"][0]["Key"] == key
+    staging = tmp_path / "work" / "st"
+    with pytest.raises(InputFileError, match=r"escaped\.jsonl") as error:
+        list(read_source(S3Source(s3=f"s3://{bucket}/"), tmp_path, staging, s3_endpoint))
+    assert f"s3://{bucket}/{key}" in str(error.value) and "Fix:" in str(error.value)
+    assert not [p for p in Path("/").glob("*escaped.jsonl")]
+    assert not list(tmp_path.rglob("escaped.jsonl"))

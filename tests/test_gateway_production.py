@@ -18,14 +18,18 @@ PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture
-def services() -> None:
+def require_services() -> None:
     try:
         create_engine(PG_URL).connect().close()
         redis.Redis.from_url(REDIS_URL).ping()
     except Exception as exc:
         pytest.fail(f"PostgreSQL (127.0.0.1:5432/test) and Redis (127.0.0.1:6379) are "
                     f"expected on this machine: {exc}")
+
+
+@pytest.fixture
+def services() -> None:
+    require_services()
 
 
 def test_postgres_audit_and_redis_limits_shared_by_two_gateways(services: None, vllm_url: str,

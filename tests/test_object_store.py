@@ -78,7 +78,7 @@ def test_delete_prefix_removes_manifest_first(store: ObjectStore, tmp_path: Path
 
 def test_local_keys_cannot_escape_the_store(tmp_path: Path) -> None:
     store = ObjectStore(url="file://store", root=str(tmp_path))
-    with pytest.raises(ValueError, match="escapes the store"):
+    with pytest.raises(ValueError, match=r"'\.\./outside\.json' would be written outside"):
         store.put_json("../outside.json", {})
     assert not (tmp_path / "outside.json").exists()
 
@@ -94,3 +94,23 @@ def test_s3_download_is_verified_and_cached(s3_endpoint: str, s3_env: None,
     assert first.is_relative_to(tmp_path / "cache")
     (first / "weights.bin").write_bytes(b"tampered")  # a cached copy is trusted once complete
     assert store.local_dir("base_model/m/v1") == first
+
+
+def test_manifest_names_that_would_leave_the_folder_are_refused(s3_endpoint: str, s3_env: None,
+                                                               tmp_path: Path) -> None:
+    """A tampered manifest in S3 (file names or digest with '..') cannot make a download write
+    outside the cache; the local store reads in place and refuses such keys itself (above)."""
+    from resources.paths import UnsafePath
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="tampered")
+    store = ObjectStore(url="s3://tampered/prod", root=str(tmp_path / "root"), cache_dir="cache",
+                        endpoint_url=s3_endpoint)
+    sha = "0" * 64
+    for files, digest, named in (({"../../../../escaped.txt": {"size": 1, "sha256": sha}},
+                                  "d" * 64, "escaped.txt"),
+                                 ({"ok.txt": {"size": 1, "sha256": sha}}, "../../escaped",
+                                  "digest")):
+        store.put_json(f"adapter/evil/v1/{MANIFEST}", {"files": files, "digest": digest})
+        with pytest.raises(UnsafePath, match=named):
+            store.local_dir("adapter/evil/v1")
+    assert not list(tmp_path.parent.rglob("escaped*"))

@@ -18,6 +18,7 @@ from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.readers import TABULAR, read_records
 from pipelines.config import DatasetSource, FileSource, GeneratedSource, HFSource, S3Source
+from resources.paths import UnsafePath, contained
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,11 @@ def s3_files(url: str, staging: Path, endpoint_url: str | None) -> list[tuple[Pa
         for obj in page.get("Contents", []):
             if obj["Key"].endswith("/"):
                 continue
-            dest = staging / bucket / obj["Key"]
+            try:
+                dest = contained(staging / bucket, obj["Key"], "S3 object key")
+            except UnsafePath as exc:
+                raise InputFileError(f"s3://{bucket}/{obj['Key']}", str(exc),
+                                     "rename or remove that object") from exc
             dest.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, obj["Key"], str(dest))
             out.append((dest, f"s3://{bucket}/{obj['Key']}"))

@@ -1,0 +1,42 @@
+"""A gateway app served by uvicorn on 127.0.0.1 in a thread, for tests that need real HTTP
+(streams, disconnects, several clients)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from gateway.serving import Gateway
+from gateway.settings import GatewaySettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(settings: GatewaySettings, gateway: Gateway | None = None
+          ) -> Iterator[tuple[str, Gateway]]:
+    """Yields (url, gateway) once the server accepts connections; stops it when resumed."""
+    app: FastAPI = create_app(settings, gateway)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("gateway did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app.state.gateway
+    finally:
+        server.should_exit = True
+        thread.join(10)
