@@ -54,8 +54,12 @@ class UpstreamStream:
 
     response: httpx.Response
     replica: Replica
+    closed: bool = False
 
     async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         try:
             await self.response.aclose()
         finally:

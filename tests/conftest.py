@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from pipelines.config import FactoryConfig, load_config
-
 from tests.live_server import free_port
 
 TESTS = Path(__file__).resolve().parent

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 import yaml
 
@@ -162,6 +163,7 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
         stderr=open(tmp_path / "dagster.log", "wb"),  # noqa: SIM115 - closed with the process
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
+        wait_until_serving(port, ui, tmp_path)
         runs = wait_for_runs(config, 1, ui, tmp_path)  # the first listing indexes what is there
         s3.put_object(Bucket="inbox", Key="docs/vineyard.txt", Body=(
             b"Hill Gate Vineyard bottled 12,000 bottles. The winemaker is Toomas Ilves."))
@@ -183,6 +185,23 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
             os.killpg(ui.pid, signal.SIGKILL)
 
 
+def wait_until_serving(port: int, ui: subprocess.Popen, root: Path, timeout: float = 180) -> None:
+    """`dagster dev` creates (and migrates) the instance's SQLite storage before it starts the
+    webserver: opening the instance from here any earlier races that migration (seen as
+    alembic's "more than one head")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert ui.poll() is None, (root / "dagster.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the Dagster webserver did not start; log:\n"
+                         + (root / "dagster.log").read_text()[-3000:])
+
+
 def wait_for_runs(config: FactoryConfig, count: int, ui: subprocess.Popen, root: Path,
                   timeout: float = 420) -> list[dg.DagsterRun]:
     """Newest first, once `count` sensor runs have finished."""
@@ -190,11 +209,10 @@ def wait_for_runs(config: FactoryConfig, count: int, ui: subprocess.Popen, root:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert ui.poll() is None, (root / "dagster.log").read_text()[-3000:]
-        if (home / "dagster.yaml").exists():
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                runs = instance.get_runs()
-                if len(runs) >= count and all(r.is_finished for r in runs):
-                    return runs
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = instance.get_runs()
+            if len(runs) >= count and all(r.is_finished for r in runs):
+                return runs
         time.sleep(3)
     raise AssertionError(f"no {count} finished sensor runs; log:\n"
                          + (root / "dagster.log").read_text()[-3000:])
