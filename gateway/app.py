@@ -28,15 +28,16 @@ from gateway.upstream import ReplicaPool
 log = logging.getLogger("gateway")
 
 
-def build_gateway(settings: GatewaySettings) -> Gateway:
+def build_gateway(settings: GatewaySettings, pool: ReplicaPool | None = None) -> Gateway:
+    """Everything from settings; `pool` replaces the replicas (a test's fake engine)."""
     sessions = session_factory(make_engine(settings.database_url))
     return Gateway(
         settings=settings,
         tenancy=Tenancy(sessions, settings.default_rpm, settings.default_tpm,
                         settings.auth_cache_seconds, settings.project_quota),
         sessions=sessions,
-        pool=ReplicaPool(settings.upstreams, settings.refresh_seconds,
-                         api_key=settings.upstream_api_key),
+        pool=pool or ReplicaPool(settings.upstreams, settings.refresh_seconds,
+                                 api_key=settings.upstream_api_key),
         admission=Admission(settings, make_rate_limiter(settings.rate_limit_backend)),
         metrics=GatewayMetrics(),
         retriever=Retriever(settings),

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.protocol import ChatMessage, GatewayError, RagOptions
 from gateway.settings import GatewaySettings
-from resources.retrieval import chroma_client, open_index, retrieve
+from resources.retrieval import chroma_client, chroma_server, open_index, retrieve
 
 INSTRUCTION = ("Answer the question using only the numbered context passages below and cite "
                "the passages you used as [1], [2], ... If they do not contain the answer, say "
@@ -34,10 +34,8 @@ class Retriever:
     def client(self) -> Any:
         url = self.settings.chroma_url
         if url:
-            from urllib.parse import urlparse
-
-            parsed = urlparse(url)
-            return chroma_client(host=parsed.hostname, port=parsed.port or 8000)
+            host, port = chroma_server(url)
+            return chroma_client(host=host, port=port)
         return chroma_client(self.settings.chroma_path)
 
     def search(self, options: RagOptions, question: str) -> list[dict[str, Any]]:

@@ -20,8 +20,9 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from gateway import protocol as p
+from gateway.accounting import Outcome
 from gateway.bodies import parse
-from gateway.serving import Gateway, Outcome
+from gateway.serving import Gateway
 from gateway.tenancy import Principal
 
 log = logging.getLogger("gateway")
@@ -102,9 +103,9 @@ def make_router(gateway: Gateway) -> APIRouter:
         outcome = Outcome(route=route)
         streaming = False
         try:
-            principal = gateway.authenticate(request.headers.get("authorization"),
+            principal = gateway.access.authenticate(request.headers.get("authorization"),
                                              client_address(request), outcome)
-            gateway.admit(principal, outcome)
+            gateway.access.admit(principal, outcome)
             response = await work(principal, outcome)
             streaming = isinstance(response, RelayResponse)
             return response
@@ -118,19 +119,19 @@ def make_router(gateway: Gateway) -> APIRouter:
             return error_response(error)
         finally:
             if not streaming:  # a stream is accounted for when it ends
-                await gateway.finish(outcome)
+                await gateway.accounting.finish(outcome)
 
     async def streamed(path: str, body: p.ChatCompletionRequest | p.CompletionRequest,
                        principal: Principal, outcome: Outcome) -> Response:
         upstream = await gateway.prepare(principal, body, outcome)
         wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = await gateway.open_stream(path, upstream, wants_usage, outcome)
-        return RelayResponse(events, lambda: gateway.finish(outcome))
+        return RelayResponse(events, lambda: gateway.accounting.finish(outcome))
 
     @router.get("/v1/models", responses=ERRORS)
     async def list_models(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
-            names = await gateway.visible_models(principal)
+            names = await gateway.access.visible_models(principal)
             return JSONResponse({"object": "list", "data": [
                 {"id": n, "object": "model", "owned_by": "adapter-factory"} for n in names]})
         return await handle("models", request, work)

@@ -6,7 +6,6 @@ Wiring only; what each asset does lives in `assets/`, how it reaches engines in 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
 
 import dagster as dg
 
@@ -28,6 +27,7 @@ from resources.ec2_compute import Ec2Compute
 from resources.gce_compute import GceCompute
 from resources.k8s_compute import K8sCompute
 from resources.object_store import ObjectStore
+from resources.retrieval import chroma_server
 from resources.vector_store import ChromaResource
 from resources.vllm_server import VLLMServer
 from sensors.automation import automation_for
@@ -66,8 +66,8 @@ def training_compute(config: FactoryConfig, local: WorkerCompute) -> WorkerCompu
 def chroma_resource(config: FactoryConfig) -> ChromaResource:
     url = config.storage.chroma_url
     if url:
-        parsed = urlparse(url)
-        return ChromaResource(host=parsed.hostname, port=parsed.port or 8000)
+        host, port = chroma_server(url)
+        return ChromaResource(host=host, port=port)
     return ChromaResource(path=str(config.work_dir / "chroma"))
 
 

@@ -14,6 +14,16 @@ from resources.embeddings import llama_index_embedding
 EMBEDDING_KEY = "embedding_model"
 
 
+def chroma_server(url: str) -> tuple[str, int]:
+    """Host and port of a Chroma server's `http://host:port` (Chroma's 8000 when left out)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"chroma_url must be http://host:port, got {url!r}")
+    return parsed.hostname, parsed.port or 8000
+
+
 def chroma_client(path: str | Path | None = None, host: str | None = None, port: int = 8000
                   ) -> Any:
     """The HTTP client when a host is given (a Chroma server), else the embedded one."""

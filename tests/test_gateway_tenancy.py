@@ -118,9 +118,9 @@ def settings_for(backend: str, tmp: Path) -> GatewaySettings:
 
 
 def hostile_gateway(settings: GatewaySettings, fake: FakeVLLM, clock: float) -> Gateway:
-    gateway = build_gateway(settings)
-    gateway.pool = ReplicaPool(settings.upstreams, settings.refresh_seconds,
-                               api_key=settings.upstream_api_key, transport=fake.transport())
+    gateway = build_gateway(settings, ReplicaPool(
+        settings.upstreams, settings.refresh_seconds, api_key=settings.upstream_api_key,
+        transport=fake.transport()))
     gateway.admission.limiter.clock = lambda: clock
     return gateway
 

@@ -1,0 +1,95 @@
+"""What a request did, accounted for once at its end: the in-flight slot given back, the token
+reservation settled to the real usage, Prometheus metrics (labelled with served names only) and
+the audit row, whose status is the status the client got.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.admission import Admission
+from gateway.audit import AuditWriter
+from gateway.db import AuditRecord
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import valid_name
+from gateway.settings import GatewaySettings
+from gateway.tenancy import Principal
+from gateway.upstream import ReplicaPool
+
+
+@dataclass
+class Outcome:
+    """What one request did, filled in as it goes and written to the audit log at the end."""
+
+    route: str
+    principal: Principal | None = None
+    model: str | None = None
+    status: int = 200
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None
+    replica: str | None = None
+    prompt_text: str | None = None
+    citations: list[dict[str, Any]] | None = None
+    ticket: str | None = None  # the in-flight slot held
+    reserved: int = 0  # tokens reserved at admission
+    prompt_estimate: int = 0  # billed as the prompt when the engine never said its count
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Accounting:
+    def __init__(self, settings: GatewaySettings, admission: Admission, pool: ReplicaPool,
+                 metrics: GatewayMetrics, audit: AuditWriter) -> None:
+        self.settings, self.admission, self.pool = settings, admission, pool
+        self.metrics, self.audit = metrics, audit
+
+    def metric_label(self, model: str | None) -> str:
+        """Model names the gateway serves, anything else one `other`: clients choose the names
+        they send, and every label value is a time series kept for ever."""
+        if model and (model == self.settings.embedding_model_name or self.pool.serves(model)):
+            return model
+        return "other" if model else "-"
+
+    async def finish(self, outcome: Outcome) -> None:
+        """Give back the in-flight slot, settle the tokens, count, and queue the audit row."""
+        latency = time.perf_counter() - outcome.started
+        p = outcome.principal
+        if p is not None:
+            if outcome.ticket is not None:
+                self.admission.leave(p, outcome.ticket)
+                outcome.ticket = None
+            if outcome.reserved:
+                self.admission.settle(p, outcome.reserved,
+                                      outcome.prompt_tokens + outcome.completion_tokens)
+        model = self.metric_label(outcome.model)
+        self.metrics.requests.labels(outcome.route, model, str(outcome.status)).inc()
+        self.metrics.latency.labels(outcome.route, model).observe(latency)
+        self.metrics.tokens.labels(model, "prompt").inc(outcome.prompt_tokens)
+        self.metrics.tokens.labels(model, "completion").inc(outcome.completion_tokens)
+        if outcome.error:
+            self.metrics.errors.labels(model, outcome.error).inc()
+        if outcome.ttft_ms is not None:
+            self.metrics.ttft.labels(model).observe(outcome.ttft_ms / 1000)
+            if outcome.completion_tokens > 1:
+                decode = latency - outcome.ttft_ms / 1000
+                self.metrics.tpot.labels(model).observe(decode / (outcome.completion_tokens - 1))
+        self.audit.add(AuditRecord(
+            ts=time.time(), day=time.strftime("%Y-%m-%d", time.gmtime()),
+            key_id=p.key_id if p else None, project_id=p.project_id if p else None,
+            route=outcome.route, model=audited_name(outcome.model),
+            status=outcome.status, error=outcome.error, prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens, latency_ms=latency * 1000,
+            ttft_ms=outcome.ttft_ms, replica=outcome.replica,
+            prompt_text=outcome.prompt_text.replace("\x00", "\ufffd")
+            if outcome.prompt_text else None))
+
+
+def audited_name(model: str | None) -> str | None:
+    """The model name as sent when it is a valid name; otherwise a marker (control characters
+    and NUL never reach the database)."""
+    if not model:
+        return None
+    return model if valid_name(model) else "(invalid name)"
