@@ -17,7 +17,7 @@ import dagster as dg
 from assets.common import Definition, current, png_markdown, publish, store_link, version_of
 from assets.demo_data.math_problems import SYSTEM_PROMPT
 from assets.judging import judge_score, safety_rate
-from assets.promotion import Decision, Registry, decide
+from assets.promotion import Decision, Registry, decide, promotion_asset
 from pipelines.config import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
@@ -186,29 +186,4 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         return dg.AssetCheckResult(passed=ref["gate_passed"], description=ref["gate"],
                                    metadata={"scores": ref["scores"]})
 
-    @dg.asset(
-        key=["promotion", spec.adapter], group_name="evaluation", kinds={"registry"},
-        deps=[key],
-        description=f"Records '{spec.adapter}' as champion once its gate passes; runs only then.",
-    )
-    def _promotion(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
-        ref = current(store, "evaluation", name)
-        if not ref["gate_passed"]:  # the blocking check stops this in one run; be safe across runs
-            raise dg.Failure(f"gate did not pass for {spec.adapter}: {ref['gate']}")
-        registry = Registry(store)
-        champion = registry.champion(spec.adapter)
-        if champion and champion["version"] == ref["candidate_version"]:
-            entry, action = champion, "unchanged"
-        else:
-            entry = registry.promote(spec.adapter, ref["candidate_version"],
-                                     ref["candidate_prefix"], why=ref["gate"],
-                                     scores=ref["scores"]["candidate"],
-                                     who=context.run.tags.get("dagster/user"))
-            action = "promoted"
-        return dg.MaterializeResult(
-            metadata={"action": action, "champion": entry["version"], "who": entry["who"],
-                      "why": entry["why"], "previous": entry.get("previous") or "none"},
-            data_version=dg.DataVersion(entry["version"]),
-        )
-
-    return [_evaluation, _gate, _promotion]
+    return [_evaluation, _gate, promotion_asset(name, spec.adapter)]

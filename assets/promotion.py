@@ -1,4 +1,4 @@
-"""The promotion gate and the registry of champions.
+"""The promotion gate, the registry of champions, and the `promotion/<adapter>` asset.
 
 A candidate adapter is promoted only if it beats the reference (the current champion, or the
 base model when there is none) by `margin` on the primary metric, and regresses no guard metric
@@ -6,13 +6,15 @@ by more than its tolerance. Promotion is an explicit, recorded event (who, when,
 deployment serves what the registry says, so a failed gate leaves the champion serving.
 """
 
-from __future__ import annotations
 
 import getpass
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import dagster as dg
+
+from assets.common import current
 from pipelines.config import PromotionSpec
 from resources.object_store import ArtifactMissing, ObjectStore
 
@@ -98,3 +100,35 @@ class Registry:
         state["history"].append({"event": "rejected", "version": version, "when": time.time(),
                                  "who": who or getpass.getuser(), "why": why})
         self.store.put_json(self._key(adapter), state)
+
+
+def promotion_asset(evaluation: str, adapter: str) -> dg.AssetsDefinition:
+    """`promotion/<adapter>`: the registry entry, written only once the evaluation's blocking
+    gate has passed (and checked again here, since a blocking check binds within one run)."""
+
+    @dg.asset(
+        key=["promotion", adapter], group_name="evaluation", kinds={"registry"},
+        deps=[dg.AssetKey(["evaluation", evaluation])],
+        description=f"Records '{adapter}' as champion once its gate passes; runs only then.",
+    )
+    def _promotion(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
+        ref = current(store, "evaluation", evaluation)
+        if not ref["gate_passed"]:  # the blocking check stops this in one run; be safe across runs
+            raise dg.Failure(f"gate did not pass for {adapter}: {ref['gate']}")
+        registry = Registry(store)
+        champion = registry.champion(adapter)
+        if champion and champion["version"] == ref["candidate_version"]:
+            entry, action = champion, "unchanged"
+        else:
+            entry = registry.promote(adapter, ref["candidate_version"],
+                                     ref["candidate_prefix"], why=ref["gate"],
+                                     scores=ref["scores"]["candidate"],
+                                     who=context.run.tags.get("dagster/user"))
+            action = "promoted"
+        return dg.MaterializeResult(
+            metadata={"action": action, "champion": entry["version"], "who": entry["who"],
+                      "why": entry["why"], "previous": entry.get("previous") or "none"},
+            data_version=dg.DataVersion(entry["version"]),
+        )
+
+    return _promotion
