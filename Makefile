@@ -13,8 +13,8 @@ test: setup  ## the test suite (what CI runs), then the linter
 	$(FACTORY)/python -m pytest -v --tb=short --durations=15
 	$(FACTORY)/ruff check .
 
-test-fast: setup  ## the developer loop: every test that does not wait for the trained graph
-	$(FACTORY)/python -m pytest -q -m "not graph" --durations=10
+test-fast: setup  ## the developer loop: every test that neither trains nor waits for the graph
+	$(FACTORY)/python -m pytest -q -m "not slow" --durations=10
 	$(FACTORY)/ruff check .
 
 lint:

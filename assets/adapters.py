@@ -25,7 +25,7 @@ from assets.common import (
     store_link,
     version_of,
 )
-from pipelines.config import AdapterSpec, FactoryConfig
+from config.schema import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import AdapterSpec, Pretrain, TrackingSpec
+from config.schema import AdapterSpec, Pretrain, TrackingSpec
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches
 # to multiples of 64 for tensor cores; on a CPU that padding is only extra work.

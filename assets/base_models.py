@@ -19,7 +19,7 @@ from assets.common import (
     version_of,
 )
 from assets.demo_data import filings, math_problems
-from pipelines.config import BaseModelSpec, FactoryConfig, Pretrain
+from config.schema import BaseModelSpec, FactoryConfig, Pretrain
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

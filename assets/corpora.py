@@ -20,7 +20,7 @@ from assets.demo_data import filings
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
-from pipelines.config import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
+from config.schema import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
 from resources.object_store import ObjectStore
 
 

@@ -20,7 +20,7 @@ from assets.curation.pipeline import CURATION_REASONS, Curated, curate
 from assets.curation.splits import SPLITS
 from assets.curation.tokens import TokenCounter, length_histogram, percentiles
 from assets.ingest.sources import Item, read_source
-from pipelines.config import DatasetSpec, FactoryConfig
+from config.schema import DatasetSpec, FactoryConfig
 from resources.object_store import ObjectStore
 
 

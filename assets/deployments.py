@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.common import Definition, current
 from assets.promotion import Registry
-from pipelines.config import DeploymentSpec, FactoryConfig
+from config.schema import DeploymentSpec, FactoryConfig
 from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
 from resources.vllm_server import AdapterToServe, VLLMServer, rss_mib

@@ -18,7 +18,7 @@ from assets.common import Definition, current, png_markdown, publish, store_link
 from assets.demo_data.math_problems import SYSTEM_PROMPT
 from assets.judging import judge_score, safety_rate
 from assets.promotion import Decision, Registry, decide, promotion_asset
-from pipelines.config import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
+from config.schema import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

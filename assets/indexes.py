@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from assets.common import Definition, current, store_link
-from pipelines.config import CorpusSpec, FactoryConfig
+from config.schema import CorpusSpec, FactoryConfig
 from resources.embeddings import llama_index_embedding
 from resources.object_store import ObjectStore
 from resources.retrieval import collection, open_index, retrieve

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from pipelines.config import JudgeSpec
+from config.schema import JudgeSpec
 
 GRADE = ("You grade answers to math word problems. Question: {question}\nReference answer: "
          "{target}\nCandidate answer: {output}\nReply with one integer from 1 (wrong) to 10 "

@@ -12,7 +12,7 @@ import dagster as dg
 
 from assets.common import Definition, current, publish, reuse_if_complete, store_link, version_of
 from assets.promotion import Registry
-from pipelines.config import FactoryConfig, MixtureSpec
+from config.schema import FactoryConfig, MixtureSpec
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from assets.common import current
-from pipelines.config import PromotionSpec
+from config.schema import PromotionSpec
 from resources.object_store import ArtifactMissing, ObjectStore
 
 # +1: higher is better; -1: lower is better.

@@ -17,7 +17,7 @@ import dagster as dg
 
 from assets.common import Definition, current, publish, version_of
 from assets.demo_data.math_problems import SYSTEM_PROMPT
-from pipelines.config import DeploymentSpec, FactoryConfig
+from config.schema import DeploymentSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ArtifactMissing, ObjectStore
 from resources.vllm_server import VLLMServer

@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets.adapters import adapter_asset, peft_format_check
 from assets.common import Definition, alias, current, png_markdown
-from pipelines.config import AdapterSpec, FactoryConfig, trial_names
+from config.schema import AdapterSpec, FactoryConfig, trial_names
 from resources.object_store import ObjectStore
 
 

@@ -10,10 +10,9 @@ import time
 import dagster as dg
 
 from assets.common import Definition
+from config.schema import FactoryConfig
 from gateway.db import make_engine, session_factory
-from gateway.settings import resolve_paths
 from gateway.tenancy import Tenancy
-from pipelines.config import FactoryConfig
 
 
 def usage_asset(config: FactoryConfig) -> list[Definition]:
@@ -22,7 +21,7 @@ def usage_asset(config: FactoryConfig) -> list[Definition]:
     def _usage(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         from sqlalchemy.engine import make_url
 
-        settings = resolve_paths(config.gateway, config.root)
+        settings = config.gateway_settings
         engine = make_engine(settings.database_url)
         rows = Tenancy(session_factory(engine), settings.default_rpm, settings.default_tpm,
                        cache_seconds=0).usage()

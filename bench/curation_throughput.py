@@ -22,7 +22,7 @@ from assets.curation.pipeline import curate
 from assets.curation.tokens import TokenCounter
 from assets.demo_data import math_problems
 from assets.ingest.sources import read_source
-from pipelines.config import DatasetSpec, FileSource
+from config.schema import DatasetSpec, FileSource
 from resources.embeddings import BUNDLED, model_path
 
 

@@ -22,7 +22,7 @@ import dagster as dg
 import yaml
 
 from assets.demo_data import filings
-from pipelines.config import load_config
+from config.loading import load_config
 from pipelines.graph import make_definitions, resources_for
 from resources.embeddings import BUNDLED, model_path
 

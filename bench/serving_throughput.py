@@ -33,7 +33,7 @@ import httpx
 import psutil
 
 from assets.promotion import Registry
-from pipelines.config import load_config
+from config.loading import load_config
 from pipelines.graph import resources_for
 from resources.vllm_server import AdapterToServe
 

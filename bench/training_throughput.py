@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from pipelines.config import load_config
+from config.loading import load_config
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 
 ARCH = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 768,

@@ -4,6 +4,7 @@ granted, the size limits of one request, and admission (gateway/admission.py) be
 
 from __future__ import annotations
 
+from config.gateway import GatewaySettings
 from gateway.accounting import Outcome
 from gateway.admission import Admission
 from gateway.protocol import (
@@ -13,7 +14,6 @@ from gateway.protocol import (
     model_not_found,
     valid_name,
 )
-from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal, Tenancy
 from gateway.upstream import ReplicaPool
 

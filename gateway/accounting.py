@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.gateway import GatewaySettings
 from gateway.admission import Admission
 from gateway.audit import AuditWriter
 from gateway.db import AuditRecord
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import valid_name
-from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal
 from gateway.upstream import ReplicaPool
 

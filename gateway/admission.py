@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import uuid
 
+from config.gateway import GatewaySettings
 from gateway.protocol import GatewayError
 from gateway.ratelimit import RateLimiter
-from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal
 
 # The usual ~4 characters per token of BPE vocabularies, plus a chat template's few tokens per

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from config.gateway import GatewaySettings
 from gateway.admin import make_admin_router
 from gateway.admission import Admission
 from gateway.audit import AuditWriter
@@ -21,7 +22,6 @@ from gateway.rag import Retriever
 from gateway.ratelimit import make_rate_limiter
 from gateway.routers import error_response, internal_error, make_router
 from gateway.serving import Gateway
-from gateway.settings import GatewaySettings
 from gateway.tenancy import Tenancy
 from gateway.upstream import ReplicaPool
 

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from config.gateway import Limits
 from gateway.protocol import GatewayError
-from gateway.settings import Limits
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from gateway.settings import GatewaySettings, load_settings
+from config.gateway import GatewaySettings
+from gateway.settings import load_settings
 
 
 def _settings(ctx: click.Context) -> GatewaySettings:

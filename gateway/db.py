@@ -7,6 +7,7 @@ models serve both, and the tests run against both.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import (
@@ -122,6 +123,9 @@ class AdminAuditRecord(Base):
 
 
 def make_engine(url: str) -> Engine:
+    """The engine, with the tables created; a SQLite file's folder is created too."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {
         "pool_pre_ping": True}
     engine = create_engine(url, **kwargs)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from config.gateway import GatewaySettings
 from gateway.protocol import ChatMessage, GatewayError, RagOptions
-from gateway.settings import GatewaySettings
 from resources.retrieval import chroma_client, chroma_server, open_index, retrieve
 
 INSTRUCTION = ("Answer the question using only the numbered context passages below and cite "

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import sessionmaker
 
+from config.gateway import GatewaySettings
 from gateway.access import Access
 from gateway.accounting import Accounting, Outcome
 from gateway.admission import CHARS_PER_TOKEN, Admission, estimate_tokens
@@ -29,7 +30,6 @@ from gateway.protocol import (
     model_not_found,
 )
 from gateway.rag import Retriever, augment, citations, collection_not_found, question_of
-from gateway.settings import GatewaySettings
 from gateway.tenancy import Principal, Tenancy
 from gateway.upstream import (
     NoReplica,

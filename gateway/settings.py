@@ -1,119 +1,24 @@
-"""Gateway settings: the `gateway:` section of factory.yaml, overridable by environment."""
+"""The gateway's settings, read through the one loader of `factory.yaml` (config/loading.py),
+so the gateway and the factory agree on every default (replica URLs, Chroma, paths)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class Limits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_body_bytes: int = Field(1_000_000, ge=1024)
-    max_messages: int = Field(64, ge=1)
-    max_prompt_chars: int = Field(32_000, ge=16)
-    max_tokens: int = Field(1024, ge=1)
-    max_n: int = Field(4, ge=1)
-    max_embedding_inputs: int = Field(64, ge=1)
-    max_prompts: int = Field(16, ge=1, description="prompts in one /v1/completions request")
-    max_json_depth: int = Field(32, ge=4, description="nesting of a request body")
-    max_number_digits: int = Field(24, ge=4, description="digits of one JSON number")
-
-
-# Upper bounds of the quota fields: what PostgreSQL's 32-bit integer columns hold.
-INT32 = 2**31 - 1
-
-
-class ProjectQuota(BaseModel):
-    """A project's ceilings (set by the platform admin; these are the defaults)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rpm: int = Field(1200, ge=1, le=INT32, description="requests per minute, all keys")
-    tpm: int = Field(400_000, ge=1, le=INT32, description="tokens per minute, all keys")
-    max_keys: int = Field(50, ge=1, le=100_000, description="active keys")
-    max_in_flight: int = Field(32, ge=1, le=100_000, description="requests in flight, all keys")
-
-
-class GatewaySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database_url: str = Field("sqlite:///.factory/gateway.db",
-                              description="postgresql+psycopg2://... in production")
-    rate_limit_backend: str = Field("memory", description="memory or redis://host:port/db")
-    upstreams: list[str] = Field(default_factory=list,
-                                 description="vLLM replica URLs; default: the deployments")
-    refresh_seconds: float = Field(10.0, gt=0, description="how often replicas are re-listed")
-    chroma_path: str = Field(".factory/chroma", description="embedded Chroma folder (RAG)")
-    chroma_url: str | None = Field(None, description="http://host:port of a Chroma server")
-    embedding_model: str = "bundled:all-MiniLM-L6-v2"
-    embedding_model_name: str = "all-MiniLM-L6-v2"
-    auth_cache_seconds: float = Field(
-        5.0, ge=0, description="key/grant lookups cached; changes by other processes apply "
-                               "within this time (0 = look up on every request)")
-    default_rpm: int = Field(600, ge=1, le=INT32, description="a new key's rpm unless given")
-    default_tpm: int = Field(200_000, ge=1, le=INT32, description="a new key's tpm unless given")
-    project_quota: ProjectQuota = ProjectQuota()
-    key_max_in_flight: int = Field(8, ge=1, description="requests in flight per key")
-    auth_failures_per_minute: int = Field(
-        30, ge=1, description="failed authentications per client address before 429")
-    limits: Limits = Limits()
-    upstream_api_key_env: str = Field(
-        "FACTORY_VLLM_API_KEY", description="environment variable holding the key vLLM "
-                                            "replicas require (`--api-key`); unset: none sent")
-    audit_dead_letter: str = Field(
-        ".factory/gateway-audit-dead-letter.jsonl",
-        description="audit rows the database refused, one JSON object per line")
-    admin_token_env: str = Field("FACTORY_GATEWAY_ADMIN_TOKEN",
-                                 description="environment variable holding the admin token")
-
-    @property
-    def admin_token(self) -> str | None:
-        return os.environ.get(self.admin_token_env) or None
-
-    @property
-    def upstream_api_key(self) -> str | None:
-        return os.environ.get(self.upstream_api_key_env) or None
+from config.gateway import GatewaySettings
+from config.loading import load_config
 
 
 def load_settings(config_path: str | Path | None = None, **overrides: Any) -> GatewaySettings:
-    """Read the `gateway:` section (paths relative to the config file) plus overrides."""
-    raw: dict[str, Any] = {}
-    root = Path.cwd()
+    """The `gateway:` section of the project file (or the defaults, relative to the working
+    folder, without one), with the given overrides."""
     if config_path is not None:
-        path = Path(config_path)
-        root = path.resolve().parent
-        doc = yaml.safe_load(path.read_text()) or {}
-        raw = dict(doc.get("gateway") or {})
-        if not raw.get("upstreams"):
-            raw["upstreams"] = [
-                f"http://{d.get('host', '127.0.0.1')}:{d.get('port', 8010) + i}"
-                for d in (doc.get("deployments") or {}).values()
-                for i in range(d.get("replicas", 1))]
-        storage = doc.get("storage") or {}
-        raw.setdefault("chroma_path", f"{storage.get('work_dir', '.factory')}/chroma")
-        if storage.get("chroma_url"):
-            raw.setdefault("chroma_url", storage["chroma_url"])
-    raw |= {k: v for k, v in overrides.items() if v is not None}
-    return resolve_paths(GatewaySettings.model_validate(raw), root)
-
-
-def resolve_paths(settings: GatewaySettings, root: Path) -> GatewaySettings:
-    """Relative SQLite and Chroma paths are relative to the project file's folder."""
-    if settings.database_url.startswith("sqlite:///") and not settings.database_url.startswith(
-            "sqlite:////"):
-        relative = settings.database_url.removeprefix("sqlite:///")
-        db = (root / relative).resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
-        settings = settings.model_copy(update={"database_url": f"sqlite:///{db}"})
-    for field in ("chroma_path", "audit_dead_letter"):
-        if not Path(getattr(settings, field)).is_absolute():
-            settings = settings.model_copy(
-                update={field: str((root / getattr(settings, field)).resolve())})
-    return settings
+        config = load_config(config_path)
+        settings, root = config.gateway_settings, config.root
+    else:
+        settings, root = GatewaySettings(), Path.cwd()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        settings = GatewaySettings.model_validate(settings.model_dump() | given)
+    return settings.anchored(root)

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.gateway import ProjectQuota
 from gateway.db import ROLES, ApiKey, AuditRecord, Grant, Member, Project, Quota
-from gateway.settings import ProjectQuota
 
 KEY_PREFIX = "af-"
 

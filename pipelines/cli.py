@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from pipelines.config import ConfigError, FactoryConfig, load_config
+from config.loading import ConfigError, load_config
+from config.schema import FactoryConfig
 from resources.object_store import ArtifactMissing
 
 
@@ -151,7 +152,7 @@ def adapters(config_path: str | None) -> None:
     """The adapter registry: every stored version of each adapter (sweep trials included), the
     current one (last trained, or a sweep's winner) and the promoted one (what is served)."""
     from assets.promotion import Registry
-    from pipelines.config import trial_names
+    from config.schema import trial_names
     from pipelines.graph import resources_for
 
     config = _config(config_path)

@@ -21,7 +21,7 @@ from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
 from assets.sweeps import sweep_assets
 from assets.usage import usage_asset
-from pipelines.config import AdapterSpec, FactoryConfig
+from config.schema import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.ec2_compute import Ec2Compute
 from resources.gce_compute import GceCompute

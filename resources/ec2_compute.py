@@ -18,7 +18,7 @@ GONE = ("shutting-down", "terminated", "stopping", "stopped")
 
 
 class Ec2Compute(RemoteCompute):
-    """Runs worker jobs on a fresh EC2 instance each (see pipelines/config.py Ec2Spec)."""
+    """Runs worker jobs on a fresh EC2 instance each (see config/schema.py Ec2Spec)."""
 
     image_id: str
     instance_type: str

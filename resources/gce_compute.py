@@ -19,7 +19,7 @@ API = "https://compute.googleapis.com"
 
 
 class GceCompute(RemoteCompute):
-    """Runs worker jobs on a fresh Compute Engine instance each (see pipelines/config.py)."""
+    """Runs worker jobs on a fresh Compute Engine instance each (see config/schema.py GceSpec)."""
 
     project: str
     zone: str

@@ -21,7 +21,7 @@ LABEL = "app.kubernetes.io/name"
 
 
 class K8sCompute(RemoteCompute):
-    """Runs worker jobs as Kubernetes Jobs (see pipelines/config.py K8sSpec)."""
+    """Runs worker jobs as Kubernetes Jobs (see config/schema.py K8sSpec)."""
 
     namespace: str = "default"
     gpus: int = 1

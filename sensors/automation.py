@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.config import FactoryConfig, FileSource, S3Source
+from config.schema import FactoryConfig, FileSource, S3Source
 from sensors.watchers import listing_for, watch_sensor
 
 

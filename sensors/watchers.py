@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.config import FileSource, S3Source
+from config.schema import FileSource, S3Source
 from sensors.changes import Entry, diff, list_files, list_s3
 
 Listing = Callable[[], list[Entry]]

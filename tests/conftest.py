@@ -12,18 +12,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines.config import FactoryConfig, load_config
+from config.loading import load_config
+from config.schema import FactoryConfig
 from tests.live_server import free_port
 
 TESTS = Path(__file__).resolve().parent
-# Tests that wait for the whole small graph (trained, evaluated, served): `make test` only.
+# Tests that wait for the whole small graph (trained, evaluated, served) are slow by that alone;
+# other slow ones (real training runs, Dagster's daemon) carry @pytest.mark.slow themselves.
 NEEDS_THE_GRAPH = "small_project"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if NEEDS_THE_GRAPH in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.graph)
+            item.add_marker(pytest.mark.slow)
 
 
 def start_service(command: list[str], health_url: str, timeout_s: float = 60
@@ -96,7 +98,7 @@ def gateway_server(vllm_url: str, small_project: tuple[FactoryConfig, object],
     """The gateway on SQLite + in-memory limits (the embedded default) before the real vLLM."""
     import os
 
-    from gateway.settings import GatewaySettings
+    from config.gateway import GatewaySettings
     from tests.gateway_fixtures import ADMIN_TOKEN, RunningGateway, serve, tenants
 
     os.environ["FACTORY_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN

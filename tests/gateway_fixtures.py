@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import dagster as dg
 import httpx
 
+from config.schema import FactoryConfig
 from gateway.serving import Gateway
-from pipelines.config import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from tests.live_server import serve
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from config.gateway import GatewaySettings
 from gateway.app import create_app
 from gateway.serving import Gateway
-from gateway.settings import GatewaySettings
 
 
 def free_port() -> int:

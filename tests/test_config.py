@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from config.loading import ConfigError, load_config
 from pipelines.cli import main
-from pipelines.config import ConfigError, load_config
 from resources.vllm_launch import server_args
 
 SMALL = Path(__file__).parent / "configs" / "small.yaml"

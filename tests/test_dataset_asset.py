@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipelines.config import load_config
+from config.loading import load_config
 from pipelines.graph import make_definitions, resources_for
 from tests.data import gallery
 

@@ -9,7 +9,7 @@ from assets.curation.pipeline import curate
 from assets.ingest.documents import extract_text
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.sources import RawRecord, read_file, read_source
-from pipelines.config import DatasetSpec, FileSource, HFSource
+from config.schema import DatasetSpec, FileSource, HFSource
 from tests.data import gallery
 
 
@@ -154,7 +154,7 @@ def test_local_hugging_face_dataset_goes_through_datasets(tmp_path: Path) -> Non
 def test_s3_prefix_source(tmp_path: Path, s3_endpoint: str, s3_env: None) -> None:
     import boto3
 
-    from pipelines.config import S3Source
+    from config.schema import S3Source
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket="raw-data")
@@ -198,7 +198,7 @@ def test_s3_keys_that_would_leave_the_staging_folder_are_refused(
         tmp_path: Path, s3_endpoint: str, s3_env: None, key: str) -> None:
     import boto3
 
-    from pipelines.config import S3Source
+    from config.schema import S3Source
 
     bucket = f"hostile-{abs(hash(key)) % 10**8}"
     client = boto3.client("s3", endpoint_url=s3_endpoint)

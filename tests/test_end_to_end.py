@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from assets.promotion import Registry
-from pipelines.config import FactoryConfig, load_config
+from config.loading import load_config
+from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
 

@@ -293,7 +293,7 @@ def test_usage_and_metrics(gateway_server: RunningGateway) -> None:
 
 def test_failover_to_a_live_replica_and_adapter_aware_choice(
         vllm_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.settings import GatewaySettings
+    from config.gateway import GatewaySettings
     from gateway.upstream import Replica, ReplicaPool
     from tests.gateway_fixtures import serve, tenants
 

@@ -10,8 +10,8 @@ import redis
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
+from config.gateway import GatewaySettings
 from gateway.db import AuditRecord
-from gateway.settings import GatewaySettings
 from tests.gateway_fixtures import serve, tenants
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

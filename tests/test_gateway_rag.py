@@ -5,7 +5,7 @@ import json
 
 import openai
 
-from pipelines.config import FactoryConfig
+from config.schema import FactoryConfig
 from pipelines.graph import resources_for
 from tests.gateway_fixtures import RunningGateway
 

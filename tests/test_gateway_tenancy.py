@@ -23,10 +23,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from config.gateway import GatewaySettings, ProjectQuota
 from gateway.app import build_gateway
 from gateway.db import AdminAuditRecord, AuditRecord
 from gateway.serving import Gateway
-from gateway.settings import GatewaySettings, ProjectQuota
 from gateway.upstream import ReplicaPool
 from tests.fake_vllm import PROMPT_TOKENS, FakeVLLM
 from tests.live_server import serve

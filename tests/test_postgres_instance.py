@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 import sqlalchemy
 
-from pipelines.config import load_config
+from config.loading import load_config
 from pipelines.graph import REPO_ROOT, make_definitions
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

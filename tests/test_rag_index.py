@@ -17,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from pipelines.config import FactoryConfig, load_config
+from config.loading import load_config
+from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
 from tests.conftest import free_port, start_service
@@ -139,6 +140,7 @@ def test_s3_corpus_indexes_objects(tmp_path: Path, s3_endpoint: str, s3_env: Non
     assert sources(config, "Who keeps the orchard?")[0] == "s3://corpus-bucket/notes/orchard.html"
 
 
+@pytest.mark.slow
 def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: str,
                                                    s3_env: None) -> None:
     """The whole loop with Dagster's own daemon and webserver (`factory ui` = `dagster dev`):

@@ -28,7 +28,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, FactoryConfig, load_config
+from config.loading import ConfigError, load_config
+from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, resources_for
 from resources.object_store import ArtifactMissing
 from tests.test_training import FEW, materialize, metadata, write_project
@@ -185,6 +186,7 @@ def ec2_project(root: Path, endpoint: str) -> FactoryConfig:
     })
 
 
+@pytest.mark.slow
 def test_an_adapter_trains_on_an_ec2_instance_through_s3(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
         ec2_box: Callable[..., FakeInstance]) -> None:
@@ -215,6 +217,7 @@ def test_an_adapter_trains_on_an_ec2_instance_through_s3(
     assert "worker exited with 0" in box.log.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["instance lost", "inputs lost"])
 def test_a_failed_ec2_run_fails_the_asset_and_terminates_the_instance(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
@@ -389,6 +392,7 @@ def k8s_project(root: Path, endpoint: str, api: RecordingApi) -> FactoryConfig:
         "service_account": "factory-worker", "node_selector": {"gpu": "a10g"}})
 
 
+@pytest.mark.slow
 def test_an_adapter_trains_as_a_kubernetes_job_through_s3(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
         recorded: Callable[[RecordingApi], RecordingApi]) -> None:
@@ -422,6 +426,7 @@ def test_an_adapter_trains_as_a_kubernetes_job_through_s3(
                       "?propagationPolicy=Background")
 
 
+@pytest.mark.slow
 def test_a_failed_kubernetes_job_fails_the_asset_and_is_deleted(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
         recorded: Callable[[RecordingApi], RecordingApi]) -> None:
@@ -443,6 +448,7 @@ def gce_project(root: Path, endpoint: str, api: RecordingApi) -> FactoryConfig:
         "worker_command": f"env PYTHONPATH={REPO_ROOT} {WORKER_PYTHON}"})
 
 
+@pytest.mark.slow
 def test_an_adapter_trains_on_a_compute_engine_instance(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
         recorded: Callable[[RecordingApi], RecordingApi]) -> None:
@@ -475,6 +481,7 @@ def test_an_adapter_trains_on_a_compute_engine_instance(
     assert deletes == [f"{collection}/{vm['name']}"] and not api.machines
 
 
+@pytest.mark.slow
 def test_a_preempted_compute_engine_instance_fails_the_asset_and_is_deleted(
         tmp_path: Path, s3_endpoint: str, s3_env: None,
         recorded: Callable[[RecordingApi], RecordingApi]) -> None:

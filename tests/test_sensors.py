@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, load_config
+from config.loading import ConfigError, load_config
 from pipelines.graph import make_definitions
 from sensors.changes import Entry, diff
 

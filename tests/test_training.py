@@ -20,7 +20,8 @@ import yaml
 
 from assets.checkpoints import Checkpoints
 from assets.demo_data import filings, math_problems
-from pipelines.config import ConfigError, FactoryConfig, load_config
+from config.loading import ConfigError, load_config
+from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.object_store import ObjectStore
 from worker.checkpoints import remove_unfinished
@@ -75,6 +76,7 @@ def metadata(result: Any, key: str) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+@pytest.mark.slow
 def test_sft_dpo_cpt_and_full_fine_tuning_train_on_the_cpu(tmp_path: Path) -> None:
     config = write_project(tmp_path, {
         "sft": {"base_model": "tiny", "dataset": "chat", "training": FEW},
@@ -108,6 +110,7 @@ def test_sft_dpo_cpt_and_full_fine_tuning_train_on_the_cpu(tmp_path: Path) -> No
     assert checks[("adapter/full", "peft_format")] and checks[("adapter/dpo-trial2", "peft_format")]
 
 
+@pytest.mark.slow
 def test_a_bad_passthrough_key_fails_before_training_and_names_it(tmp_path: Path) -> None:
     config = write_project(tmp_path, {"odd": {
         "base_model": "tiny", "dataset": "chat", "training": FEW,
@@ -144,6 +147,7 @@ def test_config_rejects_what_cannot_train_or_serve(tmp_path: Path) -> None:
             "a-trial1": {"base_model": "tiny", "dataset": "chat"}})
 
 
+@pytest.mark.slow
 def test_a_sweep_trains_every_combination_and_the_best_by_eval_loss_is_the_adapter(
         tmp_path: Path) -> None:
     def sweep(rates: list[float]) -> Any:
@@ -200,6 +204,7 @@ def test_training_runs_share_a_pool_and_have_a_max_runtime(tmp_path: Path) -> No
     assert settings["concurrency"]["pools"]["default_limit"] == 1
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None:
     long = {**FEW, "max_steps": 1500, "checkpoint_every": 100}
     config = write_project(tmp_path, {"long": {"base_model": "tiny", "dataset": "chat",
@@ -207,7 +212,7 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
     materialize(config, "base_model/tiny", "dataset/chat")
     store = resources_for(config)["store"]
     first = subprocess.Popen([sys.executable, "-c", (
-        "from pipelines.config import load_config; from tests.test_training import materialize;"
+        "from config.loading import load_config; from tests.test_training import materialize;"
         f"materialize(load_config({str(tmp_path / 'factory.yaml')!r}), 'adapter/long', "
         "raise_on_error=False)")], cwd=Path(__file__).parents[1])
     deadline = time.monotonic() + 300

@@ -5,9 +5,9 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from config.loading import load_config
 from gateway.db import AuditRecord, make_engine, session_factory
 from gateway.tenancy import Tenancy
-from pipelines.config import load_config
 from pipelines.graph import make_definitions
 
 

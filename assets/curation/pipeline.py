@@ -17,7 +17,7 @@ from assets.curation import dedupe, formats, pii, splits
 from assets.curation.tokens import TokenCounter
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import Item
-from pipelines.config import DatasetSpec
+from config.schema import DatasetSpec
 
 # Rejection reasons that are curation decisions, not bad input (the quality gate ignores them).
 CURATION_REASONS = {"duplicate", "near_duplicate"}

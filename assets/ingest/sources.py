@@ -17,7 +17,7 @@ from assets.demo_data import math_problems
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.readers import TABULAR, read_records
-from pipelines.config import DatasetSource, FileSource, GeneratedSource, HFSource, S3Source
+from config.schema import DatasetSource, FileSource, GeneratedSource, HFSource, S3Source
 from resources.paths import UnsafePath, contained
 
 

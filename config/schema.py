@@ -7,12 +7,10 @@ fails before anything runs, with the key path and what to write instead.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,10 +21,18 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.settings import GatewaySettings
+from config.gateway import GatewaySettings
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME)]
+
+
+class ConfigProblems(ValueError):
+    """Several problems found across sections, each already starting with its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class Strict(BaseModel):
@@ -422,6 +428,10 @@ class DeploymentSpec(Strict):
         """(server name, port) of each replica; the first keeps the deployment's own name."""
         return [(name if i == 0 else f"{name}.{i}", self.port + i) for i in range(self.replicas)]
 
+    def urls(self) -> list[str]:
+        """Each replica's base URL, as the gateway reaches it."""
+        return [f"http://{self.host}:{port}" for _, port in self.replica_names("")]
+
 
 class GeneratedCorpus(Strict):
     generator: Literal["company_filings"]
@@ -672,7 +682,7 @@ class FactoryConfig(Strict):
             if len(d.adapters) > d.max_loras:
                 problems.append(f"deployments.{name}.max_loras: raise it to >= {len(d.adapters)}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigProblems(problems)
         return self
 
     @property
@@ -687,38 +697,19 @@ class FactoryConfig(Strict):
     def work_dir(self) -> Path:
         return self.resolve(self.storage.work_dir)
 
-
-class ConfigError(Exception):
-    """A factory.yaml mistake, phrased as key path + problem + fix."""
-
-
-def _format_errors(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: {err.error_count()} problem(s)"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against the documented keys in README.md"
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
-
-
-def load_config(path: str | os.PathLike[str] | None = None) -> FactoryConfig:
-    """Load the project file named by the argument, $FACTORY_CONFIG, or ./factory.yaml."""
-    cfg_path = Path(path or os.environ.get("FACTORY_CONFIG", "factory.yaml"))
-    if not cfg_path.is_file():
-        raise ConfigError(f"{cfg_path}: no such config file (set FACTORY_CONFIG or pass --config)")
-    try:
-        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections")
-    try:
-        config = FactoryConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(cfg_path, exc)) from exc
-    config._root = cfg_path.resolve().parent
-    return config
+    @property
+    def gateway_settings(self) -> GatewaySettings:
+        """The gateway's settings as it runs them: replicas default to the deployments', Chroma
+        and the dead-letter file to `storage`, relative paths to this file's folder."""
+        given = self.gateway.model_fields_set
+        update: dict[str, Any] = {}
+        if not self.gateway.upstreams:
+            update["upstreams"] = [url for d in self.deployments.values() for url in d.urls()]
+        if "chroma_path" not in given:
+            update["chroma_path"] = f"{self.storage.work_dir}/chroma"
+        if "chroma_url" not in given and self.storage.chroma_url:
+            update["chroma_url"] = self.storage.chroma_url
+        if "audit_dead_letter" not in given:
+            update["audit_dead_letter"] = (f"{self.storage.work_dir}/"
+                                           "gateway-audit-dead-letter.jsonl")
+        return self.gateway.model_copy(update=update).anchored(self._root)
