@@ -96,3 +96,26 @@ def test_a_base_only_deployment_launches_vllm_without_lora(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="max_loras is 0 but 1 adapter"):
         server_args(model="/m", served_name="tiny", host="127.0.0.1", port=8000,
                     dtype="float32", max_model_len=512, max_loras=0, ranks=[8], extra_args=[])
+
+
+def test_each_cross_reference_problem_is_its_own_line_with_its_key_path(tmp_path: Path) -> None:
+    def two_mistakes(raw: dict) -> None:
+        raw["adapters"]["math-lora"]["dataset"] = "maths"
+        raw["deployments"]["local"]["base_model"] = "nope"
+
+    lines = error_for(tmp_path, two_mistakes).splitlines()
+    assert "(top level)" not in "\n".join(lines)
+    assert "  adapters.math-lora.dataset: 'maths' is not in datasets (declared: math)" in lines
+    assert "  deployments.local.base_model: 'nope' is not in base_models (declared: tiny)" in lines
+    assert lines[0].endswith(f"{len(lines) - 1} problem(s)")
+
+
+def test_the_gateway_reads_the_project_file_through_the_one_loader(tmp_path: Path) -> None:
+    from gateway.settings import load_settings
+
+    path = write(tmp_path, lambda r: r["deployments"]["local"].update(replicas=2, port=9100))
+    settings = load_settings(path)
+    assert settings.upstreams == ["http://127.0.0.1:9100", "http://127.0.0.1:9101"]
+    assert settings.upstreams == load_config(path).gateway_settings.upstreams
+    assert settings.chroma_path == str(tmp_path / ".factory" / "chroma")
+    assert settings.database_url == f"sqlite:///{tmp_path / '.factory' / 'gateway.db'}"
