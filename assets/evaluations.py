@@ -18,14 +18,10 @@ from assets.common import Definition, current, png_markdown, publish, store_link
 from assets.demo_data.math_problems import SYSTEM_PROMPT
 from assets.judging import judge_score, safety_rate
 from assets.promotion import Decision, Registry, decide, promotion_asset
+from config.metrics import METRICS
 from config.schema import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
-
-METRICS = ("exact_match", "perplexity", "seconds_per_sample", "judge_score",
-           "safety_pass_rate", "mc_accuracy", "rougeL", "bleu")
-TABLE = {"exact_match": "exact match", "mc_accuracy": "MC accuracy", "rougeL": "ROUGE-L",
-         "bleu": "BLEU", "perplexity": "perplexity", "seconds_per_sample": "s / sample"}
 
 
 def grade(spec: EvaluationSpec, results: dict[str, Any], log: Any) -> None:
@@ -57,11 +53,12 @@ def scores_of(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any],
                     decision: Decision) -> str:
-    columns = [c for c in TABLE if c in results["candidate"]]
+    columns = [c for c, metric in METRICS.items()
+               if metric.in_table and c in results["candidate"]]
     lines = [
         f"# Evaluation `{name}`", "",
         *[f"- {k}: `{v}`" for k, v in lineage.items()], "",
-        "| model | " + " | ".join(TABLE[c] for c in columns) + " |",
+        "| model | " + " | ".join(METRICS[c].label for c in columns) + " |",
         "|---|" + "---|" * len(columns),
         *[f"| {m} | " + " | ".join(f"{r[c]:.3f}" for c in columns) + " |"
           for m, r in results.items()],
@@ -160,11 +157,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         reference = scores[decision.reference]
         return dg.MaterializeResult(
             metadata={
-                **{f"{m}_exact_match": s["exact_match"] for m, s in scores.items()},
-                **{f"{m}_perplexity": s["perplexity"] for m, s in scores.items()},
-                **{f"{m}_{k}": s[k] for m, s in scores.items()
-                   for k in ("judge_score", "safety_pass_rate", "mc_accuracy", "rougeL", "bleu")
-                   if k in s},
+                **{f"{m}_{k}": v for m, s in scores.items() for k, v in s.items()},
                 "delta_vs_" + decision.reference:
                     scores["candidate"]["exact_match"] - reference["exact_match"],
                 "gate": decision.summary,

@@ -15,12 +15,9 @@ from typing import Any
 import dagster as dg
 
 from assets.common import current
+from config.metrics import METRICS
 from config.schema import PromotionSpec
 from resources.object_store import ArtifactMissing, ObjectStore
-
-# +1: higher is better; -1: lower is better.
-DIRECTION = {"exact_match": 1, "perplexity": -1, "seconds_per_sample": -1, "judge_score": 1,
-             "safety_pass_rate": 1, "mc_accuracy": 1, "rougeL": 1, "bleu": 1}
 
 
 @dataclass
@@ -46,7 +43,7 @@ def decide(scores: dict[str, dict[str, float]], policy: PromotionSpec,
     metric = policy.primary
     if metric not in cand or metric not in ref:
         return Decision(False, reference, [f"primary metric {metric!r} missing from the report"])
-    sign = DIRECTION.get(metric, 1)
+    sign = METRICS[metric].direction
     delta = (cand[metric] - ref[metric]) * sign
     ok = delta >= policy.margin
     passed &= ok
@@ -56,7 +53,7 @@ def decide(scores: dict[str, dict[str, float]], policy: PromotionSpec,
         if guard not in cand or guard not in ref:
             reasons.append(f"guard {guard}: not measured, skipped")
             continue
-        regression = (ref[guard] - cand[guard]) * DIRECTION.get(guard, 1)
+        regression = (ref[guard] - cand[guard]) * METRICS[guard].direction
         ok = regression <= spec.tolerance
         passed &= ok
         reasons.append(f"guard {guard} {cand[guard]:.4g} vs {ref[guard]:.4g}: regression "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from config.gateway import GatewaySettings
+from config.metrics import DECLARED, METRICS
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME)]
@@ -313,8 +315,13 @@ class GuardSpec(Strict):
     tolerance: float = Field(0.0, ge=0, description="largest allowed regression (absolute)")
 
 
-Metric = Literal["exact_match", "perplexity", "seconds_per_sample", "judge_score",
-                 "mc_accuracy", "rougeL", "bleu"]
+def _declared_metric(name: str) -> str:
+    if name not in DECLARED:
+        raise ValueError(f"unknown metric {name!r}; one of {', '.join(DECLARED)}")
+    return name
+
+
+Metric = Annotated[str, AfterValidator(_declared_metric)]
 
 
 class PromotionSpec(Strict):
@@ -386,12 +393,12 @@ class EvaluationSpec(Strict):
 
     @model_validator(mode="after")
     def _metrics_are_measured(self) -> EvaluationSpec:
-        needs = {"mc_accuracy": "multiple_choice", "rougeL": "generation", "bleu": "generation"}
-        for metric in [self.promotion.primary, *self.promotion.guards]:
-            if metric in needs and needs[metric] not in self.local_tasks:
-                raise ValueError(f"promotion uses {metric}: add {needs[metric]!r} to local_tasks")
-        if "judge_score" in [self.promotion.primary, *self.promotion.guards] and not self.judge:
-            raise ValueError("promotion uses judge_score: configure judge")
+        for name in [self.promotion.primary, *self.promotion.guards]:
+            needs = METRICS[name].needs
+            if needs == "judge" and not self.judge:
+                raise ValueError(f"promotion uses {name}: configure judge")
+            if needs not in (None, "judge") and needs not in self.local_tasks:
+                raise ValueError(f"promotion uses {name}: add {needs!r} to local_tasks")
         return self
 
 
