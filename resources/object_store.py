@@ -22,6 +22,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from resources.paths import contained
+from worker.s3 import objects, split_url
 
 MANIFEST = "_MANIFEST.json"
 
@@ -158,13 +159,9 @@ class S3Backend(Backend):
             raise
 
     def list(self, prefix: str) -> list[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        return sorted(keys)
+        return sorted(obj["Key"][strip:]
+                      for obj in objects(self.client, self.bucket, self._key(prefix)))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -194,7 +191,7 @@ class ObjectStore(dg.ConfigurableResource):
             elif self.url.startswith("s3://"):
                 import boto3
 
-                bucket, _, prefix = self.url.removeprefix("s3://").partition("/")
+                bucket, prefix = split_url(self.url)
                 client = boto3.client("s3", endpoint_url=self.endpoint_url)
                 self._backend = S3Backend(bucket, prefix, client)
             else:

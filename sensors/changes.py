@@ -16,6 +16,7 @@ from pathlib import Path
 
 from assets.ingest.documents import DOCUMENTS
 from assets.ingest.readers import TABULAR
+from worker.s3 import objects, split_url
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,8 @@ def list_files(pattern: str, root: Path) -> list[Entry]:
 def list_s3(url: str, endpoint_url: str | None) -> list[Entry]:
     import boto3
 
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    bucket, prefix = split_url(url)
     client = boto3.client("s3", endpoint_url=endpoint_url)
-    out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/") or Path(obj["Key"]).suffix.lower() not in WATCHED:
-                continue
-            out.append(Entry(obj["Key"], obj["LastModified"].timestamp(),
-                             obj["ETag"].strip('"')))
-    return out
+    return [Entry(obj["Key"], obj["LastModified"].timestamp(), obj["ETag"].strip('"'))
+            for obj in objects(client, bucket, prefix)
+            if Path(obj["Key"]).suffix.lower() in WATCHED]

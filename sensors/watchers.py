@@ -14,6 +14,7 @@ import dagster as dg
 
 from config.schema import FileSource, S3Source
 from sensors.changes import Entry, diff, list_files, list_s3
+from worker.s3 import split_url
 
 Listing = Callable[[], list[Entry]]
 
@@ -21,7 +22,7 @@ Listing = Callable[[], list[Entry]]
 def listing_for(source: FileSource | S3Source, root: Path, s3_endpoint_url: str | None
                 ) -> Listing:
     if isinstance(source, S3Source):
-        bucket = source.s3.removeprefix("s3://").split("/")[0]
+        bucket, _ = split_url(source.s3)
         return lambda: [Entry(f"s3://{bucket}/{e.key}", e.modified, e.etag)
                         for e in list_s3(source.s3, s3_endpoint_url)]
     return lambda: list_files(source.path, root)

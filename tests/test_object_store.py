@@ -114,3 +114,22 @@ def test_manifest_names_that_would_leave_the_folder_are_refused(s3_endpoint: str
         with pytest.raises(UnsafePath, match=named):
             store.local_dir("adapter/evil/v1")
     assert not list(tmp_path.parent.rglob("escaped*"))
+
+
+def test_s3_locations_and_listings_mean_one_thing_everywhere(s3_endpoint: str,
+                                                           s3_env: None) -> None:
+    """worker/s3.py is read by dataset sources, watchers, the store and the staging: a trailing
+    '/' means that folder only, folder placeholders are no objects, a bad URL is refused."""
+    from worker.s3 import objects, split_url
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="listing")
+    for key in ("docs/a.txt", "docs/sub/b.txt", "docs/", "docs-old/c.txt"):
+        client.put_object(Bucket="listing", Key=key, Body=b"x")
+    bucket, prefix = split_url("s3://listing/docs/")
+    assert (bucket, prefix) == ("listing", "docs/")
+    assert [o["Key"] for o in objects(client, bucket, prefix)] == ["docs/a.txt", "docs/sub/b.txt"]
+    assert len(list(objects(client, bucket, "docs"))) == 3  # no slash: docs-old/ too
+    for bad in ("listing/docs", "s3:///docs", "file://listing"):
+        with pytest.raises(ValueError, match="not an S3 location"):
+            split_url(bad)

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+
+from worker.s3 import objects, split_url
 
 LAST = "trainer_state.json"
 DONE = "done.json"
@@ -38,14 +39,12 @@ class Stage:
 
     @classmethod
     def at(cls, url: str, client: Any = None) -> Stage:
-        parsed = urlparse(url)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise ValueError(f"staging url must look like s3://bucket/prefix, got {url!r}")
+        bucket, prefix = split_url(url)
         if client is None:
             import boto3
 
             client = boto3.client("s3")
-        return cls(client, parsed.netloc, parsed.path.strip("/"))
+        return cls(client, bucket, prefix.strip("/"))
 
     @property
     def url(self) -> str:
@@ -74,10 +73,9 @@ class Stage:
     def pull(self, side: str) -> int:
         """Download the objects of `side` that are new or changed to their paths; how many."""
         base = f"{self.prefix}/{side}/"
-        objects = [obj for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=base) for obj in page.get("Contents", [])]
+        listed = list(objects(self.client, self.bucket, base))
         count = 0
-        for obj in _marker_last(objects, lambda o: o["Key"].rsplit("/", 1)[-1]):
+        for obj in _marker_last(listed, lambda o: o["Key"].rsplit("/", 1)[-1]):
             if self.received.get(obj["Key"]) == obj["ETag"]:
                 continue
             target = Path("/" + obj["Key"].removeprefix(base))

@@ -19,6 +19,7 @@ from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.readers import TABULAR, read_records
 from config.schema import DatasetSource, FileSource, GeneratedSource, HFSource, S3Source
 from resources.paths import UnsafePath, contained
+from worker.s3 import objects, split_url
 
 
 @dataclass(frozen=True)
@@ -59,21 +60,18 @@ def read_file(path: Path, name: str) -> Iterator[Item]:
 def s3_files(url: str, staging: Path, endpoint_url: str | None) -> list[tuple[Path, str]]:
     import boto3
 
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    bucket, prefix = split_url(url)
     client = boto3.client("s3", endpoint_url=endpoint_url)
     out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/"):
-                continue
-            try:
-                dest = contained(staging / bucket, obj["Key"], "S3 object key")
-            except UnsafePath as exc:
-                raise InputFileError(f"s3://{bucket}/{obj['Key']}", str(exc),
-                                     "rename or remove that object") from exc
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, obj["Key"], str(dest))
-            out.append((dest, f"s3://{bucket}/{obj['Key']}"))
+    for obj in objects(client, bucket, prefix):
+        try:
+            dest = contained(staging / bucket, obj["Key"], "S3 object key")
+        except UnsafePath as exc:
+            raise InputFileError(f"s3://{bucket}/{obj['Key']}", str(exc),
+                                 "rename or remove that object") from exc
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, obj["Key"], str(dest))
+        out.append((dest, f"s3://{bucket}/{obj['Key']}"))
     if not out:
         raise InputFileError(url, "no objects under this prefix", "check the bucket and prefix")
     return sorted(out, key=lambda pair: pair[1])
