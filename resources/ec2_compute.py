@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from resources.remote_compute import RemoteCompute
 
@@ -20,13 +19,14 @@ GONE = ("shutting-down", "terminated", "stopping", "stopped")
 class Ec2Compute(RemoteCompute):
     """Runs worker jobs on a fresh EC2 instance each (see config/schema.py Ec2Spec)."""
 
+    # no defaults here: Ec2Spec's are the only ones (training_compute passes every field)
     image_id: str
     instance_type: str
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
-    iam_instance_profile: str | None = None
-    key_name: str | None = None
-    volume_gib: int = 200
+    subnet_id: str | None
+    security_group_ids: list[str]
+    iam_instance_profile: str | None
+    key_name: str | None
+    volume_gib: int
 
     def launch(self, context: dg.AssetExecutionContext, job: str, env: dict[str, str]) -> str:
         request: dict[str, Any] = {

@@ -21,17 +21,18 @@ API = "https://compute.googleapis.com"
 class GceCompute(RemoteCompute):
     """Runs worker jobs on a fresh Compute Engine instance each (see config/schema.py GceSpec)."""
 
+    # no defaults here: GceSpec's are the only ones (training_compute passes every field)
     project: str
     zone: str
     machine_type: str
     image: str
-    accelerator: str | None = None
-    accelerator_count: int = 1
-    service_account: str | None = None
-    network: str = "global/networks/default"
-    hmac_secret: str | None = None
-    disk_gib: int = 200
-    api_url: str | None = None
+    accelerator: str | None
+    accelerator_count: int
+    service_account: str | None
+    network: str
+    hmac_secret: str | None
+    disk_gib: int
+    api_url: str | None
 
     def session(self) -> Any:
         if "gce" not in self._clients:

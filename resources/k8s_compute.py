@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
 
 from resources.remote_compute import RemoteCompute
 
@@ -23,12 +22,13 @@ LABEL = "app.kubernetes.io/name"
 class K8sCompute(RemoteCompute):
     """Runs worker jobs as Kubernetes Jobs (see config/schema.py K8sSpec)."""
 
-    namespace: str = "default"
-    gpus: int = 1
-    service_account: str | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    kube_context: str | None = None
-    api_url: str | None = None
+    # no defaults here: K8sSpec's are the only ones (training_compute passes every field)
+    namespace: str
+    gpus: int
+    service_account: str | None
+    node_selector: dict[str, str]
+    kube_context: str | None
+    api_url: str | None
 
     def batch(self) -> Any:
         if "batch" not in self._clients:

@@ -51,14 +51,16 @@ FORWARDED = ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", CHANNEL_ENV, "FA
 
 
 class RemoteCompute(WorkerCompute):
+    # RemoteSpec's defaults are the only ones (training_compute passes every field);
+    # worker_command is None for Kubernetes, whose spec has none
     staging_url: str
     worker_image: str
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
+    region: str
+    endpoint_url: str | None
     worker_command: str | None = None
-    poll_s: float = 10.0
-    sync_s: float = 30.0
-    max_runtime_s: int = 6 * 3600
+    poll_s: float
+    sync_s: float
+    max_runtime_s: int
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def aws(self, service: str) -> Any:
