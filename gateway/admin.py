@@ -45,7 +45,8 @@ def clean(text: str | None, length: int) -> str | None:
 
 
 def parse_key_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > p.INT32:
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > p.INT32:
         raise TenancyError(f"no key with id {raw[:20]!r}")
     return int(raw)
 

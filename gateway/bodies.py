@@ -34,7 +34,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     huge or endless chunked upload is never held in memory."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise GatewayError(400, "Content-Length must be a number of bytes.",
                                "invalid_request_error", "invalid_request")
         if int(declared) > limit:

@@ -104,7 +104,7 @@ def make_router(gateway: Gateway) -> APIRouter:
         streaming = False
         try:
             principal = gateway.access.authenticate(request.headers.get("authorization"),
-                                             client_address(request), outcome)
+                                                    client_address(request), outcome)
             gateway.access.admit(principal, outcome)
             response = await work(principal, outcome)
             streaming = isinstance(response, RelayResponse)

@@ -318,9 +318,11 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
         assert replicas[0]["pid"] != state.pid and replicas[1]["action"] == "started"
         for replica in replicas:
             assert {"tiny", "math-lora", "math-mix"} <= set(vllm.served_models(replica["url"]))
+        # the gateway reads the project file through the one loader, so a whole valid project
+        raw = yaml.safe_load((project.root / "factory.yaml").read_text())
+        raw["deployments"]["local"] |= {"port": 8011, "replicas": 2}
         config_file = project.root / "scaled.yaml"
-        config_file.write_text(yaml.safe_dump({"deployments": {"local": {
-            "base_model": "tiny", "port": 8011, "replicas": 2}}}))
+        config_file.write_text(yaml.safe_dump(raw))
         assert load_settings(config_file).upstreams == [r["url"] for r in replicas]
     finally:
         vllm.stop("local.1")
