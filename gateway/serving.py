@@ -128,10 +128,7 @@ class Gateway:
             raise upstream_error(exc, body["model"]) from exc
         outcome.replica = replica
         if response.status_code != 200:
-            raise GatewayError(response.status_code if response.status_code < 500 else 502,
-                               _upstream_message(response.text), "invalid_request_error"
-                               if response.status_code < 500 else "server_error",
-                               "upstream_error")
+            raise upstream_refusal(response.status_code, response.text)
         try:
             data = response.json()
             usage = data.get("usage") or {}
@@ -174,10 +171,7 @@ class Gateway:
                 text = (await upstream.response.aread()).decode(errors="replace")
             finally:
                 await upstream.aclose()
-            status = upstream.response.status_code
-            raise GatewayError(status if status < 500 else 502, _upstream_message(text),
-                               "invalid_request_error" if status < 500 else "server_error",
-                               "upstream_error")
+            raise upstream_refusal(upstream.response.status_code, text)
         return self._relay(upstream, client_wants_usage, outcome)
 
     async def _relay(self, upstream: UpstreamStream, client_wants_usage: bool,
@@ -211,8 +205,6 @@ class Gateway:
                             payload = json.dumps(chunk)
                         first_token_at = time.perf_counter()
                         outcome.ttft_ms = (first_token_at - outcome.started) * 1000
-                if not exact:
-                    outcome.completion_tokens = relayed
                 yield f"data: {payload}\n\n".encode()
         except (httpx.TransportError, ValueError) as exc:
             # the status line (200) is gone already: the error travels as an event
@@ -261,6 +253,13 @@ class Gateway:
         counter = tokenizer(self.settings.embedding_model)
         tokens = sum(len(ids) for ids in counter(inputs)["input_ids"])
         return np.asarray(model.get_text_embedding_batch(inputs), dtype=np.float32), tokens
+
+def upstream_refusal(status: int, text: str) -> GatewayError:
+    """A replica's non-200 answer: its 4xx kept as is, anything else a 502."""
+    return GatewayError(status if status < 500 else 502, _upstream_message(text),
+                        "invalid_request_error" if status < 500 else "server_error",
+                        "upstream_error")
+
 
 def _upstream_message(text: str) -> str:
     try:
