@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from config.objectives import OBJECTIVES
 from config.schema import AdapterSpec, Pretrain, TrackingSpec
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches
@@ -47,18 +48,9 @@ def _common(base_dir: Path, output_dir: Path, seed: int, target: str) -> dict[st
 
 
 def dataset_keys(objective: str, train_path: Path) -> dict[str, Any]:
-    """How Axolotl reads our normalised rows for each objective."""
-    if objective == "dpo":  # {"messages": [... user], "chosen": str, "rejected": str}
-        return {"rl": "dpo", "chat_template": "tokenizer_default", "datasets": [{
-            "path": str(train_path), "ds_type": "json", "type": "chat_template.default",
-            "field_messages": "messages", "field_chosen": "chosen",
-            "field_rejected": "rejected"}]}
-    if objective == "cpt":  # {"text": str} token blocks
-        return {"datasets": [{"path": str(train_path), "ds_type": "json", "type": "completion",
-                              "field": "text"}]}
-    return {"chat_template": "tokenizer_default", "datasets": [{
-        "path": str(train_path), "ds_type": "json", "type": "chat_template",
-        "field_messages": "messages", "roles_to_train": ["assistant"]}]}
+    """How Axolotl reads our normalised rows for the objective (config/objectives.py)."""
+    entry = OBJECTIVES[objective]
+    return {**entry.trainer, "datasets": [{"path": str(train_path), **entry.reads}]}
 
 
 def method_keys(spec: AdapterSpec) -> dict[str, Any]:
@@ -111,10 +103,8 @@ def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_d
         "save_total_limit": 2,
         "auto_resume_from_checkpoints": True,  # a retry continues from the last checkpoint
     }
-    if spec.objective == "dpo":
-        # Axolotl's DPO path hands the padding multiple to TRL's preference collator, whose
-        # batches then lack input_ids: keep its own padding
-        cfg.pop("pad_to_multiple_of", None)
+    for key in OBJECTIVES[spec.objective].drops:
+        cfg.pop(key, None)
     return yaml.safe_dump(cfg | spec.axolotl, sort_keys=False)
 
 

@@ -18,12 +18,16 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from compute import MACHINES
+from compute.machine import RemoteSpec
 from config.gateway import GatewaySettings
 from config.metrics import DECLARED, METRICS
+from config.objectives import OBJECTIVES
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME)]
@@ -237,7 +241,6 @@ class TrackingSpec(Strict):
     mode: Literal["offline", "online"] = "offline"
 
 
-OBJECTIVE_DATA = {"sft": "sft", "dpo": "preference", "cpt": "pretrain"}
 MAX_TRIALS = 16
 VLLM_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                      "down_proj", "qkv_proj", "gate_up_proj"}
@@ -249,9 +252,9 @@ class AdapterSpec(Strict):
     method: Literal["lora", "qlora", "full"] = Field(
         "lora", description="lora; qlora (4-bit base, GPU only); full fine-tuning (small models; "
                             "served as its own model, not as a LoRA)")
-    objective: Literal["sft", "dpo", "cpt"] = Field(
-        "sft", description="sft on chat data, dpo on preference pairs, cpt (continued "
-                           "pre-training) on document text")
+    objective: Literal[tuple(OBJECTIVES)] = Field(  # type: ignore[valid-type]
+        "sft", description="; ".join(f"{name}: {o.description}"
+                                     for name, o in OBJECTIVES.items()))
     lora: LoraSpec = LoraSpec()
     training: TrainingSpec = TrainingSpec()
     axolotl: dict[str, Any] = Field(
@@ -479,96 +482,10 @@ class SchedulesSpec(Strict):
         0.05, ge=0, description="allowed drop of served exact match below the promoted score")
 
 
-class RemoteSpec(Strict):
-    """What every remote machine shares: the worker image and the S3 staging channel."""
+class _Compute(Strict):
+    """Where training runs. The Axolotl YAML is the same everywhere; only device keys differ.
+    Each kind of machine in compute.MACHINES adds its settings under `compute.<kind>`."""
 
-    staging_url: str = Field(description="s3://bucket/prefix: inputs, outputs and Pipes "
-                                         "messages of each job")
-    worker_image: str = Field(
-        "adapter-factory-worker:latest",
-        description="infra/docker/worker.Dockerfile, pushed where the machine can pull it")
-    region: str = "us-east-1"
-    endpoint_url: str | None = Field(None, description="AWS API endpoint override "
-                                                       "(S3-compatible servers, tests)")
-    poll_s: float = Field(10.0, gt=0)
-    sync_s: float = Field(30.0, gt=0, description="how often the box pushes its outputs "
-                                                  "(checkpoints) to S3")
-
-    @field_validator("staging_url")
-    @classmethod
-    def _s3(cls, url: str) -> str:
-        if not url.startswith("s3://") or len(url) <= len("s3://"):
-            raise ValueError(f"staging_url must be s3://bucket/prefix, got {url!r}")
-        return url.rstrip("/")
-
-
-class Ec2Spec(RemoteSpec):
-    """A GPU instance per training job, launched with boto3 and terminated when it ends."""
-
-    image_id: str = Field(description="an AMI with Docker and the NVIDIA container toolkit "
-                                      "(e.g. the AWS Deep Learning Base GPU AMI)")
-    instance_type: str = "g5.xlarge"
-    subnet_id: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
-    iam_instance_profile: str | None = Field(
-        None, description="instance profile name; its role must read and write staging_url")
-    key_name: str | None = None
-    volume_gib: int = Field(200, ge=20)
-    worker_command: str | None = Field(
-        None, description="what runs `-m worker.remote` on the box; default: docker run of "
-                          "worker_image with the GPUs")
-
-
-class K8sSpec(RemoteSpec):
-    """A Kubernetes Job with a GPU request per training job, deleted when it ends."""
-
-    namespace: str = "default"
-    gpus: int = Field(1, ge=0)
-    service_account: str | None = Field(
-        None, description="e.g. an IRSA/Workload Identity account that may use staging_url")
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    kube_context: str | None = Field(None, description="kubeconfig context (default: in-cluster "
-                                                       "config inside a pod, else current)")
-    api_url: str | None = Field(None, description="talk to this API URL without credentials "
-                                                  "(`kubectl proxy`, tests)")
-
-
-class GceSpec(RemoteSpec):
-    """A Compute Engine GPU instance per training job, deleted when it ends. Staging goes through
-    Cloud Storage's S3-compatible XML API: staging_url s3://<gcs bucket>/<prefix>, endpoint_url
-    https://storage.googleapis.com, an HMAC key here in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
-    and on the instance from Secret Manager (hmac_secret)."""
-
-    project: str
-    zone: str = "us-central1-a"
-    machine_type: str = "g2-standard-8"
-    accelerator: str | None = Field("nvidia-l4", description="None for a CPU-only machine")
-    accelerator_count: int = Field(1, ge=1)
-    image: str = Field(description="a boot image with Docker, the NVIDIA driver and gcloud, e.g. "
-                                   "projects/deeplearning-platform-release/global/images/family/"
-                                   "common-cu124-debian-11")
-    service_account: str | None = Field(None, description="the instance's identity; it must "
-                                                          "read hmac_secret")
-    network: str = "global/networks/default"
-    hmac_secret: str | None = Field(None, description="Secret Manager secret holding "
-                                                      "'<access id>:<secret>' of an HMAC key")
-    disk_gib: int = Field(200, ge=20)
-    worker_command: str | None = Field(
-        None, description="what runs `-m worker.remote` on the box; default: docker run of "
-                          "worker_image with the GPUs")
-    api_url: str | None = Field(None, description="Compute Engine API root override (tests)")
-
-
-class ComputeSpec(Strict):
-    """Where training runs. The Axolotl YAML is the same everywhere; only device keys differ."""
-
-    kind: Literal["local", "ec2", "gce", "k8s"] = Field(
-        "local", description="local: a subprocess via Dagster Pipes; ec2 / gce / k8s: a GPU "
-                             "instance or Kubernetes Job per run, messages and files through S3 "
-                             "(or Cloud Storage's S3 API)")
-    ec2: Ec2Spec | None = None
-    gce: GceSpec | None = None
-    k8s: K8sSpec | None = None
     device: Literal["cpu", "gpu"] = "cpu"
     concurrency: int = Field(1, ge=1, description="training steps at once on this target "
                                                   "(the Dagster pool's limit)")
@@ -577,16 +494,35 @@ class ComputeSpec(Strict):
 
     @property
     def pool(self) -> str:
-        return f"train-{self.kind}-{self.device}"
+        return f"train-{self.kind}-{self.device}"  # type: ignore[attr-defined]
+
+    @property
+    def machine(self) -> RemoteSpec | None:
+        """The settings of the kind of machine that trains; None for a local subprocess."""
+        kind: str = self.kind  # type: ignore[attr-defined]
+        return None if kind == "local" else getattr(self, kind)
 
     @model_validator(mode="after")
-    def _launcher_settings(self) -> ComputeSpec:
-        if self.kind != "local" and getattr(self, self.kind) is None:
-            needed = {"ec2": "image_id and staging_url", "gce": "project, image and staging_url",
-                      "k8s": "staging_url"}[self.kind]
-            raise ValueError(f"compute.kind is {self.kind} but compute.{self.kind} is missing: "
-                             f"give at least {needed}")
+    def _launcher_settings(self) -> _Compute:
+        kind: str = self.kind  # type: ignore[attr-defined]
+        if kind != "local" and getattr(self, kind) is None:
+            fields = MACHINES[kind].model_fields
+            needed = sorted((n for n, f in fields.items() if f.is_required()),
+                            key=lambda n: n in RemoteSpec.model_fields)  # its own ones first
+            listed = ", ".join(needed[:-1]) + " and " if len(needed) > 1 else ""
+            raise ValueError(f"compute.kind is {kind} but compute.{kind} is missing: "
+                             f"give at least {listed}{needed[-1]}")
         return self
+
+
+ComputeSpec = create_model(
+    "ComputeSpec", __base__=_Compute,
+    kind=(Literal[("local", *MACHINES)], Field(  # type: ignore[valid-type]
+        "local", description="local: a subprocess via Dagster Pipes; "
+        + " / ".join(MACHINES) + ": a GPU instance or Kubernetes Job per run, messages and "
+        "files through S3 (or Cloud Storage's S3 API)")),
+    **{kind: (spec | None, None) for kind, spec in MACHINES.items()},  # type: ignore[dict-item]
+)
 
 
 class FactoryConfig(Strict):
@@ -624,10 +560,10 @@ class FactoryConfig(Strict):
             check(f"adapters.{name}.base_model", a.base_model, self.base_models, "base_models")
             check(f"adapters.{name}.dataset", a.dataset, self.datasets, "datasets")
             data = self.datasets.get(a.dataset)
-            if data and data.kind != OBJECTIVE_DATA[a.objective]:
+            wanted = OBJECTIVES[a.objective].data
+            if data and data.kind != wanted:
                 problems.append(f"adapters.{name}.objective: {a.objective} trains on "
-                                f"{OBJECTIVE_DATA[a.objective]} data but datasets.{a.dataset} "
-                                f"is kind: {data.kind}")
+                                f"{wanted} data but datasets.{a.dataset} is kind: {data.kind}")
             if a.method == "qlora" and self.compute.device == "cpu":
                 problems.append(f"adapters.{name}.method: qlora loads the base model in 4 bits "
                                 "with bitsandbytes CUDA kernels, which need a GPU; set "
@@ -639,10 +575,12 @@ class FactoryConfig(Strict):
         seen: dict[str, str] = {}
         for name, e in self.evaluations.items():
             check(f"evaluations.{name}.adapter", e.adapter, self.adapters, "adapters")
-            if e.adapter in self.adapters and self.adapters[e.adapter].objective == "cpt":
-                problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is continued "
-                                "pre-training on text, which has no questions to score (its "
-                                "loss curve is in the adapter's metadata); remove this entry")
+            objective = self.adapters[e.adapter].objective if e.adapter in self.adapters else ""
+            if objective and not OBJECTIVES[objective].scored:
+                problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is "
+                                f"{OBJECTIVES[objective].description}, which has no questions "
+                                "to score (its loss curve is in the adapter's metadata); remove "
+                                "this entry")
             if e.adapter in seen:
                 problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is already judged by "
                                 f"evaluations.{seen[e.adapter]}; one promotion gate per adapter")

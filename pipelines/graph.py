@@ -23,10 +23,8 @@ from assets.sweeps import sweep_assets
 from assets.usage import usage_asset
 from config.schema import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
-from resources.ec2_compute import Ec2Compute
-from resources.gce_compute import GceCompute
-from resources.k8s_compute import K8sCompute
 from resources.object_store import ObjectStore
+from resources.remote_compute import RemoteCompute
 from resources.retrieval import chroma_server
 from resources.vector_store import ChromaResource
 from resources.vllm_server import VLLMServer
@@ -55,12 +53,11 @@ def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
 def training_compute(config: FactoryConfig, local: WorkerCompute) -> WorkerCompute:
     """Where `worker.train` runs; validation, evaluation and merges stay on the local worker."""
     compute = config.compute
-    settings = getattr(compute, compute.kind, None) if compute.kind != "local" else None
-    if settings is None:
+    if compute.machine is None:
         return local
-    machine = {"ec2": Ec2Compute, "gce": GceCompute, "k8s": K8sCompute}[compute.kind]
-    return machine(**settings.model_dump(), python=local.python, project_root=local.project_root,
-                   target=compute.device, max_runtime_s=compute.max_runtime_s)
+    return RemoteCompute(kind=compute.kind, settings=compute.machine.model_dump_json(),
+                         python=local.python, project_root=local.project_root,
+                         target=compute.device, max_runtime_s=compute.max_runtime_s)
 
 
 def chroma_resource(config: FactoryConfig) -> ChromaResource:

@@ -1,7 +1,7 @@
 """Where worker jobs run. Local subprocess in the worker environment by default, via Dagster Pipes.
 
-The worker modules speak only dagster-pipes, so a remote launcher (EC2, GCP, Kubernetes) swaps
-the Pipes client and the message channel, not the worker code.
+The worker modules speak only dagster-pipes, so a remote machine (compute/: EC2, Compute Engine,
+Kubernetes) swaps the Pipes client and the message channel, not the worker code.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class WorkerCompute(dg.ConfigurableResource):
             inputs: Sequence[Path] = (), outputs: Sequence[Path] = ()) -> list[Any]:
         """Run one worker job to completion; returns the messages it reported. `inputs` and
         `outputs` are the paths the job reads and writes: a local job sees them in place, a
-        remote launcher moves them (resources/ec2_compute.py)."""
+        remote launcher moves them (resources/remote_compute.py)."""
         root = Path(self.project_root).resolve()
         python = (root / self.python) if not Path(self.python).is_absolute() else Path(self.python)
         if not python.exists():

@@ -233,6 +233,8 @@ def test_a_failed_ec2_run_fails_the_asset_and_terminates_the_instance(
         assert f"instance {box.instance_id} is" in error and "never finished" in error
     else:
         assert f"worker.train failed on instance {box.instance_id}" in error
+        # the box's own last words: what it could not find
+        assert "its last lines:" in error and "OSError" in error and "base_model/tiny" in error
         assert "worker exited with 1" in box.log.read_text()
     assert box.state() == "terminated"
     with pytest.raises(ArtifactMissing, match="no 'adapter/sft' has been materialized"):
