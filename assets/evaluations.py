@@ -1,8 +1,9 @@
 """Evaluation and promotion: base vs candidate adapter vs current champion, then the gate.
 
-lm-evaluation-harness scores tasks generated from the dataset's test split (exact match on the
-answer after `####`; optionally multiple choice and generation with ROUGE-L/BLEU); our own
-metrics (validation perplexity, seconds per sample) ride along.
+lm-evaluation-harness scores tasks generated from the dataset's test split: each row's own
+conversation is the prompt, the reply is scored by exact match (on what `answer_pattern`
+extracts, or the whole reply), ROUGE-L and BLEU, optionally multiple choice; our own metrics
+(validation perplexity, seconds per sample) ride along.
 The `promotion_gate` check is blocking, so `promotion/<adapter>` only runs when the candidate
 earns it; the deployment serves the registry's champion, never simply the newest adapter.
 """
@@ -15,7 +16,6 @@ from typing import Any
 import dagster as dg
 
 from assets.common import Definition, current, png_markdown, publish, store_link, version_of
-from assets.demo_data.math_problems import SYSTEM_PROMPT
 from assets.judging import judge_score, safety_rate
 from assets.promotion import Decision, Registry, decide, promotion_asset
 from config.metrics import METRICS
@@ -63,16 +63,16 @@ def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any],
         *[f"| {m} | " + " | ".join(f"{r[c]:.3f}" for c in columns) + " |"
           for m, r in results.items()],
         "", f"**Gate: {decision.summary}**", "",
-        "## Candidate failures (first 10)", "",
+        "## The candidate's weakest replies (misses first, then by ROUGE-L; up to 10)", "",
     ]
-    failures = [s for s in results["candidate"]["samples"] if not s["correct"]][:10]
-    for s in failures:
-        lines += [f"- Q: {s['question']}", f"  - expected `{s['target']}`, got "
-                  f"`{s['extracted']}`: {s['output'][:200]!r}"]
+    weakest = sorted(results["candidate"]["samples"], key=lambda s: (s["correct"], s["rougeL"]))
+    for s in weakest[:10]:
+        lines += [f"- Q: {s['question'][:300]!r}", f"  - expected `{s['target'][:200]}`, got "
+                  f"`{s['extracted'][:200]}` (ROUGE-L {s['rougeL']:.2f})"]
     return "\n".join(lines) + "\n"
 
 
-def score_chart(results: dict[str, Any], title: str) -> dg.MetadataValue:
+def score_chart(results: dict[str, Any], metric: str, title: str) -> dg.MetadataValue:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,9 +81,11 @@ def score_chart(results: dict[str, Any], title: str) -> dg.MetadataValue:
     fig, ax = plt.subplots(figsize=(4.5, 3))
     names = list(results)
     colours = {"base": "#999", "candidate": "#2a7", "champion": "#37c"}
-    ax.bar(names, [results[n]["exact_match"] for n in names], color=[colours[n] for n in names])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("exact match")
+    ax.bar(names, [results[n].get(metric) or 0.0 for n in names],
+           color=[colours[n] for n in names])
+    if METRICS[metric].higher_is_better and metric != "bleu":
+        ax.set_ylim(0, 1)
+    ax.set_ylabel(METRICS[metric].label)
     ax.set_title(title)
     return png_markdown(fig, title)
 
@@ -129,7 +131,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
             "test_path": str(data_dir / "test.jsonl"), "val_path": str(data_dir / "val.jsonl"),
             "perplexity_rows": spec.perplexity_rows, "limit": spec.limit,
             "max_new_tokens": spec.max_new_tokens, "batch_size": spec.batch_size,
-            "system_prompt": SYSTEM_PROMPT, "harness_tasks": spec.harness_tasks,
+            "answer_pattern": spec.answer_pattern, "harness_tasks": spec.harness_tasks,
             "local_tasks": spec.local_tasks, "mc_choices": spec.mc_choices,
             "safety_prompts": spec.safety.prompts if spec.safety else [],
         })
@@ -155,14 +157,17 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
                       gate_passed=decision.passed, gate=decision.summary,
                       candidate_version=candidate["version"], candidate_prefix=candidate["prefix"])
         reference = scores[decision.reference]
+        primary = spec.promotion.primary
         return dg.MaterializeResult(
             metadata={
                 **{f"{m}_{k}": v for m, s in scores.items() for k, v in s.items()},
-                "delta_vs_" + decision.reference:
-                    scores["candidate"]["exact_match"] - reference["exact_match"],
+                "primary_metric": primary,
+                f"{primary}_delta_vs_{decision.reference}":
+                    scores["candidate"].get(primary, float("nan"))
+                    - reference.get(primary, float("nan")),
                 "gate": decision.summary,
                 "samples": len(results["candidate"]["samples"]),
-                "scores": score_chart(results, name),
+                "scores": score_chart(results, primary, f"{name}: {METRICS[primary].label}"),
                 "report": dg.MetadataValue.md(markdown),
                 "location": store_link(store, ref["prefix"]),
                 "seconds": round(time.monotonic() - started, 1),

@@ -1,12 +1,15 @@
-"""Evaluation through the deployed endpoint: the same task, scored on what is actually served.
+"""Evaluation through the deployed endpoint: the same rows, scored on what is actually served.
 
-Runs lm-evaluation-harness's `local-chat-completions` client against the vLLM server for the base
-model and every served adapter, and measures time to first token and time per output token from
-streamed requests, so quality and latency numbers describe the endpoint apps call.
+Sends each test row's conversation to the vLLM server's chat API for the base model and every
+served adapter, scores the replies as the offline evaluation does (exact match on the
+evaluation's `answer_pattern`, ROUGE-L), and measures time to first token and time per output
+token from streamed requests, so quality and latency numbers describe the endpoint apps call.
 
-The first score of each served `model@version` becomes its baseline; the `no_regression` check
-(run nightly by the re-evaluation schedule) fails when a later score drops below it by more than
-the configured tolerance: drift in what is served, with the model and both numbers named.
+Each adapter is tracked on its evaluation's primary metric (exact match or ROUGE-L; a primary the
+endpoint cannot measure, such as perplexity, falls back to the one its data implies). The first
+score of each served `model@version` becomes its baseline; the `no_regression` check (run nightly
+by the re-evaluation schedule) fails when a later score drops below it by more than the
+configured tolerance: drift in what is served, with the model, metric and both numbers named.
 """
 
 import json
@@ -16,7 +19,7 @@ import time
 import dagster as dg
 
 from assets.common import Definition, current, publish, version_of
-from assets.demo_data.math_problems import SYSTEM_PROMPT
+from config.metrics import METRICS
 from config.schema import DeploymentSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ArtifactMissing, ObjectStore
@@ -32,8 +35,8 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
     @dg.asset(
         key=["served_evaluation", name], group_name="serving", kinds={"lm_eval", "vllm"},
         deps=[dg.AssetKey(["deployment", name])],
-        description=f"Exact match, TTFT and TPOT of what deployment '{name}' serves, measured "
-                    "through its OpenAI-compatible endpoint.",
+        description=f"Exact match, ROUGE-L, TTFT and TPOT of what deployment '{name}' serves, "
+                    "measured through its OpenAI-compatible endpoint.",
     )
     def _served(context: dg.AssetExecutionContext, store: ObjectStore, worker: WorkerCompute,
                 vllm: VLLMServer) -> dg.MaterializeResult:
@@ -42,10 +45,12 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
         if state is None or not vllm.healthy(state):
             raise dg.Failure(f"deployment {name} is not running; materialize deployment/{name}")
         results: dict[str, dict] = {}
+        metrics: dict[str, str] = {}
         for adapter in state.adapters:
             # a mixture is scored on the test split of its first component
             source = adapter if adapter in config.adapters else next(
                 iter(config.mixtures[adapter].adapters))
+            pattern, metric = config.served_metric(source)
             dataset = current(store, "dataset", config.adapters[source].dataset)
             run_dir = config.work_dir / "runs" / "served_evaluation" / name / adapter
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -55,10 +60,11 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
                 "models": [adapter, state.base_model],
                 "test_path": str(store.local_dir(dataset["prefix"]) / "test.jsonl"),
                 "limit": evaluate.limit, "max_new_tokens": evaluate.max_new_tokens,
-                "timing_requests": evaluate.timing_requests, "system_prompt": SYSTEM_PROMPT,
+                "timing_requests": evaluate.timing_requests, "answer_pattern": pattern,
             })
             for model, result in json.loads((run_dir / "results.json").read_text()).items():
-                results[f"{adapter}:{model}" if model == state.base_model else model] = result
+                served = f"{adapter}:{model}" if model == state.base_model else model
+                results[served], metrics[served] = result, metric
         report = config.work_dir / "runs" / "served_evaluation" / name / "report"
         shutil.rmtree(report, ignore_errors=True)
         report.mkdir(parents=True)
@@ -67,39 +73,45 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
         version = version_of(state.adapters, state.base_version, evaluate.model_dump(),
                              time.time())
         versions = {m: state.base_version if ":" in m else state.adapters[m] for m in results}
+        scores = {m: r[metrics[m]] for m, r in results.items()}
         publish(store, "served_evaluation", name, version, report, url=state.url,
-                scores={m: r["exact_match"] for m, r in results.items()}, versions=versions)
+                scores=scores, metrics=metrics, versions=versions)
         baselines = read_baselines(store, name)
-        for model, result in results.items():
-            baselines.setdefault(f"{model}@{versions[model]}", result["exact_match"])
+        for model, score in scores.items():
+            baselines.setdefault(f"{model}@{versions[model]}:{metrics[model]}", score)
         store.write_ref(f"served_baseline/{name}", baselines)
-        table = ["| served model | exact match | TTFT mean (ms) | TTFT p95 (ms) | TPOT (ms) |",
-                 "|---|---|---|---|---|"]
-        table += [f"| {m} | {r['exact_match']:.3f} | {r['ttft_mean_s'] * 1000:.0f} | "
+        table = ["| served model | tracked on | exact match | ROUGE-L | TTFT mean (ms) | "
+                 "TTFT p95 (ms) | TPOT (ms) |", "|---|---|---|---|---|---|---|"]
+        table += [f"| {m} | {METRICS[metrics[m]].label} | {r['exact_match']:.3f} | "
+                  f"{r['rougeL']:.3f} | {r['ttft_mean_s'] * 1000:.0f} | "
                   f"{r['ttft_p95_s'] * 1000:.0f} | {r['tpot_mean_s'] * 1000:.1f} |"
                   for m, r in results.items()]
         return dg.MaterializeResult(metadata={
             "url": dg.MetadataValue.url(f"{state.url}/v1"),
             "served": dg.MetadataValue.md("\n".join(table)),
             **{f"{m}_exact_match": r["exact_match"] for m, r in results.items()},
+            **{f"{m}_rougeL": round(r["rougeL"], 4) for m, r in results.items()},
             **{f"{m}_ttft_ms": round(r["ttft_mean_s"] * 1000, 1) for m, r in results.items()},
             **{f"{m}_tpot_ms": round(r["tpot_mean_s"] * 1000, 2) for m, r in results.items()},
             "seconds": round(time.monotonic() - started, 1),
         })
 
     @dg.asset_check(asset=_served, name="no_regression",
-                    description="Served exact match has not dropped below each model's first "
-                                "score by more than schedules.regression_tolerance.")
+                    description="Each served model's tracked metric has not dropped below its "
+                                "first score by more than schedules.regression_tolerance.")
     def _no_regression(store: ObjectStore) -> dg.AssetCheckResult:
         latest = current(store, "served_evaluation", name)
         baselines = read_baselines(store, name)
         tolerance = config.schedules.regression_tolerance
         rows, regressed = [], []
         for model, score in latest["scores"].items():
-            baseline = baselines[f"{model}@{latest['versions'][model]}"]
-            rows.append({"model": model, "score": score, "baseline": baseline})
+            metric = latest["metrics"][model]
+            baseline = baselines[f"{model}@{latest['versions'][model]}:{metric}"]
+            rows.append({"model": model, "metric": metric, "score": score,
+                         "baseline": baseline})
             if score < baseline - tolerance:
-                regressed.append(f"{model}: {score:.3f} < baseline {baseline:.3f} - {tolerance}")
+                regressed.append(f"{model}: {METRICS[metric].label} {score:.3f} < baseline "
+                                 f"{baseline:.3f} - {tolerance}")
         return dg.AssetCheckResult(
             passed=not regressed,
             severity=dg.AssetCheckSeverity.ERROR,

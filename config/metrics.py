@@ -25,8 +25,8 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "exact_match": Metric("exact match", True),
     "mc_accuracy": Metric("MC accuracy", True, needs="multiple_choice"),
-    "rougeL": Metric("ROUGE-L", True, needs="generation"),
-    "bleu": Metric("BLEU", True, needs="generation"),
+    "rougeL": Metric("ROUGE-L", True),
+    "bleu": Metric("BLEU", True),
     "perplexity": Metric("perplexity", False),
     "seconds_per_sample": Metric("s / sample", False),
     "judge_score": Metric("judge score", True, needs="judge", in_table=False),

@@ -242,6 +242,8 @@ class TrackingSpec(Strict):
 
 
 MAX_TRIALS = 16
+# what an evaluation through the endpoint measures from the replies alone
+SERVED_METRICS = ("exact_match", "rougeL")
 VLLM_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                      "down_proj", "qkv_proj", "gate_up_proj"}
 
@@ -328,9 +330,11 @@ Metric = Annotated[str, AfterValidator(_declared_metric)]
 
 
 class PromotionSpec(Strict):
-    """When a candidate replaces the champion (see assets/promotion.py)."""
+    """When a candidate replaces the champion (see assets/promotion.py). The primary metric
+    follows the data unless named: exact_match when the evaluation has an answer_pattern,
+    rougeL (the whole reply against the reference) otherwise."""
 
-    primary: Metric = "exact_match"
+    primary: Metric = "rougeL"
     margin: float = Field(0.0, description="required improvement over the champion (or base)")
     guards: dict[Metric, GuardSpec] = Field(
         default_factory=lambda: {"perplexity": GuardSpec(tolerance=0.5)})
@@ -350,6 +354,11 @@ class JudgeSpec(Strict):
 
     base_url: str = Field(description="its /v1 base URL, e.g. https://api.openai.com/v1")
     model: str
+    rubric: str = Field(
+        "You grade a candidate's reply against the reference reply to the same request: "
+        "correct, complete and in the expected form.",
+        description="what the judge is told it grades, before the question, the reference and "
+                    "the candidate (it then answers with an integer from 1 to 10)")
     api_key_env: str | None = Field(None, description="environment variable with its key")
     samples: int = Field(20, ge=1, description="answers graded per model")
 
@@ -376,10 +385,15 @@ class EvaluationSpec(Strict):
     promotion: PromotionSpec = PromotionSpec()
     harness_tasks: list[str] = Field(
         default_factory=list, description="standard lm-eval tasks by name (need their data)")
-    local_tasks: list[Literal["multiple_choice", "generation"]] = Field(
-        default_factory=list, description="harness tasks built from the test split besides exact "
-                                          "match: multiple_choice (accuracy), generation "
-                                          "(ROUGE-L, BLEU)")
+    answer_pattern: str | None = Field(
+        None, description="regex whose first group is the answer in a reply (the demo: "
+                          "'#### (-?\\d+)'); exact match compares it, or without a pattern the "
+                          "whole reply. It also sets the default primary metric: exact_match "
+                          "with a pattern, rougeL without")
+    local_tasks: list[Literal["multiple_choice"]] = Field(
+        default_factory=list, description="harness tasks built from the test split besides the "
+                                          "generated replies (exact match, ROUGE-L, BLEU): "
+                                          "multiple_choice (accuracy)")
     mc_choices: int = Field(4, ge=2, le=10, description="options per multiple-choice question")
     judge: JudgeSpec | None = None
     safety: SafetySpec | None = None
@@ -387,6 +401,31 @@ class EvaluationSpec(Strict):
     limit: int | None = Field(100, ge=1, description="test rows evaluated (None = all)")
     max_new_tokens: int = Field(96, ge=1)
     batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_follows_data(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        promotion = data.get("promotion") or {}
+        if isinstance(promotion, dict) and "primary" not in promotion:
+            primary = "exact_match" if data.get("answer_pattern") else "rougeL"
+            data = {**data, "promotion": {**promotion, "primary": primary}}
+        return data
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _one_group(cls, pattern: str | None) -> str | None:
+        if pattern is None:
+            return None
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise ValueError(f"answer_pattern {pattern!r} is no regex: {exc}") from exc
+        if groups < 1:
+            raise ValueError(f"answer_pattern {pattern!r} needs a group around the answer, "
+                             "e.g. '#### (-?\\d+)'")
+        return pattern
 
     @model_validator(mode="after")
     def _safety_needs_judge(self) -> EvaluationSpec:
@@ -641,6 +680,17 @@ class FactoryConfig(Strict):
     @property
     def work_dir(self) -> Path:
         return self.resolve(self.storage.work_dir)
+
+    def served_metric(self, adapter: str) -> tuple[str | None, str]:
+        """How an adapter's served replies are scored: its evaluation's answer pattern and the
+        metric tracked for regressions (its primary when an endpoint can measure it, else the
+        one its data implies)."""
+        spec = next((e for e in self.evaluations.values() if e.adapter == adapter), None)
+        pattern = spec.answer_pattern if spec else None
+        primary = spec.promotion.primary if spec else None
+        if primary in SERVED_METRICS:
+            return pattern, primary
+        return pattern, "exact_match" if pattern else "rougeL"
 
     @property
     def gateway_settings(self) -> GatewaySettings:

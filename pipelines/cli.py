@@ -95,8 +95,8 @@ def demo(config_path: str | None) -> None:
 
 
 def summary(config: FactoryConfig, seconds: float) -> str:
-    from assets.demo_data.math_problems import SYSTEM_PROMPT
     from assets.promotion import Registry
+    from config.metrics import METRICS
     from pipelines.graph import resources_for
     from resources.retrieval import open_index, retrieve
 
@@ -107,10 +107,12 @@ def summary(config: FactoryConfig, seconds: float) -> str:
                  "(then open http://127.0.0.1:3000)")
     for name, spec in config.evaluations.items():
         ref = store.read_ref(f"evaluation/{name}")
-        scores = {m: s["exact_match"] for m, s in ref["scores"].items()}
-        lines.append(f"Evaluation {name} (exact match, held-out test split): " + ", ".join(
-            f"{m} {v:.3f}" for m, v in scores.items())
-            + f"; candidate - base = {scores['candidate'] - scores['base']:+.3f}")
+        metric = spec.promotion.primary
+        scores = {m: s[metric] for m, s in ref["scores"].items() if metric in s}
+        lines.append(f"Evaluation {name} ({METRICS[metric].label}, held-out test split): "
+                     + ", ".join(f"{m} {v:.3f}" for m, v in scores.items())
+                     + (f"; candidate - base = {scores['candidate'] - scores['base']:+.3f}"
+                        if {"candidate", "base"} <= set(scores) else ""))
         lines.append(f"  gate: {ref['gate']}")
         champion = Registry(store).champion(spec.adapter)
         lines.append(f"  serving champion of {spec.adapter}: "
@@ -120,10 +122,9 @@ def summary(config: FactoryConfig, seconds: float) -> str:
         if state is None:
             continue
         model = spec.adapters[0] if spec.adapters else spec.base_model
-        system = {"role": "system", "content": SYSTEM_PROMPT}  # the prompt the adapter learned
-        body = json.dumps({"model": model, "max_tokens": 64, "temperature": 0, "messages": [
-            system, {"role": "user", "content": "Ava has 7 apples. Ava gets 5 more apples. "
-                                                "How many apples does Ava have now?"}]})
+        messages = example_conversation(config, store, model)
+        body = json.dumps({"model": model, "max_tokens": 64, "temperature": 0,
+                           "messages": messages})
         lines += [
             f"Endpoint {name}: {state.url}/v1  (models: {spec.base_model}, "
             f"{', '.join(spec.adapters)}; stop with `factory stop {name}`)",
@@ -131,8 +132,7 @@ def summary(config: FactoryConfig, seconds: float) -> str:
             f"-d '{body}'",
             f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{state.url}/v1', "
             f"api_key='none'); print(c.chat.completions.create(model='{model}', temperature=0, "
-            f"messages=[{system}, {{'role':'user','content':'Sam has 3 pens. Sam gets 4 more "
-            "pens. How many pens does Sam have now?'}]).choices[0].message.content)\"",
+            f"messages={messages!r}).choices[0].message.content)\"",
         ]
     for name in config.corpora:
         corpus = store.local_dir(store.read_ref(f"corpus/{name}")["prefix"])
@@ -144,6 +144,25 @@ def summary(config: FactoryConfig, seconds: float) -> str:
         lines.append(f"Retrieval from '{name}': {question!r}")
         lines += [f"  {h['score']:.3f} {h['source']}: {h['text'][:90]!r}" for h in hits]
     return "\n".join(lines)
+
+
+def example_conversation(config: FactoryConfig, store: Any, model: str
+                         ) -> list[dict[str, str]]:
+    """A held-out conversation of the model's own dataset, up to its reply (system turn
+    included: the prompt the adapter learned), as an example request."""
+    mixture = config.mixtures.get(model)
+    source = next(iter(mixture.adapters)) if mixture else model
+    if source not in config.adapters:
+        return [{"role": "user", "content": "Hello!"}]
+    data = store.read_ref(f"dataset/{config.adapters[source].dataset}")
+    first = (store.local_dir(data["prefix"]) / "test.jsonl").open().readline()
+    row = json.loads(first) if first else {}
+    if "messages" not in row:
+        return [{"role": "user", "content": "Hello!"}]
+    messages = row["messages"]
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"),
+               default=len(messages))
+    return messages[:last]
 
 
 @main.command()

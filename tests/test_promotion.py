@@ -77,7 +77,8 @@ def test_safety_probe_is_a_guard_of_the_gate() -> None:
     from config.schema import EvaluationSpec
 
     spec = EvaluationSpec.model_validate({
-        "adapter": "a", "promotion": {"margin": 0.0, "guards": {}},
+        "adapter": "a", "answer_pattern": r"#### (\d+)",  # primary: exact_match
+        "promotion": {"margin": 0.0, "guards": {}},
         "judge": {"base_url": "http://judge/v1", "model": "grader"},
         "safety": {"tolerance": 0.1}})
     policy = policy_for(spec)

@@ -1,74 +1,105 @@
 """Score the base model and the adapter on a held-out split with lm-evaluation-harness.
 
-Tasks are generated from the dataset's test split, so the harness does the generation,
-filtering and scoring, and we keep its per-sample outputs for reviewers:
-- exact match (generate_until, answer extracted after `####`), always;
-- multiple choice (loglikelihood): the reference reply among replies to other test questions;
-- generation: the whole reply scored against the reference with ROUGE-L and corpus BLEU.
+Tasks are generated from the dataset's test split, so the harness does the generation and
+scoring, and we keep its per-sample outputs for reviewers. A prompt is the row's own
+conversation up to its last assistant turn (system turn and earlier turns kept), rendered with
+the model's chat template; generation stops where the template ends an assistant turn.
+- generation (generate_until), always: exact match (worker/harness_metrics.py: the answer
+  `answer_pattern` extracts, or the whole reply), ROUGE-L and corpus BLEU against the reference;
+- multiple choice (loglikelihood), optional: the reference among replies to other test rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worker.harness_metrics import NO_ANSWER, extract, rouge_l
 from worker.pipes import open_pipes
 
-TASK = "factory_exact_match"
+TASK = "factory_generation"
 MC_TASK = "factory_multiple_choice"
-GEN_TASK = "factory_generation"
-ANSWER = re.compile(r"#### (\-?[0-9]+)")  # the reference answer, as the filter extracts it
 
 
-def task_rows(test_rows: list[dict[str, Any]], choices: int, seed: int = 0
+def conversation(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
+    """The row's messages before its last assistant turn, and that turn (the reference)."""
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"].strip()
+
+
+def turn_end(tokenizer: Any) -> list[str]:
+    """What the chat template writes after an assistant reply (`<|end|>`, `<|eot_id|>`,
+    `<|im_end|>`...): where generation stops, besides the tokenizer's EOS."""
+    marker = "\x1fREPLY\x1f"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+        tokenize=False)
+    after = text.split(marker, 1)[1].split()
+    return [after[0]] if after else []
+
+
+def task_rows(test_rows: list[dict[str, Any]], choices: int, pattern: str | None,
+              render: Callable[[list[dict[str, str]]], str], seed: int = 0
               ) -> list[dict[str, Any]]:
-    """Question, extracted answer, full reference reply, and multiple-choice options: the
-    reference among replies to other questions (seeded), with the index of the right one."""
+    """Prompt, question (the last user turn, for reports), reference reply, its answer, and
+    multiple-choice options: the reference among replies to other rows (seeded)."""
     import random
 
     rng = random.Random(seed)
-    replies = [row["messages"][-1]["content"].strip() for row in test_rows]
+    split = [conversation(row) for row in test_rows]
+    replies = [reply for _, reply in split]
     out = []
-    for i, row in enumerate(test_rows):
-        user = next(m["content"] for m in row["messages"] if m["role"] == "user")
-        answer = ANSWER.search(replies[i])
-        others = sorted({r for j, r in enumerate(replies) if j != i and r != replies[i]})
-        options = [replies[i], *rng.sample(others, min(choices - 1, len(others)))]
+    for i, (history, reply) in enumerate(split):
+        user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+        others = sorted({r for j, r in enumerate(replies) if j != i and r != reply})
+        options = [reply, *rng.sample(others, min(choices - 1, len(others)))]
         rng.shuffle(options)
-        out.append({"question": user, "reference": replies[i],
-                    "answer": answer.group(1) if answer else replies[i],
-                    "choices": options, "gold": options.index(replies[i])})
+        out.append({"prompt": render(history), "question": user, "reference": reply,
+                    "answer": extract(pattern, reply), "pattern": pattern or "",
+                    "choices": options, "gold": options.index(reply)})
     return out
 
 
-def write_tasks(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens: int,
-                local_tasks: list[str], choices: int) -> list[str]:
-    """Write the test rows and the harness YAML of each local task; returns the task names."""
+def check_references(rows: list[dict[str, Any]], pattern: str | None, log: Any) -> None:
+    """A pattern that finds no answer in the references would score every model 0."""
+    missing = [r for r in rows if r["answer"] == NO_ANSWER]
+    if pattern and len(missing) == len(rows):
+        raise ValueError(f"answer_pattern {pattern!r} finds no answer in any reference reply of "
+                         f"the test split (e.g. {rows[0]['reference'][:200]!r}); fix the pattern "
+                         "or remove it to compare whole replies")
+    if missing:
+        log.warning(f"{len(missing)} of {len(rows)} reference replies have no answer for "
+                    f"answer_pattern {pattern!r}; those rows count as misses for every model")
+
+
+def write_tasks(task_dir: Path, rows: list[dict[str, Any]], stops: list[str],
+                max_new_tokens: int, local_tasks: list[str]) -> list[str]:
+    """Write the task rows and the harness YAML of each local task; returns the task names."""
     import shutil
 
     import yaml
 
     task_dir.mkdir(parents=True, exist_ok=True)
     with (task_dir / "test.jsonl").open("w") as f:
-        for row in task_rows(test_rows, choices):
+        for row in rows:
             f.write(json.dumps(row) + "\n")
+    shutil.copy(Path(__file__).with_name("harness_metrics.py"), task_dir / "factory_utils.py")
     common = {"dataset_path": "json",
               "dataset_kwargs": {"data_files": {"test": str(task_dir / "test.jsonl")}},
-              "test_split": "test", "doc_to_text": "{{question}}"}
-    generation = {"until": ["<|end|>"], "max_gen_toks": max_new_tokens, "do_sample": False}
+              "test_split": "test", "doc_to_text": "{{prompt}}", "target_delimiter": ""}
     tasks = {TASK: {
-        **common, "output_type": "generate_until", "doc_to_target": "{{answer}}",
-        "generation_kwargs": generation,
-        "filter_list": [{"name": "extract", "filter": [
-            {"function": "regex", "regex_pattern": ANSWER.pattern},
-            {"function": "take_first"},
-        ]}],
+        **common, "output_type": "generate_until", "doc_to_target": "{{reference}}",
+        "generation_kwargs": {"until": stops, "max_gen_toks": max_new_tokens,
+                              "do_sample": False},
         "metric_list": [{"metric": "exact_match", "aggregation": "mean",
-                         "higher_is_better": True}],
+                         "higher_is_better": True},
+                        {"metric": "rougeL", "aggregation": "mean", "higher_is_better": True},
+                        {"metric": "bleu", "aggregation": "bleu", "higher_is_better": True}],
     }}
     if "multiple_choice" in local_tasks:
         tasks[MC_TASK] = {
@@ -76,15 +107,7 @@ def write_tasks(task_dir: Path, test_rows: list[dict[str, Any]], max_new_tokens:
             "doc_to_target": "{{gold}}",
             "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
                             for m in ("acc", "acc_norm")]}
-    extra = {}
-    if "generation" in local_tasks:
-        shutil.copy(Path(__file__).with_name("harness_metrics.py"), task_dir / "factory_utils.py")
-        tasks[GEN_TASK] = {
-            **common, "output_type": "generate_until", "doc_to_target": "{{reference}}",
-            "generation_kwargs": generation,
-            "metric_list": [{"metric": "rougeL", "aggregation": "mean", "higher_is_better": True},
-                            {"metric": "bleu", "aggregation": "bleu", "higher_is_better": True}]}
-        extra[GEN_TASK] = "process_results: !function factory_utils.generation_scores\n"
+    extra = {TASK: "process_results: !function factory_utils.generation_scores\n"}
     for name, task in tasks.items():
         text = yaml.safe_dump({"task": name, **task}, sort_keys=False) + extra.get(name, "")
         (task_dir / f"{name}.yaml").write_text(text)
@@ -105,19 +128,19 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
         batch_size=params["batch_size"],
         device="cpu",
         limit=params["limit"],
-        apply_chat_template=True,
-        system_instruction=params["system_prompt"],
         log_samples=True,
     )
     seconds = time.monotonic() - started
     metrics = out["results"][TASK]
+    pattern = params.get("answer_pattern")
     samples = [
         {
             "question": s["doc"]["question"],
-            "target": s["target"],
+            "target": s["doc"]["answer"],
             "output": s["resps"][0][0],
-            "extracted": s["filtered_resps"][0],
+            "extracted": extract(pattern, s["resps"][0][0]),
             "correct": bool(s["exact_match"]),
+            "rougeL": round(rouge_l(s["doc"]["reference"], s["resps"][0][0]), 4),
         }
         for s in out["samples"][TASK]
     ]
@@ -125,21 +148,16 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
               for task, m in out["results"].items() if task not in local}
     result = {
         "harness": others,
-        "exact_match": metrics["exact_match,extract"],
-        "exact_match_stderr": metrics.get("exact_match_stderr,extract"),
+        "exact_match": metrics["exact_match,none"],
+        "exact_match_stderr": metrics.get("exact_match_stderr,none"),
+        "rougeL": metrics["rougeL,none"],
+        "bleu": metrics["bleu,none"],
         "samples": samples,
         "seconds": round(seconds, 1),
     }
     if MC_TASK in local:
         mc = out["results"][MC_TASK]
         result |= {"mc_accuracy": mc["acc,none"], "mc_accuracy_norm": mc["acc_norm,none"]}
-    if GEN_TASK in local:
-        gen = out["results"][GEN_TASK]
-        result |= {"rougeL": gen["rougeL,none"], "bleu": gen["bleu,none"]}
-        result["generation_samples"] = [
-            {"question": s["doc"]["question"], "reference": s["doc"]["reference"],
-             "output": s["resps"][0][0], "rougeL": round(s["rougeL"], 4)}
-            for s in out["samples"][GEN_TASK]][:50]
     return result
 
 
@@ -209,6 +227,8 @@ def as_chat(row: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
     with open_pipes() as pipes:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
@@ -217,8 +237,14 @@ def main() -> None:
         val = [as_chat(json.loads(line))
                for line in Path(params["val_path"]).read_text().splitlines()]
         val = val[: params["perplexity_rows"]] or rows[: params["perplexity_rows"]]
-        local = write_tasks(out_dir / "task", rows, params["max_new_tokens"],
-                            params.get("local_tasks", []), params.get("mc_choices", 4))
+        # the base model's chat template renders every prompt (adapters are trained under it)
+        tokenizer = AutoTokenizer.from_pretrained(params["models"]["base"]["pretrained"])
+        pattern = params.get("answer_pattern")
+        rows_for_tasks = task_rows(rows, params.get("mc_choices", 4), pattern, lambda history: (
+            tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=False)))
+        check_references(rows_for_tasks[: params["limit"] or None], pattern, pipes.log)
+        local = write_tasks(out_dir / "task", rows_for_tasks, turn_end(tokenizer),
+                            params["max_new_tokens"], params.get("local_tasks", []))
         results = {}
         for name, model_args in params["models"].items():
             pipes.log.info(f"evaluating {name} on {params['limit'] or len(rows)} test rows")
@@ -231,6 +257,7 @@ def main() -> None:
                                                      params["max_new_tokens"])
             results[name] = result
             pipes.log.info(f"{name}: exact_match={result['exact_match']:.3f} "
+                           f"rougeL={result['rougeL']:.3f} "
                            f"perplexity={result['perplexity']:.3f}")
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
         pipes.report_custom_message(

@@ -1,56 +1,62 @@
-"""Score what is actually served: the harness's OpenAI-compatible client against a deployment,
-plus time to first token and time per output token from streamed requests.
+"""Score what is actually served: each test row's conversation (up to its last assistant turn)
+sent to the deployment's chat API, the reply scored as the offline evaluation scores it
+(worker/harness_metrics.py), plus time to first token and time per output token from streamed
+requests. The server applies its own chat template and stops, as it does for every app.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from worker.evaluate import TASK, write_tasks
+from worker.evaluate import as_chat, conversation
+from worker.harness_metrics import exact, extract, rouge_l
 from worker.pipes import open_pipes
 
 
-def harness_via_endpoint(url: str, model: str, params: dict[str, Any], task_dir: Path
-                         ) -> dict[str, Any]:
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
-    out = simple_evaluate(
-        model="local-chat-completions",
-        model_args={"model": model, "base_url": f"{url}/v1/chat/completions",
-                    "num_concurrent": 4, "max_retries": 2, "tokenizer_backend": None,
-                    "tokenized_requests": False},
-        tasks=[TASK],
-        task_manager=TaskManager(include_path=str(task_dir)),
-        limit=params["limit"],
-        apply_chat_template=True,
-        system_instruction=params["system_prompt"],
-        log_samples=True,
-    )
-    metrics = out["results"][TASK]
-    return {"exact_match": metrics["exact_match,extract"],
-            "samples": [{"question": s["doc"]["question"], "target": s["target"],
-                         "output": s["resps"][0][0], "correct": bool(s["exact_match"])}
-                        for s in out["samples"][TASK]]}
+def reply_of(client: Any, url: str, model: str, messages: list[dict[str, str]],
+             max_tokens: int) -> str:
+    response = client.post(f"{url}/v1/chat/completions", json={
+        "model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+    response.raise_for_status()
+    return response.json()["choices"][0]["message"]["content"] or ""
 
 
-def stream_timings(url: str, model: str, prompts: list[str], system: str, max_tokens: int
-                   ) -> dict[str, float]:
+def score_endpoint(url: str, model: str, rows: list[dict[str, Any]], params: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """Exact match and ROUGE-L of the served model on `rows`, four requests at a time."""
+    import httpx
+
+    pattern = params.get("answer_pattern")
+    split = [conversation(row) for row in rows]
+    with httpx.Client(timeout=300) as client, ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda item: reply_of(
+            client, url, model, item[0], params["max_new_tokens"]), split))
+    samples = [{"question": next((m["content"] for m in reversed(history)
+                                  if m["role"] == "user"), ""),
+                "target": extract(pattern, reference), "output": reply,
+                "correct": exact(pattern, extract(pattern, reference), reply),
+                "rougeL": round(rouge_l(reference, reply), 4)}
+               for (history, reference), reply in zip(split, replies, strict=True)]
+    return {"exact_match": sum(s["correct"] for s in samples) / len(samples),
+            "rougeL": statistics.fmean(s["rougeL"] for s in samples),
+            "samples": samples}
+
+
+def stream_timings(url: str, model: str, conversations: list[list[dict[str, str]]],
+                   max_tokens: int) -> dict[str, float]:
     """TTFT and TPOT as a client sees them, one streamed request at a time."""
     import httpx
 
     ttft, tpot = [], []
     with httpx.Client(timeout=120) as client:
-        for prompt in prompts:
+        for messages in conversations:
             body = {"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
-                    "stream_options": {"include_usage": True},
-                    "messages": [{"role": "system", "content": system},
-                                 {"role": "user", "content": prompt}]}
+                    "stream_options": {"include_usage": True}, "messages": messages}
             started = time.perf_counter()
             first = None
             tokens = 0
@@ -80,24 +86,23 @@ def stream_timings(url: str, model: str, prompts: list[str], system: str, max_to
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("OPENAI_API_KEY", "unused")  # the harness reads the key only from here
     with open_pipes() as pipes:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
-        rows = [json.loads(line) for line in Path(params["test_path"]).read_text().splitlines()]
-        write_tasks(out_dir / "task", rows, params["max_new_tokens"], [], 4)
-        prompts = [next(m["content"] for m in r["messages"] if m["role"] == "user")
-                   for r in rows[: params["timing_requests"]]]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = [as_chat(json.loads(line))
+                for line in Path(params["test_path"]).read_text().splitlines()]
+        rows = rows[: params["limit"]]
+        timed = [conversation(r)[0] for r in rows[: params["timing_requests"]]]
         results = {}
         for model in params["models"]:
-            pipes.log.info(f"evaluating served model {model} at {params['url']}")
-            result = harness_via_endpoint(params["url"], model, params, out_dir / "task")
-            result |= stream_timings(params["url"], model, prompts, params["system_prompt"],
-                                     params["max_new_tokens"])
+            pipes.log.info(f"evaluating served model {model} at {params['url']} "
+                           f"on {len(rows)} test rows")
+            result = score_endpoint(params["url"], model, rows, params)
+            result |= stream_timings(params["url"], model, timed, params["max_new_tokens"])
             results[model] = result
             pipes.log.info(f"{model}: exact_match={result['exact_match']:.3f} "
+                           f"rougeL={result['rougeL']:.3f} "
                            f"ttft={result['ttft_mean_s'] * 1000:.0f}ms "
                            f"tpot={result['tpot_mean_s'] * 1000:.1f}ms")
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))

@@ -1,0 +1,96 @@
+"""The evaluation asks each test row's own conversation and scores replies the way the project's
+data says: what a user of a non-math project sees instead of the demo's prompt and `####`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast
+
+from config.loading import ConfigError, load_config
+from worker.evaluate import check_references, conversation, task_rows, turn_end
+from worker.harness_metrics import NO_ANSWER, exact, extract
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TICKETS = [
+    {"messages": [
+        {"role": "system", "content": "You triage support tickets."},
+        {"role": "user", "content": "My invoice is wrong."},
+        {"role": "assistant", "content": "Which invoice number?"},
+        {"role": "user", "content": "INV-42, charged twice."},
+        {"role": "assistant", "content": "Category: billing\nPriority: high"}]},
+    {"messages": [
+        {"role": "system", "content": "You triage support tickets."},
+        {"role": "user", "content": "The app crashes on login."},
+        {"role": "assistant", "content": "Category: bug\nPriority: high"}]},
+]
+
+
+def chatml_tokenizer() -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]")),
+        chat_template=CHATML, eos_token="[UNK]")
+
+
+def test_the_prompt_is_the_rows_own_conversation_in_the_models_template() -> None:
+    tokenizer = chatml_tokenizer()
+    rows = task_rows(TICKETS, choices=2, pattern=None, render=lambda history: (
+        tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=False)))
+    first = rows[0]
+    # system turn and the earlier exchange kept; the last reply is the reference, not the prompt
+    assert first["prompt"].startswith("<|im_start|>system\nYou triage support tickets.")
+    assert "Which invoice number?" in first["prompt"] and "INV-42" in first["prompt"]
+    assert first["prompt"].endswith("<|im_start|>assistant\n")
+    assert "Category: billing" not in first["prompt"]
+    assert first["question"] == "INV-42, charged twice."
+    assert first["reference"] == first["answer"] == "Category: billing\nPriority: high"
+    assert sorted(first["choices"]) == sorted(r["reference"] for r in rows)
+    assert turn_end(tokenizer) == ["<|im_end|>"]  # where generation stops
+
+
+def test_exact_match_follows_the_answer_pattern_or_compares_whole_replies() -> None:
+    assert extract(r"#### (-?\d+)", "3 + 4 = 7\n#### 7") == "7"
+    assert exact(r"#### (-?\d+)", "7", "so #### 7") and not exact(r"#### (-?\d+)", "7", "#### 8")
+    assert exact(None, "Category: bug", "  category: BUG \n")  # trimmed, case-folded
+    # a reference without an answer is a miss for every model, never "no answer" == "no answer"
+    assert extract(r"#### (\d+)", "no digits") == NO_ANSWER
+    assert not exact(r"#### (\d+)", NO_ANSWER, "no digits either")
+
+
+def test_a_pattern_that_matches_no_reference_is_an_error_not_a_zero() -> None:
+    rows = task_rows(TICKETS, 2, r"#### (\d+)", render=str)
+    with pytest.raises(ValueError, match=r"finds no answer in any reference reply .*Category"):
+        check_references(rows, r"#### (\d+)", log=None)
+
+
+def test_conversation_splits_at_the_last_assistant_turn() -> None:
+    history, reply = conversation(TICKETS[0])
+    assert [m["role"] for m in history] == ["system", "user", "assistant", "user"]
+    assert reply.startswith("Category: billing")
+
+
+def write(tmp_path, evaluation: dict) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "factory.yaml").write_text(json.dumps({
+        "base_models": {"tiny": {"source": "local"}},
+        "datasets": {"tickets": {"sources": [{"path": "t.jsonl"}]}},
+        "adapters": {"triage": {"base_model": "tiny", "dataset": "tickets"}},
+        "evaluations": {"triage-eval": {"adapter": "triage", **evaluation}}}))
+
+
+def test_the_primary_metric_follows_the_data(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    write(tmp_path, {})
+    config = load_config(tmp_path / "factory.yaml")
+    assert config.evaluations["triage-eval"].promotion.primary == "rougeL"
+    assert config.served_metric("triage") == (None, "rougeL")
+    write(tmp_path, {"answer_pattern": r"Category: (\w+)"})
+    config = load_config(tmp_path / "factory.yaml")
+    assert config.evaluations["triage-eval"].promotion.primary == "exact_match"
+    assert config.served_metric("triage") == (r"Category: (\w+)", "exact_match")
+    write(tmp_path, {"answer_pattern": "Category: \\w+"})
+    with pytest.raises(ConfigError, match=r"evaluations\.triage-eval\.answer_pattern: .*needs a "
+                                          "group around the answer"):
+        load_config(tmp_path / "factory.yaml")
