@@ -59,8 +59,14 @@ def alias(store: ObjectStore, kind: str, name: str, target: dict[str, Any], **in
 
 
 def current(store: ObjectStore, kind: str, name: str) -> dict[str, Any]:
-    """The ref of the latest materialization of an upstream artifact."""
-    return store.read_ref(f"{kind}/{name}")
+    """The ref of the latest materialization of an upstream artifact; one never materialized
+    fails the step with the asset to materialize first, not a missing-file traceback."""
+    try:
+        return store.read_ref(f"{kind}/{name}")
+    except ArtifactMissing as exc:
+        raise dg.Failure(f"{exc}: materialize {kind}/{name} first (`factory materialize "
+                         f"--select {kind}/{name}`, or select this asset with `factory "
+                         "materialize --select`, which runs its missing upstream too)") from exc
 
 
 def reuse_if_complete(store: ObjectStore, kind: str, name: str, version: str,

@@ -62,6 +62,40 @@ def generated_questions(spec: CorpusSpec) -> list[dict[str, str]]:
             for q in f.questions]
 
 
+def named_questions(path: Path, key: str, doc_ids: list[str]) -> list[dict[str, str]]:
+    """The questions file's {question, source} pairs with each source as the corpus names the
+    document. A source may also be named relative to the corpus source (`Apache-2.0.txt` for
+    `corpus/Apache-2.0.txt`); one that names no document, or several, is an error with the line
+    and how documents are named, never a silent miss that reads as hit@k 0."""
+    if not path.is_file():
+        raise dg.Failure(f"{key}: {path} does not exist; write JSONL lines of "
+                         '{"question": ..., "source": ...} there or remove the key')
+    known, problems, out = set(doc_ids), [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            question, source = str(row["question"]), str(row["source"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            problems.append(f"{path}:{number}: not a {{question, source}} object ({exc})")
+            continue
+        if source not in known:
+            matches = [d for d in doc_ids if d.endswith("/" + source.lstrip("/"))]
+            if len(matches) != 1:
+                how = "names several documents" if matches else "is no document of the corpus"
+                problems.append(f"{path}:{number}: source {source!r} {how}")
+                continue
+            source = matches[0]
+        out.append({"question": question, "source": source})
+    if problems:
+        examples = ", ".join(repr(d) for d in doc_ids[:3])
+        raise dg.Failure(f"{key}: {len(problems)} question(s) cannot be scored: documents are "
+                         f"named like {examples} (or by their path inside the source)",
+                         metadata={"problems": problems[:50]})
+    return out
+
+
 def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Definition]:
     @dg.asset(key=["corpus", name], group_name="rag", kinds={"text"},
               description=f"Parsed documents of corpus '{name}' (+ quarantine, QA pairs).")
@@ -87,9 +121,9 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
                              f"({len(rejected)} quarantined); see the log for each file")
         questions = generated_questions(spec)
         if spec.questions:
-            path = config.root / spec.questions
-            questions = [json.loads(line) for line in path.read_text().splitlines()
-                         if line.strip()]
+            questions = named_questions(config.root / spec.questions,
+                                        f"corpora.{name}.questions",
+                                        [d["doc_id"] for d in listing])
         lines = {"documents.jsonl": listing, "quarantine.jsonl": rejected,
                  "questions.jsonl": questions}
         for file, rows in lines.items():

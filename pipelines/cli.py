@@ -1,7 +1,8 @@
-"""`factory`: run the whole graph, open the UI, stop deployments.
+"""`factory`: run the whole graph or a selection, open the UI, stop deployments.
 
-`factory demo` materializes every asset of factory.yaml in one Dagster run against the
-project-local instance (SQLite under .factory/dagster_home), so the run is visible in `factory ui`.
+`factory demo` and `factory materialize` run assets of factory.yaml in one Dagster run against
+the project-local instance (SQLite under .factory/dagster_home), so the run is visible in
+`factory ui`.
 """
 
 from __future__ import annotations
@@ -48,16 +49,37 @@ def dagster_home(config: FactoryConfig) -> Path:
     return home
 
 
-def materialize_all(config: FactoryConfig) -> object:
+class SelectionError(ValueError):
+    """A selected asset key that the project does not define."""
+
+
+def materialize(config: FactoryConfig, keys: list[str] | None = None) -> object:
+    """Run the whole graph, or the assets `keys` name ("dataset/chat") together with every
+    asset upstream of them that this instance has never materialized: a selection never fails
+    on a missing input that the graph could have made. Returns Dagster's run result."""
     import dagster as dg
 
     from pipelines.graph import make_definitions
 
     dagster_home(config)
     defs = make_definitions(config)
+    job = defs.resolve_job_def("everything")
     with dg.DagsterInstance.get() as instance:
-        return defs.resolve_job_def("everything").execute_in_process(instance=instance,
-                                                                      raise_on_error=False)
+        selection = None
+        if keys:
+            graph = defs.resolve_asset_graph()
+            wanted = {dg.AssetKey(key.strip("/").split("/")) for key in keys}
+            unknown = sorted(k.to_user_string() for k in wanted if not graph.has(k))
+            if unknown:
+                names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+                raise SelectionError(f"no asset {', '.join(unknown)} in {config.root}/"
+                                     f"factory.yaml; assets are: {', '.join(names)}")
+            upstream = dg.AssetSelection.assets(*wanted).upstream().resolve(graph)
+            selection = sorted(wanted | {
+                k for k in upstream - wanted
+                if instance.get_latest_materialization_event(k) is None})
+        return job.execute_in_process(instance=instance, asset_selection=selection,
+                                      raise_on_error=False)
 
 
 def failed_steps(result: object) -> tuple[list[str], list[str]]:
@@ -85,13 +107,55 @@ def demo(config_path: str | None) -> None:
     """Materialize the whole graph end to end, then print where to look."""
     config = _config(config_path)
     started = time.monotonic()
-    result = materialize_all(config)
+    result = materialize(config)
     failed_assets, failed_checks = failed_steps(result)
     if failed_assets:
         raise click.ClickException("the run failed:\n  " + "\n  ".join(failed_assets))
     click.echo(summary(config, time.monotonic() - started))
     for check in failed_checks:
         click.echo(f"\nBlocking check failed (downstream assets skipped): {check}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Start a project of your own in DIRECTORY: a commented factory.yaml and sample data
+    (support tickets, policy documents with questions) that run as they are."""
+    from pipelines.scaffold import write_project
+
+    try:
+        written = write_project(directory, directory.resolve().name or "my-project")
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    config = _config(str(directory / "factory.yaml"))  # what it wrote is a valid project
+    click.echo("wrote " + ", ".join(str(p.relative_to(directory)) for p in written))
+    click.echo(f"next: factory materialize --config {config.root / 'factory.yaml'}   "
+               f"(then factory ui --config {config.root / 'factory.yaml'})")
+
+
+@main.command("materialize")
+@click.option("--config", "config_path", default=None, help="project file (default factory.yaml)")
+@click.option("--select", "keys", multiple=True, metavar="KEY",
+              help="an asset key such as dataset/chat or adapter/math-lora (repeatable); its "
+                   "upstream assets that were never materialized run too. Default: all")
+def materialize_command(config_path: str | None, keys: tuple[str, ...]) -> None:
+    """Materialize the project's assets (or a selection) in one run on the project's instance,
+    then say what was materialized and what failed."""
+    config = _config(config_path)
+    started = time.monotonic()
+    try:
+        result = materialize(config, list(keys))
+    except SelectionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    done = sorted(e.asset_key.to_user_string()  # type: ignore[attr-defined]
+                  for e in result.get_asset_materialization_events())  # type: ignore[attr-defined]
+    click.echo(f"materialized {len(done)} asset(s) in {time.monotonic() - started:.0f}s: "
+               + ", ".join(done))
+    failed_assets, failed_checks = failed_steps(result)
+    for check in failed_checks:
+        click.echo(f"Blocking check failed (downstream assets skipped): {check}")
+    if failed_assets:
+        raise click.ClickException("the run failed:\n  " + "\n  ".join(failed_assets))
 
 
 def summary(config: FactoryConfig, seconds: float) -> str:

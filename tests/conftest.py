@@ -69,13 +69,13 @@ def small_project(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[FactoryConfig, object]]:
     """The whole graph of tests/configs/small.yaml materialized once, in process."""
-    from pipelines.cli import materialize_all
+    from pipelines.cli import materialize
     from pipelines.graph import resources_for
 
     root = tmp_path_factory.mktemp("project")
     shutil.copy(TESTS / "configs" / "small.yaml", root / "factory.yaml")
     config = load_config(root / "factory.yaml")
-    result = materialize_all(config)
+    result = materialize(config)
     try:
         yield config, result
     finally:

@@ -3,6 +3,7 @@ re-index with deletions, and retrieval with top-k and MMR."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -231,3 +232,31 @@ def test_index_metadata_reports_hit_rate_on_generated_corpus(tmp_path: Path) -> 
     resources_for(config)["chroma"].client().delete_collection("notes")  # Chroma data lost:
     again = reindex(config)["index/notes"]  # the docstore must not claim it is still indexed
     assert again["documents_added"] == 6 and again["chunks_in_collection"] > 0
+
+
+def test_questions_may_name_documents_inside_the_source_and_a_wrong_name_fails(
+        tmp_path: Path) -> None:
+    """`harbour.txt` is the document `docs/harbour.txt`: scored as a hit, not a silent 0.0."""
+    project(tmp_path)
+    raw = yaml.safe_load((tmp_path / "factory.yaml").read_text())
+    raw["corpora"]["notes"]["questions"] = "questions.jsonl"
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
+    asked = [{"question": "Who is the harbour master?", "source": "harbour.txt"},
+             {"question": "Who is the head baker of Blue Oven?", "source": "docs/bakery.md"}]
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in asked))
+    config = load_config(tmp_path / "factory.yaml")
+    meta = reindex(config)["index/notes"]
+    assert meta["questions"] == 2 and meta["hit_at_2"] == 1.0
+
+    asked.append({"question": "Who keeps the vineyard?", "source": "vineyard.txt"})
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in asked))
+    job = make_definitions(config).resolve_job_def("reindex_notes")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
+                                    raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert "corpora.notes.questions: 1 question(s) cannot be scored" in message
+    assert "'docs/harbour.txt'" in message  # how documents are named
+    (problem,) = failure.step_failure_data.user_failure_data.metadata["problems"].value
+    assert problem.endswith("questions.jsonl:3: source 'vineyard.txt' is no document of the "
+                            "corpus")
