@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.axolotl_config import recipe_key, render_adapter
+from assets.axolotl_config import recipe_key, render_adapter, reshaped
 from assets.checkpoints import Checkpoints
 from assets.common import (
     Definition,
@@ -61,6 +61,9 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             train_path = store.local_dir(data["prefix"]) / "train.jsonl"
             val_path = train_path.with_name("val.jsonl")
             has_val = val_path.is_file() and val_path.stat().st_size > 0
+            train_path, *shaped_val = reshaped(spec.objective, base_dir, [
+                train_path, *([val_path] if has_val else [])], run_dir / "data")
+            val_path = shaped_val[0] if shaped_val else val_path
             yaml_text = render_adapter(
                 spec,
                 base_dir=base_dir,

@@ -1,5 +1,6 @@
 """Recipe (factory.yaml) -> Axolotl YAML: base-model pre-training and adapters (LoRA, QLoRA or
-full fine-tuning; SFT, DPO or continued pre-training).
+full fine-tuning; every objective of config/objectives.py, with the rows reshaped first for the
+trainers that read another layout).
 
 What differs per compute target stays in `compute_keys`; a recipe's raw `axolotl:` keys win over
 everything, so users are never blocked by what our schema does not model yet.
@@ -7,6 +8,9 @@ everything, so users are never blocked by what our schema does not model yet.
 
 from __future__ import annotations
 
+import json
+import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import yaml
 
 from config.objectives import OBJECTIVES
 from config.schema import AdapterSpec, Pretrain, TrackingSpec
+from worker.chat import turn_end
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches
 # to multiples of 64 for tensor cores; on a CPU that padding is only extra work.
@@ -51,6 +56,47 @@ def dataset_keys(objective: str, train_path: Path) -> dict[str, Any]:
     """How Axolotl reads our normalised rows for the objective (config/objectives.py)."""
     entry = OBJECTIVES[objective]
     return {**entry.trainer, "datasets": [{"path": str(train_path), **entry.reads}]}
+
+
+class TemplateChat:
+    """The base model's chat template, for objectives whose trainer takes rendered prompts."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.base_dir)
+
+    def render(self, history: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(history, add_generation_prompt=True,
+                                                  tokenize=False)
+
+    @property
+    def turn_end(self) -> str:
+        ends = turn_end(self.tokenizer)
+        return ends[0] if ends else self.tokenizer.eos_token or ""
+
+
+def reshaped(objective: str, base_dir: Path, paths: list[Path], out_dir: Path) -> list[Path]:
+    """The split files in the layout the objective's trainer reads: copies under `out_dir`
+    (each written whole, then renamed), or `paths` themselves when it reads ours."""
+    reshape = OBJECTIVES[objective].reshape
+    if reshape is None:
+        return paths
+    chat = TemplateChat(base_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shaped = []
+    for path in paths:
+        rows = [r for line in path.read_text().splitlines() if line.strip()
+                for r in reshape(json.loads(line), chat)]
+        target, tmp = out_dir / path.name, out_dir / f".{path.name}.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, target)
+        shaped.append(target)
+    return shaped
 
 
 def method_keys(spec: AdapterSpec) -> dict[str, Any]:

@@ -1,13 +1,40 @@
 """Every training objective, in one table: the kind of dataset it trains on, how Axolotl reads
-our normalised rows for it, the trainer it selects, and whether an evaluation can score it.
-Config validation and the Axolotl renderer (assets/axolotl_config.py) read this table; a new
-objective is a row.
+our normalised rows for it (reshaped first where its trainer wants another layout), the trainer
+it selects, and whether an evaluation can score it. Config validation and the Axolotl renderer
+(assets/axolotl_config.py) read this table; a new objective is a row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class Chat(Protocol):
+    """The base model's chat template, for trainers that take rendered prompts."""
+
+    def render(self, history: list[dict[str, str]]) -> str: ...
+    @property
+    def turn_end(self) -> str: ...
+
+
+def orpo_rows(row: dict[str, Any], chat: Chat) -> list[dict[str, Any]]:
+    """Axolotl's ORPO reads whole conversations per side: {system?, chosen: [user, assistant,
+    ...], rejected: [...]}; ours keep the shared turns once, the replies as strings."""
+    system = [m["content"] for m in row["messages"] if m["role"] == "system"]
+    turns = [m for m in row["messages"] if m["role"] != "system"]
+    shaped: dict[str, Any] = {side: [*turns, {"role": "assistant", "content": row[side]}]
+                              for side in ("chosen", "rejected")}
+    return [{**shaped, "system": system[0]}] if system else [shaped]
+
+
+def kto_rows(row: dict[str, Any], chat: Chat) -> list[dict[str, Any]]:
+    """KTO learns from unpaired examples marked desirable or not: a pair gives one of each,
+    the prompt rendered with the base model's chat template."""
+    prompt = chat.render(row["messages"])
+    return [{"prompt": prompt, "completion": row[side] + chat.turn_end, "label": label}
+            for side, label in (("chosen", True), ("rejected", False))]
 
 
 @dataclass(frozen=True)
@@ -18,7 +45,13 @@ class Objective:
     scored: bool = True  # an evaluation can ask its adapter questions and score the answers
     drops: tuple[str, ...] = ()  # renderer keys its Axolotl trainer cannot take
     description: str = ""
+    # rows in the layout its Axolotl trainer reads, from one of ours (None: ours as they are)
+    reshape: Callable[[dict[str, Any], Chat], list[dict[str, Any]]] | None = None
 
+
+# {"messages": [... user], "chosen": str, "rejected": str}, as Axolotl's DPO-family loaders read it
+DPO_READS = {"ds_type": "json", "type": "chat_template.default", "field_messages": "messages",
+             "field_chosen": "chosen", "field_rejected": "rejected"}
 
 OBJECTIVES: dict[str, Objective] = {
     # {"messages": [system?, user, assistant, ...]}: the loss on assistant turns only
@@ -27,16 +60,38 @@ OBJECTIVES: dict[str, Objective] = {
                 "roles_to_train": ["assistant"]},
         trainer={"chat_template": "tokenizer_default"},
         description="supervised fine-tuning on chat data"),
-    # {"messages": [... user], "chosen": str, "rejected": str}
     "dpo": Objective(
-        "preference", {"ds_type": "json", "type": "chat_template.default",
-                       "field_messages": "messages", "field_chosen": "chosen",
-                       "field_rejected": "rejected"},
-        trainer={"rl": "dpo", "chat_template": "tokenizer_default"},
+        "preference", DPO_READS, trainer={"rl": "dpo", "chat_template": "tokenizer_default"},
         # Axolotl's DPO path hands the padding multiple to TRL's preference collator, whose
         # batches then lack input_ids: keep its own padding
         drops=("pad_to_multiple_of",),
         description="direct preference optimisation on preference pairs"),
+    # the same pairs as DPO, other losses: IPO's squared preference loss (no reward
+    # saturation), SimPO's reference-free length-normalised margin (CPO trainer)
+    "ipo": Objective(
+        "preference", DPO_READS, trainer={"rl": "dpo", "dpo_loss_type": ["ipo"],
+                                          "chat_template": "tokenizer_default"},
+        drops=("pad_to_multiple_of",), description="identity preference optimisation (IPO)"),
+    "simpo": Objective(
+        # SimPO's target margin as the paper and TRL set it; no behaviour-cloning term (pure
+        # SimPO: TRL's cpo_alpha 0)
+        "preference", DPO_READS, trainer={"rl": "simpo", "simpo_gamma": 0.5, "cpo_alpha": 0.0,
+                                          "chat_template": "tokenizer_default"},
+        drops=("pad_to_multiple_of",),
+        description="simple preference optimisation without a reference model (SimPO)"),
+    # SFT and preference in one loss, no reference model
+    "orpo": Objective(
+        "preference", {"ds_type": "json", "type": "chat_template.argilla"},
+        trainer={"rl": "orpo", "chat_template": "tokenizer_default"}, reshape=orpo_rows,
+        drops=("pad_to_multiple_of",),
+        description="odds-ratio preference optimisation (ORPO)"),
+    # unpaired desirable / undesirable replies (each pair gives one of each)
+    "kto": Objective(
+        "preference", {"ds_type": "json", "type": {
+            "field_prompt": "prompt", "field_completion": "completion", "field_label": "label"}},
+        trainer={"rl": "kto", "remove_unused_columns": False}, reshape=kto_rows,
+        drops=("pad_to_multiple_of",),
+        description="Kahneman-Tversky optimisation (KTO) on replies marked good or bad"),
     # {"text": str} token blocks
     "cpt": Objective(
         "pretrain", {"ds_type": "json", "type": "completion", "field": "text"},

@@ -44,7 +44,7 @@ QUESTIONS = [("How long do refunds take?", "refunds.md"),
 FACTORY_YAML = """\
 # Adapter Factory project file: everything the graph builds is declared here; paths are relative
 # to this file. Replace the samples under data/ and docs/ with your own files and rerun
-# `factory materialize --config {config}` (or `factory materialize --select adapter/triage`).
+# `factory materialize --config factory.yaml` (a selection: `--select adapter/triage`).
 project: {project}
 
 storage:
@@ -129,7 +129,7 @@ def write_project(root: Path, project: str) -> list[Path]:
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "docs").mkdir(exist_ok=True)
     written = [config, root / "data" / "tickets.jsonl", root / "docs-questions.jsonl"]
-    config.write_text(FACTORY_YAML.format(project=project, config=config))
+    config.write_text(FACTORY_YAML.format(project=project))
     written[1].write_text("".join(json.dumps(r) + "\n" for r in ticket_rows(240, seed=1)))
     written[2].write_text("".join(json.dumps({"question": q, "source": s}) + "\n"
                                   for q, s in QUESTIONS))

@@ -6,12 +6,65 @@ Kubernetes) swaps the Pipes client and the message channel, not the worker code.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster_pipes import PipesDefaultMessageWriter
+
+
+class WholeLineMessageReader(dg.PipesMessageReader):
+    """Pipes messages from a temp file, one JSON line each, taken only once their newline is
+    there. Dagster's file reader tails with readline(), which hands over half a line when it
+    reads while the writer's append crosses a page boundary; the JSON error then ends its reader
+    thread and every later message (logs, the job's result) is lost to the step."""
+
+    @contextmanager
+    def read_messages(self, handler: Any) -> Iterator[dict[str, Any]]:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "messages.jsonl"
+            path.touch()
+            ended = threading.Event()
+            reader = threading.Thread(target=self._read, args=(path, handler, ended),
+                                      daemon=True)
+            reader.start()
+            try:
+                yield {PipesDefaultMessageWriter.FILE_PATH_KEY: str(path)}
+            finally:
+                ended.set()
+                reader.join()
+
+    @staticmethod
+    def _read(path: Path, handler: Any, ended: threading.Event) -> None:
+        try:
+            with path.open(encoding="utf-8") as stream:
+                pending = ""
+                while True:
+                    if chunk := stream.readline():
+                        pending += chunk
+                        if pending.endswith("\n"):
+                            handler.handle_message(json.loads(pending))
+                            pending = ""
+                    elif ended.is_set():
+                        break
+                    else:
+                        time.sleep(0.01)
+                if pending:
+                    raise ValueError(f"the job's last Pipes message was cut short: {pending!r}")
+        except Exception:
+            handler.report_pipes_framework_exception("WholeLineMessageReader", sys.exc_info())
+            raise
+
+    def no_messages_debug_text(self) -> str:
+        return "Attempted to read messages from a local temporary file (WholeLineMessageReader)."
 
 
 class WorkerCompute(dg.ConfigurableResource):
@@ -41,7 +94,8 @@ class WorkerCompute(dg.ConfigurableResource):
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
             "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
         }
-        invocation = dg.PipesSubprocessClient(cwd=str(root)).run(
+        invocation = dg.PipesSubprocessClient(
+            cwd=str(root), message_reader=WholeLineMessageReader()).run(
             context=context,
             command=[str(python), "-m", f"worker.{job}"],
             extras=extras,

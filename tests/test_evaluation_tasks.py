@@ -11,7 +11,8 @@ from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
 from config.loading import ConfigError, load_config
-from worker.evaluate import check_references, conversation, task_rows, turn_end
+from worker.chat import conversation, turn_end
+from worker.evaluate import check_references, task_rows
 from worker.harness_metrics import NO_ANSWER, exact, extract
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

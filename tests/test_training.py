@@ -21,6 +21,7 @@ import yaml
 from assets.checkpoints import Checkpoints
 from assets.demo_data import filings, math_problems
 from config.loading import ConfigError, load_config
+from config.objectives import OBJECTIVES
 from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.object_store import ObjectStore
@@ -108,6 +109,34 @@ def test_sft_dpo_cpt_and_full_fine_tuning_train_on_the_cpu(tmp_path: Path) -> No
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed
               for c in result.get_asset_check_evaluations()}
     assert checks[("adapter/full", "peft_format")] and checks[("adapter/dpo-trial2", "peft_format")]
+
+
+@pytest.mark.slow
+def test_every_preference_method_trains_on_the_same_pairs(tmp_path: Path) -> None:
+    """IPO and SimPO read the pairs as DPO does; ORPO and KTO get them reshaped (whole
+    conversations per side; unpaired replies marked good or bad): each passes Axolotl's
+    validation, trains, and stores a servable adapter."""
+    methods = ("ipo", "simpo", "orpo", "kto")
+    config = write_project(tmp_path, {m: {"base_model": "tiny", "dataset": "prefs",
+                                          "objective": m, "training": FEW} for m in methods})
+    result = materialize(config, "base_model/tiny", "dataset/prefs",
+                         *(f"adapter/{m}" for m in methods))
+    store = resources_for(config)["store"]
+    for method in methods:
+        meta = metadata(result, f"adapter/{method}")
+        assert meta["steps"] == 4 and meta["final_loss"] == meta["final_loss"], method
+        rendered = yaml.safe_load(meta["axolotl_yaml"].split("```yaml\n")[1].split("```")[0])
+        assert all(rendered[k] == v for k, v in OBJECTIVES[method].trainer.items()), method
+        folder = store.local_dir(store.read_ref(f"adapter/{method}")["prefix"])
+        assert (folder / "adapter_model.safetensors").is_file(), method
+    shaped = tmp_path / "work" / "runs" / "adapter"
+    kto = [json.loads(line) for line in next(shaped.glob("kto/*/data/train.jsonl")).open()]
+    assert [r["label"] for r in kto[:2]] == [True, False]  # each pair: one good, one bad reply
+    assert kto[0]["prompt"].endswith("<|assistant|>\n") and kto[0]["completion"].endswith(
+        "<|end|>")
+    orpo = json.loads(next(shaped.glob("orpo/*/data/train.jsonl")).open().readline())
+    assert [m["role"] for m in orpo["chosen"]][-2:] == ["user", "assistant"]
+    assert orpo["chosen"][:-1] == orpo["rejected"][:-1]
 
 
 @pytest.mark.slow

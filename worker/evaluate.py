@@ -18,29 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worker.chat import conversation, turn_end
 from worker.harness_metrics import NO_ANSWER, extract, rouge_l
 from worker.pipes import open_pipes
 
 TASK = "factory_generation"
 MC_TASK = "factory_multiple_choice"
-
-
-def conversation(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
-    """The row's messages before its last assistant turn, and that turn (the reference)."""
-    messages = row["messages"]
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return messages[:last], messages[last]["content"].strip()
-
-
-def turn_end(tokenizer: Any) -> list[str]:
-    """What the chat template writes after an assistant reply (`<|end|>`, `<|eot_id|>`,
-    `<|im_end|>`...): where generation stops, besides the tokenizer's EOS."""
-    marker = "\x1fREPLY\x1f"
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
-        tokenize=False)
-    after = text.split(marker, 1)[1].split()
-    return [after[0]] if after else []
 
 
 def task_rows(test_rows: list[dict[str, Any]], choices: int, pattern: str | None,

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from worker.evaluate import as_chat, conversation
+from worker.chat import conversation
+from worker.evaluate import as_chat
 from worker.harness_metrics import exact, extract, rouge_l
 from worker.pipes import open_pipes
 

@@ -1,0 +1,113 @@
+"""A second project unlike the demo, end to end: `factory init`'s support tickets (chats with a
+system turn, some multi-turn) plus the same tickets as an alpaca CSV, preference pairs for a DPO
+adapter, and a corpus of real documents found on every Debian machine (package copyright files),
+materialized with `factory materialize`. The adapter must beat the base on its own primary
+metric through the gate, the endpoint must score what the offline evaluation scored, and
+retrieval must find the right document."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from config.loading import load_config
+from pipelines.cli import main
+from pipelines.graph import resources_for
+from pipelines.scaffold import ticket_rows, write_project
+from tests.conftest import free_port
+
+PACKAGES = ("bash", "coreutils", "tar", "gzip", "grep", "sed", "findutils")
+QUESTIONS = [
+    ("Who originally wrote GNU tar, based on John Gilmore's public domain tar?", "tar"),
+    ("Who put together the Debian package of the Bourne Again SHell?", "bash"),
+    ("Who maintains the Debian package of the GNU core utilities?", "coreutils"),
+    ("Jean-loup Gailly and Mark Adler hold which program's early copyright?", "gzip"),
+    ("Who maintains Debian's prepackaged version of sed?", "sed"),
+]
+
+
+def extend(root: Path) -> None:
+    """The init project plus another format, preference pairs and real documents."""
+    chats = ticket_rows(120, seed=2)
+    with (root / "data" / "more-tickets.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["instruction", "input", "output"])
+        for row in chats:
+            *_, user, reply = row["messages"]
+            writer.writerow(["Triage this support ticket.", user["content"], reply["content"]])
+    with (root / "data" / "prefs.jsonl").open("w") as f:
+        for row in chats:
+            *history, reply = row["messages"]
+            wrong = reply["content"].replace("Category: billing", "Category: shipping") \
+                if "billing" in reply["content"] else reply["content"].replace(
+                    "Category: ", "Category: billing-", 1)
+            f.write(json.dumps({"prompt": history, "chosen": reply["content"],
+                                "rejected": wrong}) + "\n")
+    (root / "packages").mkdir()
+    for package in PACKAGES:
+        shutil.copy(f"/usr/share/doc/{package}/copyright",
+                    root / "packages" / f"{package}-copyright.txt")
+    (root / "packages-questions.jsonl").write_text("".join(
+        json.dumps({"question": q, "source": f"{p}-copyright.txt"}) + "\n"
+        for q, p in QUESTIONS))
+    raw = yaml.safe_load((root / "factory.yaml").read_text())
+    raw["base_models"]["base"]["pretrain"]["steps"] = 120
+    raw["datasets"]["tickets"]["sources"].append({"path": "data/more-tickets.csv"})
+    raw["datasets"]["ticket-prefs"] = {"kind": "preference", "base_model": "base",
+                                       "sources": [{"path": "data/prefs.jsonl"}]}
+    raw["adapters"]["triage-dpo"] = {
+        "base_model": "base", "dataset": "ticket-prefs", "objective": "dpo",
+        "training": {"max_steps": 20, "micro_batch_size": 8, "sequence_len": 128}}
+    raw["corpora"]["packages"] = {"source": {"path": "packages"}, "top_k": 3,
+                                  "questions": "packages-questions.jsonl"}
+    raw["deployments"] = {"support": {
+        "base_model": "base", "adapters": ["triage"], "port": free_port(),
+        "evaluate": {"limit": 40, "max_new_tokens": 24, "timing_requests": 4}}}
+    (root / "factory.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def latest(asset: str) -> dict[str, object]:
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset.split("/")))
+    assert event is not None and event.asset_materialization is not None, asset
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@pytest.mark.slow
+def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    root = tmp_path / "support"
+    write_project(root, "support")
+    extend(root)
+    path = str(root / "factory.yaml")
+    try:
+        ran = CliRunner().invoke(main, ["materialize", "--config", path])
+        assert ran.exit_code == 0, ran.output
+        config = load_config(path)
+        store = resources_for(config)["store"]
+        evaluation = store.read_ref("evaluation/triage-eval")
+        scores = evaluation["scores"]
+        # its own metric (the category the answer pattern extracts), through the gate
+        assert evaluation["gate"].startswith("PROMOTE (vs base): exact_match")
+        assert scores["candidate"]["exact_match"] > scores["base"]["exact_match"] + 0.2
+        data = latest("dataset/tickets")
+        assert data["rows_in"] == 240 + 120  # the JSONL chats and the alpaca CSV
+        assert latest("adapter/triage-dpo")["steps"] == 20
+        served = latest("served_evaluation/support")
+        offline = scores["candidate"]["exact_match"]
+        print(f"second project: base {scores['base']['exact_match']:.3f}, adapter "
+              f"{offline:.3f} offline, {served['triage_exact_match']:.3f} served; "
+              f"index {latest('index/packages')['hit_at_3']}")
+        assert abs(served["triage_exact_match"] - offline) <= 0.15  # greedy on both sides
+        assert latest("index/packages")["hit_at_3"] >= 0.8
+        assert latest("index/handbook")["hit_at_5"] == 1.0
+    finally:
+        CliRunner().invoke(main, ["stop", "--config", path])

@@ -1,0 +1,26 @@
+"""Conversations and chat templates, one definition for everything that asks a model a dataset
+row: the offline evaluation, the endpoint evaluation, and the control plane when it reshapes
+preference rows for a trainer (config/objectives.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def conversation(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
+    """The row's messages before its last assistant turn, and that turn (the reference)."""
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last], messages[last]["content"].strip()
+
+
+def turn_end(tokenizer: Any) -> list[str]:
+    """What the chat template writes after an assistant reply (`<|end|>`, `<|eot_id|>`,
+    `<|im_end|>`...): where generation stops, besides the tokenizer's EOS."""
+    marker = "\x1fREPLY\x1f"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+        tokenize=False)
+    after = text.split(marker, 1)[1].split()
+    return [after[0]] if after else []
