@@ -340,6 +340,25 @@ class PromotionSpec(Strict):
         default_factory=lambda: {"perplexity": GuardSpec(tolerance=0.5)})
 
 
+class WeightSearch(Strict):
+    """Mixture weights chosen on held-out data: every point of a grid on the simplex (weights
+    that sum to 1, each single member included) and the declared weights are scored by the
+    mixture's loss on the final replies of each component's val split (the components' datasets
+    count equally); the lowest wins."""
+
+    step: float = Field(0.25, gt=0, le=0.5, description="grid spacing of each weight")
+    rows: int = Field(32, ge=1, description="val rows scored per component dataset")
+
+    def grid(self, members: int) -> list[tuple[float, ...]]:
+        units = round(1 / self.step)
+        points = [p for p in itertools.product(range(units + 1), repeat=members)
+                  if sum(p) == units]
+        return [tuple(round(u / units, 6) for u in p) for p in points]
+
+
+MAX_MIXTURE_TRIALS = 64
+
+
 class MixtureSpec(Strict):
     """Several promoted adapters applied with weights, built as one LoRA and served like one."""
 
@@ -347,6 +366,23 @@ class MixtureSpec(Strict):
     adapters: dict[Name, float] = Field(min_length=2)
     combination: Literal["cat", "linear"] = Field(
         "cat", description="cat: exact weighted sum (rank = sum of ranks); linear: same ranks")
+    search: WeightSearch | None = Field(
+        None, description="choose the weights on the components' val splits instead of using "
+                          "`adapters`' weights as they are (those are one more candidate)")
+
+    @model_validator(mode="after")
+    def _bounded_search(self) -> MixtureSpec:
+        if self.search is None:
+            return self
+        if abs(round(1 / self.search.step) * self.search.step - 1) > 1e-9:
+            raise ValueError(f"search.step {self.search.step} must divide 1 (0.5, 0.25, 0.2, "
+                             "0.1, ...)")
+        trials = len(self.search.grid(len(self.adapters)))
+        if trials > MAX_MIXTURE_TRIALS:
+            raise ValueError(f"search.step {self.search.step} over {len(self.adapters)} adapters "
+                             f"is {trials} trials (at most {MAX_MIXTURE_TRIALS}); use a larger "
+                             "step")
+        return self
 
 
 class JudgeSpec(Strict):

@@ -171,6 +171,13 @@ def test_mixture_is_one_lora_of_the_promoted_components(project: FactoryConfig) 
     config = json.loads((local(project, "mixture", "math-mix") / "adapter_config.json")
                         .read_text())
     assert config["r"] == 16  # cat: 8 + 8
+    # the weights were searched on the val split: the declared ones and the grid's three, and
+    # the stored mixture is the one with the lowest loss
+    built = store.manifest(mixture["prefix"])
+    tried = [tuple(t["weights"].values()) for t in built["trials"]]
+    assert sorted(tried) == [(0.0, 1.0), (0.5, 0.5), (0.7, 0.3), (1.0, 0.0)]
+    best = min(built["trials"], key=lambda t: t["val_loss"])
+    assert built["weights"] == best["weights"]
     state = resources_for(project)["vllm"].state("local")
     answer = openai.OpenAI(base_url=f"{state.url}/v1", api_key="x").chat.completions.create(
         model="math-mix", max_tokens=8, temperature=0,

@@ -173,13 +173,11 @@ def respond(model_args: dict[str, Any], prompts: list[str], max_new_tokens: int)
     return outputs
 
 
-def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
-    """exp(mean NLL) of the final assistant turn given the conversation before it."""
-    import math
-
+def reply_nll(tokenizer: Any, model: Any, rows: list[dict[str, Any]]) -> tuple[float, int]:
+    """Summed NLL of each row's final assistant turn given the conversation before it, and the
+    number of tokens it covers."""
     import torch
 
-    tokenizer, model = load_model(model_args)
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for row in rows:
@@ -197,6 +195,15 @@ def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
             loss = model(input_ids=ids, labels=labels).loss
             total_nll += float(loss) * n
             total_tokens += n
+    return total_nll, total_tokens
+
+
+def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
+    """exp(mean NLL) of the final assistant turn given the conversation before it."""
+    import math
+
+    tokenizer, model = load_model(model_args)
+    total_nll, total_tokens = reply_nll(tokenizer, model, rows)
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
 
 
