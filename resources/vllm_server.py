@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,15 @@ def requests_in_flight(url: str) -> float:
     return sum(sample.value for family in text_string_to_metric_families(text)
                if family.name in ("vllm:num_requests_running", "vllm:num_requests_waiting")
                for sample in family.samples)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -215,6 +225,14 @@ class VLLMServer(dg.ConfigurableResource):
         python = self._root() / self.python
         if not python.exists():
             raise ServerStartError(f"serving environment missing: {python}; run `make setup`")
+        address = httpx.URL(url)
+        if _listening(address.host, address.port or 80):
+            # another process answers there: its /health would pass for this server while this
+            # one fails to bind and exits, and the deployment would report someone else's server
+            raise ServerStartError(
+                f"{address.host}:{address.port} is in use by another process, so deployment "
+                f"{name} cannot start its vLLM server there; stop that process or choose "
+                f"another port (deployments.<name>.port)")
         log_path = self._state_path(name).with_suffix(".log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
