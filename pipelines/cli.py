@@ -214,6 +214,9 @@ def example_conversation(config: FactoryConfig, store: Any, model: str
                          ) -> list[dict[str, str]]:
     """A held-out conversation of the model's own dataset, up to its reply (system turn
     included: the prompt the adapter learned), as an example request."""
+    from worker.chat import conversation
+    from worker.evaluate import as_chat
+
     mixture = config.mixtures.get(model)
     source = next(iter(mixture.adapters)) if mixture else model
     if source not in config.adapters:
@@ -221,12 +224,10 @@ def example_conversation(config: FactoryConfig, store: Any, model: str
     data = store.read_ref(f"dataset/{config.adapters[source].dataset}")
     first = (store.local_dir(data["prefix"]) / "test.jsonl").open().readline()
     row = json.loads(first) if first else {}
-    if "messages" not in row:
+    if "messages" not in row:  # pretraining text has no conversation to show
         return [{"role": "user", "content": "Hello!"}]
-    messages = row["messages"]
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"),
-               default=len(messages))
-    return messages[:last]
+    history, _ = conversation(as_chat(row))
+    return history
 
 
 @main.command()

@@ -15,6 +15,11 @@ def conversation(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
     return messages[:last], messages[last]["content"].strip()
 
 
+def question_of(history: list[dict[str, str]]) -> str:
+    """The last user turn before the reply: what reports show as the question."""
+    return next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+
+
 def turn_end(tokenizer: Any) -> list[str]:
     """What the chat template writes after an assistant reply (`<|end|>`, `<|eot_id|>`,
     `<|im_end|>`...): where generation stops, besides the tokenizer's EOS."""

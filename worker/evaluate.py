@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker.chat import conversation, turn_end
+from worker.chat import conversation, question_of, turn_end
 from worker.harness_metrics import NO_ANSWER, extract, rouge_l
 from worker.pipes import open_pipes
 
@@ -38,11 +38,10 @@ def task_rows(test_rows: list[dict[str, Any]], choices: int, pattern: str | None
     replies = [reply for _, reply in split]
     out = []
     for i, (history, reply) in enumerate(split):
-        user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
         others = sorted({r for j, r in enumerate(replies) if j != i and r != reply})
         options = [reply, *rng.sample(others, min(choices - 1, len(others)))]
         rng.shuffle(options)
-        out.append({"prompt": render(history), "question": user, "reference": reply,
+        out.append({"prompt": render(history), "question": question_of(history), "reference": reply,
                     "answer": extract(pattern, reply), "pattern": pattern or "",
                     "choices": options, "gold": options.index(reply)})
     return out

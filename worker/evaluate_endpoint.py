@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from worker.chat import conversation
+from worker.chat import conversation, question_of
 from worker.evaluate import as_chat
 from worker.harness_metrics import exact, extract, rouge_l
 from worker.pipes import open_pipes
@@ -37,12 +37,12 @@ def score_endpoint(url: str, model: str, rows: list[dict[str, Any]], params: dic
     with httpx.Client(timeout=300) as client, ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda item: reply_of(
             client, url, model, item[0], params["max_new_tokens"]), split))
-    samples = [{"question": next((m["content"] for m in reversed(history)
-                                  if m["role"] == "user"), ""),
-                "target": extract(pattern, reference), "output": reply,
-                "correct": exact(pattern, extract(pattern, reference), reply),
-                "rougeL": round(rouge_l(reference, reply), 4)}
-               for (history, reference), reply in zip(split, replies, strict=True)]
+    samples = []
+    for (history, reference), reply in zip(split, replies, strict=True):
+        answer = extract(pattern, reference)
+        samples.append({"question": question_of(history), "target": answer, "output": reply,
+                        "correct": exact(pattern, answer, reply),
+                        "rougeL": round(rouge_l(reference, reply), 4)})
     return {"exact_match": sum(s["correct"] for s in samples) / len(samples),
             "rougeL": statistics.fmean(s["rougeL"] for s in samples),
             "samples": samples}
