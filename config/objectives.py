@@ -30,16 +30,18 @@ def orpo_rows(row: dict[str, Any], chat: Chat) -> list[dict[str, Any]]:
 
 
 def kto_rows(row: dict[str, Any], chat: Chat) -> list[dict[str, Any]]:
-    """KTO learns from unpaired examples marked desirable or not: a pair gives one of each,
-    the prompt rendered with the base model's chat template."""
+    """KTO learns from unpaired replies marked desirable or not: a rated reply as it is, a
+    preference pair as one of each; the prompt rendered with the base model's chat template."""
     prompt = chat.render(row["messages"])
-    return [{"prompt": prompt, "completion": row[side] + chat.turn_end, "label": label}
-            for side, label in (("chosen", True), ("rejected", False))]
+    rated = ([(row["completion"], row["label"])] if "label" in row
+             else [(row["chosen"], True), (row["rejected"], False)])
+    return [{"prompt": prompt, "completion": reply + chat.turn_end, "label": label}
+            for reply, label in rated]
 
 
 @dataclass(frozen=True)
 class Objective:
-    data: str  # the `kind` of dataset it trains on (datasets.<name>.kind)
+    data: tuple[str, ...]  # the `kind`s of dataset it trains on (datasets.<name>.kind)
     reads: dict[str, Any]  # the Axolotl `datasets` entry, less its path, for our rows
     trainer: dict[str, Any] = field(default_factory=dict)  # top-level Axolotl keys it needs
     scored: bool = True  # an evaluation can ask its adapter questions and score the answers
@@ -56,12 +58,12 @@ DPO_READS = {"ds_type": "json", "type": "chat_template.default", "field_messages
 OBJECTIVES: dict[str, Objective] = {
     # {"messages": [system?, user, assistant, ...]}: the loss on assistant turns only
     "sft": Objective(
-        "sft", {"ds_type": "json", "type": "chat_template", "field_messages": "messages",
+        ("sft",), {"ds_type": "json", "type": "chat_template", "field_messages": "messages",
                 "roles_to_train": ["assistant"]},
         trainer={"chat_template": "tokenizer_default"},
         description="supervised fine-tuning on chat data"),
     "dpo": Objective(
-        "preference", DPO_READS, trainer={"rl": "dpo", "chat_template": "tokenizer_default"},
+        ("preference",), DPO_READS, trainer={"rl": "dpo", "chat_template": "tokenizer_default"},
         # Axolotl's DPO path hands the padding multiple to TRL's preference collator, whose
         # batches then lack input_ids: keep its own padding
         drops=("pad_to_multiple_of",),
@@ -69,32 +71,32 @@ OBJECTIVES: dict[str, Objective] = {
     # the same pairs as DPO, other losses: IPO's squared preference loss (no reward
     # saturation), SimPO's reference-free length-normalised margin (CPO trainer)
     "ipo": Objective(
-        "preference", DPO_READS, trainer={"rl": "dpo", "dpo_loss_type": ["ipo"],
+        ("preference",), DPO_READS, trainer={"rl": "dpo", "dpo_loss_type": ["ipo"],
                                           "chat_template": "tokenizer_default"},
         drops=("pad_to_multiple_of",), description="identity preference optimisation (IPO)"),
     "simpo": Objective(
         # SimPO's target margin as the paper and TRL set it; no behaviour-cloning term (pure
         # SimPO: TRL's cpo_alpha 0)
-        "preference", DPO_READS, trainer={"rl": "simpo", "simpo_gamma": 0.5, "cpo_alpha": 0.0,
+        ("preference",), DPO_READS, trainer={"rl": "simpo", "simpo_gamma": 0.5, "cpo_alpha": 0.0,
                                           "chat_template": "tokenizer_default"},
         drops=("pad_to_multiple_of",),
         description="simple preference optimisation without a reference model (SimPO)"),
     # SFT and preference in one loss, no reference model
     "orpo": Objective(
-        "preference", {"ds_type": "json", "type": "chat_template.argilla"},
+        ("preference",), {"ds_type": "json", "type": "chat_template.argilla"},
         trainer={"rl": "orpo", "chat_template": "tokenizer_default"}, reshape=orpo_rows,
         drops=("pad_to_multiple_of",),
         description="odds-ratio preference optimisation (ORPO)"),
-    # unpaired desirable / undesirable replies (each pair gives one of each)
+    # unpaired replies rated good or bad (a preference pair gives one of each)
     "kto": Objective(
-        "preference", {"ds_type": "json", "type": {
+        ("feedback", "preference"), {"ds_type": "json", "type": {
             "field_prompt": "prompt", "field_completion": "completion", "field_label": "label"}},
         trainer={"rl": "kto", "remove_unused_columns": False}, reshape=kto_rows,
         drops=("pad_to_multiple_of",),
         description="Kahneman-Tversky optimisation (KTO) on replies marked good or bad"),
     # {"text": str} token blocks
     "cpt": Objective(
-        "pretrain", {"ds_type": "json", "type": "completion", "field": "text"},
+        ("pretrain",), {"ds_type": "json", "type": "completion", "field": "text"},
         scored=False,  # text has no questions; its loss curve is in the adapter's metadata
         description="continued pre-training on document text"),
 }

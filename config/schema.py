@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from compute import MACHINES
+from compute.kernels import REPRODUCIBLE_CPU
 from compute.machine import RemoteSpec
 from config.gateway import GatewaySettings
 from config.metrics import DECLARED, METRICS
@@ -179,10 +180,10 @@ class WatchSpec(Strict):
 
 
 class DatasetSpec(Strict):
-    kind: Literal["sft", "preference", "pretrain"] = "sft"
+    kind: Literal["sft", "preference", "feedback", "pretrain"] = "sft"
     sources: list[DatasetSource] = Field(min_length=1)
     format: Literal["auto", "openai", "sharegpt", "alpaca", "prompt_completion", "preference",
-                    "text"] = "auto"
+                    "feedback", "text"] = "auto"
     field_map: dict[str, str] = Field(default_factory=dict,
                                       description="canonical field -> your column")
     base_model: str | None = Field(None, description="tokenizer + chat template for length stats")
@@ -566,6 +567,14 @@ class _Compute(Strict):
                                                   "(the Dagster pool's limit)")
     max_runtime_s: int = Field(6 * 3600, ge=60, description="runs that train are stopped after "
                                                              "this (Dagster run monitoring)")
+    reproducible: bool = Field(True, description=(
+        "cpu: the same kernels on every x86-64 machine and thread count, so a seeded run gives "
+        "the same model anywhere (about 10% slower); false: each machine's fastest kernels"))
+
+    @property
+    def kernel_env(self) -> dict[str, str]:
+        """What every worker job (training, evaluation, merging) runs with."""
+        return dict(REPRODUCIBLE_CPU) if self.device == "cpu" and self.reproducible else {}
 
     @property
     def pool(self) -> str:
@@ -636,9 +645,10 @@ class FactoryConfig(Strict):
             check(f"adapters.{name}.dataset", a.dataset, self.datasets, "datasets")
             data = self.datasets.get(a.dataset)
             wanted = OBJECTIVES[a.objective].data
-            if data and data.kind != wanted:
+            if data and data.kind not in wanted:
                 problems.append(f"adapters.{name}.objective: {a.objective} trains on "
-                                f"{wanted} data but datasets.{a.dataset} is kind: {data.kind}")
+                                f"{' or '.join(wanted)} data but datasets.{a.dataset} is kind: "
+                                f"{data.kind}")
             if a.method == "qlora" and self.compute.device == "cpu":
                 problems.append(f"adapters.{name}.method: qlora loads the base model in 4 bits "
                                 "with bitsandbytes CUDA kernels, which need a GPU; set "

@@ -37,7 +37,8 @@ def resources_for(config: FactoryConfig) -> dict[str, dg.ConfigurableResource]:
     work = config.work_dir
     venvs = REPO_ROOT / ".venvs"
     worker = WorkerCompute(python=str(venvs / "train" / "bin" / "python"),
-                           project_root=str(REPO_ROOT), target=config.compute.device)
+                           project_root=str(REPO_ROOT), target=config.compute.device,
+                           kernel_env=config.compute.kernel_env)
     return {
         "store": ObjectStore(url=config.storage.object_store, root=str(config.root),
                              cache_dir=str(work / "cache"),
@@ -57,7 +58,8 @@ def training_compute(config: FactoryConfig, local: WorkerCompute) -> WorkerCompu
         return local
     return RemoteCompute(kind=compute.kind, settings=compute.machine.model_dump_json(),
                          python=local.python, project_root=local.project_root,
-                         target=compute.device, max_runtime_s=compute.max_runtime_s)
+                         target=compute.device, kernel_env=local.kernel_env,
+                         max_runtime_s=compute.max_runtime_s)
 
 
 def chroma_resource(config: FactoryConfig) -> ChromaResource:

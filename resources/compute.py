@@ -19,6 +19,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_pipes import PipesDefaultMessageWriter
+from pydantic import Field
 
 
 class WholeLineMessageReader(dg.PipesMessageReader):
@@ -73,6 +74,8 @@ class WorkerCompute(dg.ConfigurableResource):
     python: str = ".venvs/train/bin/python"
     project_root: str = "."
     target: str = "cpu"
+    # compute.kernel_env: pinned CPU kernels (compute/kernels.py)
+    kernel_env: dict[str, str] = Field(default_factory=dict)
 
     def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any],
             inputs: Sequence[Path] = (), outputs: Sequence[Path] = ()) -> list[Any]:
@@ -93,6 +96,7 @@ class WorkerCompute(dg.ConfigurableResource):
             "HOME": os.environ.get("HOME", str(root)),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
             "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
+            **self.kernel_env,
         }
         invocation = dg.PipesSubprocessClient(
             cwd=str(root), message_reader=WholeLineMessageReader()).run(

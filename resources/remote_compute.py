@@ -89,7 +89,8 @@ class RemoteCompute(WorkerCompute):
                                    context_injector=dg.PipesEnvContextInjector(),
                                    message_reader=StagedMessageReader(stage, spec.poll_s)
                                    ) as session:
-            env = {**session.get_bootstrap_env_vars(), **CHECKSUMS, CHANNEL_ENV: "s3",
+            env = {**session.get_bootstrap_env_vars(), **CHECKSUMS, **self.kernel_env,
+                   CHANNEL_ENV: "s3",
                    "AWS_DEFAULT_REGION": spec.region,
                    "FACTORY_STAGE": json.dumps({"job": job, "url": stage.url,
                                                 "outputs": [str(p) for p in outputs],

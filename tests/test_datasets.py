@@ -70,3 +70,52 @@ def test_curated_preference_rows_are_valid_preference_rows() -> None:
                                 "preference", "auto")
     assert not isinstance(curated, formats.Invalid)
     assert formats.normalise(curated, "preference", "auto") == curated
+
+
+def test_rated_replies_normalise_in_both_layouts_and_round_trip() -> None:
+    """KTO's data: TRL's prompt/completion/label rows, or a rated conversation, as one form."""
+    trl = formats.normalise({"prompt": "2 + 2?", "completion": "4", "label": "good"},
+                            "feedback", "auto")
+    chat = formats.normalise({"messages": [{"role": "user", "content": "2 + 2?"},
+                                           {"role": "assistant", "content": "4"}], "label": 1},
+                             "feedback", "auto")
+    assert trl == chat == {"messages": [{"role": "user", "content": "2 + 2?"}],
+                           "completion": "4", "label": True}
+    assert formats.normalise(trl, "feedback", "auto") == trl
+    assert formats.example_text(trl).endswith("\n4")
+
+
+def test_a_reply_without_a_readable_label_is_quarantined_with_the_fix() -> None:
+    for label in (None, "maybe", 2):
+        bad = formats.normalise({"prompt": "q", "completion": "a", "label": label}, "feedback")
+        assert isinstance(bad, formats.Invalid) and bad.field == "label", label
+        assert "true/false" in bad.fix
+    unrated = formats.normalise({"messages": [{"role": "user", "content": "q"}], "label": True},
+                                "feedback")
+    assert isinstance(unrated, formats.Invalid) and unrated.reason == "no_assistant_turn"
+
+
+def test_kto_reads_rated_replies_as_they_are_and_pairs_as_one_of_each(tmp_path) -> None:
+    import json
+
+    from config.objectives import OBJECTIVES
+    from worker.chat import scored_rows
+
+    class Chat:
+        turn_end = "<|end|>"
+
+        def render(self, history: list[dict[str, str]]) -> str:
+            return "".join(f"<|{m['role']}|>{m['content']}" for m in history) + "<|assistant|>"
+
+    rated = {"messages": [{"role": "user", "content": "q"}], "completion": "bad", "label": False}
+    pair = {"messages": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}
+    reshape = OBJECTIVES["kto"].reshape
+    assert reshape is not None and OBJECTIVES["kto"].data == ("feedback", "preference")
+    assert reshape(rated, Chat()) == [{"prompt": "<|user|>q<|assistant|>",
+                                       "completion": "bad<|end|>", "label": False}]
+    assert [r["label"] for r in reshape(pair, Chat())] == [True, False]
+    # evaluation scores against good replies only: a reply rated bad is no reference
+    split = tmp_path / "test.jsonl"
+    good = {**rated, "completion": "good", "label": True}
+    split.write_text("\n".join(json.dumps(r) for r in (rated, good, pair)) + "\n")
+    assert [r["messages"][-1]["content"] for r in scored_rows(split)] == ["good", "a"]

@@ -36,13 +36,19 @@ FEW = {"max_steps": 4, "micro_batch_size": 4, "sequence_len": 128, "warmup_steps
 
 
 def write_project(root: Path, adapters: dict[str, Any]) -> FactoryConfig:
-    (root / "prefs").mkdir(parents=True, exist_ok=True)
-    (root / "docs").mkdir(exist_ok=True)
-    with (root / "prefs" / "pairs.jsonl").open("w") as f:
-        for row in math_problems.generate(80, seed=2):
+    for folder in ("prefs", "rated", "docs"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    with (root / "prefs" / "pairs.jsonl").open("w") as f, \
+            (root / "rated" / "replies.jsonl").open("w") as rated:
+        for i, row in enumerate(math_problems.generate(80, seed=2)):
             right = row["messages"][-1]["content"]
+            wrong = right.replace("####", "#### 1")
             f.write(json.dumps({"prompt": row["messages"][1]["content"], "chosen": right,
-                                "rejected": right.replace("####", "#### 1")}) + "\n")
+                                "rejected": wrong}) + "\n")
+            # unpaired: each question rated once, as a feedback export writes it
+            rated.write(json.dumps({"messages": [*row["messages"][:-1], {
+                "role": "assistant", "content": wrong if i % 3 == 0 else right}],
+                "label": "thumbs_down" if i % 3 == 0 else "thumbs_up"}) + "\n")
     for doc in filings.generate(6, seed=2):
         (root / "docs" / f"{doc.doc_id}.txt").write_text(doc.text)
     (root / "factory.yaml").write_text(yaml.safe_dump({
@@ -52,6 +58,8 @@ def write_project(root: Path, adapters: dict[str, Any]) -> FactoryConfig:
             "chat": {"sources": [{"generator": "math_word_problems", "rows": 120}],
                      "base_model": "tiny"},
             "prefs": {"kind": "preference", "sources": [{"path": "prefs"}],
+                      "base_model": "tiny"},
+            "rated": {"kind": "feedback", "sources": [{"path": "rated"}],
                       "base_model": "tiny"},
             "text": {"kind": "pretrain", "sources": [{"path": "docs"}], "base_model": "tiny",
                      "block_size": 64, "split": {"val": 0.0, "test": 0.2},
@@ -117,23 +125,29 @@ def test_every_preference_method_trains_on_the_same_pairs(tmp_path: Path) -> Non
     conversations per side; unpaired replies marked good or bad): each passes Axolotl's
     validation, trains, and stores a servable adapter."""
     methods = ("ipo", "simpo", "orpo", "kto")
-    config = write_project(tmp_path, {m: {"base_model": "tiny", "dataset": "prefs",
-                                          "objective": m, "training": FEW} for m in methods})
-    result = materialize(config, "base_model/tiny", "dataset/prefs",
-                         *(f"adapter/{m}" for m in methods))
+    adapters = {m: {"base_model": "tiny", "dataset": "prefs", "objective": m, "training": FEW}
+                for m in methods}
+    adapters["kto-rated"] = {**adapters["kto"], "dataset": "rated"}  # unpaired ratings
+    config = write_project(tmp_path, adapters)
+    result = materialize(config, "base_model/tiny", "dataset/prefs", "dataset/rated",
+                         *(f"adapter/{m}" for m in adapters))
     store = resources_for(config)["store"]
-    for method in methods:
-        meta = metadata(result, f"adapter/{method}")
-        assert meta["steps"] == 4 and meta["final_loss"] == meta["final_loss"], method
+    for name, recipe in adapters.items():
+        meta = metadata(result, f"adapter/{name}")
+        assert meta["steps"] == 4 and meta["final_loss"] == meta["final_loss"], name
         rendered = yaml.safe_load(meta["axolotl_yaml"].split("```yaml\n")[1].split("```")[0])
-        assert all(rendered[k] == v for k, v in OBJECTIVES[method].trainer.items()), method
-        folder = store.local_dir(store.read_ref(f"adapter/{method}")["prefix"])
-        assert (folder / "adapter_model.safetensors").is_file(), method
+        trainer = OBJECTIVES[recipe["objective"]].trainer
+        assert all(rendered[k] == v for k, v in trainer.items()), name
+        folder = store.local_dir(store.read_ref(f"adapter/{name}")["prefix"])
+        assert (folder / "adapter_model.safetensors").is_file(), name
     shaped = tmp_path / "work" / "runs" / "adapter"
     kto = [json.loads(line) for line in next(shaped.glob("kto/*/data/train.jsonl")).open()]
     assert [r["label"] for r in kto[:2]] == [True, False]  # each pair: one good, one bad reply
     assert kto[0]["prompt"].endswith("<|assistant|>\n") and kto[0]["completion"].endswith(
         "<|end|>")
+    rated = [json.loads(line)
+             for line in next(shaped.glob("kto-rated/*/data/train.jsonl")).open()]
+    assert len(rated) < 80 and {r["label"] for r in rated} == {True, False}  # one per question
     orpo = json.loads(next(shaped.glob("orpo/*/data/train.jsonl")).open().readline())
     assert [m["role"] for m in orpo["chosen"]][-2:] == ["user", "assistant"]
     assert orpo["chosen"][:-1] == orpo["rejected"][:-1]
@@ -161,6 +175,10 @@ def test_config_rejects_what_cannot_train_or_serve(tmp_path: Path) -> None:
         "method: qlora loads the base model in 4 bits": {"method": "qlora"},
         "cannot be served by vLLM multi-LoRA": {"lora": {"target_modules": ["embed_tokens"]}},
         "trains on preference data but datasets.chat is kind: sft": {"objective": "dpo"},
+        "trains on preference data but datasets.rated is kind: feedback": {
+            "objective": "dpo", "dataset": "rated"},
+        "trains on feedback or preference data but datasets.chat is kind: sft": {
+            "objective": "kto"},
         "sweep keys are training.<field> or lora.<field>": {"sweep": {"seed": [1, 2]}},
         r"sweep \{'training.max_stepz': 1\}: Extra inputs are not permitted": {
             "sweep": {"training.max_stepz": [1]}},

@@ -5,7 +5,25 @@ preference rows for a trainer (config/objectives.py).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+
+def scored_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """A split's rows as conversations ending in a good reply, the reference a model's answer is
+    scored against: a preference pair's chosen reply, a rated reply labelled good; a reply
+    labelled bad is no reference and is left out. `limit` counts lines read."""
+    rows = []
+    for line in path.read_text().splitlines()[:limit]:
+        row = json.loads(line)
+        reply = row.get("chosen", row.get("completion") if row.get("label", True) else None)
+        if "chosen" in row or "label" in row:
+            if reply is None:
+                continue
+            row = {"messages": [*row["messages"], {"role": "assistant", "content": reply}]}
+        rows.append(row)
+    return rows
 
 
 def conversation(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:

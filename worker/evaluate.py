@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker.chat import conversation, question_of, turn_end
+from worker.chat import conversation, question_of, scored_rows, turn_end
 from worker.harness_metrics import NO_ANSWER, extract, rouge_l
 from worker.pipes import open_pipes
 
@@ -206,13 +206,6 @@ def perplexity(model_args: dict[str, Any], rows: list[dict[str, Any]]) -> float:
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
 
 
-def as_chat(row: dict[str, Any]) -> dict[str, Any]:
-    """A preference row is scored as the conversation that ends in its chosen reply."""
-    if "chosen" in row:
-        return {"messages": [*row["messages"], {"role": "assistant", "content": row["chosen"]}]}
-    return row
-
-
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -221,10 +214,8 @@ def main() -> None:
     with open_pipes() as pipes:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
-        rows = [as_chat(json.loads(line))
-                for line in Path(params["test_path"]).read_text().splitlines()]
-        val = [as_chat(json.loads(line))
-               for line in Path(params["val_path"]).read_text().splitlines()]
+        rows = scored_rows(Path(params["test_path"]))
+        val = scored_rows(Path(params["val_path"]))
         val = val[: params["perplexity_rows"]] or rows[: params["perplexity_rows"]]
         # the base model's chat template renders every prompt (adapters are trained under it)
         tokenizer = AutoTokenizer.from_pretrained(params["models"]["base"]["pretrained"])

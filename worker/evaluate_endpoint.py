@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from worker.chat import conversation, question_of
-from worker.evaluate import as_chat
+from worker.chat import conversation, question_of, scored_rows
 from worker.harness_metrics import exact, extract, rouge_l
 from worker.pipes import open_pipes
 
@@ -91,9 +90,7 @@ def main() -> None:
         params = pipes.extras
         out_dir = Path(params["output_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
-        rows = [as_chat(json.loads(line))
-                for line in Path(params["test_path"]).read_text().splitlines()]
-        rows = rows[: params["limit"]]
+        rows = scored_rows(Path(params["test_path"]))[: params["limit"]]
         timed = [conversation(r)[0] for r in rows[: params["timing_requests"]]]
         results = {}
         for model in params["models"]:

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from worker.evaluate import as_chat, reply_nll
+from worker.chat import scored_rows
+from worker.evaluate import reply_nll
 from worker.pipes import open_pipes
 
 
@@ -48,8 +49,7 @@ def main() -> None:
         trials = []
         if params.get("val_paths"):
             tokenizer = AutoTokenizer.from_pretrained(params["base_model_dir"])
-            val_sets = [[as_chat(json.loads(line)) for line in
-                         Path(path).read_text().splitlines()[: params["val_rows"]]]
+            val_sets = [scored_rows(Path(path), params["val_rows"])
                         for path in params["val_paths"]]
             model.eval()
             for i, candidate in enumerate(candidates):

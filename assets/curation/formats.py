@@ -2,11 +2,14 @@
 
 - sft: {"messages": [{"role", "content"}, ...]} ending with an assistant turn
 - preference: {"messages": [... ending with a user turn], "chosen": str, "rejected": str}
+- feedback: {"messages": [... ending with a user turn], "completion": str, "label": bool}
+  (one reply rated good or bad, unpaired: what KTO trains on)
 - pretrain: {"text": str}
 
 Recognised inputs: OpenAI chat (`messages`), ShareGPT (`conversations` of from/value), alpaca
 (`instruction`/`input`/`output`), prompt/completion, preference triples (prompt/chosen/rejected),
-plain `text`; anything else through an explicit `field_map` (canonical name -> your column).
+rated replies (prompt/completion/label, or a conversation with a `label`), plain `text`;
+anything else through an explicit `field_map` (canonical name -> your column).
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["sft", "preference", "pretrain"]
+Kind = Literal["sft", "preference", "feedback", "pretrain"]
 ROLES = {"system", "user", "assistant"}
+# how people write "good" and "bad" in rating exports, lower-cased (True/False also read 1/0)
+LABELS = {True: True, False: False, "true": True, "false": False,
+          "good": True, "bad": False, "up": True, "down": False, "thumbs_up": True,
+          "thumbs_down": False, "positive": True, "negative": False, "1": True, "0": False}
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "bot": "assistant", "model": "assistant", "system": "system"}
 
@@ -29,6 +36,8 @@ class Invalid:
 
 
 def detect(record: dict[str, Any]) -> str | None:
+    if "label" in record:
+        return "feedback"
     if "messages" in record:
         return "openai"
     if "conversations" in record:
@@ -119,6 +128,8 @@ def normalise(record: dict[str, Any], kind: Kind, fmt: str = "auto",
         return text if isinstance(text, Invalid) else {"text": text}
     if kind == "preference":
         return _preference(record)
+    if kind == "feedback":
+        return _feedback(record)
     if fmt in ("openai", "sharegpt"):
         field = "messages" if fmt == "openai" else "conversations"
         messages = _messages(record[field], field, sharegpt=fmt == "sharegpt")
@@ -142,22 +153,24 @@ def normalise(record: dict[str, Any], kind: Kind, fmt: str = "auto",
                    f"use a {kind} format or change the dataset's kind")
 
 
-def _preference(record: dict[str, Any]) -> dict[str, Any] | Invalid:
-    # `messages` is the normal form's name for the prompt turns, so curated rows re-validate
+def _prompt(record: dict[str, Any]) -> list[dict[str, str]] | Invalid:
+    """The turns a reply answers: `prompt` as text or turns, or (the normal form's name, so
+    curated rows re-validate) `messages`."""
     field = "prompt" if "prompt" in record or "messages" not in record else "messages"
     prompt = record.get(field)
     if prompt is None:
         return Invalid("missing_field", "prompt", "field 'prompt' is missing",
                        "add the prompt (text or a list of turns)")
     if isinstance(prompt, list):
-        messages = _messages(prompt, field)
-        if isinstance(messages, Invalid):
-            return messages
-    else:
-        text = _str_field(record, "prompt")
-        if isinstance(text, Invalid):
-            return text
-        messages = [{"role": "user", "content": text}]
+        return _messages(prompt, field)
+    text = _str_field(record, "prompt")
+    return text if isinstance(text, Invalid) else [{"role": "user", "content": text}]
+
+
+def _preference(record: dict[str, Any]) -> dict[str, Any] | Invalid:
+    messages = _prompt(record)
+    if isinstance(messages, Invalid):
+        return messages
     answers = {}
     for name in ("chosen", "rejected"):
         value = record.get(name)
@@ -176,12 +189,37 @@ def _preference(record: dict[str, Any]) -> dict[str, Any] | Invalid:
     return {"messages": messages, **answers}
 
 
+def _feedback(record: dict[str, Any]) -> dict[str, Any] | Invalid:
+    """One rated reply: prompt/completion/label (TRL's KTO layout), or a conversation whose
+    last assistant turn is the rated reply."""
+    raw = record.get("label")
+    label = LABELS.get(raw.strip().lower() if isinstance(raw, str) else raw)
+    if raw is None or label is None:
+        return Invalid("bad_label", "label", f"label {raw!r} is not good or bad",
+                       "give each reply a label: true/false (also read: 1/0, good/bad, up/down)")
+    if "completion" not in record and isinstance(record.get("messages"), list):
+        turns = _messages(record["messages"], "messages")
+        if isinstance(turns, Invalid):
+            return turns
+        rated = _as_sft(turns, "messages")
+        if isinstance(rated, Invalid):
+            return rated
+        return {"messages": turns[:-1], "completion": turns[-1]["content"], "label": label}
+    messages = _prompt(record)
+    if isinstance(messages, Invalid):
+        return messages
+    completion = _str_field(record, "completion")
+    if isinstance(completion, Invalid):
+        return completion
+    return {"messages": messages, "completion": completion, "label": label}
+
+
 def example_text(example: dict[str, Any]) -> str:
     """All the text of an example, for hashing, PII scanning and near-duplicate detection."""
     if "text" in example:
         return example["text"]
     parts = [m["content"] for m in example["messages"]]
-    parts += [example[k] for k in ("chosen", "rejected") if k in example]
+    parts += [example[k] for k in ("chosen", "rejected", "completion") if k in example]
     return "\n".join(parts)
 
 

@@ -62,7 +62,7 @@ def scrub_example(example: dict, scrub_text: Callable[[str], tuple[str, Counter[
             total += counts
             turns.append({**m, "content": content})
         out["messages"] = turns
-    for key in ("text", "chosen", "rejected"):
+    for key in ("text", "chosen", "rejected", "completion"):
         if key in out:
             out[key], counts = scrub_text(out[key])
             total += counts

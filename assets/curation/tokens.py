@@ -21,8 +21,9 @@ class TokenCounter:
         if "text" in example:
             return example["text"]
         messages = list(example["messages"])
-        if "chosen" in example:
-            messages.append({"role": "assistant", "content": example["chosen"]})
+        reply = example.get("chosen", example.get("completion"))
+        if reply is not None:
+            messages.append({"role": "assistant", "content": reply})
         if self.has_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
