@@ -25,6 +25,8 @@ from assets.common import (
     store_link,
     version_of,
 )
+from assets.model_cards import write_card
+from assets.promotion import Registry
 from config.schema import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
@@ -45,7 +47,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         started = time.monotonic()
         base = current(store, "base_model", spec.base_model)
         data = current(store, "dataset", spec.dataset)
-        version = version_of(base["version"], data["version"], spec.model_dump(), TRAINER)
+        version = version_of(base["version"], data["version"],
+                             spec.model_dump(exclude={"card"}), TRAINER)
         lineage = {"base_model": f"{spec.base_model}@{base['version']}",
                    "dataset": f"{spec.dataset}@{data['version']}", "trainer": TRAINER,
                    "method": spec.method, "objective": spec.objective, "lora_r": spec.lora.r}
@@ -111,8 +114,10 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 "axolotl_yaml": dg.MetadataValue.md(f"```yaml\n{yaml_text}```"),
                 "packages": summary["packages"],
             }
+        card = write_card(store, config, name, spec, Registry(store).read(name))
         return dg.MaterializeResult(
             metadata={**meta, "version": version, "reused": not meta, **lineage,
+                      "model_card": dg.MetadataValue.md(card),
                       "location": store_link(store, ref["prefix"]),
                       "seconds": round(time.monotonic() - started, 1)},
             data_version=dg.DataVersion(version),

@@ -17,6 +17,7 @@ import dagster as dg
 
 from assets.common import Definition, current, png_markdown, publish, store_link, version_of
 from assets.judging import judge_score, safety_rate
+from assets.model_cards import write_card
 from assets.promotion import Decision, Registry, decide, promotion_asset
 from config.metrics import METRICS
 from config.schema import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
@@ -156,6 +157,8 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         ref = publish(store, "evaluation", name, version, report_dir, scores=scores,
                       gate_passed=decision.passed, gate=decision.summary,
                       candidate_version=candidate["version"], candidate_prefix=candidate["prefix"])
+        card = write_card(store, config, spec.adapter, adapter_spec,
+                          Registry(store).read(spec.adapter))
         reference = scores[decision.reference]
         primary = spec.promotion.primary
         return dg.MaterializeResult(
@@ -169,6 +172,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
                 "samples": len(results["candidate"]["samples"]),
                 "scores": score_chart(results, primary, f"{name}: {METRICS[primary].label}"),
                 "report": dg.MetadataValue.md(markdown),
+                "model_card": dg.MetadataValue.md(card),
                 "location": store_link(store, ref["prefix"]),
                 "seconds": round(time.monotonic() - started, 1),
                 **lineage,
@@ -184,4 +188,4 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         return dg.AssetCheckResult(passed=ref["gate_passed"], description=ref["gate"],
                                    metadata={"scores": ref["scores"]})
 
-    return [_evaluation, _gate, promotion_asset(name, spec.adapter)]
+    return [_evaluation, _gate, promotion_asset(name, spec.adapter, config)]

@@ -15,8 +15,9 @@ from typing import Any
 import dagster as dg
 
 from assets.common import current
+from assets.model_cards import write_card
 from config.metrics import METRICS
-from config.schema import PromotionSpec
+from config.schema import FactoryConfig, PromotionSpec
 from resources.object_store import ArtifactMissing, ObjectStore
 
 
@@ -99,7 +100,8 @@ class Registry:
         self.store.put_json(self._key(adapter), state)
 
 
-def promotion_asset(evaluation: str, adapter: str) -> dg.AssetsDefinition:
+def promotion_asset(evaluation: str, adapter: str, config: FactoryConfig
+                    ) -> dg.AssetsDefinition:
     """`promotion/<adapter>`: the registry entry, written only once the evaluation's blocking
     gate has passed (and checked again here, since a blocking check binds within one run)."""
 
@@ -122,9 +124,12 @@ def promotion_asset(evaluation: str, adapter: str) -> dg.AssetsDefinition:
                                      scores=ref["scores"]["candidate"],
                                      who=context.run.tags.get("dagster/user"))
             action = "promoted"
+        card = write_card(store, config, adapter, config.adapters[adapter],
+                          registry.read(adapter))
         return dg.MaterializeResult(
             metadata={"action": action, "champion": entry["version"], "who": entry["who"],
-                      "why": entry["why"], "previous": entry.get("previous") or "none"},
+                      "why": entry["why"], "previous": entry.get("previous") or "none",
+                      "model_card": dg.MetadataValue.md(card)},
             data_version=dg.DataVersion(entry["version"]),
         )
 

@@ -13,6 +13,8 @@ import dagster as dg
 
 from assets.adapters import adapter_asset, peft_format_check
 from assets.common import Definition, alias, current, png_markdown
+from assets.model_cards import write_card
+from assets.promotion import Registry
 from config.schema import AdapterSpec, FactoryConfig, trial_names
 from resources.object_store import ObjectStore
 
@@ -41,6 +43,7 @@ def sweep_assets(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[De
         best = min(rows, key=lambda r: r["eval_loss"])
         ref = alias(store, "adapter", name, best["ref"], sweep_trial=best["trial"],
                     sweep_values={k: best[k] for k in spec.sweep})
+        card = write_card(store, config, name, spec, Registry(store).read(name))
         context.log.info(f"sweep {name}: {best['trial']} wins with eval loss "
                          f"{best['eval_loss']:.4f} ({len(rows)} trials)")
         header = ["trial", *spec.sweep, "eval_loss", "best"]
@@ -52,7 +55,8 @@ def sweep_assets(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[De
         return dg.MaterializeResult(
             metadata={"best_trial": best["trial"], "best_eval_loss": best["eval_loss"],
                       "trials": dg.MetadataValue.md(table), "version": ref["version"],
-                      "eval_loss_by_trial": _plot(name, rows)},
+                      "eval_loss_by_trial": _plot(name, rows),
+                      "model_card": dg.MetadataValue.md(card)},
             data_version=dg.DataVersion(ref["version"]),
         )
 

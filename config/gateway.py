@@ -52,6 +52,10 @@ class GatewaySettings(BaseModel):
     upstreams: list[str] = Field(default_factory=list,
                                  description="vLLM replica URLs; default: the deployments")
     refresh_seconds: float = Field(10.0, gt=0, description="how often replicas are re-listed")
+    object_store: str = Field("file://.factory/store",
+                              description="where champions' model cards are read (the "
+                                          "factory's storage.object_store by default)")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint of that store")
     chroma_path: str = Field(".factory/chroma", description="embedded Chroma folder (RAG)")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server")
     embedding_model: str = "bundled:all-MiniLM-L6-v2"
@@ -84,8 +88,8 @@ class GatewaySettings(BaseModel):
         return os.environ.get(self.upstream_api_key_env) or None
 
     def anchored(self, root: Path) -> GatewaySettings:
-        """Relative SQLite, Chroma and dead-letter paths made relative to `root` (the project
-        file's folder)."""
+        """Relative SQLite, Chroma, dead-letter and object store paths made relative to `root`
+        (the project file's folder)."""
         update: dict[str, str] = {}
         url = self.database_url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -93,4 +97,7 @@ class GatewaySettings(BaseModel):
         for field in ("chroma_path", "audit_dead_letter"):
             if not Path(getattr(self, field)).is_absolute():
                 update[field] = str((root / getattr(self, field)).resolve())
+        store = self.object_store.removeprefix("file://")
+        if self.object_store.startswith("file://") and not Path(store).is_absolute():
+            update["object_store"] = f"file://{(root / store).resolve()}"
         return self.model_copy(update=update)

@@ -249,9 +249,19 @@ VLLM_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
                      "down_proj", "qkv_proj", "gate_up_proj"}
 
 
+class CardSpec(Strict):
+    """What only people know about an adapter, for its model card (README.md beside the
+    weights); everything else on the card comes from the artifacts."""
+
+    intended_use: str | None = Field(None, description="who should ask it what")
+    limitations: str | None = Field(None, description="what it must not be trusted with")
+
+
 class AdapterSpec(Strict):
     base_model: Name
     dataset: Name
+    card: CardSpec = Field(CardSpec(), description="not part of the version: editing it "
+                                                   "rewrites the card, never retrains")
     method: Literal["lora", "qlora", "full"] = Field(
         "lora", description="lora; qlora (4-bit base, GPU only); full fine-tuning (small models; "
                             "served as its own model, not as a LoRA)")
@@ -740,8 +750,9 @@ class FactoryConfig(Strict):
 
     @property
     def gateway_settings(self) -> GatewaySettings:
-        """The gateway's settings as it runs them: replicas default to the deployments', Chroma
-        and the dead-letter file to `storage`, relative paths to this file's folder."""
+        """The gateway's settings as it runs them: replicas default to the deployments', Chroma,
+        the object store and the dead-letter file to `storage`, relative paths to this file's
+        folder."""
         given = self.gateway.model_fields_set
         update: dict[str, Any] = {}
         if not self.gateway.upstreams:
@@ -750,6 +761,9 @@ class FactoryConfig(Strict):
             update["chroma_path"] = f"{self.storage.work_dir}/chroma"
         if "chroma_url" not in given and self.storage.chroma_url:
             update["chroma_url"] = self.storage.chroma_url
+        if "object_store" not in given:
+            update["object_store"] = self.storage.object_store
+            update["s3_endpoint_url"] = self.storage.s3_endpoint_url
         if "audit_dead_letter" not in given:
             update["audit_dead_letter"] = (f"{self.storage.work_dir}/"
                                            "gateway-audit-dead-letter.jsonl")

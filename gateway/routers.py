@@ -8,6 +8,7 @@ OpenAI error body whose status is also the audit row's.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -136,6 +137,30 @@ def make_router(gateway: Gateway) -> APIRouter:
                 {"id": n, "object": "model", "owned_by": "adapter-factory"} for n in names]})
         return await handle("models", request, work)
 
+    @router.get("/v1/models/{model}/card", responses=ERRORS)
+    async def model_card(model: str, request: Request) -> Response:
+        """The model card (Markdown) of a model the key's project may use: for an adapter, its
+        current champion's README.md."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            outcome.model = model
+            await gateway.access.authorise_model(principal, model)
+            card = await asyncio.to_thread(gateway.cards.card, model)
+            if card is None:
+                raise p.GatewayError(404, f"The model '{model}' has no model card (only "
+                                          "promoted adapters have one).",
+                                     "invalid_request_error", "card_not_found")
+            return JSONResponse({"id": model, "object": "model.card", "markdown": card})
+        return await handle("models.card", request, work)
+
+    @router.get("/v1/collections", responses=ERRORS)
+    async def collections(request: Request) -> Response:
+        """The document collections the key's project may ask (`rag.collection`)."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            names = sorted(gateway.tenancy.granted(principal.project_id, "collection"))
+            return JSONResponse({"object": "list", "data": [
+                {"id": n, "object": "collection"} for n in names]})
+        return await handle("collections", request, work)
+
     @router.post("/v1/chat/completions", responses=ERRORS,
                  openapi_extra=body_of(p.ChatCompletionRequest))
     async def chat(request: Request) -> Response:
@@ -175,6 +200,7 @@ def make_router(gateway: Gateway) -> APIRouter:
                 raise p.GatewayError(400, "day must be YYYY-MM-DD.", "invalid_request_error",
                                      "invalid_request", "day")
             return JSONResponse({"object": "list", "project": principal.project,
+                                 "key_id": principal.key_id,
                                  "data": gateway.tenancy.usage(principal.project, day)})
         return await handle("usage", request, work)
 

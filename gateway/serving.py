@@ -21,6 +21,7 @@ from gateway.access import Access
 from gateway.accounting import Accounting, Outcome
 from gateway.admission import CHARS_PER_TOKEN, Admission, estimate_tokens
 from gateway.audit import AuditWriter
+from gateway.cards import ModelCards
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -63,6 +64,7 @@ class Gateway:
         self.pool, self.admission, self.metrics = pool, admission, metrics
         self.retriever, self.audit = retriever, audit
         self.access = Access(settings, tenancy, admission, pool)
+        self.cards = ModelCards(settings)
         self.accounting = Accounting(settings, admission, pool, metrics, audit)
 
     # -- inference ----------------------------------------------------------------------------

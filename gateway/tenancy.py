@@ -105,6 +105,10 @@ class Tenancy:
             raise TenancyError(f"no project named {name!r}")
         return project
 
+    def has_project(self, name: str) -> bool:
+        with self.sessions() as s:
+            return s.scalar(select(Project.id).where(Project.name == name)) is not None
+
     def create_project(self, name: str, owner: str, log_prompts: bool = False,
                        quota: ProjectQuota | None = None) -> dict[str, Any]:
         with self.sessions.begin() as s:

@@ -49,6 +49,24 @@ factory_hook() { "$1/bin/pip" install -q --no-deps -e "$ROOT"; }
 # and break `import transformers` and the server start; text serving needs none of them.
 serve_hook() { "$1/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true; }
 
+# The playground's browser tests drive Debian's Chromium: Playwright's own browser download needs
+# the internet. Installed when missing and this user may (root with apt-get, as on CI).
+browser() {
+  if command -v chromium >/dev/null; then echo "[setup] chromium: present"; return 0; fi
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "[setup] chromium: missing; install it (apt-get install -y chromium) for the UI tests"
+    return 0
+  fi
+  echo "[setup] chromium: installing (log: $VENVS/chromium.log)"; mkdir -p "$VENVS"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+         } >"$VENVS/chromium.log" 2>&1; then
+    echo "[setup] chromium FAILED, last lines of $VENVS/chromium.log:"; tail -20 "$VENVS/chromium.log"
+    return 1
+  fi
+  echo "[setup] chromium: ready"
+}
+
+[[ "$only" == all || "$only" == browser ]] && browser &
 [[ "$only" == all || "$only" == factory ]] && make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
   "$ROOT/pyproject.toml" &
 [[ "$only" == all || "$only" == train ]] && make_env train "$ROOT/infra/requirements/train.txt" &

@@ -114,6 +114,14 @@ def demo(config_path: str | None) -> None:
     click.echo(summary(config, time.monotonic() - started))
     for check in failed_checks:
         click.echo(f"\nBlocking check failed (downstream assets skipped): {check}")
+    if config.deployments:
+        from pipelines import playground
+
+        key = playground.provision(config)
+        url = playground.start(config)
+        click.echo(f"\nPlayground: {url}/playground/   sign in with the key {key}\n"
+                   f"  (project '{playground.PROJECT}': every served model and corpus; the "
+                   "gateway keeps running, `factory stop` stops it)")
 
 
 @main.command()
@@ -214,19 +222,17 @@ def example_conversation(config: FactoryConfig, store: Any, model: str
                          ) -> list[dict[str, str]]:
     """A held-out conversation of the model's own dataset, up to its reply (system turn
     included: the prompt the adapter learned), as an example request."""
-    from worker.chat import conversation
-    from worker.evaluate import as_chat
+    from worker.chat import conversation, scored_rows
 
     mixture = config.mixtures.get(model)
     source = next(iter(mixture.adapters)) if mixture else model
     if source not in config.adapters:
         return [{"role": "user", "content": "Hello!"}]
     data = store.read_ref(f"dataset/{config.adapters[source].dataset}")
-    first = (store.local_dir(data["prefix"]) / "test.jsonl").open().readline()
-    row = json.loads(first) if first else {}
-    if "messages" not in row:  # pretraining text has no conversation to show
+    rows = scored_rows(store.local_dir(data["prefix"]) / "test.jsonl")
+    if not rows or "messages" not in rows[0]:  # pretraining text has no conversation to show
         return [{"role": "user", "content": "Hello!"}]
-    history, _ = conversation(as_chat(row))
+    history, _ = conversation(rows[0])
     return history
 
 
@@ -282,7 +288,7 @@ def _num(value: Any) -> str:
 @click.argument("deployment", required=False)
 @click.option("--config", "config_path", default=None)
 def stop(deployment: str | None, config_path: str | None) -> None:
-    """Stop one deployment's vLLM server (all when none is named)."""
+    """Stop one deployment's vLLM server (all, and the demo's gateway, when none is named)."""
     from pipelines.graph import resources_for
 
     config = _config(config_path)
@@ -290,6 +296,10 @@ def stop(deployment: str | None, config_path: str | None) -> None:
     for name in [deployment] if deployment else list(config.deployments):
         for server in [name, *vllm.replicas_beyond(name, 1)]:
             click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
+    if deployment is None:
+        from pipelines import playground
+
+        click.echo(f"gateway: {'stopped' if playground.stop(config) else 'was not running'}")
 
 
 @main.command("render-deployment")

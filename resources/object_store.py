@@ -25,6 +25,10 @@ from resources.paths import contained
 from worker.s3 import objects, split_url
 
 MANIFEST = "_MANIFEST.json"
+# the one file of a published folder that may change after publishing: a model card grows as the
+# artifact is evaluated and promoted. It is outside the digest (which names the weights and data,
+# and keys caches); its manifest entry follows each rewrite, so every file still verifies.
+CARD = "README.md"
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -231,11 +235,27 @@ class ObjectStore(dg.ConfigurableResource):
             files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
             self.backend.put_file(f"{prefix}/{rel}", path)
         manifest = {"files": files, "created_at": time.time(), **info}
+        content = {rel: meta for rel, meta in files.items() if rel != CARD}
         manifest["digest"] = hashlib.sha256(
-            json.dumps(files, sort_keys=True).encode()
+            json.dumps(content, sort_keys=True).encode()
         ).hexdigest()
         self.put_json(f"{prefix}/{MANIFEST}", manifest)
         return manifest
+
+    def replace_card(self, prefix: str, text: str) -> None:
+        """Rewrite a published folder's model card, then its manifest entry (and a cached copy),
+        so the card and its checksum always agree for a reader of the manifest."""
+        prefix = prefix.strip("/")
+        manifest = self.manifest(prefix)
+        data = text.encode()
+        self.backend.put_bytes(f"{prefix}/{CARD}", data)
+        manifest["files"][CARD] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        self.put_json(f"{prefix}/{MANIFEST}", manifest)
+        cache = contained(Path(self.root, self.cache_dir), str(manifest["digest"]),
+                          f"{prefix}/{MANIFEST}: digest")
+        if self.backend.local_path(prefix) is None and (cache / MANIFEST).exists():
+            (cache / CARD).write_bytes(data)
+            (cache / MANIFEST).write_text(json.dumps(manifest))
 
     def manifest(self, prefix: str) -> dict[str, Any]:
         try:

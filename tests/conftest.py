@@ -104,7 +104,8 @@ def gateway_server(vllm_url: str, small_project: tuple[FactoryConfig, object],
     os.environ["FACTORY_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
     db = tmp_path_factory.mktemp("gateway") / "gateway.db"
     settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url],
-                               chroma_path=str(small_project[0].work_dir / "chroma"))
+                               chroma_path=str(small_project[0].work_dir / "chroma"),
+                               object_store=small_project[0].gateway_settings.object_store)
     for url, gateway in serve(settings):
         ours, key, theirs, other_key = tenants(gateway, ["tiny", "math-lora"])
         yield RunningGateway(url, gateway, ours, key, theirs, other_key)

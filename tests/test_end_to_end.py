@@ -79,6 +79,33 @@ def test_adapter_loads_with_peft(project: FactoryConfig) -> None:
     assert int(out.stdout.strip().splitlines()[-1]) > 0
 
 
+def test_every_adapter_version_carries_a_model_card(project: FactoryConfig) -> None:
+    """README.md in the Hugging Face format beside the weights: lineage in the front matter,
+    the evaluation's scores (base vs adapter) and the promotion in the text; huggingface_hub
+    reads it as a card with eval results, and the manifest's checksum matches the final card."""
+    import hashlib
+
+    from huggingface_hub import ModelCard
+
+    store = resources_for(project)["store"]
+    folder = local(project, "adapter", "math-lora")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model == "tiny" and card.data.library_name == "peft"
+    assert card.data.datasets == ["math"] and {"lora", "sft"} <= set(card.data.tags)
+    report = json.loads((local(project, "evaluation", "math-eval") / "report.json").read_text())
+    candidate = report["results"]["candidate"]
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["exact_match"] == pytest.approx(candidate["exact_match"])
+    assert results["rougeL"] == pytest.approx(candidate["rougeL"])
+    row = next(line for line in card.text.splitlines() if line.startswith("| exact match |"))
+    assert row == (f"| exact match | {report['results']['base']['exact_match']:.4g} | "
+                   f"{candidate['exact_match']:.4g} |")
+    assert "**Champion** since" in card.text and "| learning rate | 0.002" in card.text
+    manifest = store.manifest(ref(project, "adapter", "math-lora")["prefix"])
+    assert manifest["files"]["README.md"]["sha256"] == hashlib.sha256(
+        (folder / "README.md").read_bytes()).hexdigest()
+
+
 def test_training_metrics_and_loss_went_down(project: FactoryConfig) -> None:
     history = json.loads((local(project, "adapter", "math-lora") / "training_log.json")
                          .read_text())
@@ -337,6 +364,28 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
         assert load_settings(config_file).upstreams == [r["url"] for r in replicas]
     finally:
         vllm.stop("local.1")
+
+
+def test_the_demo_leaves_a_playground_and_a_key_that_signs_in(project: FactoryConfig) -> None:
+    """What `factory demo` ends with: a demo project granted every served model and corpus, a
+    new key each time, the gateway running with the playground; `stop` ends it."""
+    from pipelines import playground
+    from tests.live_server import free_port
+
+    keys = [playground.provision(project), playground.provision(project)]
+    url = playground.start(project, port=free_port())
+    try:
+        for key in keys:
+            auth = {"authorization": f"Bearer {key}"}
+            models = {m["id"] for m in httpx.get(f"{url}/v1/models", headers=auth).json()["data"]}
+            assert {"tiny", "math-lora", "math-mix", "all-MiniLM-L6-v2"} == models
+            collections = httpx.get(f"{url}/v1/collections", headers=auth).json()["data"]
+            assert [c["id"] for c in collections] == ["filings"]
+        assert "playground.js" in httpx.get(f"{url}/playground/").text
+    finally:
+        assert playground.stop(project)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)
 
 
 def test_stop_command_stops_the_server(project: FactoryConfig) -> None:

@@ -665,3 +665,36 @@ def test_schema_fuzzing_of_v1_and_admin_finds_no_server_errors(hostile: Hostile)
                  suppress_health_check=list(HealthCheck))(
             given(case=operation.as_strategy())(check))()
     assert sum(seen.values()) >= len(operations)
+
+
+# -- the playground's reads: cards and collections stay inside the project ----------------------
+def test_model_cards_and_collections_are_the_projects_own(hostile: Hostile, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    store = tmp_path / "store"
+    (store / "registry").mkdir(parents=True)
+    (store / "adapter" / "adapter-a" / "v2").mkdir(parents=True)
+    (store / "adapter" / "adapter-a" / "v2" / "README.md").write_text("---\nlibrary_name: peft\n"
+                                                                      "---\n# adapter-a (v2)")
+    (store / "registry" / "adapter-a.json").write_text(json.dumps(
+        {"champion": {"version": "v2", "prefix": "adapter/adapter-a/v2"}, "history": []}))
+    monkeypatch.setattr(hostile.gateway.cards, "url", f"file://{store}")
+    ours = hostile.tenant(grants=("adapter-a", "adapter-b"))
+    theirs = hostile.tenant(grants=("adapter-b",))
+    hostile.gateway.tenancy.grant(ours.project, "handbook", kind="collection")
+    hostile.gateway.tenancy.grant(theirs.project, "secrets", kind="collection")
+    with hostile.client(ours.key) as c:
+        card = c.get("/v1/models/adapter-a/card").json()
+        assert card["markdown"].endswith("# adapter-a (v2)") and card["id"] == "adapter-a"
+        assert_error(c.get("/v1/models/adapter-b/card"), 404, "card_not_found")  # no champion
+        assert [x["id"] for x in c.get("/v1/collections").json()["data"]] == ["handbook"]
+    with hostile.client(theirs.key) as c:
+        # a model the project was not granted looks exactly like one that does not exist
+        assert_error(c.get("/v1/models/adapter-a/card"), 404, "model_not_found")
+        assert_error(c.get("/v1/models/..%2Fregistry/card"), 404, "not_found")
+        assert_error(c.get("/v1/models/registry%5Cx/card"), 404, "model_not_found")
+        assert [x["id"] for x in c.get("/v1/collections").json()["data"]] == ["secrets"]
+    with hostile.client() as c:
+        assert c.get("/v1/collections").status_code == 401
+    routes = [r.route for r in hostile.audit(ours.key_id, expect=4)]
+    assert routes.count("models.card") == 2 and "collections" in routes

@@ -133,3 +133,23 @@ def test_s3_locations_and_listings_mean_one_thing_everywhere(s3_endpoint: str,
     for bad in ("listing/docs", "s3:///docs", "file://listing"):
         with pytest.raises(ValueError, match="not an S3 location"):
             split_url(bad)
+
+
+def test_a_model_card_can_grow_after_publishing_and_every_file_still_verifies(
+        store: ObjectStore, tmp_path: Path) -> None:
+    """The card (README.md) is rewritten as an adapter is evaluated and promoted; the weights'
+    digest stays, the manifest's checksum follows the card, cached copies get the new card."""
+    import hashlib
+
+    src = make_artifact(tmp_path / "src")
+    (src / "README.md").write_text("trained")
+    digest = store.put_dir("adapter/a/v1", src)["digest"]
+    cached = store.local_dir("adapter/a/v1")
+    store.replace_card("adapter/a/v1", "trained, evaluated")
+    manifest = store.manifest("adapter/a/v1")
+    assert manifest["digest"] == digest
+    card = store.backend.get_bytes("adapter/a/v1/README.md")
+    assert card == b"trained, evaluated"
+    assert manifest["files"]["README.md"]["sha256"] == hashlib.sha256(card).hexdigest()
+    assert (store.local_dir("adapter/a/v1") / "README.md").read_bytes() == card
+    assert (cached / "README.md").read_bytes() == card

@@ -1,0 +1,147 @@
+"""Model cards: the README.md of every published adapter version, in the Hugging Face format.
+
+One renderer, fed from what the store knows at the time: the adapter's lineage and losses (its
+manifest), the dataset version and its split sizes, every evaluation of this version (base vs
+adapter vs the champion it was measured against) and the registry (champion or not, why). The
+adapter, evaluation and promotion assets each call `write_card` after their own write, so the
+card grows with the artifact; the folder still loads with PEFT and uploads with huggingface_hub
+unchanged, since README.md is where both expect a card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from config.metrics import METRICS
+from config.objectives import OBJECTIVES
+from config.schema import AdapterSpec, FactoryConfig, trial_names
+from resources.object_store import ArtifactMissing, ObjectStore
+
+
+def _ref(store: ObjectStore, ref: str) -> dict[str, Any] | None:
+    try:
+        return store.read_ref(ref)
+    except ArtifactMissing:
+        return None
+
+
+def evaluations_of(store: ObjectStore, config: FactoryConfig, adapter: str,
+                   version: str) -> list[tuple[str, dict[str, Any]]]:
+    """(evaluation name, its ref) for every evaluation whose candidate was this version."""
+    found = []
+    for name, spec in config.evaluations.items():
+        ref = _ref(store, f"evaluation/{name}") if spec.adapter == adapter else None
+        if ref and ref.get("candidate_version") == version:
+            found.append((name, ref))
+    return found
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _evaluation_section(config: FactoryConfig, evaluations: list[tuple[str, dict[str, Any]]]
+                        ) -> list[str]:
+    if not evaluations:
+        return ["Not evaluated yet: materialize its evaluation asset to add base vs adapter "
+                "scores here."]
+    lines = []
+    for name, ref in evaluations:
+        spec = config.evaluations[name]
+        scores: dict[str, dict[str, float]] = ref["scores"]
+        columns = [c for c in ("base", "candidate", "champion") if c in scores]
+        header = {"base": "base model", "candidate": "this adapter",
+                  "champion": "previous champion"}
+        metrics = sorted({m for c in columns for m in scores[c]},
+                         key=lambda m: (m != spec.promotion.primary, m))
+        lines += [f"Evaluation `{name}` on the test split (primary metric: "
+                  f"{METRICS[spec.promotion.primary].label}).", "",
+                  "| metric | " + " | ".join(header[c] for c in columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        lines += [f"| {METRICS[m].label if m in METRICS else m} | "
+                  + " | ".join(_fmt(scores[c].get(m)) for c in columns) + " |" for m in metrics]
+        lines += ["", f"Gate: {ref['gate']}", ""]
+    return lines
+
+
+def _promotion_section(registry: dict[str, Any], version: str) -> str:
+    champion = registry.get("champion") or {}
+    events = [e for e in registry.get("history", []) if e["version"] == version]
+    if champion.get("version") == version:
+        when = dt.datetime.fromtimestamp(champion["when"], dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        previous = champion.get("previous") or "none"
+        return (f"**Champion** since {when} (promoted by {champion['who']}; previous champion: "
+                f"{previous}); the deployments serve this version.")
+    if any(e["event"] == "promoted" for e in events):
+        return f"Was champion; replaced by {champion.get('version', 'none')}."
+    rejected = [e for e in events if e["event"] == "rejected"]
+    if rejected:
+        return f"Not promoted: {rejected[-1]['why']}"
+    return "Not promoted (no passing evaluation yet)."
+
+
+def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,
+                registry: dict[str, Any]) -> ModelCard:
+    """The card of what `adapter/<name>` points at now (`spec`: its recipe, a sweep trial's
+    included); `registry`: the adapter's champion and history."""
+    ref = store.read_ref(f"adapter/{name}")
+    if "sweep_trial" in ref:  # a sweep's winner: the recipe that trained it
+        spec = dict(zip(trial_names(name, spec), (t for _, t in spec.trials()), strict=True)
+                    )[ref["sweep_trial"]]
+    version = ref["version"]
+    base_spec = config.base_models[spec.base_model]
+    base = base_spec.source.removeprefix("hf:") if base_spec.source != "local" else spec.base_model
+    data = _ref(store, f"dataset/{spec.dataset}") or {}
+    counts = data.get("counts", {})
+    evaluations = evaluations_of(store, config, name, version)
+    results = [EvalResult(task_type="text-generation", dataset_type=spec.dataset,
+                          dataset_name=f"{spec.dataset} (test split)", dataset_split="test",
+                          metric_type=metric, metric_value=value)
+               for _, e in evaluations for metric, value in e["scores"]["candidate"].items()]
+    card_data = ModelCardData(
+        base_model=base, library_name="peft" if spec.method != "full" else "transformers",
+        tags=["adapter-factory", spec.method, spec.objective, "axolotl"],
+        datasets=[spec.dataset], model_name=name if results else None,
+        eval_results=results or None)
+    t, lora = spec.training, spec.lora
+    recipe = [("method", spec.method), ("objective", f"{spec.objective}: "
+                                        f"{OBJECTIVES[spec.objective].description}"),
+              ("LoRA", f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}"
+               if spec.method != "full" else "none (full fine-tune)"),
+              ("steps", f"{ref.get('steps', t.max_steps)} (micro batch {t.micro_batch_size} x "
+                        f"{t.gradient_accumulation_steps} accumulation, "
+                        f"sequence {t.sequence_len})"),
+              ("learning rate", f"{t.learning_rate:g} ({t.lr_scheduler}, {t.warmup_steps} warmup)"),
+              ("seed", str(t.seed)), ("trainer", ref.get("trainer", "?")),
+              ("final training loss", str(ref.get("final_loss", "?"))),
+              ("eval loss (val split)", str(ref.get("eval_loss", "?")))]
+    split_sizes = ", ".join(f"{k} {v}" for k, v in counts.items()) or "unknown"
+    body = [
+        f"# {name} ({version})", "",
+        f"A {spec.method} {spec.objective} adapter of `{ref.get('base_model', base)}`, trained "
+        f"by Adapter Factory on `{ref.get('dataset', spec.dataset)}`.", "",
+        "## Intended use", "",
+        spec.card.intended_use or f"Answering as the `{spec.dataset}` conversations do, through "
+        "the project's gateway (`model: " + name + "`).", "",
+        "## Training", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in recipe), "",
+        f"Dataset `{spec.dataset}` version {data.get('version', '?')} "
+        f"({data.get('dataset_kind', '?')} rows: {split_sizes}).", "",
+        "## Evaluation", "", *_evaluation_section(config, evaluations), "",
+        "## Promotion", "", _promotion_section(registry, version), "",
+        "## Limitations", "",
+        spec.card.limitations or "Measured only on the test split of its own dataset; it "
+        "inherits every limit of its base model, and the scores above say nothing about inputs "
+        "unlike that data.", "",
+    ]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def write_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,
+               registry: dict[str, Any]) -> str:
+    """Render and store the card of `adapter/<name>`; returns its Markdown (for metadata)."""
+    card = render_card(store, config, name, spec, registry)
+    store.replace_card(store.read_ref(f"adapter/{name}")["prefix"], str(card))
+    return str(card)

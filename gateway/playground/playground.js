@@ -1,0 +1,343 @@
+// The playground: chat, compare and ask documents through the gateway's own API, signed in with
+// a project key. Plain modern JS (no build step, no CDN): the gateway serves these three files.
+
+const $ = (selector) => document.querySelector(selector);
+const KEY = "adapter-factory-key";  // sessionStorage: gone when the tab closes
+const state = { key: sessionStorage.getItem(KEY), models: [], conversation: [], keyId: null,
+                controller: null };
+
+class ApiError extends Error {
+  constructor(status, message, retryAfter = null) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+// -- the API ---------------------------------------------------------------------------------
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { authorization: `Bearer ${state.key}`, "content-type": "application/json" },
+  });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      message = (await response.json()).error?.message ?? message;
+    } catch { /* not JSON: keep the status line */ }
+    throw new ApiError(response.status, message, response.headers.get("retry-after"));
+  }
+  return response;
+}
+
+const getJson = async (path) => (await api(path)).json();
+
+function showError(error) {
+  if (error.name === "AbortError") return;  // the stop button
+  let text = error instanceof ApiError ? `${error.status}: ${error.message}` : String(error);
+  if (error.retryAfter) text += ` (try again in ${error.retryAfter} s)`;
+  $("#error").textContent = text;
+  $("#error").hidden = false;
+}
+
+const clearError = () => { $("#error").hidden = true; };
+
+function settings() {
+  const system = $("#system").value.trim();
+  return {
+    system: system ? [{ role: "system", content: system }] : [],
+    temperature: Number($("#temperature").value),
+    max_tokens: Number($("#max-tokens").value),
+  };
+}
+
+// One streamed chat completion: calls onText with the answer so far; returns the answer, its
+// usage and citations, and the timings people compare models by.
+async function streamChat(model, messages, extra, onText, signal) {
+  const { system, temperature, max_tokens } = settings();
+  const started = performance.now();
+  const response = await api("/v1/chat/completions", {
+    method: "POST", signal,
+    body: JSON.stringify({ model, messages: [...system, ...messages], temperature, max_tokens,
+                           stream: true, stream_options: { include_usage: true }, ...extra }),
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "", text = "", first = null, usage = null, citations = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    const events = buffer.split("\n\n");
+    buffer = events.pop();
+    for (const line of events.flatMap((e) => e.split("\n"))) {
+      if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+      const chunk = JSON.parse(line.slice(6));
+      if (chunk.error) throw new ApiError(chunk.error.code ?? "stream", chunk.error.message);
+      citations = chunk.citations ?? citations;
+      usage = chunk.usage ?? usage;
+      const delta = chunk.choices?.[0]?.delta?.content;
+      if (delta) {
+        first ??= performance.now();
+        text += delta;
+        onText(text);
+      }
+    }
+  }
+  const ended = performance.now();
+  const tokens = usage?.completion_tokens ?? 0;
+  return { text, usage, citations, tokens,
+           ttft: first === null ? null : (first - started) / 1000,
+           tokensPerSecond: first === null || ended === first ? null
+             : tokens / ((ended - first) / 1000) };
+}
+
+function statsLine(result) {
+  const parts = [`${result.tokens} tokens`];
+  if (result.ttft !== null) parts.push(`TTFT ${result.ttft.toFixed(2)} s`);
+  if (result.tokensPerSecond !== null) parts.push(`${result.tokensPerSecond.toFixed(1)} tokens/s`);
+  return parts.join(" · ");
+}
+
+function element(tag, className, text = "") {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  node.textContent = text;
+  return node;
+}
+
+// -- model cards: a small Markdown subset, escaped first ---------------------------------------
+const escape = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const inline = (s) => escape(s).replace(/\*\*(.+?)\*\*/g, "<strong>$1</strong>")
+  .replace(/`([^`]+)`/g, "<code>$1</code>");
+
+function renderMarkdown(markdown) {
+  let body = markdown;
+  let html = "";
+  const front = markdown.match(/^---\n([\s\S]*?)\n---\n/);
+  if (front) {
+    html += `<details><summary>metadata</summary><pre>${escape(front[1])}</pre></details>`;
+    body = markdown.slice(front[0].length);
+  }
+  let table = [];
+  const flush = () => {
+    if (!table.length) return;
+    const rows = table.filter((r) => !/^\|[\s|:-]+\|$/.test(r))
+      .map((r) => r.slice(1, -1).split("|").map((c) => c.trim()));
+    html += "<table>" + rows.map((cells, i) => "<tr>" + cells.map((c) =>
+      i === 0 ? `<th>${inline(c)}</th>` : `<td>${inline(c)}</td>`).join("") + "</tr>").join("")
+      + "</table>";
+    table = [];
+  };
+  for (const line of body.split("\n")) {
+    if (line.startsWith("|")) { table.push(line.trim()); continue; }
+    flush();
+    const heading = line.match(/^(#{1,3}) (.*)/);
+    if (heading) html += `<h${heading[1].length + 2}>${inline(heading[2])}</h${heading[1].length + 2}>`;
+    else if (line.trim()) html += `<p>${inline(line)}</p>`;
+  }
+  flush();
+  return html;
+}
+
+async function showCard(model) {
+  const box = $("#card");
+  box.textContent = "Loading…";
+  try {
+    const card = await getJson(`/v1/models/${encodeURIComponent(model)}/card`);
+    box.innerHTML = renderMarkdown(card.markdown);
+  } catch (error) {
+    box.textContent = error instanceof ApiError && error.status === 404
+      ? `No model card: ${error.message}` : `Could not load the card: ${error.message}`;
+  }
+}
+
+// -- usage -------------------------------------------------------------------------------------
+async function refreshUsage() {
+  const today = new Date().toISOString().slice(0, 10);
+  const usage = await getJson(`/v1/usage?day=${today}`);
+  state.keyId = usage.key_id;
+  $("#whoami").textContent = `project ${usage.project}`;
+  $("#whoami").hidden = false;
+  const mine = usage.data.filter((row) => row.key_id === usage.key_id);
+  const sum = (rows, field) => rows.reduce((total, row) => total + row[field], 0);
+  const rows = [["", "this key", "project"],
+    ["requests", sum(mine, "requests"), sum(usage.data, "requests")],
+    ["prompt tokens", sum(mine, "prompt_tokens"), sum(usage.data, "prompt_tokens")],
+    ["completion tokens", sum(mine, "completion_tokens"), sum(usage.data, "completion_tokens")]];
+  const tbody = $("#usage tbody");
+  tbody.replaceChildren(...rows.map((cells) => {
+    const tr = document.createElement("tr");
+    tr.replaceChildren(...cells.map((c) => element("td", "", String(c))));
+    return tr;
+  }));
+}
+
+// the audit log is written in batches: read usage again once this request has landed
+const usageSoon = () => setTimeout(() => refreshUsage().catch(showError), 1500);
+
+// -- sign in -----------------------------------------------------------------------------------
+async function signIn(key) {
+  state.key = key;
+  const models = await getJson("/v1/models");
+  sessionStorage.setItem(KEY, key);
+  state.models = models.data.map((m) => m.id);
+  $("#model").replaceChildren(...state.models.map((id) => {
+    const option = element("option", "", id);
+    option.value = id;
+    return option;
+  }));
+  $("#compare-models").replaceChildren(...state.models.map((id, i) => {
+    const label = element("label", "");
+    const box = document.createElement("input");
+    Object.assign(box, { type: "checkbox", value: id, checked: i < 2 });
+    label.append(box, ` ${id}`);
+    return label;
+  }));
+  const collections = await getJson("/v1/collections");
+  $("#collection").replaceChildren(...collections.data.map((c) => {
+    const option = element("option", "", c.id);
+    option.value = c.id;
+    return option;
+  }));
+  $("#sign-in").hidden = true;
+  $("#app").hidden = false;
+  $("#sign-out").hidden = false;
+  if (state.models.length) await showCard(state.models[0]);
+  await refreshUsage();
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  location.reload();
+}
+
+// -- chat --------------------------------------------------------------------------------------
+function addMessage(role, text) {
+  const node = element("div", `message ${role}`, text);
+  $("#conversation").append(node);
+  return node;
+}
+
+async function chat(event) {
+  event.preventDefault();
+  clearError();
+  const input = $("#chat-input");
+  const content = input.value.trim();
+  if (!content) return;
+  input.value = "";
+  state.conversation.push({ role: "user", content });
+  addMessage("user", content);
+  const bubble = addMessage("assistant", "");
+  const stats = element("div", "stats");
+  bubble.after(stats);
+  state.controller = new AbortController();
+  $("#stop").disabled = false;
+  $("#send").disabled = true;
+  try {
+    const result = await streamChat($("#model").value, state.conversation, {},
+                                    (text) => { bubble.textContent = text; },
+                                    state.controller.signal);
+    state.conversation.push({ role: "assistant", content: result.text });
+    stats.textContent = statsLine(result);
+  } catch (error) {
+    if (error.name === "AbortError") stats.textContent = "stopped";
+    else { bubble.remove(); state.conversation.pop(); showError(error); }
+  } finally {
+    $("#stop").disabled = true;
+    $("#send").disabled = false;
+    usageSoon();
+  }
+}
+
+// -- compare: one message, up to three models, streamed side by side ---------------------------
+async function compare(event) {
+  event.preventDefault();
+  clearError();
+  const chosen = [...document.querySelectorAll("#compare-models input:checked")]
+    .map((box) => box.value);
+  if (chosen.length < 2 || chosen.length > 3) {
+    showError(new Error("choose two or three models to compare"));
+    return;
+  }
+  const messages = [{ role: "user", content: $("#compare-input").value.trim() }];
+  const columns = chosen.map((model) => {
+    const column = element("div", "column");
+    column.dataset.model = model;
+    const answer = element("div", "answer");
+    const stats = element("div", "stats", "…");
+    column.append(element("h3", "", model), answer, stats);
+    return { model, column, answer, stats };
+  });
+  $("#compare-answers").replaceChildren(...columns.map((c) => c.column));
+  await Promise.all(columns.map(async (c) => {
+    try {
+      const result = await streamChat(c.model, messages, {},
+                                      (text) => { c.answer.textContent = text; });
+      c.stats.textContent = statsLine(result);
+    } catch (error) {
+      c.stats.textContent = error instanceof ApiError ? `${error.status}: ${error.message}`
+        : String(error);
+    }
+  }));
+  usageSoon();
+}
+
+// -- documents: retrieval through the gateway, numbered citations that open the passage -------
+async function askDocuments(event) {
+  event.preventDefault();
+  clearError();
+  const answer = $("#documents-answer");
+  const list = $("#citations");
+  answer.textContent = "";
+  list.replaceChildren();
+  const messages = [{ role: "user", content: $("#documents-input").value.trim() }];
+  try {
+    const result = await streamChat($("#model").value, messages,
+                                    { rag: { collection: $("#collection").value, top_k: 4 } },
+                                    (text) => { answer.textContent = text; });
+    list.replaceChildren(...(result.citations ?? []).map((c) => {
+      const item = element("li", "citation");
+      const details = document.createElement("details");
+      const summary = element("summary", "",
+        `[${c.index}] ${c.source} · characters ${c.start}–${c.end} · score ${Number(c.score).toFixed(3)}`);
+      details.append(summary, element("div", "passage", c.text));
+      item.append(details);
+      return item;
+    }));
+  } catch (error) {
+    showError(error);
+  } finally {
+    usageSoon();
+  }
+}
+
+// -- wiring ------------------------------------------------------------------------------------
+function selectTab(name) {
+  for (const button of document.querySelectorAll("nav button")) {
+    button.classList.toggle("active", button.dataset.tab === name);
+  }
+  for (const tab of document.querySelectorAll(".tab")) tab.hidden = tab.id !== `tab-${name}`;
+}
+
+$("#sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearError();
+  signIn($("#key").value.trim()).catch((error) => {
+    sessionStorage.removeItem(KEY);
+    showError(error);
+  });
+});
+$("#sign-out").addEventListener("click", signOut);
+$("#model").addEventListener("change", () => showCard($("#model").value));
+$("#chat-form").addEventListener("submit", chat);
+$("#stop").addEventListener("click", () => state.controller?.abort());
+$("#clear").addEventListener("click", () => {
+  state.conversation = [];
+  $("#conversation").replaceChildren();
+});
+$("#compare-form").addEventListener("submit", compare);
+$("#documents-form").addEventListener("submit", askDocuments);
+for (const button of document.querySelectorAll("nav button")) {
+  button.addEventListener("click", () => selectTab(button.dataset.tab));
+}
+if (state.key) signIn(state.key).catch(showError);
