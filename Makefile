@@ -20,7 +20,7 @@ test-fast: setup  ## the developer loop: every test that neither trains nor wait
 lint:
 	$(FACTORY)/ruff check .
 
-stop:  ## stop the demo's vLLM server
+stop:  ## stop the demo's vLLM server and its gateway
 	$(FACTORY)/factory stop
 
 ui:  ## the Dagster UI on this project (http://127.0.0.1:3000)

@@ -32,14 +32,23 @@ def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpe
     return servable, not_promoted
 
 
-def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str) -> GpuLaunch:
-    """The deployment as a GPU host would run it, artifacts synced from the object store."""
+def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str | None = None
+               ) -> GpuLaunch:
+    """The deployment as a GPU host would run it, artifacts synced from the object store (so
+    that store must be one the host can read: S3); `image` defaults to vLLM's official image at
+    the serving environment's pin."""
+    if not store.url.startswith("s3://"):
+        raise ValueError(
+            f"deployment {name}: a GPU host syncs the base model and adapters from the object "
+            f"store, and {store.url} is a folder on this machine; set storage.object_store to "
+            "an s3://bucket/prefix the host can read (storage.s3_endpoint_url for MinIO or "
+            "another S3-compatible server) and materialize again")
     spec = config.deployments[name]
     base = current(store, "base_model", spec.base_model)
     servable, _ = what_to_serve(store, config, spec)
     uri = store.url.rstrip("/")
     return GpuLaunch(
-        deployment=name, image=image, max_model_len=spec.max_model_len,
+        deployment=name, **({"image": image} if image else {}), max_model_len=spec.max_model_len,
         max_loras=spec.max_loras, extra_args=spec.extra_args,
         base=Artifact(spec.base_model, f"{uri}/{base['prefix']}", base["version"]),
         adapters=[Artifact(n, f"{uri}/{ref['prefix']}", ref["version"], rank)

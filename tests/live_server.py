@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -40,3 +43,19 @@ def serve(settings: GatewaySettings, gateway: Gateway | None = None
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Until `url` answers 2xx; fails with the log's tail if the process exits or time runs
+    out (a test must never race a starting service)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            if httpx.get(url, timeout=2).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not up after {timeout_s:.0f}s:\n" + (
+            log.read_text()[-3000:])
+        time.sleep(0.5)

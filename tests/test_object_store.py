@@ -153,3 +153,26 @@ def test_a_model_card_can_grow_after_publishing_and_every_file_still_verifies(
     assert manifest["files"]["README.md"]["sha256"] == hashlib.sha256(card).hexdigest()
     assert (store.local_dir("adapter/a/v1") / "README.md").read_bytes() == card
     assert (cached / "README.md").read_bytes() == card
+
+
+def test_readers_get_a_published_folder_only_when_every_file_matches_its_manifest(
+        store: ObjectStore, tmp_path: Path) -> None:
+    """What replicas and the gateway read with (worker/artifacts.py): a verified copy, or an
+    error naming the file that changed, and nothing left behind."""
+    from worker.artifacts import ArtifactReader, Unverified
+
+    store.put_dir("adapter/a/v1", make_artifact(tmp_path / "src"))
+    reader = ArtifactReader(store.url if store.url.startswith("s3://")
+                            else f"file://{tmp_path / 'store'}", store.endpoint_url)
+    copy = tmp_path / "copy" / "v1"
+    manifest = reader.fetch_verified("adapter/a/v1", copy)
+    assert (copy / "weights.bin").read_bytes() == b"\x00\x01" * 4096
+    assert manifest == store.manifest("adapter/a/v1")
+    store.backend.put_bytes("adapter/a/v1/sub/config.json", b'{"r": 64}')
+    with pytest.raises(Unverified, match=r"adapter/a/v1/sub/config.json: sha256 .* does not"):
+        reader.fetch_verified("adapter/a/v1", tmp_path / "copy" / "again")
+    assert not (tmp_path / "copy" / "again").exists()
+    assert not list((tmp_path / "copy").glob("*.partial-*"))
+    with pytest.raises(Unverified, match=r"no _MANIFEST\.json"):
+        reader.fetch_verified("adapter/a/v9", tmp_path / "copy" / "v9")
+    assert reader.read("adapter/a/none") is None

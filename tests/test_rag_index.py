@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 import yaml
 
@@ -23,6 +22,7 @@ from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
 from tests.conftest import free_port, start_service
+from tests.live_server import wait_until_up
 
 DOCS = {
     "harbour.txt": "Northwind Harbour Authority reported cargo volume of 41 million tonnes. "
@@ -192,17 +192,7 @@ def wait_until_serving(port: int, ui: subprocess.Popen, root: Path, timeout: flo
     """`dagster dev` creates (and migrates) the instance's SQLite storage before it starts the
     webserver: opening the instance from here any earlier races that migration (seen as
     alembic's "more than one head")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert ui.poll() is None, (root / "dagster.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("the Dagster webserver did not start; log:\n"
-                         + (root / "dagster.log").read_text()[-3000:])
+    wait_until_up(f"http://127.0.0.1:{port}/server_info", ui, root / "dagster.log", timeout)
 
 
 def wait_for_runs(config: FactoryConfig, count: int, ui: subprocess.Popen, root: Path,

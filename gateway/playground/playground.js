@@ -121,7 +121,7 @@ function renderMarkdown(markdown) {
   let table = [];
   const flush = () => {
     if (!table.length) return;
-    const rows = table.filter((r) => !/^\|[\s|:-]+\|$/.test(r))
+    const rows = table.filter((r) => !/^\|[\s|:]*-[\s|:-]*\|$/.test(r))  // not the |---| line
       .map((r) => r.slice(1, -1).split("|").map((c) => c.trim()));
     html += "<table>" + rows.map((cells, i) => "<tr>" + cells.map((c) =>
       i === 0 ? `<th>${inline(c)}</th>` : `<td>${inline(c)}</td>`).join("") + "</tr>").join("")

