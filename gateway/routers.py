@@ -133,8 +133,10 @@ def make_router(gateway: Gateway) -> APIRouter:
     async def list_models(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
             names = await gateway.access.visible_models(principal)
+            embedding = gateway.settings.embedding_model_name
             return JSONResponse({"object": "list", "data": [
-                {"id": n, "object": "model", "owned_by": "adapter-factory"} for n in names]})
+                {"id": n, "object": "model", "owned_by": "adapter-factory",
+                 "type": "embedding" if n == embedding else "chat"} for n in names]})
         return await handle("models", request, work)
 
     @router.get("/v1/models/{model}/card", responses=ERRORS)

@@ -3,8 +3,8 @@
 
 const $ = (selector) => document.querySelector(selector);
 const KEY = "adapter-factory-key";  // sessionStorage: gone when the tab closes
-const state = { key: sessionStorage.getItem(KEY), models: [], conversation: [], keyId: null,
-                controller: null };
+const state = { key: sessionStorage.getItem(KEY), models: [], chat: new Set(), conversation: [],
+                keyId: null, controller: null };
 
 class ApiError extends Error {
   constructor(status, message, retryAfter = null) {
@@ -132,7 +132,8 @@ function renderMarkdown(markdown) {
     if (line.startsWith("|")) { table.push(line.trim()); continue; }
     flush();
     const heading = line.match(/^(#{1,3}) (.*)/);
-    if (heading) html += `<h${heading[1].length + 2}>${inline(heading[2])}</h${heading[1].length + 2}>`;
+    const level = heading ? heading[1].length + 2 : 0;
+    if (heading) html += `<h${level}>${inline(heading[2])}</h${level}>`;
     else if (line.trim()) html += `<p>${inline(line)}</p>`;
   }
   flush();
@@ -180,7 +181,10 @@ async function signIn(key) {
   state.key = key;
   const models = await getJson("/v1/models");
   sessionStorage.setItem(KEY, key);
-  state.models = models.data.map((m) => m.id);
+  // chat models first (and pre-selected); an embedding model cannot answer a chat
+  const embedding = (m) => m.type === "embedding";
+  state.models = [...models.data].sort((a, b) => embedding(a) - embedding(b)).map((m) => m.id);
+  state.chat = new Set(models.data.filter((m) => m.type !== "embedding").map((m) => m.id));
   $("#model").replaceChildren(...state.models.map((id) => {
     const option = element("option", "", id);
     option.value = id;
@@ -189,7 +193,7 @@ async function signIn(key) {
   $("#compare-models").replaceChildren(...state.models.map((id, i) => {
     const label = element("label", "");
     const box = document.createElement("input");
-    Object.assign(box, { type: "checkbox", value: id, checked: i < 2 });
+    Object.assign(box, { type: "checkbox", value: id, checked: i < 2 && state.chat.has(id) });
     label.append(box, ` ${id}`);
     return label;
   }));
@@ -299,7 +303,8 @@ async function askDocuments(event) {
       const item = element("li", "citation");
       const details = document.createElement("details");
       const summary = element("summary", "",
-        `[${c.index}] ${c.source} · characters ${c.start}–${c.end} · score ${Number(c.score).toFixed(3)}`);
+        `[${c.index}] ${c.source} · characters ${c.start}–${c.end} · `
+        + `score ${Number(c.score).toFixed(3)}`);
       details.append(summary, element("div", "passage", c.text));
       item.append(details);
       return item;
