@@ -67,7 +67,8 @@ def _evaluation_section(config: FactoryConfig, evaluations: list[tuple[str, dict
     return lines
 
 
-def _promotion_section(registry: dict[str, Any], version: str) -> str:
+def _promotion_section(registry: dict[str, Any], version: str,
+                       evaluations: list[tuple[str, dict[str, Any]]]) -> str:
     champion = registry.get("champion") or {}
     events = [e for e in registry.get("history", []) if e["version"] == version]
     if champion.get("version") == version:
@@ -80,7 +81,9 @@ def _promotion_section(registry: dict[str, Any], version: str) -> str:
     rejected = [e for e in events if e["event"] == "rejected"]
     if rejected:
         return f"Not promoted: {rejected[-1]['why']}"
-    return "Not promoted (no passing evaluation yet)."
+    if any(e["gate_passed"] for _, e in evaluations):
+        return "Passed its promotion gate; becomes champion when its promotion asset runs."
+    return "Not promoted (no evaluation has passed its gate yet)."
 
 
 def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,
@@ -131,7 +134,7 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
         f"Dataset `{spec.dataset}` version {data.get('version', '?')} "
         f"({data.get('dataset_kind', '?')} rows: {split_sizes}).", "",
         "## Evaluation", "", *_evaluation_section(config, evaluations), "",
-        "## Promotion", "", _promotion_section(registry, version), "",
+        "## Promotion", "", _promotion_section(registry, version, evaluations), "",
         "## Limitations", "",
         spec.card.limitations or "Measured only on the test split of its own dataset; it "
         "inherits every limit of its base model, and the scores above say nothing about inputs "
