@@ -139,3 +139,45 @@ def test_documents_answer_with_citations_of_the_expected_source(
     pw.expect(first.locator(".passage")).to_be_visible()
     assert first.locator(".passage").inner_text().strip()
     shot(page, tmp_path, "documents")
+
+
+def test_the_page_without_the_graph_errors_and_choices(browser: object, tmp_path: Path) -> None:
+    """The developer loop's view (a fake vLLM replica): the embedding model is listed but not
+    pre-selected, a model without a card says so, a refused request shows the API's message."""
+    from config.gateway import GatewaySettings
+    from gateway.app import build_gateway
+    from gateway.upstream import ReplicaPool
+    from tests.fake_vllm import FakeVLLM
+    from tests.live_server import serve
+
+    settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+                               upstreams=["http://replica-1:8000"], refresh_seconds=3600,
+                               object_store=f"file://{tmp_path / 'store'}",
+                               audit_dead_letter=str(tmp_path / "dead-letter.jsonl"))
+    fake = FakeVLLM(models=("base", "adapter-a"))
+    gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
+                                                  transport=fake.transport()))
+    for url, gw in serve(settings, gateway):
+        t = gw.tenancy
+        t.create_project("team", owner="alice")
+        for model in ("adapter-a", "base", settings.embedding_model_name):
+            t.grant("team", model)
+        key = t.create_key("team", "alice", rpm=3)["key"]
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{url}/playground/")
+        page.fill("#key", key)
+        page.click("#sign-in-form button")
+        pw.expect(page.locator("#app")).to_be_visible()
+        assert options(page, "#model") == ["adapter-a", "base", settings.embedding_model_name]
+        pw.expect(page.locator("#card")).to_contain_text("No model card")
+        page.click("nav button[data-tab=compare]")
+        checked = page.locator("#compare-models input:checked")
+        assert [checked.nth(i).get_attribute("value") for i in range(checked.count())] == [
+            "adapter-a", "base"]
+        page.click("nav button[data-tab=chat]")
+        page.fill("#chat-input", "hi")
+        page.click("#send")  # the key's 3 requests a minute are spent by now
+        pw.expect(page.locator("#error")).to_contain_text("429: ")
+        pw.expect(page.locator("#error")).to_contain_text("try again in")
+        shot(page, tmp_path, "rate-limited")
+        page.close()
