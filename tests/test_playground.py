@@ -44,10 +44,14 @@ def shot(page: object, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def sign_in(page: object, gw: RunningGateway, key: str) -> None:
-    page.goto(f"{gw.url}/playground/")  # type: ignore[attr-defined]
+def sign_in(page: object, url: str, key: str, accepted: bool = True) -> None:
+    """Sign in; an accepted key is signed in once the models, collections, card and usage are
+    loaded (the page shows itself only then)."""
+    page.goto(f"{url}/playground/")  # type: ignore[attr-defined]
     page.fill("#key", key)  # type: ignore[attr-defined]
     page.click("#sign-in-form button")  # type: ignore[attr-defined]
+    if accepted:
+        pw.expect(page.locator("#app")).to_be_visible()  # type: ignore[attr-defined]
 
 
 def options(page: object, select: str) -> list[str]:
@@ -56,7 +60,7 @@ def options(page: object, select: str) -> list[str]:
 
 def test_a_wrong_key_shows_the_apis_401_message(gateway_server: RunningGateway, page: object,
                                                  tmp_path: Path) -> None:
-    sign_in(page, gateway_server, "af-not-a-key")
+    sign_in(page, gateway_server.url, "af-not-a-key", accepted=False)
     error = page.locator("#error")  # type: ignore[attr-defined]
     pw.expect(error).to_have_text("401: Invalid or revoked API key.")
     assert page.locator("#app").is_hidden()  # type: ignore[attr-defined]
@@ -78,8 +82,7 @@ def test_the_page_is_served_whole_by_the_gateway_with_a_strict_policy(
 def test_signed_in_a_person_chats_reads_the_card_and_sees_usage(
         gateway_server: RunningGateway, page: object, tmp_path: Path) -> None:
     gw = gateway_server
-    sign_in(page, gw, gw.key)
-    pw.expect(page.locator("#app")).to_be_visible()  # type: ignore[attr-defined]
+    sign_in(page, gw.url, gw.key)
     listed = sorted(m["id"] for m in gw.client().get("/v1/models").json()["data"])
     assert sorted(options(page, "#model")) == listed and "math-lora" in listed
     page.select_option("#model", "math-lora")  # type: ignore[attr-defined]
@@ -101,7 +104,7 @@ def test_signed_in_a_person_chats_reads_the_card_and_sees_usage(
 def test_compare_streams_two_models_side_by_side(gateway_server: RunningGateway, page: object,
                                                  tmp_path: Path) -> None:
     gw = gateway_server
-    sign_in(page, gw, gw.key)
+    sign_in(page, gw.url, gw.key)
     page.click("nav button[data-tab=compare]")  # type: ignore[attr-defined]
     boxes = page.locator("#compare-models input")  # type: ignore[attr-defined]
     for i in range(boxes.count()):
@@ -127,7 +130,7 @@ def test_documents_answer_with_citations_of_the_expected_source(
     t = gw.gateway.tenancy
     t.grant(gw.project, "filings", kind="collection")
     t.grant(gw.other_project, "their-notes", kind="collection")  # another project's
-    sign_in(page, gw, gw.key)
+    sign_in(page, gw.url, gw.key)
     assert options(page, "#collection") == ["filings"]
     page.click("nav button[data-tab=documents]")  # type: ignore[attr-defined]
     page.select_option("#model", "math-lora")  # type: ignore[attr-defined]
@@ -164,10 +167,7 @@ def test_the_page_without_the_graph_errors_and_choices(browser: object, tmp_path
             t.grant("team", model)
         key = t.create_key("team", "alice", rpm=3)["key"]
         page = browser.new_page()  # type: ignore[attr-defined]
-        page.goto(f"{url}/playground/")
-        page.fill("#key", key)
-        page.click("#sign-in-form button")
-        pw.expect(page.locator("#app")).to_be_visible()
+        sign_in(page, url, key)
         assert options(page, "#model") == ["adapter-a", "base", settings.embedding_model_name]
         pw.expect(page.locator("#card")).to_contain_text("No model card")
         page.click("nav button[data-tab=compare]")
