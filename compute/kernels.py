@@ -2,7 +2,7 @@
 
 Measured (2026-11-29, 60 AdamW steps of a 4-layer Llama, final weights hashed): with the
 default kernels, 1, 2 and 4 threads gave three different models and AVX2 vs AVX-512 kernels
-another; with these two settings 1, 2, 4 and 8 threads gave bit-identical weights, about 10 %
+another; with these two settings 1, 2, 4 and 8 threads gave bit-identical weights, 10-18 %
 slower. A long seeded run amplifies the first differing bit, which is how one demo scored exact
 match 0.455 on one machine and 0.58-0.81 on others.
 - torch's own kernels (reductions, elementwise, softmax) choose their vector width by CPU:

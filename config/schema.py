@@ -578,8 +578,9 @@ class _Compute(Strict):
     max_runtime_s: int = Field(6 * 3600, ge=60, description="runs that train are stopped after "
                                                              "this (Dagster run monitoring)")
     reproducible: bool = Field(True, description=(
-        "cpu: the same kernels on every x86-64 machine and thread count, so a seeded run gives "
-        "the same model anywhere (about 10% slower); false: each machine's fastest kernels"))
+        "cpu: the same kernels on every x86-64 machine and thread count, so a seeded run does "
+        "not depend on the CPU's vector width or core count (10-18% slower); false: each "
+        "machine's fastest kernels"))
 
     @property
     def kernel_env(self) -> dict[str, str]:

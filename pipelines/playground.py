@@ -1,6 +1,6 @@
 """The demo's way into the playground: a `demo` project granted every model the deployments serve
-and every corpus, a fresh key for it, and the gateway running in the background (left running
-like the vLLM servers; `factory stop` stops it)."""
+and every corpus, a fresh key for it (the previous demo's key revoked), and the gateway running
+in the background (left running like the vLLM servers; `factory stop` stops it)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ PROJECT = "demo"
 
 
 def provision(config: FactoryConfig) -> str:
-    """Grants for the demo project (created once) and a new key; returns the key's secret."""
+    """Grants for the demo project (created once) and a new key, the earlier one revoked;
+    returns the key's secret."""
     from gateway.db import make_engine, session_factory
     from gateway.tenancy import Tenancy
 
@@ -34,6 +35,9 @@ def provision(config: FactoryConfig) -> str:
         ("collection", c) for c in config.corpora}
     for kind, name in sorted(wanted - granted):
         tenancy.grant(PROJECT, name, kind=kind)
+    for key in tenancy.list_keys(PROJECT):  # one live demo key: reruns never pile keys up
+        if not key["revoked"]:
+            tenancy.revoke_key(key["id"])
     return tenancy.create_key(PROJECT, PROJECT, name=f"demo-{int(time.time())}")["key"]
 
 

@@ -389,20 +389,23 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
 
 def test_the_demo_leaves_a_playground_and_a_key_that_signs_in(project: FactoryConfig) -> None:
     """What `factory demo` ends with: a demo project granted every served model and corpus, a
-    new key each time, the gateway running with the playground; `stop` ends it."""
+    new key each time (the last one revoked), the gateway running with the playground; `stop`
+    ends it."""
     from pipelines import playground
     from tests.live_server import free_port
 
-    keys = [playground.provision(project), playground.provision(project)]
+    earlier, key = playground.provision(project), playground.provision(project)
     url = playground.start(project, port=free_port())
     try:
-        for key in keys:
-            auth = {"authorization": f"Bearer {key}"}
-            models = {m["id"] for m in httpx.get(f"{url}/v1/models", headers=auth).json()["data"]}
-            assert {"tiny", "math-lora", "math-mix", "all-MiniLM-L6-v2"} == models
-            collections = httpx.get(f"{url}/v1/collections", headers=auth).json()["data"]
-            assert [c["id"] for c in collections] == ["filings"]
+        auth = {"authorization": f"Bearer {key}"}
+        models = {m["id"] for m in httpx.get(f"{url}/v1/models", headers=auth).json()["data"]}
+        assert {"tiny", "math-lora", "math-mix", "all-MiniLM-L6-v2"} == models
+        collections = httpx.get(f"{url}/v1/collections", headers=auth).json()["data"]
+        assert [c["id"] for c in collections] == ["filings"]
         assert "playground.js" in httpx.get(f"{url}/playground/").text
+        # a rerun's key replaces the last one: keys never pile up to the project's max_keys
+        old = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {earlier}"})
+        assert old.status_code == 401
     finally:
         assert playground.stop(project)
     with pytest.raises(httpx.HTTPError):
