@@ -4,9 +4,7 @@ the object store the factory publishes to (a folder or S3), never from a replica
 from __future__ import annotations
 
 from config.gateway import GatewaySettings
-from worker.artifacts import ArtifactReader
-
-CARD = "README.md"
+from worker.artifacts import CARD, ArtifactReader
 
 
 class ModelCards:

@@ -22,13 +22,8 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from resources.paths import contained
+from worker.artifacts import CARD, MANIFEST
 from worker.s3 import objects, split_url
-
-MANIFEST = "_MANIFEST.json"
-# the one file of a published folder that may change after publishing: a model card grows as the
-# artifact is evaluated and promoted. It is outside the digest (which names the weights and data,
-# and keys caches); its manifest entry follows each rewrite, so every file still verifies.
-CARD = "README.md"
 
 
 class ArtifactMissing(FileNotFoundError):

@@ -18,7 +18,11 @@ from typing import Any
 from resources.paths import contained
 from worker.s3 import split_url
 
-MANIFEST = "_MANIFEST.json"
+MANIFEST = "_MANIFEST.json"  # written last: a folder without it is not published
+# the one file of a published folder that may change after publishing: a model card grows as the
+# artifact is evaluated and promoted. It is outside the digest (which names the weights and data,
+# and keys caches); its manifest entry follows each rewrite, so every file still verifies.
+CARD = "README.md"
 
 
 class Unverified(ValueError):

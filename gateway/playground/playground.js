@@ -4,7 +4,7 @@
 const $ = (selector) => document.querySelector(selector);
 const KEY = "adapter-factory-key";  // sessionStorage: gone when the tab closes
 const state = { key: sessionStorage.getItem(KEY), models: [], chat: new Set(), conversation: [],
-                keyId: null, controller: null };
+                controller: null };
 
 class ApiError extends Error {
   constructor(status, message, retryAfter = null) {
@@ -156,7 +156,6 @@ async function showCard(model) {
 async function refreshUsage() {
   const today = new Date().toISOString().slice(0, 10);
   const usage = await getJson(`/v1/usage?day=${today}`);
-  state.keyId = usage.key_id;
   $("#whoami").textContent = `project ${usage.project}`;
   $("#whoami").hidden = false;
   const mine = usage.data.filter((row) => row.key_id === usage.key_id);
