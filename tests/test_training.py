@@ -154,6 +154,24 @@ def test_every_preference_method_trains_on_the_same_pairs(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+def test_one_recipe_trains_the_same_adapter_twice_and_another_seed_a_different_one(
+        tmp_path: Path) -> None:
+    """A seeded recipe is a function of its inputs: the LoRA matrices Axolotl initialises before
+    the trainer seeds anything come from `training.seed` too, so a retrain gives the same bytes."""
+    recipe = {"base_model": "tiny", "dataset": "chat", "training": FEW}
+    config = write_project(tmp_path, {
+        "sft": recipe, "twin": recipe,
+        "reseeded": {**recipe, "training": {**FEW, "seed": 7}}})
+    names = ("sft", "twin", "reseeded")
+    materialize(config, "base_model/tiny", "dataset/chat", *(f"adapter/{n}" for n in names))
+    store = resources_for(config)["store"]
+    weights = {n: (store.local_dir(store.read_ref(f"adapter/{n}")["prefix"])
+                   / "adapter_model.safetensors").read_bytes() for n in names}
+    assert weights["sft"] == weights["twin"]
+    assert weights["reseeded"] != weights["sft"]
+
+
+@pytest.mark.slow
 def test_a_bad_passthrough_key_fails_before_training_and_names_it(tmp_path: Path) -> None:
     config = write_project(tmp_path, {"odd": {
         "base_model": "tiny", "dataset": "chat", "training": FEW,

@@ -1,9 +1,11 @@
 """Run `axolotl train` on a rendered config and report the training curve back over Pipes.
 
 The config arrives fully rendered (the control plane owns the recipe -> YAML mapping), so a user
-can rerun exactly this YAML by hand. The finished model lands in `<output_dir>/final` with the
-training log beside it; checkpoints stay in `<output_dir>` and a rerun resumes from the newest
-(`auto_resume_from_checkpoints`). Weights & Biases writes its offline run under `<output_dir>`.
+can rerun exactly this YAML by hand (`python -m worker.seeded_axolotl train axolotl.yaml`, which
+is `axolotl train` with the LoRA initialisation seeded too). The finished model lands in
+`<output_dir>/final` with the training log beside it; checkpoints stay in `<output_dir>` and a
+rerun resumes from the newest (`auto_resume_from_checkpoints`). Weights & Biases writes its
+offline run under `<output_dir>`.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class PeakMemory:
 def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext,
                 env: dict[str, str]) -> float:
     """Run to completion, relaying log lines; returns the peak memory in MiB."""
-    cmd = [str(Path(sys.executable).parent / "axolotl"), "train", str(config_path),
+    cmd = [sys.executable, "-m", "worker.seeded_axolotl", "train", str(config_path),
            "--launcher", "python"]
     pipes.log.info("running: " + " ".join(cmd))
     tail: list[str] = []
