@@ -1,8 +1,14 @@
 """vLLM deployments: one base model with its adapters as LoRA modules, kept as declared on every
-replica. Replicas are updated one after another, so while one restarts the others serve."""
+replica. Replicas are updated one after another, so while one restarts the others serve.
+
+Each materialization publishes the deployment's replicas and the models they serve to the object
+store (`deployments/<name>.json`); the gateway routes by what is published there, so a replica
+added or removed here is picked up by every gateway without a restart or a shared config file.
+"""
 
 
 import time
+from typing import Any
 
 import dagster as dg
 
@@ -12,6 +18,7 @@ from config.schema import DeploymentSpec, FactoryConfig
 from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
 from resources.vllm_server import AdapterToServe, VLLMServer, rss_mib
+from worker.artifacts import DEPLOYMENTS
 
 
 def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpec
@@ -30,6 +37,21 @@ def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpe
         rank = store.get_json(f"{ref['prefix']}/adapter_config.json")["r"]
         servable.append((adapter_name, ref, rank))
     return servable, not_promoted
+
+
+def publish(store: ObjectStore, name: str, base_model: str, replicas: list[dict[str, Any]]
+            ) -> None:
+    """What the gateway routes by: each replica's URL and the models it serves."""
+    store.put_json(f"{DEPLOYMENTS}/{name}.json", {
+        "deployment": name, "base_model": base_model, "published_at": time.time(),
+        "replicas": [{"url": r["url"], "models": sorted(r["models"])} for r in replicas]})
+
+
+def unpublish(store: ObjectStore, name: str) -> None:
+    """The deployment is gone: gateways stop routing to it at their next refresh."""
+    key = f"{DEPLOYMENTS}/{name}.json"
+    if store.exists(key):
+        store.backend.delete(key)
 
 
 def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str | None = None
@@ -90,12 +112,15 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
                 raise RuntimeError(f"vLLM at {state.url} does not list {sorted(missing)}: "
                                    f"{served}")
             replicas.append({"url": state.url, "action": action, "pid": state.pid,
-                             "rss_mib": round(rss_mib(state.pid)), "swaps": state.swaps})
+                             "rss_mib": round(rss_mib(state.pid)), "swaps": state.swaps,
+                             "models": served})
         for extra in vllm.replicas_beyond(name, spec.replicas):
             vllm.stop(extra, context.log)  # the deployment was scaled down
+        publish(store, name, spec.base_model, replicas)
         first = replicas[0]
         return dg.MaterializeResult(metadata={
             "url": dg.MetadataValue.url(f"{first['url']}/v1"),
+            "published": f"{store.url.rstrip('/')}/{DEPLOYMENTS}/{name}.json",
             "action": first["action"],
             "replicas": dg.MetadataValue.json(replicas),
             "served_models": served,

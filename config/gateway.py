@@ -49,8 +49,9 @@ class GatewaySettings(BaseModel):
     database_url: str = Field("sqlite:///.factory/gateway.db",
                               description="postgresql+psycopg2://... in production")
     rate_limit_backend: str = Field("memory", description="memory or redis://host:port/db")
-    upstreams: list[str] = Field(default_factory=list,
-                                 description="vLLM replica URLs; default: the deployments")
+    upstreams: list[str] = Field(
+        default_factory=list, description="fixed vLLM replica URLs; default: the replicas the "
+                                          "deployments published in the object store")
     refresh_seconds: float = Field(10.0, gt=0, description="how often replicas are re-listed")
     object_store: str = Field("file://.factory/store",
                               description="where champions' model cards are read (the "

@@ -524,10 +524,6 @@ class DeploymentSpec(Strict):
         """(server name, port) of each replica; the first keeps the deployment's own name."""
         return [(name if i == 0 else f"{name}.{i}", self.port + i) for i in range(self.replicas)]
 
-    def urls(self) -> list[str]:
-        """Each replica's base URL, as the gateway reaches it."""
-        return [f"http://{self.host}:{port}" for _, port in self.replica_names("")]
-
 
 class GeneratedCorpus(Strict):
     generator: Literal["company_filings"]
@@ -751,13 +747,11 @@ class FactoryConfig(Strict):
 
     @property
     def gateway_settings(self) -> GatewaySettings:
-        """The gateway's settings as it runs them: replicas default to the deployments', Chroma,
-        the object store and the dead-letter file to `storage`, relative paths to this file's
-        folder."""
+        """The gateway's settings as it runs them: Chroma, the object store (where the
+        deployments publish their replicas) and the dead-letter file default to `storage`,
+        relative paths to this file's folder."""
         given = self.gateway.model_fields_set
         update: dict[str, Any] = {}
-        if not self.gateway.upstreams:
-            update["upstreams"] = [url for d in self.deployments.values() for url in d.urls()]
         if "chroma_path" not in given:
             update["chroma_path"] = f"{self.storage.work_dir}/chroma"
         if "chroma_url" not in given and self.storage.chroma_url:

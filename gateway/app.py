@@ -26,7 +26,8 @@ from gateway.ratelimit import make_rate_limiter
 from gateway.routers import error_response, internal_error, make_router
 from gateway.serving import Gateway
 from gateway.tenancy import Tenancy
-from gateway.upstream import ReplicaPool
+from gateway.upstream import PublishedReplicas, ReplicaPool
+from worker.artifacts import ArtifactReader
 
 log = logging.getLogger("gateway")
 
@@ -39,8 +40,10 @@ def build_gateway(settings: GatewaySettings, pool: ReplicaPool | None = None) ->
         tenancy=Tenancy(sessions, settings.default_rpm, settings.default_tpm,
                         settings.auth_cache_seconds, settings.project_quota),
         sessions=sessions,
-        pool=pool or ReplicaPool(settings.upstreams, settings.refresh_seconds,
-                                 api_key=settings.upstream_api_key),
+        pool=pool or ReplicaPool(
+            settings.upstreams, settings.refresh_seconds, api_key=settings.upstream_api_key,
+            directory=None if settings.upstreams else PublishedReplicas(
+                ArtifactReader(settings.object_store, settings.s3_endpoint_url))),
         admission=Admission(settings, make_rate_limiter(settings.rate_limit_backend)),
         metrics=GatewayMetrics(),
         retriever=Retriever(settings),

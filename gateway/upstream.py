@@ -8,24 +8,36 @@ the replica's health either (one slow request must not take it out of rotation f
 Listings are refreshed in the background, so requests never queue behind a probe of a busy
 replica, and a probe that merely times out keeps what the replica was last seen serving: a
 saturated engine answers slowly but has not lost its adapters.
+
+Which replicas exist comes from the deployments' materializations, published in the object store
+(assets/deployments.py), read again at each refresh: a replica a deployment added is routed to,
+one it removed is dropped, without a restart. A replica also counts as serving what its
+deployment declares: an adapter it has not loaded yet is pulled by its LoRA resolver on the
+first request (replica/resolver.py). `gateway.upstreams` pins a fixed list instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
+
+from worker.artifacts import DEPLOYMENTS, ArtifactReader
+
+log = logging.getLogger("gateway")
 
 
 @dataclass
 class Replica:
     url: str
     models: set[str] = field(default_factory=set)
+    declared: set[str] = field(default_factory=set)  # by its deployment, loaded or not
     base_model: str | None = None
     healthy: bool = False
     in_flight: int = 0
@@ -34,6 +46,28 @@ class Replica:
 
 class NoReplica(Exception):
     pass
+
+
+class PublishedReplicas:
+    """The replicas the deployments published (`deployments/*.json` in the object store), with
+    the models each declares."""
+
+    def __init__(self, reader: ArtifactReader) -> None:
+        self.reader = reader
+
+    def __call__(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        for key in self.reader.list(DEPLOYMENTS):
+            if not key.endswith(".json"):
+                continue
+            try:
+                replicas = self.reader.read_json(key)["replicas"]
+                for replica in replicas:
+                    found[replica["url"].rstrip("/")] |= set(replica["models"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("ignoring %s/%s: not a deployment's published replicas (%s)",
+                          self.reader.url, key, exc)
+        return dict(found)
 
 
 class UpstreamTimeout(Exception):
@@ -69,8 +103,11 @@ class UpstreamStream:
 class ReplicaPool:
     def __init__(self, urls: list[str], refresh_seconds: float = 10.0,
                  timeout: float = 300.0, api_key: str | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 directory: Callable[[], dict[str, set[str]]] | None = None) -> None:
+        """`urls` fixed, or `directory` (e.g. PublishedReplicas) read at every refresh."""
         self.replicas = [Replica(u.rstrip("/")) for u in urls]
+        self.directory = directory
         self.refresh_seconds = refresh_seconds
         # vLLM started with --api-key refuses callers without it (resources/vllm_launch.py)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -93,15 +130,29 @@ class ReplicaPool:
             self._background = asyncio.create_task(self._probe_all())
 
     async def _probe_all(self) -> None:
+        if self.directory is not None:
+            self._follow(await asyncio.to_thread(self.directory))
         await asyncio.gather(*(self._probe(r) for r in self.replicas))
         self._refreshed = time.monotonic()
+
+    def _follow(self, published: dict[str, set[str]]) -> None:
+        """Take the published replicas: new ones join, removed ones leave (requests already
+        running on one finish), the rest keep their counters."""
+        known = {r.url: r for r in self.replicas}
+        for url in known.keys() - published.keys():
+            log.info("replica %s was removed by its deployment; no longer routed to", url)
+        for url in published.keys() - known.keys():
+            log.info("replica %s was published by a deployment; routing to it", url)
+        self.replicas = [known.get(url) or Replica(url) for url in sorted(published)]
+        for replica in self.replicas:
+            replica.declared = published[replica.url]
 
     async def _probe(self, replica: Replica) -> None:
         try:
             response = await self.client.get(f"{replica.url}/v1/models", timeout=5)
             response.raise_for_status()
             data = response.json()["data"]
-            replica.models = {m["id"] for m in data}
+            replica.models = {m["id"] for m in data} | replica.declared
             replica.base_model = next((m["id"] for m in data if not m.get("parent")), None)
             replica.healthy = True
         except httpx.TimeoutException:

@@ -289,13 +289,16 @@ def _num(value: Any) -> str:
 @click.option("--config", "config_path", default=None)
 def stop(deployment: str | None, config_path: str | None) -> None:
     """Stop one deployment's vLLM server (all, and the demo's gateway, when none is named)."""
+    from assets.deployments import unpublish
     from pipelines.graph import resources_for
 
     config = _config(config_path)
-    vllm = resources_for(config)["vllm"]
+    resources = resources_for(config)
+    vllm = resources["vllm"]
     for name in [deployment] if deployment else list(config.deployments):
         for server in [name, *vllm.replicas_beyond(name, 1)]:
             click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
+        unpublish(resources["store"], name)  # gateways stop routing to it
     if deployment is None:
         from pipelines import playground
 

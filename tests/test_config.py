@@ -115,7 +115,9 @@ def test_the_gateway_reads_the_project_file_through_the_one_loader(tmp_path: Pat
 
     path = write(tmp_path, lambda r: r["deployments"]["local"].update(replicas=2, port=9100))
     settings = load_settings(path)
-    assert settings.upstreams == ["http://127.0.0.1:9100", "http://127.0.0.1:9101"]
-    assert settings.upstreams == load_config(path).gateway_settings.upstreams
+    # replicas are not re-derived from deployments.*: the gateway follows what they published
+    assert settings.upstreams == []
+    assert settings.object_store == f"file://{tmp_path / '.factory' / 'store'}"
+    assert settings == load_config(path).gateway_settings
     assert settings.chroma_path == str(tmp_path / ".factory" / "chroma")
     assert settings.database_url == f"sqlite:///{tmp_path / '.factory' / 'gateway.db'}"

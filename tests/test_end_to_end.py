@@ -355,7 +355,10 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
     """Two replicas; replica 0 had adapter swaps and grew past the limit: it is drained and
     restarted with the same adapters, the new replica starts, both serve everything."""
     from gateway.settings import load_settings
+    from gateway.upstream import PublishedReplicas
+    from worker.artifacts import ArtifactReader
 
+    config_file = project.root / "factory.yaml"
     vllm = resources_for(project)["vllm"]
     state = vllm.state("local")
     assert state is not None
@@ -377,14 +380,16 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
         assert replicas[0]["pid"] != state.pid and replicas[1]["action"] == "started"
         for replica in replicas:
             assert {"tiny", "math-lora", "math-mix"} <= set(vllm.served_models(replica["url"]))
-        # the gateway reads the project file through the one loader, so a whole valid project
-        raw = yaml.safe_load((project.root / "factory.yaml").read_text())
-        raw["deployments"]["local"] |= {"port": 8011, "replicas": 2}
-        config_file = project.root / "scaled.yaml"
-        config_file.write_text(yaml.safe_dump(raw))
-        assert load_settings(config_file).upstreams == [r["url"] for r in replicas]
+        # what a gateway routes by: both replicas, as published in the object store
+        published = PublishedReplicas(ArtifactReader(load_settings(config_file).object_store))
+        assert set(published()) == {r["url"] for r in replicas}
+        assert {"tiny", "math-lora", "math-mix"} <= published()[replicas[1]["url"]]
     finally:
-        vllm.stop("local.1")
+        with dg.DagsterInstance.get() as instance:  # back to one replica: the other leaves
+            make_definitions(project).resolve_job_def("everything").execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey(["deployment", "local"])])
+    assert vllm.state("local.1") is None
+    assert set(published()) == {replicas[0]["url"]}
 
 
 def test_the_demo_leaves_a_playground_and_a_key_that_signs_in(project: FactoryConfig) -> None:

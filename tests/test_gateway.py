@@ -359,3 +359,70 @@ def test_a_busy_replica_keeps_its_models_and_nobody_waits_for_its_probe() -> Non
         await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_the_gateway_routes_to_the_replicas_the_deployments_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No replica list in the gateway's settings: it follows what deployment materializations
+    publish in the object store, without a restart. A replica added is routed to, an adapter a
+    replica declares but has not loaded yet (its resolver pulls it on the first request) is
+    routed there, and a replica the next materialization removed gets no more requests."""
+    from assets.deployments import publish, unpublish
+    from config.gateway import GatewaySettings
+    from gateway.app import build_gateway
+    from gateway.upstream import PublishedReplicas, ReplicaPool
+    from resources.object_store import ObjectStore
+    from tests.fake_vllm import FakeVLLM
+    from tests.gateway_fixtures import serve, tenants
+    from worker.artifacts import ArtifactReader
+
+    monkeypatch.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
+    store = ObjectStore(url=f"file://{tmp_path / 'store'}", root=str(tmp_path))
+    one, two = "http://replica-1:8000", "http://replica-2:8000"
+    engines = {"replica-1": FakeVLLM(models=("base", "adapter-a")),
+               "replica-2": FakeVLLM(models=("base",))}  # adapter-b: not loaded yet
+
+    async def engine(request: httpx.Request) -> httpx.Response:
+        return await engines[request.url.host].handle(request)
+
+    settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gw.db'}",
+                               object_store=store.url, refresh_seconds=0.05,
+                               audit_dead_letter=str(tmp_path / "dead-letter.jsonl"))
+    pool = ReplicaPool([], settings.refresh_seconds, transport=httpx.MockTransport(engine),
+                       directory=PublishedReplicas(ArtifactReader(store.url)))
+    publish(store, "chat", "base", [{"url": one, "models": ["base", "adapter-a"]}])
+    for url, gateway in serve(settings, build_gateway(settings, pool)):
+        _, key, _, _ = tenants(gateway, ["base", "adapter-a", "adapter-b"])
+
+        def ask(model: str, url: str = url, key: str = key) -> int:
+            return httpx.post(f"{url}/v1/completions", timeout=10, headers={
+                "authorization": f"Bearer {key}"}, json={
+                "model": model, "prompt": "hi", "max_tokens": 2}).status_code
+
+        def routed(expected: set[str], url: str = url) -> set[str]:
+            """The replicas routed to once a request past refresh_seconds had the store
+            re-read (in the background), waiting up to 10 s for `expected`."""
+            deadline = time.monotonic() + 10
+            while True:
+                time.sleep(0.1)
+                ask("base")
+                health = httpx.get(f"{url}/health", headers={
+                    "authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+                seen = {h["url"] for h in health["replicas"]}
+                if seen == expected or time.monotonic() > deadline:
+                    return seen
+
+        assert ask("adapter-a") == 200 and ask("adapter-b") == 404
+        publish(store, "chat", "base", [{"url": one, "models": ["base", "adapter-a"]},
+                                        {"url": two, "models": ["base", "adapter-b"]}])
+        assert routed({one, two}) == {one, two}
+        assert ask("adapter-b") == 200
+        assert engines["replica-2"].sent("/v1/completions")[-1]["model"] == "adapter-b"
+        publish(store, "chat", "base", [{"url": two, "models": ["base", "adapter-b"]}])
+        assert routed({two}) == {two}
+        before = len(engines["replica-1"].requests)
+        assert ask("adapter-a") == 404 and ask("base") == 200
+        assert len(engines["replica-1"].requests) == before  # nothing reaches a removed replica
+        unpublish(store, "chat")
+        assert routed(set()) == set()
+        assert ask("base") == 404

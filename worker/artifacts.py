@@ -25,6 +25,11 @@ MANIFEST = "_MANIFEST.json"  # written last: a folder without it is not publishe
 CARD = "README.md"
 
 
+# where each deployment publishes its replicas (`<name>.json`): {"deployment", "base_model",
+# "replicas": [{"url", "models"}], "published_at"}; the gateway routes by these
+DEPLOYMENTS = "deployments"
+
+
 class Unverified(ValueError):
     """A published folder whose files do not match its manifest: never handed to a reader."""
 
@@ -58,6 +63,21 @@ class ArtifactReader:
     def read_json(self, key: str) -> Any:
         data = self.read(key)
         return None if data is None else json.loads(data)
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of the objects directly under `prefix/` (one level), sorted."""
+        prefix = prefix.strip("/")
+        if self.url.startswith("file://"):
+            folder = contained(Path(self.url.removeprefix("file://")), prefix, "object key")
+            return sorted(f"{prefix}/{p.name}" for p in folder.glob("*") if p.is_file()) \
+                if folder.is_dir() else []
+        client, bucket, root = self._s3()
+        start = f"{root}/{prefix}/".lstrip("/")
+        keys = [obj["Key"].removeprefix(f"{root}/".lstrip("/"))
+                for page in client.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=start, Delimiter="/")
+                for obj in page.get("Contents", [])]
+        return sorted(keys)
 
     def fetch_verified(self, prefix: str, dest: Path) -> dict[str, Any]:
         """Download the folder at `prefix` into `dest` (unless a verified copy is there) and
