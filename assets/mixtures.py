@@ -40,7 +40,9 @@ def mixture_asset(name: str, spec: MixtureSpec, config: FactoryConfig) -> list[D
         base = current(store, "base_model", spec.base_model)
         lineage = {a: c["version"] for a, c in champions.items()}
         version = version_of(base["version"], lineage, spec.model_dump())
-        ref = reuse_if_complete(store, "mixture", name, version, components=lineage)
+        built_on = f"{spec.base_model}@{base['version']}"  # what its replicas must serve
+        ref = reuse_if_complete(store, "mixture", name, version, components=lineage,
+                                base_model=built_on)
         if ref is None:
             run_dir = config.work_dir / "runs" / "mixture" / name / version
             (report,) = worker.run(context, "mix", {
@@ -51,7 +53,8 @@ def mixture_asset(name: str, spec: MixtureSpec, config: FactoryConfig) -> list[D
                 "combination": spec.combination, **search_params(store, spec, config),
             })
             ref = publish(store, "mixture", name, version, run_dir / "final", components=lineage,
-                          weights=report["weights"], trials=report["trials"])
+                          base_model=built_on, weights=report["weights"],
+                          trials=report["trials"])
         adapter_config = json.loads(
             (store.local_dir(ref["prefix"]) / "adapter_config.json").read_text())
         built = store.manifest(ref["prefix"])  # what the search chose, also when reused

@@ -17,13 +17,14 @@ import shutil
 import time
 
 import dagster as dg
+import httpx
 
 from assets.common import Definition, current, publish, version_of
+from assets.deployments import published
 from config.metrics import METRICS
 from config.schema import DeploymentSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ArtifactMissing, ObjectStore
-from resources.vllm_server import VLLMServer
 
 
 def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConfig
@@ -38,15 +39,25 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
         description=f"Exact match, ROUGE-L, TTFT and TPOT of what deployment '{name}' serves, "
                     "measured through its OpenAI-compatible endpoint.",
     )
-    def _served(context: dg.AssetExecutionContext, store: ObjectStore, worker: WorkerCompute,
-                vllm: VLLMServer) -> dg.MaterializeResult:
+    def _served(context: dg.AssetExecutionContext, store: ObjectStore, worker: WorkerCompute
+                ) -> dg.MaterializeResult:
         started = time.monotonic()
-        state = vllm.state(name)
-        if state is None or not vllm.healthy(state):
-            raise dg.Failure(f"deployment {name} is not running; materialize deployment/{name}")
+        deployed = published(store, name)
+        if deployed is None:
+            raise dg.Failure(f"deployment {name} was stopped or never materialized; "
+                             f"materialize deployment/{name}")
+        url, adapters = deployed["replicas"][0]["url"], deployed["adapters"]
+        base_model, base_version = deployed["base_model"], deployed["base_version"]
+        try:
+            healthy = httpx.get(f"{url}/health", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        if not healthy:
+            raise dg.Failure(f"deployment {name}'s replica {url} is not answering; "
+                             f"materialize deployment/{name}")
         results: dict[str, dict] = {}
         metrics: dict[str, str] = {}
-        for adapter in state.adapters:
+        for adapter in adapters:
             # a mixture is scored on the test split of its first component
             source = adapter if adapter in config.adapters else next(
                 iter(config.mixtures[adapter].adapters))
@@ -56,25 +67,24 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             worker.run(context, "evaluate_endpoint", {
-                "output_dir": str(run_dir), "url": state.url,
-                "models": [adapter, state.base_model],
+                "output_dir": str(run_dir), "url": url,
+                "models": [adapter, base_model],
                 "test_path": str(store.local_dir(dataset["prefix"]) / "test.jsonl"),
                 "limit": evaluate.limit, "max_new_tokens": evaluate.max_new_tokens,
                 "timing_requests": evaluate.timing_requests, "answer_pattern": pattern,
             })
             for model, result in json.loads((run_dir / "results.json").read_text()).items():
-                served = f"{adapter}:{model}" if model == state.base_model else model
+                served = f"{adapter}:{model}" if model == base_model else model
                 results[served], metrics[served] = result, metric
         report = config.work_dir / "runs" / "served_evaluation" / name / "report"
         shutil.rmtree(report, ignore_errors=True)
         report.mkdir(parents=True)
         (report / "results.json").write_text(json.dumps(
-            {"url": state.url, "adapters": state.adapters, "results": results}, indent=1))
-        version = version_of(state.adapters, state.base_version, evaluate.model_dump(),
-                             time.time())
-        versions = {m: state.base_version if ":" in m else state.adapters[m] for m in results}
+            {"url": url, "adapters": adapters, "results": results}, indent=1))
+        version = version_of(adapters, base_version, evaluate.model_dump(), time.time())
+        versions = {m: base_version if ":" in m else adapters[m] for m in results}
         scores = {m: r[metrics[m]] for m, r in results.items()}
-        publish(store, "served_evaluation", name, version, report, url=state.url,
+        publish(store, "served_evaluation", name, version, report, url=url,
                 scores=scores, metrics=metrics, versions=versions)
         baselines = read_baselines(store, name)
         for model, score in scores.items():
@@ -87,7 +97,7 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
                   f"{r['ttft_p95_s'] * 1000:.0f} | {r['tpot_mean_s'] * 1000:.1f} |"
                   for m, r in results.items()]
         return dg.MaterializeResult(metadata={
-            "url": dg.MetadataValue.url(f"{state.url}/v1"),
+            "url": dg.MetadataValue.url(f"{url}/v1"),
             "served": dg.MetadataValue.md("\n".join(table)),
             **{f"{m}_exact_match": r["exact_match"] for m, r in results.items()},
             **{f"{m}_rougeL": round(r["rougeL"], 4) for m, r in results.items()},

@@ -6,7 +6,8 @@
     .venvs/factory/bin/python -m bench.serving_throughput [--requests 96 --concurrency 16]
 
 Needs a materialized base model and adapter (run `make demo` first). Starts two vLLM servers of
-the base model, one with LoRA on port 8020 (the adapter loaded under three names) and one without
+the base model, one with LoRA on port 8020 (the champion pulled by the replica's resolver under
+three names, promoted in a scratch copy of the store) and one without
 on 8022 (one at a time), and a gateway process on 8021, whose own CPU time per request is printed
 too. The base model is measured on both: vLLM with --enable-lora is slower even for requests
 that use no adapter, so the plain server is the baseline a user compares against. Each load is
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +37,8 @@ import psutil
 from assets.promotion import Registry
 from config.loading import load_config
 from pipelines.graph import resources_for
-from resources.vllm_server import AdapterToServe
+from resources.object_store import ObjectStore
+from resources.vllm_replica import AdapterToServe, LoraStore
 
 PROMPT = "Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?"
 
@@ -90,6 +93,20 @@ async def charged_to(server: psutil.Process, run: Coroutine[Any, Any, Run]) -> R
     return result
 
 
+def three_champions(store: ObjectStore, champion: dict[str, Any], names: list[str],
+                    folder: Path) -> LoraStore:
+    """A scratch store where the champion is promoted under each of `names` (three adapters
+    for the server's resolver to pull), leaving the project's registry alone."""
+    scratch = ObjectStore(url=f"file://{folder}")
+    weights = store.local_dir(champion["prefix"])
+    for name in names:
+        prefix = f"adapter/{name}/{champion['version']}"
+        scratch.put_dir(prefix, weights, base_model=store.manifest(champion["prefix"])[
+            "base_model"])
+        Registry(scratch).promote(name, champion["version"], prefix, why="bench", scores={})
+    return LoraStore(scratch.absolute_url)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="factory.yaml")
@@ -108,9 +125,10 @@ def main() -> None:
     champion = Registry(store).champion(adapter)
     if champion is None:
         raise SystemExit(f"no promoted {adapter}; run `make demo` first")
-    path = store.local_dir(champion["prefix"])
     rank = store.get_json(f"{champion['prefix']}/adapter_config.json")["r"]
     names = [f"{adapter}-{i}" for i in range(3)]
+    scratch = tempfile.mkdtemp(prefix="bench-store-")
+    lora_store = three_champions(store, champion, names, Path(scratch))
     base = store.read_ref(f"base_model/{deployment.base_model}")
     log = type("Log", (), {"info": staticmethod(print)})()
 
@@ -120,7 +138,8 @@ def main() -> None:
               f"{[a.name for a in adapters]} ...")
         state, _ = vllm.ensure(
             name, base_name=deployment.base_model, base_dir=store.local_dir(base["prefix"]),
-            base_version=base["version"], adapters=adapters, host="127.0.0.1", port=port,
+            base_version=base["version"], adapters=adapters, lora_store=lora_store,
+            host="127.0.0.1", port=port,
             max_model_len=deployment.max_model_len, max_loras=4 if adapters else 0,
             kv_cache_gib=deployment.kv_cache_gib, extra_args=[], startup_timeout_s=300, log=log)
         return state.url
@@ -131,7 +150,7 @@ def main() -> None:
         rounds = measure({"plain": lambda: load(plain, [deployment.base_model], *shape)},
                          args.rounds)
         vllm.stop("bench-plain", log)
-        lora = start("bench", args.port, [AdapterToServe(n, champion["version"], path, rank)
+        lora = start("bench", args.port, [AdapterToServe(n, champion["version"], rank)
                                           for n in names])
         with gateway_process(lora, names) as (gateway_url, headers, gateway):
             on_lora = measure({
@@ -143,6 +162,7 @@ def main() -> None:
     finally:
         vllm.stop("bench-plain", log)
         vllm.stop("bench", log)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def median(label: str, field: str) -> float:
         return statistics.median(getattr(r[label], field) for r in rounds)

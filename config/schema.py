@@ -500,12 +500,21 @@ class EndpointEvalSpec(Strict):
 
 
 class DeploymentSpec(Strict):
-    """One base model + adapters on `replicas` vLLM servers."""
+    """One base model + adapters on `replicas` vLLM servers (target: local) or on vLLM servers
+    already running elsewhere (target: hosts)."""
 
     base_model: Name
     evaluate: EndpointEvalSpec | None = Field(
         None, description="also evaluate through the endpoint after each deployment")
     adapters: list[Name] = Field(default_factory=list)
+    target: Literal["local", "hosts"] = Field(
+        "local", description="local: vLLM processes on this machine (host, port, replicas); "
+                             "hosts: the vLLM servers listed in `hosts`, health-checked and "
+                             "refreshed")
+    hosts: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="target hosts: each server's base URL (http://10.0.0.5:8000), started with "
+                    "the object store's LoRA resolver (`factory render-deployment`'s scripts)")
     host: str = "127.0.0.1"
     port: int = Field(8010, ge=1024, le=65535)
     replicas: int = Field(1, ge=1, le=16, description="servers on port, port+1, ...; the "
@@ -519,6 +528,18 @@ class DeploymentSpec(Strict):
     kv_cache_gib: int = Field(1, ge=1)
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server flags")
     startup_timeout_s: int = Field(300, ge=10)
+
+    @model_validator(mode="after")
+    def _hosts_with_their_target(self) -> DeploymentSpec:
+        if self.target == "hosts" and not self.hosts:
+            raise ValueError("target: hosts lists its servers in `hosts` (http://host:port)")
+        if self.target != "hosts" and self.hosts:
+            raise ValueError(f"hosts is for target: hosts (this deployment's target is "
+                             f"{self.target})")
+        bad = [h for h in self.hosts if not h.startswith(("http://", "https://"))]
+        if bad or len(set(self.hosts)) != len(self.hosts):
+            raise ValueError(f"hosts are distinct http(s)://host:port URLs, got {self.hosts}")
+        return self
 
     def replica_names(self, name: str) -> list[tuple[str, int]]:
         """(server name, port) of each replica; the first keeps the deployment's own name."""
@@ -718,6 +739,12 @@ class FactoryConfig(Strict):
                     )
             if len(d.adapters) > d.max_loras:
                 problems.append(f"deployments.{name}.max_loras: raise it to >= {len(d.adapters)}")
+            if d.target != "local" and not self.storage.object_store.startswith("s3://"):
+                problems.append(
+                    f"deployments.{name}.target: {d.target} servers pull adapters from the object "
+                    f"store, and storage.object_store {self.storage.object_store} is a folder on "
+                    "this machine; set it to an s3://bucket/prefix they can read "
+                    "(storage.s3_endpoint_url for MinIO or another S3-compatible server)")
         if problems:
             raise ConfigProblems(problems)
         return self

@@ -167,6 +167,7 @@ def materialize_command(config_path: str | None, keys: tuple[str, ...]) -> None:
 
 
 def summary(config: FactoryConfig, seconds: float) -> str:
+    from assets.deployments import published
     from assets.promotion import Registry
     from config.metrics import METRICS
     from pipelines.graph import resources_for
@@ -190,19 +191,20 @@ def summary(config: FactoryConfig, seconds: float) -> str:
         lines.append(f"  serving champion of {spec.adapter}: "
                      f"{champion['version'] if champion else 'none promoted'}")
     for name, spec in config.deployments.items():
-        state = res["vllm"].state(name)
-        if state is None:
+        deployed = published(store, name)
+        if deployed is None:
             continue
+        url = deployed["replicas"][0]["url"]
         model = spec.adapters[0] if spec.adapters else spec.base_model
         messages = example_conversation(config, store, model)
         body = json.dumps({"model": model, "max_tokens": 64, "temperature": 0,
                            "messages": messages})
         lines += [
-            f"Endpoint {name}: {state.url}/v1  (models: {spec.base_model}, "
+            f"Endpoint {name}: {url}/v1  (models: {spec.base_model}, "
             f"{', '.join(spec.adapters)}; stop with `factory stop {name}`)",
-            f"  curl -s {state.url}/v1/chat/completions -H 'content-type: application/json' "
+            f"  curl -s {url}/v1/chat/completions -H 'content-type: application/json' "
             f"-d '{body}'",
-            f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{state.url}/v1', "
+            f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{url}/v1', "
             f"api_key='none'); print(c.chat.completions.create(model='{model}', temperature=0, "
             f"messages={messages!r}).choices[0].message.content)\"",
         ]

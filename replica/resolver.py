@@ -2,9 +2,10 @@
 
 vLLM asks its resolvers for an adapter a request names that the server has not loaded. This one
 serves `<adapter>` as the registry's current champion and `<adapter>@<version>` as that version
-if it was ever promoted: it downloads the version from `file://` or `s3://` into a local cache,
-checks every file against the version's `_MANIFEST.json` (sha256) and the base model it was
-trained on before vLLM reads a byte, and hands vLLM the folder. Anything else (no such adapter,
+if it was ever promoted (a mixture, built from champions: its current version). It downloads
+the version from `file://` or `s3://` into a local cache, checks every file against the
+version's `_MANIFEST.json` (sha256) and the base model it was trained on before vLLM reads a
+byte, and hands vLLM the folder. Anything else (no such adapter,
 never promoted, a file changed after publishing, another base model) is refused: vLLM answers
 404 and this log says why. A replica started at any time thus serves every champion without
 anyone copying files to it.
@@ -49,7 +50,13 @@ class StoreResolver(LoRAResolver):
         name, version = match["name"], match["version"]
         registry = self.reader.read_json(f"registry/{name}.json")
         if registry is None:
-            raise Refused(f"no adapter '{name}' in the registry of {self.reader.url}")
+            mixture = self.reader.read_json(f"refs/mixture/{name}.json")
+            if mixture is None:
+                raise Refused(f"no adapter '{name}' in the registry of {self.reader.url}, "
+                              "and no such mixture")
+            if version not in (None, mixture["version"]):
+                raise Refused(f"version {version} of mixture '{name}' is not its current one")
+            return name, mixture["version"], mixture["prefix"]
         if version is None:
             champion = registry.get("champion")
             if not champion:

@@ -197,6 +197,12 @@ class ObjectStore(dg.ConfigurableResource):
                 raise ValueError(f"object store url must be file:// or s3://, got {self.url!r}")
         return self._backend
 
+    @property
+    def absolute_url(self) -> str:
+        """The store's URL for a process elsewhere (a relative file:// folder made absolute)."""
+        backend = self.backend
+        return f"file://{backend.root}" if isinstance(backend, LocalBackend) else self.url
+
     # -- single objects -----------------------------------------------------------------------
     def put_json(self, key: str, payload: Any) -> None:
         self.backend.put_bytes(key, json.dumps(payload, indent=2, sort_keys=True).encode())

@@ -4,10 +4,12 @@ The server is a separate process in the serving environment, as on a production 
 (pid, URL, what is loaded) lives in a JSON file, so a later materialization or the `stop` command
 finds it again from another process.
 
-Adapters are hot-swapped through vLLM's runtime LoRA endpoints. Repeated load/unload cycles can
-grow a server's memory, so its resident memory (whole process tree) is compared with the figure
-measured after start-up; past the configured growth the server is drained (no request running or
-waiting) and restarted with the same adapters.
+Adapters are pulled, never pushed (resources/vllm_replica.py): the server runs the object
+store's LoRA resolver, and a replica that starts later pulls each champion on its first request.
+
+Repeated load/unload cycles can grow a server's memory, so its resident memory (whole process
+tree) is compared with the figure measured after start-up; past the configured growth the server
+is drained (no request running or waiting) and restarted with the same adapters.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from resources import vllm_replica as replica
 from resources.vllm_launch import server_args
+from resources.vllm_replica import AdapterToServe, LoraStore
 
 
 @dataclass
@@ -41,14 +45,6 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
     baseline_rss_mib: float = 0.0  # measured when the server became healthy
     swaps: int = 0  # adapter loads/unloads since start
-
-
-@dataclass(frozen=True)
-class AdapterToServe:
-    name: str
-    version: str
-    path: Path
-    rank: int
 
 
 class ServerStartError(RuntimeError):
@@ -152,11 +148,6 @@ class VLLMServer(dg.ConfigurableResource):
         except httpx.HTTPError:
             return False
 
-    def served_models(self, url: str) -> list[str]:
-        response = httpx.get(f"{url}/v1/models", timeout=10)
-        response.raise_for_status()
-        return [m["id"] for m in response.json()["data"]]
-
     # -- lifecycle ----------------------------------------------------------------------------
     def ensure(
         self,
@@ -166,6 +157,7 @@ class VLLMServer(dg.ConfigurableResource):
         base_dir: Path,
         base_version: str,
         adapters: list[AdapterToServe],
+        lora_store: LoraStore,
         host: str,
         port: int,
         max_model_len: int,
@@ -185,7 +177,7 @@ class VLLMServer(dg.ConfigurableResource):
         launch = server_args(model=str(base_dir), served_name=base_name, host=host, port=port,
                              dtype=self.dtype, max_model_len=max_model_len, max_loras=max_loras,
                              ranks=[a.rank for a in adapters], extra_args=extra_args)
-        signature = json.dumps([launch, kv_cache_gib])
+        signature = json.dumps([launch, kv_cache_gib, lora_store.url])
         current = self.state(name)
         outcome = "started"
         if current and current.launch_signature == signature and self.healthy(current):
@@ -202,12 +194,11 @@ class VLLMServer(dg.ConfigurableResource):
             self._drain(current.url, log)
         if current:
             self.stop(name, log)
-        modules = [f"{a.name}={a.path}" for a in adapters]
-        state = self._start(name, launch + (["--lora-modules", *modules] if modules else []),
-                            kv_cache_gib, f"http://{host}:{port}", startup_timeout_s, log,
-                            base_name=base_name, base_version=base_version,
-                            signature=signature)
-        state.adapters = {a.name: a.version for a in adapters}
+        state = self._start(name, launch, kv_cache_gib, f"http://{host}:{port}",
+                            startup_timeout_s, log, base_name=base_name,
+                            base_version=base_version, signature=signature,
+                            lora_store=lora_store)
+        self._sync_adapters(state, adapters, log)
         state.baseline_rss_mib = rss_mib(state.pid)
         self._save(state)
         return state, outcome
@@ -221,7 +212,8 @@ class VLLMServer(dg.ConfigurableResource):
             time.sleep(1)
 
     def _start(self, name: str, args: list[str], kv_cache_gib: int, url: str, timeout_s: int,
-               log: Any, *, base_name: str, base_version: str, signature: str) -> ServerState:
+               log: Any, *, base_name: str, base_version: str, signature: str,
+               lora_store: LoraStore) -> ServerState:
         python = self._root() / self.python
         if not python.exists():
             raise ServerStartError(f"serving environment missing: {python}; run `make setup`")
@@ -239,6 +231,13 @@ class VLLMServer(dg.ConfigurableResource):
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            # the resolver (replica/resolver.py): where it pulls from, where it keeps what it
+            # pulled (this replica's own folder, as on another machine), which base it serves
+            "FACTORY_LORA_STORE": lora_store.url,
+            "FACTORY_LORA_CACHE": str(self._state_path(name).with_suffix(".loras")),
+            "FACTORY_BASE_MODEL": f"{base_name}@{base_version}",
+            **({"AWS_ENDPOINT_URL_S3": lora_store.endpoint_url}
+               if lora_store.endpoint_url else {}),
             "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
@@ -276,30 +275,12 @@ class VLLMServer(dg.ConfigurableResource):
         self.stop(name, log)
         raise ServerStartError(f"vLLM not healthy after {timeout_s}s; log {log_path}")
 
-    def _sync_adapters(self, state: ServerState, adapters: list[AdapterToServe], log: Any
-                       ) -> list[str]:
-        wanted = {a.name: a for a in adapters}
-        actions = []
-        for served in list(state.adapters):
-            if served not in wanted or state.adapters[served] != wanted[served].version:
-                self._post(state.url, "unload_lora_adapter", {"lora_name": served})
-                del state.adapters[served]
-                actions.append(f"unloaded {served}")
-        for adapter in adapters:
-            if adapter.name not in state.adapters:
-                self._post(state.url, "load_lora_adapter",
-                           {"lora_name": adapter.name, "lora_path": str(adapter.path)})
-                state.adapters[adapter.name] = adapter.version
-                actions.append(f"loaded {adapter.name}@{adapter.version[:12]}")
-        for action in actions:
-            log.info(action)
-        return actions
-
     @staticmethod
-    def _post(url: str, route: str, body: dict[str, str]) -> None:
-        response = httpx.post(f"{url}/v1/{route}", json=body, timeout=120)
-        if response.status_code != 200:
-            raise RuntimeError(f"vLLM {route} {body} -> {response.status_code}: {response.text}")
+    def _sync_adapters(state: ServerState, adapters: list[AdapterToServe], log: Any
+                       ) -> list[str]:
+        actions = replica.sync(state.url, state.adapters, adapters, log)
+        state.adapters = {a.name: a.version for a in adapters}
+        return actions
 
     def stop(self, name: str, log: Any = None) -> bool:
         """Stop the deployment's server (whole process group); True if one was running."""

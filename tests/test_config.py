@@ -82,6 +82,29 @@ def test_deployed_adapter_without_evaluation_is_rejected(tmp_path: Path) -> None
     assert "mixtures.math-mix.adapters.math-lora: has no evaluation" in msg
 
 
+def test_a_deployment_on_other_hosts_lists_them_and_needs_a_store_they_can_read(
+        tmp_path: Path) -> None:
+    def hosts(**fields: object):  # type: ignore[no-untyped-def]
+        return lambda r: r["deployments"]["local"].update(fields)
+
+    assert "target: hosts lists its servers in `hosts`" in error_for(
+        tmp_path, hosts(target="hosts"))
+    assert "hosts is for target: hosts (this deployment's target is local)" in error_for(
+        tmp_path, hosts(hosts=["http://10.0.0.5:8000"]))
+    assert "distinct http(s)://host:port URLs" in error_for(
+        tmp_path, hosts(target="hosts", hosts=["10.0.0.5:8000"]))
+    msg = error_for(tmp_path, hosts(target="hosts", hosts=["http://10.0.0.5:8000"]))
+    assert "deployments.local.target: hosts servers pull adapters from the object store" in msg
+    assert "set it to an s3://bucket/prefix" in msg
+
+    def on_s3(raw: dict) -> None:
+        hosts(target="hosts", hosts=["http://10.0.0.5:8000"])(raw)
+        raw["storage"]["object_store"] = "s3://models/factory"
+
+    deployment = load_config(write(tmp_path, on_s3)).deployments["local"]
+    assert deployment.target == "hosts" and deployment.hosts == ["http://10.0.0.5:8000"]
+
+
 def test_gateway_section_is_validated(tmp_path: Path) -> None:
     msg = error_for(tmp_path, lambda r: r.update(gateway={"port": 8080, "limts": {}}))
     assert "gateway.limts: unknown key" in msg

@@ -287,19 +287,54 @@ def test_worse_adapter_is_not_promoted_and_champion_keeps_serving(project: Facto
     assert served["math-lora"] == champion["version"]
 
 
-def test_hot_loads_a_changed_adapter_without_restart(project: FactoryConfig,
-                                                     tmp_path: Path) -> None:
-    """A new adapter version under the same name is swapped in place (unload + load)."""
-    from resources.vllm_server import AdapterToServe
+def test_a_version_promoted_later_is_pulled_by_the_running_replica(project: FactoryConfig
+                                                                    ) -> None:
+    """Promotion makes a version reachable; the deployment only asks its replica to refresh: the
+    running server pulls the new champion from the object store (nobody copies files to it) and
+    answers with it, without a restart. Promoting the previous one back restores it."""
+    from resources import vllm_replica
 
+    store = resources_for(project)["store"]
     vllm = resources_for(project)["vllm"]
+    registry = Registry(store)
+    before = registry.champion("math-lora")
+    assert before is not None
     state = vllm.state("local")
     assert state is not None
-    adapter_dir = local(project, "adapter", "math-lora")
-    changed = AdapterToServe("math-lora", "changed-version", adapter_dir, 8)
-    vllm._sync_adapters(state, [changed], log=type("L", (), {"info": print})())
-    assert state.adapters == {"math-lora": "changed-version"}
-    assert "math-lora" in vllm.served_models(state.url)
+
+    def deploy() -> dict:
+        with dg.DagsterInstance.get() as instance:
+            result = make_definitions(project).resolve_job_def("everything").execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey(["deployment", "local"])])
+        (event,) = result.get_asset_materialization_events()
+        return {k: v.value for k, v in event.materialization.metadata.items()}
+
+    def first_token_logprobs() -> dict:
+        response = httpx.post(f"{state.url}/v1/completions", timeout=120, json={
+            "model": "math-lora", "prompt": "Tom has 3 apples and buys 4 more.",
+            "max_tokens": 1, "temperature": 0, "logprobs": 5})
+        return response.json()["choices"][0]["logprobs"]["top_logprobs"][0]
+
+    answered = first_token_logprobs()
+    other = store.read_ref("adapter/math-lora-b")  # other weights, as a new math-lora version
+    store.put_dir("adapter/math-lora/other-weights", store.local_dir(other["prefix"]),
+                  base_model=store.manifest(other["prefix"])["base_model"])
+    registry.promote("math-lora", "other-weights", "adapter/math-lora/other-weights",
+                     why="test: a later champion", scores={})
+    try:
+        meta = deploy()
+        assert meta["action"] == "hot-updated: pulled math-lora@other-weight"
+        assert meta["pid"] == state.pid
+        assert vllm_replica.versions(state.url)["math-lora"] == "other-weights"
+        assert first_token_logprobs() != answered
+        pulled = Path(vllm.state("local").log_path).with_suffix(".loras")  # type: ignore[union-attr]
+        assert (pulled / "math-lora" / "other-weights" / "adapter_model.safetensors").is_file()
+    finally:
+        registry.promote("math-lora", before["version"], before["prefix"],
+                         why="test: restore", scores={})
+        deploy()
+    assert vllm_replica.versions(state.url)["math-lora"] == before["version"]
+    assert first_token_logprobs() == answered
 
 
 def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig, tmp_path: Path,
@@ -356,6 +391,7 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
     restarted with the same adapters, the new replica starts, both serve everything."""
     from gateway.settings import load_settings
     from gateway.upstream import PublishedReplicas
+    from resources import vllm_replica
     from worker.artifacts import ArtifactReader
 
     config_file = project.root / "factory.yaml"
@@ -379,7 +415,7 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
         assert replicas[0]["action"].startswith("recycled: memory grew")
         assert replicas[0]["pid"] != state.pid and replicas[1]["action"] == "started"
         for replica in replicas:
-            assert {"tiny", "math-lora", "math-mix"} <= set(vllm.served_models(replica["url"]))
+            assert {"tiny", "math-lora", "math-mix"} <= set(vllm_replica.versions(replica["url"]))
         # what a gateway routes by: both replicas, as published in the object store
         published = PublishedReplicas(ArtifactReader(load_settings(config_file).object_store))
         assert set(published()) == {r["url"] for r in replicas}

@@ -390,7 +390,7 @@ def test_the_gateway_routes_to_the_replicas_the_deployments_published(
                                audit_dead_letter=str(tmp_path / "dead-letter.jsonl"))
     pool = ReplicaPool([], settings.refresh_seconds, transport=httpx.MockTransport(engine),
                        directory=PublishedReplicas(ArtifactReader(store.url)))
-    publish(store, "chat", "base", [{"url": one, "models": ["base", "adapter-a"]}])
+    publish(store, "chat", ("base", "v1"), [], [{"url": one, "models": ["base", "adapter-a"]}])
     for url, gateway in serve(settings, build_gateway(settings, pool)):
         _, key, _, _ = tenants(gateway, ["base", "adapter-a", "adapter-b"])
 
@@ -413,12 +413,13 @@ def test_the_gateway_routes_to_the_replicas_the_deployments_published(
                     return seen
 
         assert ask("adapter-a") == 200 and ask("adapter-b") == 404
-        publish(store, "chat", "base", [{"url": one, "models": ["base", "adapter-a"]},
-                                        {"url": two, "models": ["base", "adapter-b"]}])
+        publish(store, "chat", ("base", "v1"), [],
+                [{"url": one, "models": ["base", "adapter-a"]},
+                 {"url": two, "models": ["base", "adapter-b"]}])
         assert routed({one, two}) == {one, two}
         assert ask("adapter-b") == 200
         assert engines["replica-2"].sent("/v1/completions")[-1]["model"] == "adapter-b"
-        publish(store, "chat", "base", [{"url": two, "models": ["base", "adapter-b"]}])
+        publish(store, "chat", ("base", "v1"), [], [{"url": two, "models": ["base", "adapter-b"]}])
         assert routed({two}) == {two}
         before = len(engines["replica-1"].requests)
         assert ask("adapter-a") == 404 and ask("base") == 200

@@ -124,3 +124,57 @@ def test_a_replica_serves_champions_from_the_store_and_refuses_the_rest(replica:
     assert replica.logged("version v4 of 'math-lora' was never promoted")
     assert top_logprobs(replica.ask("math-lora@v1")) == first
     assert replica.ask("../etc@v1").status_code == 404
+
+
+def test_a_hosts_deployment_refreshes_a_server_running_elsewhere(
+        replica: Replica, small_project: tuple[FactoryConfig, object], s3_endpoint: str,
+        tmp_path: Path) -> None:
+    """`target: hosts`: the deployment starts nothing; it health-checks the listed server, has
+    it pull the champion, checks the version it answers with and publishes it for the gateway.
+    A champion that fails verification fails the deployment while the server keeps serving."""
+    import dagster as dg
+    import yaml
+
+    from config.loading import load_config
+    from pipelines.graph import make_definitions
+    from resources import vllm_replica
+
+    source = resources_for(small_project[0])["store"]
+    base = source.read_ref("base_model/tiny")
+    replica.store.put_dir(base["prefix"], source.local_dir(base["prefix"]))
+    replica.store.write_ref("base_model/tiny", base)
+    raw = yaml.safe_load((small_project[0].root / "factory.yaml").read_text())
+    raw["storage"] = {"object_store": replica.store.url, "s3_endpoint_url": s3_endpoint,
+                      "work_dir": str(tmp_path)}
+    raw["mixtures"] = {}
+    raw["deployments"] = {"remote": {"base_model": "tiny", "adapters": ["math-lora"],
+                                     "target": "hosts", "hosts": [replica.url]}}
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "factory.yaml")
+
+    def deploy() -> dg.ExecuteInProcessResult:
+        return make_definitions(config).resolve_job_def("everything").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+            asset_selection=[dg.AssetKey(["deployment", "remote"])])
+
+    replica.promote("v3")  # its weights changed after publishing
+    serving = replica.served_from("math-lora")
+    failed = deploy()
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = failure.step_failure_data.error.to_string()  # type: ignore[union-attr]
+    assert "could not pull math-lora@v3 from the object store" in error
+    assert replica.served_from("math-lora") == serving  # still answering with what it had
+
+    replica.promote("v1")
+    result = deploy()
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert "pulled math-lora@v1" in meta["action"] and meta["adapter_versions"] == {
+        "math-lora": "v1"}
+    assert vllm_replica.versions(replica.url) == {"tiny": None, "math-lora": "v1"}
+    published = replica.store.get_json("deployments/remote.json")
+    assert published["replicas"] == [{"url": replica.url, "models": ["math-lora", "tiny"]}]
+    (again,) = deploy().get_asset_materialization_events()
+    assert again.materialization.metadata["action"].value == "unchanged"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from resources.vllm_replica import LoraStore
 from resources.vllm_server import ServerStartError, VLLMServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,8 @@ def test_a_port_taken_by_another_process_is_an_error_not_a_healthy_server(
         with pytest.raises(ServerStartError, match=f"127.0.0.1:{port} is in use by another "
                                                    "process.*deployments.<name>.port"):
             vllm.ensure("local", base_name="tiny", base_dir=tmp_path, base_version="v1",
-                        adapters=[], host="127.0.0.1", port=port, max_model_len=256,
+                        adapters=[], lora_store=LoraStore(f"file://{tmp_path}"),
+                        host="127.0.0.1", port=port, max_model_len=256,
                         max_loras=0, kv_cache_gib=1, extra_args=[], startup_timeout_s=10,
                         log=logging.getLogger("test"))
     assert vllm.state("local") is None  # nothing recorded as running
