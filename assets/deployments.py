@@ -68,25 +68,25 @@ def unpublish(store: ObjectStore, name: str) -> None:
 
 def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str | None = None
                ) -> GpuLaunch:
-    """The deployment as a GPU host would run it, artifacts synced from the object store (so
-    that store must be one the host can read: S3); `image` defaults to vLLM's official image at
-    the serving environment's pin."""
+    """The deployment as a GPU host would run it: the base model synced from the object store,
+    champions pulled by the replica's resolver (so that store must be one the host can read:
+    S3); `image` defaults to the replica image's tag at the serving environment's vLLM pin."""
     if not store.url.startswith("s3://"):
         raise ValueError(
-            f"deployment {name}: a GPU host syncs the base model and adapters from the object "
-            f"store, and {store.url} is a folder on this machine; set storage.object_store to "
-            "an s3://bucket/prefix the host can read (storage.s3_endpoint_url for MinIO or "
-            "another S3-compatible server) and materialize again")
+            f"deployment {name}: a GPU host syncs the base model and pulls adapters from the "
+            f"object store, and {store.url} is a folder on this machine; set "
+            "storage.object_store to an s3://bucket/prefix the host can read "
+            "(storage.s3_endpoint_url for MinIO or another S3-compatible server) and "
+            "materialize again")
     spec = config.deployments[name]
     base = current(store, "base_model", spec.base_model)
     servable, _ = what_to_serve(store, config, spec)
     uri = store.url.rstrip("/")
     return GpuLaunch(
         deployment=name, **({"image": image} if image else {}), max_model_len=spec.max_model_len,
-        max_loras=spec.max_loras, extra_args=spec.extra_args,
-        base=Artifact(spec.base_model, f"{uri}/{base['prefix']}", base["version"]),
-        adapters=[Artifact(n, f"{uri}/{ref['prefix']}", ref["version"], rank)
-                  for n, ref, rank in servable])
+        max_loras=spec.max_loras, extra_args=spec.extra_args, store=uri,
+        store_endpoint=store.endpoint_url, ranks=[rank for _, _, rank in servable],
+        base=Artifact(spec.base_model, f"{uri}/{base['prefix']}", base["version"]))
 
 
 def refresh_host(url: str, base_model: str, adapters: list[AdapterToServe],

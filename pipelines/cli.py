@@ -312,10 +312,12 @@ def stop(deployment: str | None, config_path: str | None) -> None:
 @click.option("--config", "config_path", default=None)
 @click.option("--out", default="infra/generated", show_default=True)
 @click.option("--image", default=None,
-              help="default: vllm/vllm-openai at the version infra/requirements/serve.txt pins")
+              help="the replica image (infra/docker/replica.Dockerfile) as the hosts pull it; "
+                   "default: adapter-factory-replica:v<the vLLM version serve.txt pins>")
 def render_deployment(deployment: str, config_path: str | None, out: str, image: str) -> None:
     """Write the GPU-host launch of a deployment: Kubernetes manifest, docker script, EC2
-    user data. Same flags as the local server; artifacts synced from the object store."""
+    user data. Same flags as the local server; the base model synced from the object store,
+    adapters pulled by the replica's resolver."""
     from assets.deployments import gpu_launch
     from pipelines.graph import resources_for
 

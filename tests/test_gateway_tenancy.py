@@ -555,8 +555,8 @@ def test_rendered_launches_bind_privately_and_require_the_key() -> None:
 
     from resources.vllm_launch import Artifact, GpuLaunch
 
-    launch = GpuLaunch("prod", Artifact("base", "s3://b/base/v1", "v1"),
-                       [Artifact("a", "s3://b/a/v2", "v2", 8)], 512, 4, [])
+    launch = GpuLaunch("prod", Artifact("base", "s3://b/base/v1", "v1"), "s3://b", [8],
+                       512, 4, [])
     deployment, service, policy = yaml.safe_load_all(launch.kubernetes())
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     args, env = container["args"], {e["name"]: e for e in container["env"]}
