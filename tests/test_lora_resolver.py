@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import httpx
 import pytest
 
 from assets.promotion import Registry
 from config.schema import FactoryConfig
-from pipelines.graph import REPO_ROOT, resources_for
+from pipelines.graph import REPO_ROOT, make_definitions, resources_for
+from resources import vllm_replica
 from resources.object_store import ObjectStore
 from resources.vllm_launch import server_args
 from tests.live_server import free_port, wait_until_up
@@ -126,18 +128,13 @@ def test_a_replica_serves_champions_from_the_store_and_refuses_the_rest(replica:
     assert replica.ask("../etc@v1").status_code == 404
 
 
-def test_a_hosts_deployment_refreshes_a_server_running_elsewhere(
-        replica: Replica, small_project: tuple[FactoryConfig, object], s3_endpoint: str,
-        tmp_path: Path) -> None:
-    """`target: hosts`: the deployment starts nothing; it health-checks the listed server, has
-    it pull the champion, checks the version it answers with and publishes it for the gateway.
-    A champion that fails verification fails the deployment while the server keeps serving."""
-    import dagster as dg
+def project_on_the_store(replica: Replica, small_project: tuple[FactoryConfig, object],
+                         s3_endpoint: str, root: Path, deployment: dict) -> FactoryConfig:
+    """The small project on the replica's S3 store (its base model copied there), with one
+    deployment, `remote`."""
     import yaml
 
     from config.loading import load_config
-    from pipelines.graph import make_definitions
-    from resources import vllm_replica
 
     source = resources_for(small_project[0])["store"]
     base = source.read_ref("base_model/tiny")
@@ -145,21 +142,36 @@ def test_a_hosts_deployment_refreshes_a_server_running_elsewhere(
     replica.store.write_ref("base_model/tiny", base)
     raw = yaml.safe_load((small_project[0].root / "factory.yaml").read_text())
     raw["storage"] = {"object_store": replica.store.url, "s3_endpoint_url": s3_endpoint,
-                      "work_dir": str(tmp_path)}
+                      "work_dir": str(root)}
     raw["mixtures"] = {}
     raw["deployments"] = {"remote": {"base_model": "tiny", "adapters": ["math-lora"],
-                                     "target": "hosts", "hosts": [replica.url]}}
-    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
-    config = load_config(tmp_path / "factory.yaml")
+                                     **deployment}}
+    (root / "factory.yaml").write_text(yaml.safe_dump(raw))
+    return load_config(root / "factory.yaml")
 
-    def deploy() -> dg.ExecuteInProcessResult:
-        return make_definitions(config).resolve_job_def("everything").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-            asset_selection=[dg.AssetKey(["deployment", "remote"])])
 
+def deploy(config: FactoryConfig) -> dg.ExecuteInProcessResult:
+    return make_definitions(config).resolve_job_def("everything").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        asset_selection=[dg.AssetKey(["deployment", "remote"])])
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_a_hosts_deployment_refreshes_a_server_running_elsewhere(
+        replica: Replica, small_project: tuple[FactoryConfig, object], s3_endpoint: str,
+        tmp_path: Path) -> None:
+    """`target: hosts`: the deployment starts nothing; it health-checks the listed server, has
+    it pull the champion, checks the version it answers with and publishes it for the gateway.
+    A champion that fails verification fails the deployment while the server keeps serving."""
+    config = project_on_the_store(replica, small_project, s3_endpoint, tmp_path,
+                                  {"target": "hosts", "hosts": [replica.url]})
     replica.promote("v3")  # its weights changed after publishing
     serving = replica.served_from("math-lora")
-    failed = deploy()
+    failed = deploy(config)
     assert not failed.success
     (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.step_failure_data.error.to_string()  # type: ignore[union-attr]
@@ -167,14 +179,70 @@ def test_a_hosts_deployment_refreshes_a_server_running_elsewhere(
     assert replica.served_from("math-lora") == serving  # still answering with what it had
 
     replica.promote("v1")
-    result = deploy()
+    result = deploy(config)
     assert result.success
-    (event,) = result.get_asset_materialization_events()
-    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    meta = metadata(result)
     assert "pulled math-lora@v1" in meta["action"] and meta["adapter_versions"] == {
         "math-lora": "v1"}
     assert vllm_replica.versions(replica.url) == {"tiny": None, "math-lora": "v1"}
     published = replica.store.get_json("deployments/remote.json")
     assert published["replicas"] == [{"url": replica.url, "models": ["math-lora", "tiny"]}]
-    (again,) = deploy().get_asset_materialization_events()
-    assert again.materialization.metadata["action"].value == "unchanged"
+    assert metadata(deploy(config))["action"] == "unchanged"
+
+
+def test_a_kubernetes_deployment_applies_waits_refreshes_scales_and_deletes(
+        replica: Replica, small_project: tuple[FactoryConfig, object], s3_endpoint: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`target: kubernetes` against a recording API server: the Secret, Deployment, Service
+    and NetworkPolicy it sends (each valid against the Kubernetes schemas), the rollout waited
+    for, each pod (the real vLLM replica stands in for it) refreshed to the champion, a scale-up
+    patched and rolled out, and `factory stop` deleting what it created."""
+    import kubernetes_validate
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+    from tests.fake_kubernetes import FakeKubernetes
+
+    host, port = replica.url.removeprefix("http://").split(":")
+    api = FakeKubernetes(pods=[(host, int(port))])
+    monkeypatch.setenv("FACTORY_VLLM_API_KEY", "k8s-test-key")
+    k8s = {"target": "kubernetes", "kubernetes": {"api_url": api.url, "namespace": "serving",
+                                                  "rollout_timeout_s": 60}}
+    config = project_on_the_store(replica, small_project, s3_endpoint, tmp_path, k8s)
+    replica.promote("v2")
+    result = deploy(config)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    (secret,) = api.sent("POST", "secrets")
+    assert secret["stringData"] == {"api-key": "k8s-test-key"}
+    (created,) = api.sent("POST", "deployments")
+    assert created["metadata"]["namespace"] == "serving" and created["spec"]["replicas"] == 1
+    pod = created["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["FACTORY_LORA_STORE"] == replica.store.url
+    assert pod["containers"][0]["image"].startswith("adapter-factory-replica:v")
+    assert [m for m, path, _ in api.requests if "deployments/vllm-remote/status" in path] == [
+        "GET", "GET"]  # not ready at the first look: the rollout was waited for
+    for _, _, body in api.requests:
+        if body is not None:
+            kubernetes_validate.validate(body, "1.33.0", strict=True)
+    assert vllm_replica.versions(replica.url)["math-lora"] == "v2"
+    meta = metadata(result)
+    assert meta["url"] == "http://vllm-remote.serving.svc:8000/v1"
+    assert replica.store.get_json("deployments/remote.json")["replicas"] == [
+        {"url": "http://vllm-remote.serving.svc:8000", "models": ["math-lora", "tiny"]}]
+
+    api.pods = [(host, int(port)), ("localhost", int(port))]  # two pods after the scale-up
+    scaled = config.model_copy(update={"deployments": {"remote": config.deployments[
+        "remote"].model_copy(update={"replicas": 2})}})
+    assert deploy(scaled).success
+    patched = api.sent("PATCH", "deployments")
+    assert patched[-1]["spec"]["replicas"] == 2
+    assert api.sent("PATCH", "services") and api.sent("PATCH", "networkpolicies")
+
+    stopped = CliRunner().invoke(main, ["stop", "remote", "--config",
+                                        str(tmp_path / "factory.yaml")])
+    assert stopped.exit_code == 0, stopped.output
+    assert "deleted Deployment vllm-remote, Service vllm-remote, NetworkPolicy vllm-remote" \
+        in stopped.output
+    assert ("secrets", "adapter-factory-vllm-api-key") in api.objects  # shared, kept
+    assert not replica.store.exists("deployments/remote.json")
