@@ -18,20 +18,14 @@ medians and the cold/resident ratio.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-from assets.promotion import Registry
-from config.loading import load_config
-from pipelines.graph import resources_for
+from bench.demo_champion import demo_champion, scratch_registry
 from resources import vllm_replica
-from resources.object_store import ObjectStore
-from resources.vllm_replica import AdapterToServe, LoraStore
+from resources.vllm_replica import AdapterToServe
 
 PROMPT = "Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?"
 
@@ -51,63 +45,48 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8024)
     args = parser.parse_args()
 
-    config = load_config(args.config)
-    res = resources_for(config)
-    store, vllm = res["store"], res["vllm"]
-    deployment = next(iter(config.deployments.values()))
-    champion = Registry(store).champion(deployment.adapters[0])
-    if champion is None:
-        raise SystemExit(f"no promoted {deployment.adapters[0]}; run `make demo` first")
-    weights = store.local_dir(champion["prefix"])
-    trained_on = store.manifest(champion["prefix"])["base_model"]
-    rank = store.get_json(f"{champion['prefix']}/adapter_config.json")["r"]
-    base = store.read_ref(f"base_model/{deployment.base_model}")
+    demo = demo_champion(args.config)
     log = type("Log", (), {"info": staticmethod(print)})()
-    folder = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    scratch = ObjectStore(url=f"file://{folder}")
-    registry = Registry(scratch)
-
-    def publish(name: str, version: str) -> None:
-        prefix = f"adapter/{name}/{version}"
-        scratch.put_dir(prefix, weights, base_model=trained_on)
-        registry.promote(name, version, prefix, why="bench", scores={})
-
     names = [f"cold-{i}" for i in range(args.adapters)]
-    for name in names:
-        publish(name, "v1")
-    try:
-        state, _ = vllm.ensure(
-            "bench-delivery", base_name=deployment.base_model,
-            base_dir=store.local_dir(base["prefix"]), base_version=base["version"], adapters=[],
-            lora_store=LoraStore(scratch.absolute_url), host="127.0.0.1", port=args.port,
-            max_model_len=deployment.max_model_len, max_loras=4,
-            kv_cache_gib=deployment.kv_cache_gib, extra_args=[], startup_timeout_s=300, log=log)
-        url = state.url
-        first_token_s(url, deployment.base_model)  # warm the engine
-        cold, resident = [], []
+    with scratch_registry(demo) as scratch:
         for name in names:
-            cold.append(first_token_s(url, name))
-            resident.append(first_token_s(url, name))
-        to_answer = []
-        served = {"cold-0": "v1"}
-        for version in (f"v{i}" for i in range(2, 2 + args.adapters)):
-            promoted = time.perf_counter()
-            publish("cold-0", version)
-            vllm_replica.sync(url, served, [AdapterToServe("cold-0", version, rank)], log)
-            first_token_s(url, "cold-0")
-            to_answer.append(time.perf_counter() - promoted)
-            served["cold-0"] = version
-            assert vllm_replica.versions(url)["cold-0"] == version
-    finally:
-        vllm.stop("bench-delivery", log)
-        shutil.rmtree(folder, ignore_errors=True)
+            scratch.promote(name, "v1")
+        try:
+            state, _ = demo.vllm.ensure(
+                "bench-delivery", base_name=demo.deployment.base_model,
+                base_dir=demo.store.local_dir(demo.base["prefix"]),
+                base_version=demo.base["version"], adapters=[],
+                lora_store=scratch.lora_store, host="127.0.0.1", port=args.port,
+                max_model_len=demo.deployment.max_model_len, max_loras=4,
+                kv_cache_gib=demo.deployment.kv_cache_gib, extra_args=[],
+                startup_timeout_s=300, log=log)
+            url = state.url
+            first_token_s(url, demo.deployment.base_model)  # warm the engine
+            cold, resident = [], []
+            for name in names:
+                cold.append(first_token_s(url, name))
+                resident.append(first_token_s(url, name))
+            to_answer = []
+            served = {"cold-0": "v1"}
+            for version in (f"v{i}" for i in range(2, 2 + args.adapters)):
+                promoted = time.perf_counter()
+                scratch.promote("cold-0", version)
+                vllm_replica.sync(url, served, [AdapterToServe("cold-0", version, demo.rank)],
+                                  log)
+                first_token_s(url, "cold-0")
+                to_answer.append(time.perf_counter() - promoted)
+                served["cold-0"] = version
+                assert vllm_replica.versions(url)["cold-0"] == version
+        finally:
+            demo.vllm.stop("bench-delivery", log)
 
     def ms(values: list[float]) -> str:
         return f"median {1000 * statistics.median(values):.0f} ms (range " \
                f"{1000 * min(values):.0f}-{1000 * max(values):.0f})"
 
-    size = sum(p.stat().st_size for p in weights.iterdir() if p.is_file()) / 2**20
-    print(f"\nadapter: {size:.1f} MiB on disk, rank {rank}; {args.adapters} adapters / versions")
+    size = sum(p.stat().st_size for p in demo.weights.iterdir() if p.is_file()) / 2**20
+    print(f"\nadapter: {size:.1f} MiB on disk, rank {demo.rank}; {args.adapters} adapters and "
+          "as many versions")
     print(f"(a) cold first request (download, verify, load, 1 token): {ms(cold)}")
     print(f"    resident request (1 token):                           {ms(resident)}")
     print(f"    ratio cold/resident: {statistics.median(cold) / statistics.median(resident):.1f}")

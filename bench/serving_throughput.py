@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,11 +33,8 @@ from typing import Any
 import httpx
 import psutil
 
-from assets.promotion import Registry
-from config.loading import load_config
-from pipelines.graph import resources_for
-from resources.object_store import ObjectStore
-from resources.vllm_replica import AdapterToServe, LoraStore
+from bench.demo_champion import demo_champion, scratch_registry
+from resources.vllm_replica import AdapterToServe
 
 PROMPT = "Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?"
 
@@ -93,20 +89,6 @@ async def charged_to(server: psutil.Process, run: Coroutine[Any, Any, Run]) -> R
     return result
 
 
-def three_champions(store: ObjectStore, champion: dict[str, Any], names: list[str],
-                    folder: Path) -> LoraStore:
-    """A scratch store where the champion is promoted under each of `names` (three adapters
-    for the server's resolver to pull), leaving the project's registry alone."""
-    scratch = ObjectStore(url=f"file://{folder}")
-    weights = store.local_dir(champion["prefix"])
-    for name in names:
-        prefix = f"adapter/{name}/{champion['version']}"
-        scratch.put_dir(prefix, weights, base_model=store.manifest(champion["prefix"])[
-            "base_model"])
-        Registry(scratch).promote(name, champion["version"], prefix, why="bench", scores={})
-    return LoraStore(scratch.absolute_url)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="factory.yaml")
@@ -117,52 +99,47 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8020)
     args = parser.parse_args()
 
-    config = load_config(args.config)
-    res = resources_for(config)
-    store, vllm = res["store"], res["vllm"]
-    deployment = next(iter(config.deployments.values()))
-    adapter = deployment.adapters[0]
-    champion = Registry(store).champion(adapter)
-    if champion is None:
-        raise SystemExit(f"no promoted {adapter}; run `make demo` first")
-    rank = store.get_json(f"{champion['prefix']}/adapter_config.json")["r"]
-    names = [f"{adapter}-{i}" for i in range(3)]
-    scratch = tempfile.mkdtemp(prefix="bench-store-")
-    lora_store = three_champions(store, champion, names, Path(scratch))
-    base = store.read_ref(f"base_model/{deployment.base_model}")
+    demo = demo_champion(args.config)
+    deployment, vllm, version = demo.deployment, demo.vllm, demo.champion["version"]
+    names = [f"{demo.adapter}-{i}" for i in range(3)]
     log = type("Log", (), {"info": staticmethod(print)})()
-
-    def start(name: str, port: int, adapters: list[AdapterToServe]) -> str:
-        """A server of the demo's base model: with LoRA (the adapters) or without (none)."""
-        print(f"starting vLLM {name} on :{port} with {deployment.base_model} + "
-              f"{[a.name for a in adapters]} ...")
-        state, _ = vllm.ensure(
-            name, base_name=deployment.base_model, base_dir=store.local_dir(base["prefix"]),
-            base_version=base["version"], adapters=adapters, lora_store=lora_store,
-            host="127.0.0.1", port=port,
-            max_model_len=deployment.max_model_len, max_loras=4 if adapters else 0,
-            kv_cache_gib=deployment.kv_cache_gib, extra_args=[], startup_timeout_s=300, log=log)
-        return state.url
-
     shape = (args.requests, args.concurrency, args.tokens)
-    try:  # one server at a time: vLLM pins both engines to the same core
-        plain = start("bench-plain", args.port + 2, [])
-        rounds = measure({"plain": lambda: load(plain, [deployment.base_model], *shape)},
-                         args.rounds)
-        vllm.stop("bench-plain", log)
-        lora = start("bench", args.port, [AdapterToServe(n, champion["version"], rank)
-                                          for n in names])
-        with gateway_process(lora, names) as (gateway_url, headers, gateway):
-            on_lora = measure({
-                "base": lambda: load(lora, [deployment.base_model], *shape),
-                "adapters": lambda: load(lora, names, *shape),
-                "gateway": lambda: charged_to(gateway, load(gateway_url, names, *shape, headers)),
-            }, args.rounds)
-        rounds = [{**a, **b} for a, b in zip(rounds, on_lora, strict=True)]
-    finally:
-        vllm.stop("bench-plain", log)
-        vllm.stop("bench", log)
-        shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_registry(demo) as scratch:
+        for name in names:
+            scratch.promote(name, version)
+
+        def start(name: str, port: int, adapters: list[AdapterToServe]) -> str:
+            """A server of the demo's base model: with LoRA (the adapters) or without."""
+            print(f"starting vLLM {name} on :{port} with {deployment.base_model} + "
+                  f"{[a.name for a in adapters]} ...")
+            state, _ = vllm.ensure(
+                name, base_name=deployment.base_model,
+                base_dir=demo.store.local_dir(demo.base["prefix"]),
+                base_version=demo.base["version"], adapters=adapters,
+                lora_store=scratch.lora_store, host="127.0.0.1", port=port,
+                max_model_len=deployment.max_model_len, max_loras=4 if adapters else 0,
+                kv_cache_gib=deployment.kv_cache_gib, extra_args=[], startup_timeout_s=300,
+                log=log)
+            return state.url
+
+        try:  # one server at a time: vLLM pins both engines to the same core
+            plain = start("bench-plain", args.port + 2, [])
+            rounds = measure({"plain": lambda: load(plain, [deployment.base_model], *shape)},
+                             args.rounds)
+            vllm.stop("bench-plain", log)
+            lora = start("bench", args.port, [AdapterToServe(n, version, demo.rank)
+                                              for n in names])
+            with gateway_process(lora, names) as (gateway_url, headers, gateway):
+                on_lora = measure({
+                    "base": lambda: load(lora, [deployment.base_model], *shape),
+                    "adapters": lambda: load(lora, names, *shape),
+                    "gateway": lambda: charged_to(gateway, load(gateway_url, names, *shape,
+                                                                headers)),
+                }, args.rounds)
+            rounds = [{**a, **b} for a, b in zip(rounds, on_lora, strict=True)]
+        finally:
+            vllm.stop("bench-plain", log)
+            vllm.stop("bench", log)
 
     def median(label: str, field: str) -> float:
         return statistics.median(getattr(r[label], field) for r in rounds)

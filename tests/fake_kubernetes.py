@@ -6,35 +6,30 @@ for), and its Endpoints list `pods` (the address:port of a real server standing 
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.recording_api import RecordingServer
 
 ROUTE = re.compile(r"^/(?:api/v1|apis/apps/v1|apis/networking\.k8s\.io/v1)/namespaces/"
                    r"(?P<ns>[^/]+)/(?P<kind>[a-z]+)(?:/(?P<name>[^/]+))?(?P<status>/status)?$")
 
 
-class FakeKubernetes(ThreadingHTTPServer):
+class FakeKubernetes(RecordingServer):
     def __init__(self, pods: list[tuple[str, int]]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__()
         self.pods = pods
-        self.requests: list[tuple[str, str, Any]] = []
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.polls_until_ready = 0
         threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def sent(self, method: str, kind: str) -> list[Any]:
         return [body for m, path, body in self.requests
                 if m == method and f"/{kind}" in path.split("?")[0]]
 
-    def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        match = ROUTE.match(path.split("?")[0])
+    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        match = ROUTE.match(path)
         if match is None:
             return 404, {"kind": "Status", "code": 404}
         kind, name = match["kind"], match["name"]
@@ -69,24 +64,3 @@ class FakeKubernetes(ThreadingHTTPServer):
                 "observedGeneration": found["metadata"]["generation"], "replicas": replicas,
                 "updatedReplicas": replicas, "readyReplicas": ready}}
         return 200, found
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeKubernetes
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        self.server.requests.append((self.command, self.path, body))
-        code, answer = self.server.answer(self.command, self.path, body)
-        data = json.dumps(answer).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _handle

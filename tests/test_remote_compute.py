@@ -11,7 +11,6 @@ model only in S3, not on this disk.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,6 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from config.loading import ConfigError, load_config
 from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, resources_for
 from resources.object_store import ArtifactMissing
+from tests.recording_api import RecordingServer
 from tests.test_training import FEW, materialize, metadata, write_project
 
 WORKER_PYTHON = f"{REPO_ROOT}/.venvs/train/bin/python"
@@ -242,24 +241,16 @@ def test_a_failed_ec2_run_fails_the_asset_and_terminates_the_instance(
 
 
 # -- recorded cloud APIs ----------------------------------------------------------------------
-class RecordingApi(ThreadingHTTPServer):
-    """A cloud API's few endpoints that a launcher uses, on 127.0.0.1: every request is
-    recorded, and a created machine runs here (`boot` says how) until it ends or is deleted."""
+class RecordingApi(RecordingServer):
+    """A cloud API's few endpoints that a launcher uses: a created machine runs here (`boot`
+    says how) until it ends or is deleted."""
 
     def __init__(self, runs: bool = True) -> None:
-        super().__init__(("127.0.0.1", 0), RecordingHandler)
+        super().__init__()
         self.runs = runs
         self.before_boot: Callable[[], None] = lambda: None
-        self.requests: list[tuple[str, str, Any]] = []
         self.machines: dict[str, dict[str, Any]] = {}
         self.workers: list[threading.Thread] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def route(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        raise NotImplementedError
 
     def create(self, name: str, resource: dict[str, Any], boot: Callable[[], int],
                running: dict[str, Any], ended: Callable[[int], dict[str, Any]]) -> None:
@@ -275,34 +266,6 @@ class RecordingApi(ThreadingHTTPServer):
 
         self.workers.append(threading.Thread(target=machine, daemon=True))
         self.workers[-1].start()
-
-
-class RecordingHandler(BaseHTTPRequestHandler):
-    server: RecordingApi
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def handle_request(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        self.server.requests.append((method, self.path, body))
-        code, answer = self.server.route(method, self.path.split("?")[0], body)
-        data = json.dumps(answer).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self.handle_request("GET")
-
-    def do_POST(self) -> None:
-        self.handle_request("POST")
-
-    def do_DELETE(self) -> None:
-        self.handle_request("DELETE")
 
 
 def crud(api: RecordingApi, method: str, name: str | None, body: Any,
