@@ -49,13 +49,14 @@ def main() -> None:
     log = type("Log", (), {"info": staticmethod(print)})()
     names = [f"cold-{i}" for i in range(args.adapters)]
     with scratch_registry(demo) as scratch:
-        for name in names:
+        for name in [*names, "resident"]:
             scratch.promote(name, "v1")
-        try:
+        try:  # started serving one adapter, so its LoRA slots fit the champion's rank
             state, _ = demo.vllm.ensure(
                 "bench-delivery", base_name=demo.deployment.base_model,
                 base_dir=demo.store.local_dir(demo.base["prefix"]),
-                base_version=demo.base["version"], adapters=[],
+                base_version=demo.base["version"],
+                adapters=[AdapterToServe("resident", "v1", demo.rank)],
                 lora_store=scratch.lora_store, host="127.0.0.1", port=args.port,
                 max_model_len=demo.deployment.max_model_len, max_loras=4,
                 kv_cache_gib=demo.deployment.kv_cache_gib, extra_args=[],
