@@ -86,7 +86,8 @@ def gpu_launch(store: ObjectStore, config: FactoryConfig, name: str, image: str 
     uri = store.url.rstrip("/")
     return GpuLaunch(
         deployment=name, **({"image": image} if image else {}), max_model_len=spec.max_model_len,
-        max_loras=spec.max_loras, extra_args=spec.extra_args, store=uri,
+        max_loras=spec.max_loras, max_lora_rank=spec.max_lora_rank, extra_args=spec.extra_args,
+        store=uri,
         store_endpoint=store.endpoint_url, ranks=[rank for _, _, rank in servable],
         base=Artifact(spec.base_model, f"{uri}/{base['prefix']}", base["version"]))
 
@@ -199,7 +200,8 @@ def local_replicas(context: dg.AssetExecutionContext, store: ObjectStore, vllm: 
             server, base_name=spec.base_model, base_dir=store.local_dir(base["prefix"]),
             base_version=base["version"], adapters=adapters, lora_store=lora_store,
             host=spec.host, port=port, max_model_len=spec.max_model_len,
-            max_loras=spec.max_loras, kv_cache_gib=spec.kv_cache_gib,
+            max_loras=spec.max_loras, max_lora_rank=spec.max_lora_rank,
+            kv_cache_gib=spec.kv_cache_gib,
             extra_args=spec.extra_args, startup_timeout_s=spec.startup_timeout_s,
             log=context.log, recycle_rss_growth_mib=spec.recycle_rss_growth_mib,
         )

@@ -55,6 +55,7 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
         if not healthy:
             raise dg.Failure(f"deployment {name}'s replica {url} is not answering; "
                              f"materialize deployment/{name}")
+        key = config.gateway.upstream_api_key  # what private replicas (--api-key) require
         results: dict[str, dict] = {}
         metrics: dict[str, str] = {}
         for adapter in adapters:
@@ -72,7 +73,7 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
                 "test_path": str(store.local_dir(dataset["prefix"]) / "test.jsonl"),
                 "limit": evaluate.limit, "max_new_tokens": evaluate.max_new_tokens,
                 "timing_requests": evaluate.timing_requests, "answer_pattern": pattern,
-            })
+            }, secrets={"VLLM_API_KEY": key} if key else None)
             for model, result in json.loads((run_dir / "results.json").read_text()).items():
                 served = f"{adapter}:{model}" if model == base_model else model
                 results[served], metrics[served] = result, metric

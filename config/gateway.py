@@ -48,6 +48,9 @@ class GatewaySettings(BaseModel):
     port: int = 8080
     database_url: str = Field("sqlite:///.factory/gateway.db",
                               description="postgresql+psycopg2://... in production")
+    database_url_env: str = Field(
+        "FACTORY_GATEWAY_DATABASE_URL", description="environment variable that, when set, is "
+        "the database_url (keeps a password out of this file)")
     rate_limit_backend: str = Field("memory", description="memory or redis://host:port/db")
     upstreams: list[str] = Field(
         default_factory=list, description="fixed vLLM replica URLs; default: the replicas the "
@@ -79,6 +82,12 @@ class GatewaySettings(BaseModel):
         description="audit rows the database refused, one JSON object per line")
     admin_token_env: str = Field("FACTORY_GATEWAY_ADMIN_TOKEN",
                                  description="environment variable holding the admin token")
+
+    def with_environment(self) -> GatewaySettings:
+        """The settings with what the environment sets (the database URL, when its variable is
+        set); applied before command-line overrides, which win."""
+        url = os.environ.get(self.database_url_env)
+        return self.model_copy(update={"database_url": url}) if url else self
 
     @property
     def admin_token(self) -> str | None:

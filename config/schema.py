@@ -544,6 +544,10 @@ class DeploymentSpec(Strict):
     max_model_len: int = Field(512, ge=64)
     max_loras: int = Field(4, ge=0, description="adapters resident at once; 0 serves the base "
                                                   "model without LoRA support (and its cost)")
+    max_lora_rank: int | None = Field(
+        None, ge=1, le=512, description="LoRA slots sized for adapters up to this rank, so a "
+        "later champion of a larger rank is pulled by the running replicas; default: the "
+        "largest rank served now (a larger one then restarts local replicas, rolls pods)")
     kv_cache_gib: int = Field(1, ge=1)
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server flags")
     startup_timeout_s: int = Field(300, ge=10)
@@ -808,4 +812,4 @@ class FactoryConfig(Strict):
         if "audit_dead_letter" not in given:
             update["audit_dead_letter"] = (f"{self.storage.work_dir}/"
                                            "gateway-audit-dead-letter.jsonl")
-        return self.gateway.model_copy(update=update).anchored(self._root)
+        return self.gateway.model_copy(update=update).with_environment().anchored(self._root)

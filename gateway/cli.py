@@ -32,14 +32,17 @@ def _echo(value: Any) -> None:
 
 
 @click.group()
-@click.option("--config", default="factory.yaml", show_default=True,
-              help="project file whose `gateway:` section configures the gateway")
+@click.option("--config", default=None,
+              help="project file whose `gateway:` section configures the gateway "
+                   "[default: $FACTORY_CONFIG or factory.yaml]")
 @click.option("--database-url", default=None, help="override gateway.database_url")
 @click.pass_context
-def main(ctx: click.Context, config: str, database_url: str | None) -> None:
+def main(ctx: click.Context, config: str | None, database_url: str | None) -> None:
     """The OpenAI-compatible gateway of Adapter Factory."""
+    import os
     from pathlib import Path
 
+    config = config or os.environ.get("FACTORY_CONFIG", "factory.yaml")
     ctx.obj = {"settings": load_settings(config if Path(config).exists() else None,
                                          database_url=database_url)}
 

@@ -17,7 +17,7 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Ga
         config = load_config(config_path)
         settings, root = config.gateway_settings, config.root
     else:
-        settings, root = GatewaySettings(), Path.cwd()
+        settings, root = GatewaySettings().with_environment(), Path.cwd()
     given = {k: v for k, v in overrides.items() if v is not None}
     if given:
         settings = GatewaySettings.model_validate(settings.model_dump() | given)

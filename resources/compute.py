@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,10 +78,12 @@ class WorkerCompute(dg.ConfigurableResource):
     kernel_env: dict[str, str] = Field(default_factory=dict)
 
     def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any],
-            inputs: Sequence[Path] = (), outputs: Sequence[Path] = ()) -> list[Any]:
+            inputs: Sequence[Path] = (), outputs: Sequence[Path] = (),
+            secrets: Mapping[str, str] | None = None) -> list[Any]:
         """Run one worker job to completion; returns the messages it reported. `inputs` and
         `outputs` are the paths the job reads and writes: a local job sees them in place, a
-        remote launcher moves them (resources/remote_compute.py)."""
+        remote launcher moves them (resources/remote_compute.py). `secrets` reach the job as
+        environment variables only, never in its extras (which Pipes writes to a file)."""
         root = Path(self.project_root).resolve()
         python = (root / self.python) if not Path(self.python).is_absolute() else Path(self.python)
         if not python.exists():
@@ -97,6 +99,7 @@ class WorkerCompute(dg.ConfigurableResource):
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
             "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
             **self.kernel_env,
+            **(secrets or {}),
         }
         invocation = dg.PipesSubprocessClient(
             cwd=str(root), message_reader=WholeLineMessageReader()).run(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,11 @@ class RemoteCompute(WorkerCompute):
             time.sleep(self.spec.poll_s)
 
     def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any],
-            inputs: Sequence[Path] = (), outputs: Sequence[Path] = ()) -> list[Any]:
+            inputs: Sequence[Path] = (), outputs: Sequence[Path] = (),
+            secrets: Mapping[str, str] | None = None) -> list[Any]:
+        if secrets:  # a box's environment is readable in its launch request (user data, Job)
+            raise ValueError(f"worker.{job} needs {sorted(secrets)}, which a remote box is not "
+                             "given; run it on the local worker")
         step = context.op_execution_context.op_handle.name
         spec = self.spec
         stage = Stage.at(f"{spec.staging_url}/{context.run.run_id}/{step}/"

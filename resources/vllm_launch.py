@@ -41,12 +41,18 @@ def replica_image() -> str:
     push it where the hosts pull from and pass that name as --image)."""
     return f"adapter-factory-replica:v{vllm_version()}"
 
+# Kubernetes: the label of the platform's own pods (the gateway's, the control plane's), the only
+# ones a replica's NetworkPolicy lets through; infra/k8s/ puts it on them.
+PLATFORM_LABEL = ("adapter-factory.io/platform", "true")
+
 # vLLM accepts only these values for --max-lora-rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def lora_rank_limit(ranks: list[int]) -> int:
-    needed = max(ranks, default=8)
+def lora_rank_limit(ranks: list[int], reserved: int | None = None) -> int:
+    """vLLM's --max-lora-rank for adapters of these ranks: the smallest value vLLM accepts that
+    holds the largest of them, or `reserved` (slots sized ahead for later, larger champions)."""
+    needed = max([*ranks, *([reserved] if reserved else [])], default=8)
     for allowed in VLLM_LORA_RANKS:
         if allowed >= needed:
             return allowed
@@ -55,12 +61,12 @@ def lora_rank_limit(ranks: list[int]) -> int:
 
 def server_args(*, model: str, served_name: str, host: str, port: int, dtype: str,
                 max_model_len: int, max_loras: int, ranks: list[int],
-                extra_args: list[str]) -> list[str]:
+                extra_args: list[str], max_lora_rank: int | None = None) -> list[str]:
     """max_loras 0 serves the base model alone: a LoRA-enabled vLLM is slower even for requests
     that use no adapter (bench/serving_throughput.py measures both)."""
     if max_loras == 0 and ranks:
         raise ValueError(f"max_loras is 0 but {len(ranks)} adapter(s) are to be served")
-    lora = ["--enable-lora", "--max-lora-rank", str(lora_rank_limit(ranks)),
+    lora = ["--enable-lora", "--max-lora-rank", str(lora_rank_limit(ranks, max_lora_rank)),
             "--max-loras", str(max_loras)] if max_loras else []
     return [
         "--model", model, "--served-model-name", served_name,
@@ -99,17 +105,16 @@ class GpuLaunch:
     port: int = 8000
     gpus: int = 1
     replicas: int = 1
+    max_lora_rank: int | None = None  # deployments.<name>.max_lora_rank: slots sized ahead
     namespace: str = "default"
     # Kubernetes: the Secret holding the key; EC2: the SSM parameter (SecureString) holding it
     api_key_secret: str = "adapter-factory-vllm-api-key"
-    # Kubernetes: the label of the gateway's pods, the only ones let through to vLLM
-    gateway_selector: tuple[str, str] = ("app.kubernetes.io/name", "adapter-factory-gateway")
 
     def args(self, host: str) -> list[str]:
         return server_args(model=self.base.mount, served_name=self.base.name, host=host,
                            port=self.port, dtype="auto", max_model_len=self.max_model_len,
                            max_loras=self.max_loras, ranks=self.ranks,
-                           extra_args=self.extra_args)
+                           extra_args=self.extra_args, max_lora_rank=self.max_lora_rank)
 
     def resolver_env(self) -> dict[str, str]:
         """What the replica's resolver reads (replica/resolver.py); credentials come from the
@@ -172,10 +177,8 @@ class GpuLaunch:
         service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
                    "spec": {"type": "ClusterIP", "selector": labels,
                             "ports": [{"port": self.port}]}}
-        label, value = self.gateway_selector
-        # the gateway and the control plane (which refreshes each pod) may connect; nothing else
-        allowed = [{"podSelector": {"matchLabels": {label: value}}},
-                   {"podSelector": {"matchLabels": {label: "adapter-factory-dagster"}}}]
+        # only the platform's pods connect: the gateway, the control plane (refreshing each pod)
+        allowed = [{"podSelector": {"matchLabels": dict([PLATFORM_LABEL])}}]
         policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta,
                   "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"],
                            "ingress": [{"from": allowed, "ports": [{"port": self.port}]}]}}

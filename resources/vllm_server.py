@@ -167,6 +167,7 @@ class VLLMServer(dg.ConfigurableResource):
         startup_timeout_s: int,
         log: Any,
         recycle_rss_growth_mib: int | None = None,
+        max_lora_rank: int | None = None,
     ) -> tuple[ServerState, str]:
         """Bring the deployment to the declared state; returns it and what was done.
 
@@ -176,7 +177,8 @@ class VLLMServer(dg.ConfigurableResource):
         """
         launch = server_args(model=str(base_dir), served_name=base_name, host=host, port=port,
                              dtype=self.dtype, max_model_len=max_model_len, max_loras=max_loras,
-                             ranks=[a.rank for a in adapters], extra_args=extra_args)
+                             ranks=[a.rank for a in adapters], extra_args=extra_args,
+                             max_lora_rank=max_lora_rank)
         signature = json.dumps([launch, kv_cache_gib, lora_store.url])
         current = self.state(name)
         outcome = "started"

@@ -1,5 +1,6 @@
-"""An HTTP API stand-in on 127.0.0.1 for the clients our code drives (cloud and Kubernetes
-APIs): every request is recorded with its JSON body, and `route` (a subclass's) answers it."""
+"""An HTTP API stand-in on 127.0.0.1 for the clients our code drives (cloud, Kubernetes and
+model-server APIs): every request is recorded with its JSON body and its headers, and `route`
+(a subclass's) answers it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class RecordingServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.requests: list[tuple[str, str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # of each request, in the order received
 
     @property
     def url(self) -> str:
@@ -32,6 +34,7 @@ class RecordingHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         self.server.requests.append((self.command, self.path, body))
+        self.server.headers.append({k.lower(): v for k, v in self.headers.items()})
         code, answer = self.server.route(self.command, self.path.split("?")[0], body)
         data = json.dumps(answer).encode()
         self.send_response(code)

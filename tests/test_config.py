@@ -121,6 +121,21 @@ def test_a_base_only_deployment_launches_vllm_without_lora(tmp_path: Path) -> No
                     dtype="float32", max_model_len=512, max_loras=0, ranks=[8], extra_args=[])
 
 
+def test_lora_slots_can_be_sized_ahead_for_larger_later_champions() -> None:
+    """Without max_lora_rank the slots fit today's champions, so a rank-64 champion promoted
+    later needs a new server; with it, the running one can pull that champion."""
+    def rank_flag(ranks: list[int], reserved: int | None) -> str:
+        args = server_args(model="/m", served_name="tiny", host="127.0.0.1", port=8000,
+                           dtype="float32", max_model_len=512, max_loras=4, ranks=ranks,
+                           extra_args=[], max_lora_rank=reserved)
+        return args[args.index("--max-lora-rank") + 1]
+
+    assert rank_flag([16], None) == "16"
+    assert rank_flag([16], 40) == "64"  # rounded up to a value vLLM accepts
+    assert rank_flag([128], 32) == "128"  # never below what is served now
+    assert rank_flag([], None) == "8"
+
+
 def test_each_cross_reference_problem_is_its_own_line_with_its_key_path(tmp_path: Path) -> None:
     def two_mistakes(raw: dict) -> None:
         raw["adapters"]["math-lora"]["dataset"] = "maths"
@@ -144,3 +159,19 @@ def test_the_gateway_reads_the_project_file_through_the_one_loader(tmp_path: Pat
     assert settings == load_config(path).gateway_settings
     assert settings.chroma_path == str(tmp_path / ".factory" / "chroma")
     assert settings.database_url == f"sqlite:///{tmp_path / '.factory' / 'gateway.db'}"
+
+
+
+def test_the_database_password_can_stay_out_of_the_project_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway and the usage asset read the same database; in a cluster its URL comes from a
+    Secret's environment variable, and a command-line --database-url still wins."""
+    from gateway.settings import load_settings
+
+    path = write(tmp_path, lambda r: None)
+    url = "postgresql+psycopg2://gateway:s3cret@db.internal:5432/gateway"
+    monkeypatch.setenv("FACTORY_GATEWAY_DATABASE_URL", url)
+    assert load_config(path).gateway_settings.database_url == url
+    assert load_settings(path).database_url == url
+    assert load_settings(None).database_url == url
+    assert load_settings(path, database_url="sqlite:////x.db").database_url == "sqlite:////x.db"

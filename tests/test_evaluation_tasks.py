@@ -4,6 +4,11 @@ data says: what a user of a non-math project sees instead of the demo's prompt a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 from tokenizers import Tokenizer
@@ -11,10 +16,12 @@ from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
 from config.loading import ConfigError, load_config
+from tests.recording_api import RecordingServer
 from worker.chat import conversation, turn_end
 from worker.evaluate import check_references, task_rows
 from worker.harness_metrics import NO_ANSWER, exact, extract
 
+ROOT = Path(__file__).resolve().parents[1]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 TICKETS = [
@@ -95,3 +102,36 @@ def test_the_primary_metric_follows_the_data(tmp_path) -> None:  # type: ignore[
     with pytest.raises(ConfigError, match=r"evaluations\.triage-eval\.answer_pattern: .*needs a "
                                           "group around the answer"):
         load_config(tmp_path / "factory.yaml")
+
+
+class EchoReplica(RecordingServer):
+    """A chat endpoint that answers every conversation with `reply`."""
+
+    reply = "Category: billing\nPriority: high"
+
+    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        return 200, {"choices": [{"message": {"role": "assistant", "content": self.reply}}]}
+
+
+def test_the_served_evaluation_sends_a_private_replicas_key(tmp_path: Path) -> None:
+    """A replica started with --api-key (every non-local target) answers only requests that
+    carry the key; the served evaluation's worker gets it in its environment and sends it."""
+    replica = EchoReplica()
+    threading.Thread(target=replica.serve_forever, daemon=True).start()
+    rows = tmp_path / "test.jsonl"
+    rows.write_text("".join(json.dumps(row) + "\n" for row in TICKETS))
+    score = ("import json, sys; from worker.evaluate_endpoint import score_endpoint; "
+             "from worker.chat import scored_rows; from pathlib import Path; "
+             f"r = score_endpoint({replica.url!r}, 'tickets', scored_rows(Path({str(rows)!r})), "
+             "{'max_new_tokens': 8}); print(r['exact_match'])")
+
+    def served_exact_match(**env: str) -> str:
+        return subprocess.run([str(ROOT / ".venvs/train/bin/python"), "-c", score], cwd=ROOT,
+                              env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert served_exact_match(VLLM_API_KEY="replica-key") == "0.5"  # the first reply is right
+    assert [h.get("authorization") for h in replica.headers] == ["Bearer replica-key"] * 2
+    served_exact_match()
+    assert "authorization" not in replica.headers[-1]
+    replica.shutdown()

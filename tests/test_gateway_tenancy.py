@@ -563,7 +563,9 @@ def test_rendered_launches_bind_privately_and_require_the_key() -> None:
     assert args[args.index("--host") + 1] == "$(POD_IP)"
     assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == launch.api_key_secret
     assert service["spec"]["type"] == "ClusterIP"
-    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["ingress"][0]["from"]
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"adapter-factory.io/platform": "true"}}}]
     docker = launch.docker_script()
     assert '-p "${VLLM_BIND_ADDRESS:-127.0.0.1}":8000:8000' in docker
     assert "-e VLLM_API_KEY " in docker and "0.0.0.0:8000" not in docker

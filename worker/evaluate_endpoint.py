@@ -7,6 +7,7 @@ requests. The server applies its own chat template and stops, as it does for eve
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,12 @@ from typing import Any
 from worker.chat import conversation, question_of, scored_rows
 from worker.harness_metrics import exact, extract, rouge_l
 from worker.pipes import open_pipes
+
+
+def authorization() -> dict[str, str]:
+    """The replica's key (VLLM_API_KEY, as vLLM names it) when the replica is private."""
+    key = os.environ.get("VLLM_API_KEY")
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def reply_of(client: Any, url: str, model: str, messages: list[dict[str, str]],
@@ -33,7 +40,8 @@ def score_endpoint(url: str, model: str, rows: list[dict[str, Any]], params: dic
 
     pattern = params.get("answer_pattern")
     split = [conversation(row) for row in rows]
-    with httpx.Client(timeout=300) as client, ThreadPoolExecutor(4) as pool:
+    with (httpx.Client(timeout=300, headers=authorization()) as client,
+          ThreadPoolExecutor(4) as pool):
         replies = list(pool.map(lambda item: reply_of(
             client, url, model, item[0], params["max_new_tokens"]), split))
     samples = []
@@ -53,7 +61,7 @@ def stream_timings(url: str, model: str, conversations: list[list[dict[str, str]
     import httpx
 
     ttft, tpot = [], []
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=authorization()) as client:
         for messages in conversations:
             body = {"model": model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
                     "stream_options": {"include_usage": True}, "messages": messages}
