@@ -161,7 +161,6 @@ def test_the_gateway_reads_the_project_file_through_the_one_loader(tmp_path: Pat
     assert settings.database_url == f"sqlite:///{tmp_path / '.factory' / 'gateway.db'}"
 
 
-
 def test_the_database_password_can_stay_out_of_the_project_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gateway and the usage asset read the same database; in a cluster its URL comes from a
