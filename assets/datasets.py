@@ -39,8 +39,8 @@ def write_dataset(curated: Curated, out: Path) -> list[Path]:
     paths = []
     for split in SPLITS:
         path = out / f"{split}.jsonl"
-        path.write_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
-                                for r in curated.splits[split]))
+        with path.open("w") as f:
+            f.writelines(line + "\n" for line in curated.lines[split])
         paths.append(path)
     with (out / "quarantine.jsonl").open("w") as f:
         for r in curated.rejections:
@@ -76,7 +76,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         curated = curate(items(), spec, counter, max_tokens)
         paths = write_dataset(curated, run_dir / "out")
         version = file_digest(*paths)
-        counts = {s: len(curated.splits[s]) for s in SPLITS}
+        counts = {s: len(curated.lines[s]) for s in SPLITS}
         publish(store, "dataset", name, version, run_dir / "out", counts=counts,
                 invalid_fraction=curated.invalid_fraction, dataset_kind=spec.kind)
         ref = current(store, "dataset", name)
@@ -103,8 +103,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
                 "token_histogram": length_histogram(curated.lengths, max_tokens,
                                                     f"{name}: tokens per example"),
             }
-        if curated.splits["train"]:
-            meta["example"] = dg.MetadataValue.json(curated.splits["train"][0])
+        if curated.lines["train"]:
+            meta["example"] = dg.MetadataValue.json(json.loads(curated.lines["train"][0]))
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
     def load(store: ObjectStore) -> tuple[dict[str, list[dict]], dict]:

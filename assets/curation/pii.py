@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
@@ -20,6 +19,8 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     ),
 }
 ORDER = ("email", "card", "ssn", "phone")  # cards before phones: both are digit runs
+# A character every match contains: checking for it is ~100x cheaper than a regex scan.
+REQUIRES = {"email": "@", "ssn": "-"}
 
 
 def luhn_ok(number: str) -> bool:
@@ -38,7 +39,15 @@ def luhn_ok(number: str) -> bool:
 
 def scrub(text: str, kinds: tuple[str, ...] = ORDER) -> tuple[str, Counter[str]]:
     counts: Counter[str] = Counter()
-    for kind in (k for k in ORDER if k in kinds):
+    return _scrub(text, kinds, counts), counts
+
+
+def _scrub(text: str, kinds: tuple[str, ...], counts: Counter[str]) -> str:
+    """`text` with each hit replaced by its placeholder, counted into `counts`."""
+    for kind in ORDER:
+        if (kind not in kinds or REQUIRES.get(kind, "") not in text
+                or PATTERNS[kind].search(text) is None):
+            continue
 
         def replace(match: re.Match[str], kind: str = kind) -> str:
             if kind == "card" and not luhn_ok(match.group()):
@@ -47,23 +56,23 @@ def scrub(text: str, kinds: tuple[str, ...] = ORDER) -> tuple[str, Counter[str]]
             return f"[{kind.upper()}]"
 
         text = PATTERNS[kind].sub(replace, text)
-    return text, counts
+    return text
 
 
-def scrub_example(example: dict, scrub_text: Callable[[str], tuple[str, Counter[str]]]
-                  ) -> tuple[dict, Counter[str]]:
+TEXT_FIELDS = ("text", "chosen", "rejected", "completion")
+
+
+def scrub_example(example: dict, kinds: tuple[str, ...] = ORDER) -> tuple[dict, Counter[str]]:
     """Scrub every text field of an internal-schema example."""
     total: Counter[str] = Counter()
     out = dict(example)
     if "messages" in out:
         turns = []
         for m in out["messages"]:
-            content, counts = scrub_text(m["content"])
-            total += counts
-            turns.append({**m, "content": content})
+            content = _scrub(m["content"], kinds, total)
+            turns.append(m if content is m["content"] else {**m, "content": content})
         out["messages"] = turns
-    for key in ("text", "chosen", "rejected", "completion"):
+    for key in TEXT_FIELDS:
         if key in out:
-            out[key], counts = scrub_text(out[key])
-            total += counts
+            out[key] = _scrub(out[key], kinds, total)
     return out, total
