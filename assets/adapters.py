@@ -77,12 +77,9 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 target=training.target,
                 val_path=val_path if has_val else None,
             )
-            (report,) = worker.run(context, "validate", {"axolotl_yaml": yaml_text})
-            if report["problems"]:
-                raise dg.Failure(
-                    f"Axolotl rejects the config rendered for adapter {name}; nothing was trained",
-                    metadata={"problems": [f"{recipe_key(name, spec, p['key'])}: {p['message']}"
-                                           for p in report["problems"]]})
+            if training.launches_a_machine:  # validated here, so a bad config starts no box
+                (report,) = worker.run(context, "validate", {"axolotl_yaml": yaml_text})
+                fail_on_problems(name, spec, report["problems"])
             checkpoints = Checkpoints(store, f"checkpoints/adapter/{name}/{version}", run_dir,
                                       context.log)
             resumed = checkpoints.restore()
@@ -92,6 +89,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     "adapter": spec.method != "full",
                 }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []),
                     outputs=[run_dir])
+            # the training process validates before it loads anything (one Axolotl import)
+            fail_on_problems(name, spec, summary.get("problems", []))
             final = run_dir / "final"
             history = json.loads((final / "training_log.json").read_text())
             ref = publish(store, "adapter", name, version, final, **lineage,
@@ -124,6 +123,14 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         )
 
     return [_adapter, peft_format_check(name, spec, _adapter)]
+
+
+def fail_on_problems(name: str, spec: AdapterSpec, problems: list[dict[str, str]]) -> None:
+    if problems:
+        raise dg.Failure(
+            f"Axolotl rejects the config rendered for adapter {name}; nothing was trained",
+            metadata={"problems": [f"{recipe_key(name, spec, p['key'])}: {p['message']}"
+                                   for p in problems]})
 
 
 def peft_format_check(name: str, spec: AdapterSpec, asset: dg.AssetsDefinition

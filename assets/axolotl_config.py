@@ -25,7 +25,7 @@ from worker.chat import turn_end
 CPU_KEYS: dict[str, Any] = {
     "bf16": False, "fp16": False, "tf32": False,
     "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
-    "pad_to_multiple_of": 8,
+    "pad_to_multiple_of": 8, "dataset_num_proc": 1,
 }
 GPU_KEYS: dict[str, Any] = {"bf16": "auto", "tf32": True}
 

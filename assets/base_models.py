@@ -69,6 +69,10 @@ def build_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpe
     (summary,) = worker.run(context, "train", {
         "output_dir": str(run_dir / "pretrain"), "axolotl_yaml": yaml_text, "adapter": False,
     })
+    if summary.get("problems"):
+        raise dg.Failure(f"Axolotl rejects the pre-training config of base model {name}; "
+                         "nothing was trained", metadata={"problems": [
+                             f"{p['key']}: {p['message']}" for p in summary["problems"]]})
     final = run_dir / "pretrain" / "final"
     history = json.loads((final / "training_log.json").read_text())
     meta |= {

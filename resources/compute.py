@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from dagster_pipes import PipesDefaultMessageWriter
@@ -70,6 +70,8 @@ class WholeLineMessageReader(dg.PipesMessageReader):
 
 class WorkerCompute(dg.ConfigurableResource):
     """Runs `python -m worker.<job>` in the worker (Axolotl + lm-eval) environment."""
+
+    launches_a_machine: ClassVar[bool] = False  # RemoteCompute: each job starts a box
 
     python: str = ".venvs/train/bin/python"
     project_root: str = "."

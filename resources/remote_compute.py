@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from dagster_aws.pipes import PipesS3MessageReader
@@ -47,6 +47,7 @@ class RemoteCompute(WorkerCompute):
     `settings`: that kind's spec as factory.yaml gave it, in JSON (Dagster's config types hold
     no None inside a mapping, and a None may be meant, as in a CPU-only `accelerator`)."""
 
+    launches_a_machine: ClassVar[bool] = True
     kind: str
     settings: str
     max_runtime_s: int

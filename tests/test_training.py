@@ -184,7 +184,10 @@ def test_a_bad_passthrough_key_fails_before_training_and_names_it(tmp_path: Path
                    and e.step_key == "adapter__odd")
     problems = failure.step_failure_data.user_failure_data.metadata["problems"].value
     assert problems[0].startswith("adapters.odd.axolotl.learning_rate: ")
-    assert not list((tmp_path / "work" / "runs" / "adapter" / "odd").rglob("train.log"))
+    run_dir = tmp_path / "work" / "runs" / "adapter" / "odd"
+    # rejected inside the training process, before it loaded a model or started the trainer
+    assert "Starting trainer" not in "".join(p.read_text() for p in run_dir.rglob("train.log"))
+    assert not list(run_dir.rglob("checkpoint-*")) and not list(run_dir.rglob("final"))
     assert time.monotonic() - started < 120
 
 

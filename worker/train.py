@@ -24,7 +24,7 @@ from typing import Any
 
 from dagster_pipes import PipesContext
 
-from worker import checkpoints
+from worker import checkpoints, seeded_axolotl
 from worker.pipes import open_pipes
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -71,8 +71,9 @@ class PeakMemory:
 
 
 def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext,
-                env: dict[str, str]) -> float:
-    """Run to completion, relaying log lines; returns the peak memory in MiB."""
+                env: dict[str, str]) -> float | None:
+    """Run to completion, relaying log lines; returns the peak memory in MiB, or None when
+    Axolotl rejected the config (nothing was loaded or trained)."""
     cmd = [sys.executable, "-m", "worker.seeded_axolotl", "train", str(config_path),
            "--launcher", "python"]
     pipes.log.info("running: " + " ".join(cmd))
@@ -90,6 +91,8 @@ def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext,
                 pipes.log.info(line[:2000])
         code = proc.wait()
         peak = memory.stop()
+    if code == seeded_axolotl.INVALID_CONFIG:
+        return None
     if code != 0:
         raise RuntimeError(
             f"axolotl train exited with {code}; full log {log_path}; last lines:\n"
@@ -179,9 +182,15 @@ def main() -> None:
         resumed = checkpoints.step_of(done[-1].name) if done else None
         if resumed is not None:
             pipes.log.info(f"resuming from checkpoint-{resumed}")
-        env = axolotl_env() | {"WANDB_DIR": str(output_dir)}
+        problems = output_dir / "axolotl_problems.json"
+        problems.unlink(missing_ok=True)
+        env = axolotl_env() | {"WANDB_DIR": str(output_dir),
+                               seeded_axolotl.PROBLEMS_ENV: str(problems)}
         started = time.monotonic()
         peak = run_axolotl(config_path, output_dir / "train.log", pipes, env)
+        if peak is None:
+            pipes.report_custom_message({"problems": json.loads(problems.read_text())})
+            return
         wall = time.monotonic() - started
         state = trainer_state(output_dir)
         history = state["log_history"]
