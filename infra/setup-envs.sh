@@ -73,12 +73,19 @@ browser() {
   echo "[setup] chromium: ready"
 }
 
-[[ "$only" == all || "$only" == browser ]] && browser &
-[[ "$only" == all || "$only" == factory ]] && make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
-  "$ROOT/pyproject.toml" &
-[[ "$only" == all || "$only" == train ]] && make_env train "$ROOT/infra/requirements/train.txt" &
-[[ "$only" == all || "$only" == serve ]] && make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook \
-  "$ROOT/pyproject.toml" &
-[[ "$only" == bench-litellm ]] && make_env bench-litellm "$ROOT/infra/requirements/bench-litellm.txt" &
+# A background job per environment asked for; one not asked for starts no job (a `[[ ]] && cmd &`
+# job would exit 1 and fail the run when only some environments are asked for).
+wanted() { [[ "$only" == all || "$only" == "$1" ]]; }
+if wanted browser; then browser & fi
+if wanted factory; then
+  make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook "$ROOT/pyproject.toml" &
+fi
+if wanted train; then make_env train "$ROOT/infra/requirements/train.txt" & fi
+if wanted serve; then
+  make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook "$ROOT/pyproject.toml" &
+fi
+if [[ "$only" == bench-litellm ]]; then  # never part of `all`: only the benchmark needs it
+  make_env bench-litellm "$ROOT/infra/requirements/bench-litellm.txt" &
+fi
 fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
 exit $fail

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,18 @@ def test_the_readmes_commands_install_what_the_manifests_expect() -> None:
     assert gateway_image["image"] == image["name"]
     assert (image["newName"], image["newTag"]) == (USER_CODE["image"]["repository"],
                                                    USER_CODE["image"]["tag"])
+
+
+def test_the_images_environment_setup_commands_succeed_one_environment_at_a_time() -> None:
+    """The control-plane image builds its environments one by one (`setup-envs.sh factory`);
+    each such call must exit 0 (a job for an environment not asked for once made it exit 1,
+    which would have failed `docker build`). The environments exist here, so each is a check
+    of its stamp."""
+    dockerfile = (ROOT / "infra" / "docker" / "factory.Dockerfile").read_text()
+    asked = re.findall(r"\./infra/setup-envs\.sh (\w+)", dockerfile)
+    assert asked == ["factory", "train"]
+    for name in asked:
+        done = subprocess.run([str(ROOT / "infra" / "setup-envs.sh"), name], capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"[setup] {name}:" in done.stdout
