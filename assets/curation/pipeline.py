@@ -107,8 +107,9 @@ class _Curation:
         self.truncated = 0
         self.seconds: Counter[str] = Counter()
 
-    def unique(self, file: str, row: int, example: dict[str, Any], pending: _Pending,
-               stratum: str) -> None:
+    def add_unless_duplicate(self, file: str, row: int, example: dict[str, Any],
+                             pending: _Pending, stratum: str) -> None:
+        """Quarantine an exact duplicate (same normalised text) of an earlier row, or queue it."""
         text = dedupe.normalise_text(formats.example_text(example))
         key = dedupe.digest_of(text)
         if key in self.first_seen:
@@ -219,7 +220,7 @@ def curate(items: Iterable[Item], spec: DatasetSpec, counter: TokenCounter | Non
         state.seconds["read_normalise"] += time.monotonic() - started
         if row is not None:
             started = time.monotonic()
-            state.unique(*row[:3], pending, row[3])
+            state.add_unless_duplicate(*row[:3], pending, row[3])
             state.seconds["dedupe"] += time.monotonic() - started
         if pending.rows and (row is None or len(pending.rows) >= CHUNK):
             state.settle(pending)
