@@ -105,10 +105,12 @@ class _Curation:
         self.lengths: list[int] = []
         self.documents: list[str] = []  # continued pre-training: packed at the end
         self.truncated = 0
+        self.rows_in = 0
+        self.pii_counts: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
 
-    def add_unless_duplicate(self, file: str, row: int, example: dict[str, Any],
-                             pending: _Pending, stratum: str) -> None:
+    def add_unless_duplicate(self, file: str, row: int, example: dict[str, Any], stratum: str,
+                             pending: _Pending) -> None:
         """Quarantine an exact duplicate (same normalised text) of an earlier row, or queue it."""
         text = dedupe.normalise_text(formats.example_text(example))
         key = dedupe.digest_of(text)
@@ -164,8 +166,10 @@ class _Curation:
         survivors = []
         for u, tokens, signature in zip(pending.rows, token_sets,
                                         self.near.signatures(token_sets), strict=True):
-            mine, low_bits = set(tokens), self.near.low_bits(signature)
-            match = next((hit for hit in self.near.candidates(signature, low_bits)
+            low_bits = self.near.low_bits(signature)
+            candidates = self.near.candidates(signature, low_bits)
+            mine = set(tokens) if candidates else set()
+            match = next((hit for hit in candidates
                           if dedupe.jaccard(mine, self.kept_shingles(hit)) >= threshold), None)
             if match is not None:
                 kept_file, kept_row, _ = self.near_kept[match]
@@ -185,12 +189,12 @@ class _Curation:
         return frozenset(dedupe.shingles(dedupe.normalise_text(formats.example_text(example))))
 
 
-def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation,
-                counts: dict[str, Any]) -> Iterator[tuple[str, int, dict[str, Any], str]]:
+def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation
+                ) -> Iterator[tuple[str, int, dict[str, Any], str]]:
     """Normalised, PII-scrubbed rows; bad ones quarantined on the way."""
     pii_kinds = tuple(spec.pii.kinds)
     for item in items:
-        counts["rows_in"] += 1
+        state.rows_in += 1
         if isinstance(item, Rejection):
             state.rejected["invalid"].append(item)
             continue
@@ -203,7 +207,7 @@ def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation,
         if spec.pii.scrub:
             example, found = pii.scrub_example(example, pii_kinds)
             if found:
-                counts["pii"].update(found)
+                state.pii_counts.update(found)
         stratum = str(item.data.get(spec.split.stratify_by, "")) if spec.split.stratify_by else ""
         yield item.file, item.row, example, stratum
 
@@ -211,22 +215,20 @@ def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation,
 def curate(items: Iterable[Item], spec: DatasetSpec, counter: TokenCounter | None,
            max_tokens: int | None) -> Curated:
     state = _Curation(spec, counter, max_tokens)
-    counts: dict[str, Any] = {"rows_in": 0, "pii": Counter()}
     pending = _Pending()
-    rows = _valid_rows(items, spec, state, counts)
-    while True:
+    loop_started = time.monotonic()
+    for row in _valid_rows(items, spec, state):
         started = time.monotonic()
-        row = next(rows, None)
-        state.seconds["read_normalise"] += time.monotonic() - started
-        if row is not None:
-            started = time.monotonic()
-            state.add_unless_duplicate(*row[:3], pending, row[3])
-            state.seconds["dedupe"] += time.monotonic() - started
-        if pending.rows and (row is None or len(pending.rows) >= CHUNK):
+        state.add_unless_duplicate(*row, pending)
+        state.seconds["dedupe"] += time.monotonic() - started
+        if len(pending.rows) >= CHUNK:
             state.settle(pending)
             pending = _Pending()
-        if row is None:
-            break
+    if pending.rows:
+        state.settle(pending)
+    # what the loop spent outside the duplicate and length stages: reading, normalising, PII
+    state.seconds["read_normalise"] = (time.monotonic() - loop_started - state.seconds["dedupe"]
+                                       - state.seconds["tokens"])
 
     started = time.monotonic()
     if spec.kind == "pretrain" and counter is not None:
@@ -246,5 +248,6 @@ def curate(items: Iterable[Item], spec: DatasetSpec, counter: TokenCounter | Non
     state.seconds["split"] += time.monotonic() - started
     rejections = [r for stage in ("invalid", "duplicate", "near_duplicate", "too_long")
                   for r in state.rejected[stage]]
-    return Curated(out, rejections, counts["rows_in"], counts["pii"], state.lengths,
-                   state.truncated, seconds=dict(state.seconds))
+    return Curated(out, rejections, state.rows_in, state.pii_counts, state.lengths,
+                   state.truncated, seconds={stage: state.seconds[stage] for stage in (
+                       "read_normalise", "dedupe", "tokens", "split")})
