@@ -19,6 +19,7 @@ from assets.checkpoints import Checkpoints
 from assets.common import (
     Definition,
     current,
+    fail_if_axolotl_rejects,
     loss_curve,
     publish,
     reuse_if_complete,
@@ -126,11 +127,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
 
 
 def fail_on_problems(name: str, spec: AdapterSpec, problems: list[dict[str, str]]) -> None:
-    if problems:
-        raise dg.Failure(
-            f"Axolotl rejects the config rendered for adapter {name}; nothing was trained",
-            metadata={"problems": [f"{recipe_key(name, spec, p['key'])}: {p['message']}"
-                                   for p in problems]})
+    fail_if_axolotl_rejects(f"adapter {name}", problems, lambda key: recipe_key(name, spec, key))
 
 
 def peft_format_check(name: str, spec: AdapterSpec, asset: dg.AssetsDefinition

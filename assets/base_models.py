@@ -12,6 +12,7 @@ from assets.axolotl_config import render_pretrain
 from assets.common import (
     Definition,
     current,
+    fail_if_axolotl_rejects,
     loss_curve,
     publish,
     reuse_if_complete,
@@ -69,10 +70,7 @@ def build_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpe
     (summary,) = worker.run(context, "train", {
         "output_dir": str(run_dir / "pretrain"), "axolotl_yaml": yaml_text, "adapter": False,
     })
-    if summary.get("problems"):
-        raise dg.Failure(f"Axolotl rejects the pre-training config of base model {name}; "
-                         "nothing was trained", metadata={"problems": [
-                             f"{p['key']}: {p['message']}" for p in summary["problems"]]})
+    fail_if_axolotl_rejects(f"the pre-training of base model {name}", summary.get("problems", []))
     final = run_dir / "pretrain" / "final"
     history = json.loads((final / "training_log.json").read_text())
     meta |= {

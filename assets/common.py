@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,13 @@ def store_link(store: ObjectStore, prefix: str) -> dg.MetadataValue:
     return dg.MetadataValue.path(str(local)) if local else dg.MetadataValue.url(
         f"{store.url.rstrip('/')}/{prefix}"
     )
+
+
+def fail_if_axolotl_rejects(subject: str, problems: list[dict[str, str]],
+                            key: Callable[[str], str] = lambda axolotl_key: axolotl_key) -> None:
+    """Fail the step with each of Axolotl's objections to a rendered config, under `key`'s
+    name for it (an adapter maps it back to its factory.yaml key)."""
+    if problems:
+        raise dg.Failure(
+            f"Axolotl rejects the config rendered for {subject}; nothing was trained",
+            metadata={"problems": [f"{key(p['key'])}: {p['message']}" for p in problems]})
