@@ -36,7 +36,7 @@ import psutil
 import yaml
 
 from bench.mock_openai import MODELS
-from bench.serving_throughput import gateway_process
+from bench.serving_throughput import charged_to, gateway_process
 
 REPO = Path(__file__).resolve().parents[1]
 LITELLM = REPO / ".venvs" / "bench-litellm" / "bin" / "litellm"
@@ -49,7 +49,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     requests: int
-    proxy_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0  # the proxy's process tree, set by charged_to
 
 
 async def stream_load(url: str, headers: dict[str, str], requests: int,
@@ -80,20 +80,6 @@ async def stream_load(url: str, headers: dict[str, str], requests: int,
     latencies.sort()
     return Run(requests / wall, 1000 * statistics.median(latencies),
                1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], requests)
-
-
-def tree_cpu_s(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    procs = [process, *process.children(recursive=True)]
-    return sum(sum(p.cpu_times()[:2]) for p in procs if p.is_running())
-
-
-async def charged(process: psutil.Process | None, run: Coroutine[Any, Any, Run]) -> Run:
-    before = tree_cpu_s(process)
-    result = await run
-    result.proxy_cpu_s = tree_cpu_s(process) - before
-    return result
 
 
 def wait_ready(url: str, headers: dict[str, str] | None = None, timeout_s: float = 120) -> None:
@@ -179,8 +165,8 @@ def main() -> None:
             wait_ready(ours_url, ours_headers)
             rounds = measure({
                 "direct": lambda: stream_load(upstream, {}, *shape),
-                "ours": lambda: charged(ours, stream_load(ours_url, ours_headers, *shape)),
-                "litellm": lambda: charged(lite, stream_load(lite_url, lite_headers, *shape)),
+                "ours": lambda: charged_to(ours, stream_load(ours_url, ours_headers, *shape)),
+                "litellm": lambda: charged_to(lite, stream_load(lite_url, lite_headers, *shape)),
             }, args.rounds)
 
     def median(label: str, field: str) -> float:
@@ -196,13 +182,13 @@ def main() -> None:
         if label != "direct":
             added50 = statistics.median(r[label].p50_ms - r["direct"].p50_ms for r in rounds)
             added99 = statistics.median(r[label].p99_ms - r["direct"].p99_ms for r in rounds)
-            cpu = statistics.median(1000 * r[label].proxy_cpu_s / r[label].requests
+            cpu = statistics.median(1000 * r[label].server_cpu_s / r[label].requests
                                     for r in rounds)
             line += (f"  added p50 {added50:+6.1f} ms  p99 {added99:+6.1f} ms  "
                      f"CPU {cpu:5.2f} ms/request")
         print(line)
-    ours_cpu = statistics.median(r["ours"].proxy_cpu_s / r["ours"].requests for r in rounds)
-    lite_cpu = statistics.median(r["litellm"].proxy_cpu_s / r["litellm"].requests
+    ours_cpu = statistics.median(r["ours"].server_cpu_s / r["ours"].requests for r in rounds)
+    lite_cpu = statistics.median(r["litellm"].server_cpu_s / r["litellm"].requests
                                  for r in rounds)
     print(f"ratio ours/LiteLLM: requests/s "
           f"{median('ours', 'requests_per_s') / median('litellm', 'requests_per_s'):.2f}, "

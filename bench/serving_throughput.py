@@ -79,14 +79,20 @@ async def load(url: str, models: list[str], requests: int, concurrency: int, tok
                latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], wall, requests)
 
 
-async def charged_to(server: psutil.Process, run: Coroutine[Any, Any, Run]) -> Run:
+async def charged_to(server: psutil.Process, run: Coroutine[Any, Any, Any]) -> Any:
     """The load, with the CPU seconds `server` spent while it ran: on a machine this small the
     gateway's CPU is taken from the engine, so its cost per request bounds what it can explain
     of the gateway/direct gap (the rest is the extra hop)."""
-    before = sum(server.cpu_times()[:2])
+    before = tree_cpu_s(server)
     result = await run
-    result.server_cpu_s = sum(server.cpu_times()[:2]) - before
+    result.server_cpu_s = tree_cpu_s(server) - before
     return result
+
+
+def tree_cpu_s(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its children (a proxy may fork workers)."""
+    procs = [process, *process.children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in procs if p.is_running())
 
 
 def main() -> None:
