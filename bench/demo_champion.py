@@ -56,7 +56,8 @@ class ScratchRegistry:
     """A temporary store in which the champion's weights are published and promoted."""
 
     def __init__(self, demo: DemoChampion, folder: Path) -> None:
-        self.demo, self.store = demo, ObjectStore(url=f"file://{folder}")
+        self.demo, self.folder = demo, folder
+        self.store = ObjectStore(url=f"file://{folder}")
         self.trained_on = demo.store.manifest(demo.champion["prefix"])["base_model"]
 
     @property

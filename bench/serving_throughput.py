@@ -49,8 +49,10 @@ class Run:
     server_cpu_s: float | None = None
 
 
-async def load(url: str, models: list[str], requests: int, concurrency: int, tokens: int,
-               headers: dict[str, str] | None = None) -> Run:
+async def load(url: str | dict[str, str], models: list[str], requests: int, concurrency: int,
+               tokens: int, headers: dict[str, str] | None = None) -> Run:
+    """`requests` chat completions of `tokens` tokens each, `concurrency` at a time, cycling
+    through `models`, sent to `url` (or to each model's own URL)."""
     latencies: list[float] = []
     produced = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -61,11 +63,13 @@ async def load(url: str, models: list[str], requests: int, concurrency: int, tok
         nonlocal produced
         while not queue.empty():
             i = queue.get_nowait()
-            body = {"model": models[i % len(models)], "max_tokens": tokens, "temperature": 0,
+            model = models[i % len(models)]
+            body = {"model": model, "max_tokens": tokens, "temperature": 0,
                     "min_tokens": tokens, "ignore_eos": True,
                     "messages": [{"role": "user", "content": PROMPT}]}
             started = time.perf_counter()
-            r = await client.post(f"{url}/v1/chat/completions", json=body, headers=headers)
+            to = url if isinstance(url, str) else url[model]
+            r = await client.post(f"{to}/v1/chat/completions", json=body, headers=headers)
             r.raise_for_status()
             latencies.append(time.perf_counter() - started)
             produced += r.json()["usage"]["completion_tokens"]

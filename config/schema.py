@@ -516,6 +516,27 @@ class KubernetesTarget(Strict):
     rollout_timeout_s: int = Field(1800, ge=10, description="for every replica to be ready")
 
 
+class HotAdapters(Strict):
+    """Merged serving for the adapters that carry most of a deployment's recent traffic.
+
+    vLLM's LoRA path costs every request of every adapter (about half the base model's tokens/s
+    on CPU). An adapter with a large share of the traffic (the gateway's usage records) is served
+    from its own replica whose base weights have the adapter merged in (a plain model under the
+    adapter's name, no LoRA cost); the gateway prefers that replica and falls back to the
+    multi-LoRA replicas, which keep serving it. What is merged changes only when the deployment
+    is materialized, and its metadata says why."""
+
+    min_share: float = Field(0.5, gt=0, le=1, description="an adapter's share of the tokens the "
+                             "deployment generated in the window that makes it hot")
+    window_hours: float = Field(24, gt=0, description="how far back the usage records count")
+    min_requests: int = Field(100, ge=1, description="fewer requests to the deployment in the "
+                              "window are too few to judge: nothing is merged")
+    max_merged: int = Field(1, ge=1, le=4, description="merged replicas at most (each holds a "
+                            "whole copy of the base weights)")
+    port: int | None = Field(None, ge=1024, le=65535, description="the first merged replica's "
+                             "port (then +1, ...); default: right after the LoRA replicas")
+
+
 class DeploymentSpec(Strict):
     """One base model + adapters on `replicas` vLLM servers (target: local) or on vLLM servers
     already running elsewhere (target: hosts)."""
@@ -551,6 +572,9 @@ class DeploymentSpec(Strict):
     kv_cache_gib: int = Field(1, ge=1)
     extra_args: list[str] = Field(default_factory=list, description="more vLLM server flags")
     startup_timeout_s: int = Field(300, ge=10)
+    hot_adapters: HotAdapters | None = Field(
+        None, description="serve the adapters with most of the recent traffic merged into "
+                          "their own replica (target: local); null = every adapter via LoRA")
 
     @model_validator(mode="after")
     def _hosts_with_their_target(self) -> DeploymentSpec:
@@ -562,11 +586,20 @@ class DeploymentSpec(Strict):
         bad = [h for h in self.hosts if not h.startswith(("http://", "https://"))]
         if bad or len(set(self.hosts)) != len(self.hosts):
             raise ValueError(f"hosts are distinct http(s)://host:port URLs, got {self.hosts}")
+        if self.hot_adapters is not None and self.target != "local":
+            raise ValueError("hot_adapters starts merged replicas on this machine (target: "
+                             f"local); this deployment's target is {self.target}")
         return self
 
     def replica_names(self, name: str) -> list[tuple[str, int]]:
         """(server name, port) of each replica; the first keeps the deployment's own name."""
         return [(name if i == 0 else f"{name}.{i}", self.port + i) for i in range(self.replicas)]
+
+    def merged_replica(self, name: str, adapter: str, index: int) -> tuple[str, int]:
+        """(server name, port) of the replica serving `adapter` merged, the `index`-th one."""
+        assert self.hot_adapters is not None
+        first = self.hot_adapters.port or self.port + self.replicas
+        return f"{name}.merged.{adapter}", first + index
 
 
 class GeneratedCorpus(Strict):

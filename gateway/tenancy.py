@@ -304,6 +304,18 @@ class Tenancy:
         return self._grants[project_id, kind]
 
     # -- usage ----------------------------------------------------------------------------------
+    def traffic_by_model(self, since: float) -> dict[str, dict[str, int]]:
+        """Answered requests and generated tokens per model since `since` (epoch seconds), from
+        the audit log: what a deployment's hot-adapter policy weighs."""
+        with self.sessions() as s:
+            q = (select(AuditRecord.model, func.count(AuditRecord.id),
+                        func.sum(AuditRecord.completion_tokens))
+                 .where(AuditRecord.ts >= since, AuditRecord.status == 200,
+                        AuditRecord.model.is_not(None))
+                 .group_by(AuditRecord.model))
+            return {model: {"requests": n, "completion_tokens": int(tokens or 0)}
+                    for model, n, tokens in s.execute(q)}
+
     def usage(self, project: str | None = None, day: str | None = None) -> list[dict[str, Any]]:
         """Requests and tokens per day, project and key, from the audit log."""
         with self.sessions() as s:

@@ -1,7 +1,8 @@
 """The vLLM replicas behind the gateway, and which models each one serves right now.
 
-Routing is adapter-aware: a request goes to a replica that lists its model in /v1/models (fewest
-requests in flight first). A request moves on to the next such replica only when it provably
+Routing is adapter-aware: a request goes to a replica that lists its model in /v1/models (one
+that serves it as a plain model first: a hot adapter merged into its base; then fewest requests
+in flight). A request moves on to the next such replica only when it provably
 never ran: the connection failed, or the replica answered 503. A read timeout or a connection
 lost mid-answer may have generated tokens, so it is not replayed; a timeout says nothing about
 the replica's health either (one slow request must not take it out of rotation for everyone).
@@ -176,13 +177,12 @@ class ReplicaPool:
                 table[m].append(r.url)
         return dict(table)
 
-    async def base_model_of(self, model: str) -> str | None:
-        await self.refresh()
-        return next((r.base_model for r in self.replicas if model in r.models), None)
-
     def candidates(self, model: str) -> list[Replica]:
+        """Healthy replicas serving `model`: first those serving it as their own model (a hot
+        adapter merged into its base, assets/hot_adapters.py: no LoRA cost), then by fewest
+        requests in flight."""
         return sorted((r for r in self.replicas if r.healthy and model in r.models),
-                      key=lambda r: r.in_flight)
+                      key=lambda r: (r.base_model != model, r.in_flight))
 
     @asynccontextmanager
     async def _using(self, replica: Replica) -> AsyncIterator[None]:

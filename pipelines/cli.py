@@ -307,7 +307,7 @@ def stop(deployment: str | None, config_path: str | None) -> None:
             deleted = Cluster(spec.kubernetes).delete(kubernetes_name(name))
             click.echo(f"{name}: deleted {', '.join(deleted) or 'nothing (none was there)'}")
         elif spec is None or spec.target == "local":
-            for server in [name, *vllm.replicas_beyond(name, 1)]:
+            for server in vllm.servers_of(name):
                 click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
         unpublish(resources["store"], name)  # gateways stop routing to it
     if deployment is None:

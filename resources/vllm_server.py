@@ -132,6 +132,15 @@ class VLLMServer(dg.ConfigurableResource):
         return sorted(n for n in found if n.rsplit(".", 1)[1].isdigit()
                       and int(n.rsplit(".", 1)[1]) >= count)
 
+    def merged_servers(self, name: str) -> list[str]:
+        """Servers `name.merged.<adapter>`: the deployment's replicas of merged hot adapters."""
+        return sorted(path.stem for path in
+                      (self._root() / self.state_dir).glob(f"{name}.merged.*.json"))
+
+    def servers_of(self, name: str) -> list[str]:
+        """Every server the deployment runs on this machine: its replicas, merged ones too."""
+        return [name, *self.replicas_beyond(name, 1), *self.merged_servers(name)]
+
     def _save(self, state: ServerState) -> None:
         path = self._state_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def small_project(
     finally:
         vllm = resources_for(config)["vllm"]
         for name in config.deployments:
-            for server in [name, *vllm.replicas_beyond(name, 1)]:
+            for server in vllm.servers_of(name):
                 vllm.stop(server)
 
 

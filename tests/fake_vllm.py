@@ -24,6 +24,7 @@ ANSWER_TOKENS = 5  # per completion unless max_tokens is lower
 @dataclass
 class FakeVLLM:
     models: tuple[str, ...] = ("base", "adapter-a", "adapter-b")
+    base: str = "base"  # the model it serves as such; the others are its LoRA adapters
     mode: str = "ok"  # ok | hold | timeout | reject
     chunk_delay_s: float = 0.0
     answer_tokens: int = ANSWER_TOKENS
@@ -41,7 +42,7 @@ class FakeVLLM:
         self.headers.append(request.headers)
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"object": "list", "data": [
-                {"id": m, "object": "model", **({"parent": "base"} if m != "base" else {})}
+                {"id": m, "object": "model", **({"parent": self.base} if m != self.base else {})}
                 for m in self.models]})
         body = json.loads(request.content)
         self.requests.append({"path": request.url.path, "body": body})

@@ -321,6 +321,44 @@ def test_failover_to_a_live_replica_and_adapter_aware_choice(
     assert pool.candidates("z") == []
 
 
+def test_a_hot_adapters_merged_replica_takes_its_requests_and_lora_replicas_back_it_up(
+        ) -> None:
+    """A deployment serving `hot` merged (assets/hot_adapters.py) publishes a replica whose own
+    model is `hot`: the gateway sends `hot` there even while it is the busier one, other models
+    to the LoRA replica, and `hot` to the LoRA replica once the merged one is gone."""
+    import asyncio
+
+    from gateway.upstream import ReplicaPool
+    from tests.fake_vllm import FakeVLLM
+
+    engines = {"lora": FakeVLLM(models=("base", "hot", "cold")),
+               "merged": FakeVLLM(models=("hot",), base="hot")}
+
+    async def engine(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "merged" and engines["merged"].mode == "gone":
+            raise httpx.ConnectError("connection refused", request=request)
+        return await engines[request.url.host].handle(request)
+
+    async def scenario() -> None:
+        pool = ReplicaPool(["http://lora", "http://merged"],
+                           transport=httpx.MockTransport(engine))
+        await pool.refresh(force=True)
+        pool.replicas[1].in_flight = 5  # busier than the LoRA replica: still preferred
+        for model in ("hot", "hot", "cold"):
+            response, _ = await pool.post(model, "/v1/completions",
+                                          {"model": model, "prompt": "hi", "max_tokens": 2})
+            assert response.status_code == 200
+        assert [b["model"] for b in engines["merged"].sent("/v1/completions")] == ["hot", "hot"]
+        assert [b["model"] for b in engines["lora"].sent("/v1/completions")] == ["cold"]
+        engines["merged"].mode = "gone"
+        response, used = await pool.post("hot", "/v1/completions",
+                                          {"model": "hot", "prompt": "hi", "max_tokens": 2})
+        assert (response.status_code, used) == (200, "http://lora")
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_busy_replica_keeps_its_models_and_nobody_waits_for_its_probe() -> None:
     """A saturated engine answers /v1/models slowly: its adapters must not turn into 404s,
     and requests must not queue behind the probe. A refused connection does drop it."""
