@@ -17,14 +17,13 @@ uniform traffic no adapter reaches the share, nothing is merged and all goes thr
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 from pathlib import Path
 
 from assets.hot_adapters import decide
 from bench.demo_champion import demo_champion, scratch_registry
-from bench.serving_throughput import load, measure
+from bench.serving_throughput import load, load_arguments, measure
 from config.schema import HotAdapters
 from pipelines.graph import REPO_ROOT
 from resources.vllm_replica import AdapterToServe
@@ -41,14 +40,7 @@ def merge(base_dir: Path, adapter_dir: Path, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="factory.yaml")
-    parser.add_argument("--requests", type=int, default=96)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--port", type=int, default=8020)
-    args = parser.parse_args()
+    args = load_arguments(rounds=3)
 
     demo = demo_champion(args.config)
     deployment, vllm, version = demo.deployment, demo.vllm, demo.champion["version"]
@@ -64,12 +56,12 @@ def main() -> None:
         merged_dir = scratch.folder / "merged" / names[0]
         merge(demo.store.local_dir(demo.base["prefix"]), demo.weights, merged_dir)
 
-        def start(server: str, served: str, model_dir: Path, adapters: list[AdapterToServe]
-                  ) -> str:
+        def start(server: str, served: str, model_dir: Path, adapters: list[AdapterToServe],
+                  served_version: str = demo.base["version"]) -> str:
             print(f"starting vLLM {server} on :{servers[server]}: {served} + "
                   f"{[a.name for a in adapters]} ...")
             state, _ = vllm.ensure(
-                server, base_name=served, base_dir=model_dir, base_version=version,
+                server, base_name=served, base_dir=model_dir, base_version=served_version,
                 adapters=adapters, lora_store=scratch.lora_store, host="127.0.0.1",
                 port=servers[server], max_model_len=deployment.max_model_len,
                 max_loras=4 if adapters else 0, kv_cache_gib=deployment.kv_cache_gib,
@@ -81,12 +73,13 @@ def main() -> None:
             plain = start("bench-plain", base_name, base_dir, [])
             lora = start("bench", base_name, base_dir,
                          [AdapterToServe(n, version, demo.rank) for n in names])
-            merged = start("bench-merged", names[0], merged_dir, [])
+            merged = start("bench-merged", names[0], merged_dir, [], version)
             loads = {"base": lambda: load(plain, [base_name], *shape)}
             decisions = {}
             for label, models in traffic.items():
-                tokens = {n: {"requests": models.count(n) * 10,
-                              "completion_tokens": models.count(n) * 10 * args.tokens}
+                sent = args.requests * (args.rounds + 1) // len(models)  # per entry of models
+                tokens = {n: {"requests": models.count(n) * sent,
+                              "completion_tokens": models.count(n) * sent * args.tokens}
                           for n in names}
                 decision = decide(tokens, base_name, names, HotAdapters())
                 decisions[label] = decision
@@ -112,6 +105,13 @@ def main() -> None:
             p99 = statistics.median(r[key].p99_s for r in rounds)
             print(f"    {setup + ':':30}{tps:8.0f} tok/s  adapters/base {ratio:.2f}  "
                   f"p99 {p99:.2f}s")
+        # the engines share one core: each token costs 1/base on the merged replica and
+        # 1/lora on the LoRA one, so the mix cannot beat the harmonic mean of the two
+        lora = statistics.median(r[f"today, {label}"].tokens_per_s / r["base"].tokens_per_s
+                                 for r in rounds)
+        hot = sum(m in decisions[label].hot for m in traffic[label]) / len(traffic[label])
+        print(f"    bound for this mix on one core: {1 / (hot + (1 - hot) / lora):.2f} "
+              f"({hot:.0%} of tokens merged at base speed, the rest at today's {lora:.2f})")
     print("goal: adapters/base >= 0.85 on skewed traffic with the policy, uniform no worse "
           "than today")
 

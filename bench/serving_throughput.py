@@ -99,15 +99,20 @@ def tree_cpu_s(process: psutil.Process) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in procs if p.is_running())
 
 
-def main() -> None:
+def load_arguments(rounds: int) -> argparse.Namespace:
+    """The load's shape, the demo's project file and the first port, for a serving benchmark."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="factory.yaml")
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--port", type=int, default=8020)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = load_arguments(rounds=5)
 
     demo = demo_champion(args.config)
     deployment, vllm, version = demo.deployment, demo.vllm, demo.champion["version"]
