@@ -535,6 +535,10 @@ class HotAdapters(Strict):
                             "whole copy of the base weights)")
     port: int | None = Field(None, ge=1024, le=65535, description="the first merged replica's "
                              "port (then +1, ...); default: right after the LoRA replicas")
+    review: str | None = Field(
+        "0 * * * *", description="cron (UTC): when the deployment is materialized again to apply "
+                                 "the policy to the latest traffic; null = only when it is "
+                                 "materialized for another reason")
 
 
 class DeploymentSpec(Strict):

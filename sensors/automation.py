@@ -2,7 +2,8 @@
 
 Each corpus with a folder/S3 source gets a re-index job and a sensor; each dataset with `watch:`
 gets a retrain job (the dataset and everything downstream: adapters, evaluations, promotions,
-deployments) and a sensor. Schedules re-evaluate what is served and, optionally, retrain.
+deployments) and a sensor. Schedules re-evaluate what is served, optionally retrain, and
+re-apply each deployment's hot-adapter policy to the latest traffic.
 """
 
 from __future__ import annotations
@@ -71,4 +72,16 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDef
         schedules.append(dg.ScheduleDefinition(
             name="scheduled_retrain", job=job, cron_schedule=plan.retrain,
             default_status=dg.DefaultScheduleStatus.RUNNING))
+    for name, spec in config.deployments.items():
+        if spec.hot_adapters is not None and spec.hot_adapters.review:
+            job = dg.define_asset_job(
+                f"review_hot_adapters_{name.replace('-', '_')}",
+                selection=dg.AssetSelection.assets(["deployment", name]),
+                description=f"Materialize deployment '{name}' again: its hot adapters follow "
+                            "the latest traffic (each change shown in its metadata).")
+            jobs.append(job)
+            schedules.append(dg.ScheduleDefinition(
+                name=f"review_hot_adapters_{name.replace('-', '_')}", job=job,
+                cron_schedule=spec.hot_adapters.review,
+                default_status=dg.DefaultScheduleStatus.RUNNING))
     return jobs, sensors, schedules

@@ -60,6 +60,23 @@ def test_merged_replicas_are_started_here_so_only_a_local_target_may_have_them()
     assert spec.merged_replica("local", "math-lora", 0) == ("local.merged.math-lora", 8013)
 
 
+def test_a_deployment_with_the_policy_is_reviewed_on_its_schedule(tmp_path: Path) -> None:
+    from config.loading import load_config
+
+    (tmp_path / "factory.yaml").write_text(
+        "base_models: {tiny: {source: local}}\n"
+        "deployments:\n"
+        "  chat: {base_model: tiny, hot_adapters: {review: '*/15 * * * *'}}\n"
+        "  batch: {base_model: tiny, port: 8050}\n")
+    defs = make_definitions(load_config(tmp_path / "factory.yaml"))
+    schedules = {s.name: s for s in defs.schedules or []}
+    review = schedules["review_hot_adapters_chat"]
+    assert review.cron_schedule == "*/15 * * * *"
+    assert defs.resolve_job_def(review.job_name).asset_layer.executable_asset_keys == {
+        dg.AssetKey(["deployment", "chat"])}
+    assert "review_hot_adapters_batch" not in schedules  # no policy, no review
+
+
 PROMPTS = ["Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?",
            "A shop sells 12 pens a day. How many pens does it sell in 3 days?",
            "Tom had 20 marbles and lost 8. How many marbles are left?",
