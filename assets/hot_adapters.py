@@ -112,7 +112,7 @@ def merged_replicas(context: dg.AssetExecutionContext, store: ObjectStore, vllm:
                     spec: DeploymentSpec, base: dict[str, Any],
                     hot: list[tuple[AdapterToServe, str]]) -> list[dict[str, Any]]:
     """One local replica per hot adapter (started, kept, or restarted for a new version), and
-    the merged replicas of adapters no longer hot stopped."""
+    the merged replicas of adapters no longer hot (or of a removed policy) stopped."""
     replicas, kept = [], set()
     for index, (adapter, prefix) in enumerate(hot):
         ref = merged_model(context, store, worker, config, base, spec.base_model, adapter,
