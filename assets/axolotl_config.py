@@ -21,11 +21,15 @@ from config.schema import AdapterSpec, Pretrain, TrackingSpec
 from worker.chat import turn_end
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches
-# to multiples of 64 for tensor cores; on a CPU that padding is only extra work.
+# to multiples of 64 for tensor cores; on a CPU that padding is only extra work. Worker processes
+# only pay off beside a GPU: `dataset_num_proc: 0` tokenises and saves in the training process
+# (datasets starts a pool for 1, and a fresh interpreter to save), and batches are collated in
+# it too, as TRL does by default (Axolotl's GPU default forks a loader that pins memory).
 CPU_KEYS: dict[str, Any] = {
     "bf16": False, "fp16": False, "tf32": False,
     "lora_mlp_kernel": False, "lora_qkv_kernel": False, "lora_o_kernel": False,
-    "pad_to_multiple_of": 8, "dataset_num_proc": 1,
+    "pad_to_multiple_of": 8, "dataset_num_proc": 0,
+    "dataloader_num_workers": 0, "dataloader_pin_memory": False,
 }
 GPU_KEYS: dict[str, Any] = {"bf16": "auto", "tf32": True}
 
