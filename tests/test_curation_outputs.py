@@ -36,7 +36,7 @@ def test_the_gallery_curates_to_the_reference_bytes(tmp_path: Path) -> None:
 
 
 def shingle_set(example: dict) -> set[str]:
-    return set(dedupe.shingles(dedupe.normalise_text(formats.example_text(example))))
+    return set(dedupe.shingles(dedupe.words_of(formats.example_text(example))))
 
 
 def test_near_duplicates_are_exactly_the_pairs_at_or_above_the_threshold() -> None:

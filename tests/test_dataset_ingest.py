@@ -83,6 +83,35 @@ def test_card_numbers_need_luhn_and_scrub_is_opt_in(tmp_path: Path) -> None:
     assert not curated.pii_counts
 
 
+@pytest.mark.parametrize(("text", "scrubbed"), [
+    ("ring 12 345 678 today", "ring [PHONE] today"),  # the fewest digits a phone has
+    ("Kartennummer 5500 0000 0000 0004 – danke", "Kartennummer [CARD] – danke"),
+    ("電話 555-123-4567、SSN 123-45-6789", "電話 [PHONE]、SSN [SSN]"),
+    ("card ５５００ ００００ ００００ ０００４", "card [CARD]"),  # full-width digits are \\d too
+])
+def test_pii_found_whatever_the_script_and_however_few_digits(text: str, scrubbed: str) -> None:
+    """The scrubber skips a pattern when a text holds fewer digits than any match has; that
+    shortcut must never skip a real hit, in ASCII text or any other."""
+    from assets.curation.pii import scrub
+
+    assert scrub(text)[0] == scrubbed
+
+
+def test_duplicate_words_are_the_regex_words_in_ascii_and_beyond() -> None:
+    """ASCII text takes a translate-and-split shortcut to the words `\\w+` finds."""
+    import random
+    import re
+
+    from assets.curation.dedupe import words_of
+
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)] + list("éßΣ字٣_")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+             for _ in range(5000)]
+    assert [words_of(t) for t in texts] == [re.findall(r"\w+", t.lower()) for t in texts]
+    assert words_of("Ünïcode: Straße—ok?") == ["ünïcode", "straße", "ok"]
+
+
 @pytest.mark.parametrize(("kind", "message"), [
     ("binary", "model.jsonl: binary content, not JSONL text"),
     ("empty", "empty.jsonl: the file is empty"),

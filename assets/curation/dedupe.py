@@ -16,13 +16,23 @@ from functools import lru_cache
 import numpy as np
 
 _WORD = re.compile(r"\w+")
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128))
+                                 if not (c.isalnum() or c == "_")})
 SIGNATURE_SLOTS = 128
 SEED = 1
 
 
+def words_of(text: str) -> list[str]:
+    """The words duplicates are judged on: lower case, without punctuation or white space
+    (`\\w+`; for ASCII text the same words come from one C translate, twice as fast)."""
+    if text.isascii():
+        return text.lower().translate(_ASCII_NON_WORD).split()
+    return _WORD.findall(text.lower())
+
+
 def normalise_text(text: str) -> str:
-    """Lower case, punctuation and runs of white space as one space: the words, space-joined."""
-    return " ".join(_WORD.findall(text.lower()))
+    """The words, space-joined: what the exact-duplicate hash sees."""
+    return " ".join(words_of(text))
 
 
 def digest_of(normalised: str) -> bytes:
@@ -33,12 +43,11 @@ def exact_key(text: str) -> str:
     return digest_of(normalise_text(text)).hex()
 
 
-def shingles(normalised: str, n: int = 3) -> list[str]:
-    """Word n-grams of an already normalised text (a short text is one shingle)."""
-    words = normalised.split()
+def shingles(words: list[str], n: int = 3) -> list[str]:
+    """Word n-grams of a text's `words_of` (a short text is one shingle)."""
     if len(words) < n:
         return [" ".join(words)]
-    return [" ".join(gram) for gram in zip(*(words[i:] for i in range(n)), strict=False)]
+    return list(map(" ".join, zip(*(words[i:] for i in range(n)), strict=False)))
 
 
 @lru_cache(maxsize=32)

@@ -19,8 +19,9 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     ),
 }
 ORDER = ("email", "card", "ssn", "phone")  # cards before phones: both are digit runs
-# A character every match contains: checking for it is ~100x cheaper than a regex scan.
+# What every match contains: checking for it is ~100x cheaper than a regex scan.
 REQUIRES = {"email": "@", "ssn": "-"}
+MIN_DIGITS = {"email": 0, "card": 13, "ssn": 9, "phone": 8}
 
 
 def luhn_ok(number: str) -> bool:
@@ -44,8 +45,9 @@ def scrub(text: str, kinds: tuple[str, ...] = ORDER) -> tuple[str, Counter[str]]
 
 def _scrub(text: str, kinds: tuple[str, ...], counts: Counter[str]) -> str:
     """`text` with each hit replaced by its placeholder, counted into `counts`."""
+    digits = _digits(text)  # placeholders hold none: a bound for every pass
     for kind in ORDER:
-        if (kind not in kinds or REQUIRES.get(kind, "") not in text
+        if (kind not in kinds or MIN_DIGITS[kind] > digits or REQUIRES.get(kind, "") not in text
                 or PATTERNS[kind].search(text) is None):
             continue
 
@@ -57,6 +59,13 @@ def _scrub(text: str, kinds: tuple[str, ...], counts: Counter[str]) -> str:
 
         text = PATTERNS[kind].sub(replace, text)
     return text
+
+
+def _digits(text: str) -> int:
+    """How many decimal digits `text` holds; for non-ASCII text, where `\\d` also matches other
+    scripts' digits, its length (a bound that skips nothing)."""
+    return len(text) - len(text.encode().translate(None, b"0123456789")) if text.isascii() \
+        else len(text)
 
 
 TEXT_FIELDS = ("text", "chosen", "rejected", "completion")

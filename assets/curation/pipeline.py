@@ -10,17 +10,20 @@ of the memory of the parsed example), so a million rows curate in well under 2 G
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
 from assets.curation import dedupe, formats, pii, splits
-from assets.curation.tokens import TokenCounter
+from assets.curation.tokens import TokenCounter, counting_on_one_core
 from assets.ingest.problems import JsonLine, Rejection
 from assets.ingest.sources import Item
 from config.schema import DatasetSpec
@@ -82,15 +85,18 @@ class _Pending:
     """A chunk of unique rows waiting for the near-duplicate and length stages."""
 
     rows: list[tuple[str, int, dict[str, Any], str]] = field(default_factory=list)
-    normalised: list[str] = field(default_factory=list)  # each row's text, for its shingles
+    words: list[list[str]] = field(default_factory=list)  # each row's words, for its shingles
 
 
 class _Curation:
     """The state of one curation run: what is kept so far and why the rest was not."""
 
     def __init__(self, spec: DatasetSpec, counter: TokenCounter | None,
-                 max_tokens: int | None) -> None:
+                 max_tokens: int | None, counting_thread: ThreadPoolExecutor) -> None:
         self.spec, self.counter, self.max_tokens = spec, counter, max_tokens
+        self.counting_thread = counting_thread
+        # settled chunks whose lengths are being counted, oldest first
+        self.counting: deque[tuple[list[Any], Future[list[int]] | None]] = deque()
         # quarantine in stage order (bad rows, duplicates, near duplicates, too long)
         self.rejected: dict[str, list[Rejection]] = defaultdict(list)
         self.first_seen: dict[bytes, tuple[str, int]] = {}
@@ -112,8 +118,8 @@ class _Curation:
     def add_unless_duplicate(self, file: str, row: int, example: dict[str, Any], stratum: str,
                              pending: _Pending) -> None:
         """Quarantine an exact duplicate (same normalised text) of an earlier row, or queue it."""
-        text = dedupe.normalise_text(formats.example_text(example))
-        key = dedupe.digest_of(text)
+        words = dedupe.words_of(formats.example_text(example))
+        key = dedupe.digest_of(" ".join(words))
         if key in self.first_seen:
             seen_file, seen_row = self.first_seen[key]
             self.rejected["duplicate"].append(Rejection(
@@ -122,10 +128,11 @@ class _Curation:
             return
         self.first_seen[key] = (file, row)
         pending.rows.append((file, row, example, stratum))
-        pending.normalised.append(text)
+        pending.words.append(words)
 
     def settle(self, pending: _Pending) -> None:
-        """Near duplicates, then the length policy, for one chunk; survivors become lines."""
+        """Near duplicates for one chunk; its survivors' tokens are counted on the counting
+        thread while the next chunk is read, and the chunk before this one is finished."""
         started = time.monotonic()
         rows = (self._drop_near_duplicates(pending) if self.near
                 else [(*u, None) for u in pending.rows])
@@ -134,19 +141,36 @@ class _Curation:
         if self.spec.kind == "pretrain":
             self.documents += [r[2]["text"] for r in rows]
         else:
-            lengths = (self.counter.lengths([r[2] for r in rows]) if self.counter is not None
-                       else [None] * len(rows))
-            for (file, row, example, stratum, line), n in zip(rows, lengths, strict=True):
-                if n is not None and self.max_tokens and n > self.max_tokens:
-                    if self.spec.over_length != "truncate":
-                        self.rejected["too_long"].append(Rejection(
-                            file, row, "too_long", None, f"{n} tokens > max_tokens "
-                            f"{self.max_tokens}", "shorten it, raise max_tokens or set "
-                            "over_length: truncate", _as_record(example)))
-                        continue
-                    self.truncated += 1  # the trainer cuts it at sequence_len
-                self.keep(example, stratum, n, line)
+            lengths = None
+            if self.counter is not None:
+                texts = [self.counter.render(r[2]) for r in rows]
+                lengths = self.counting_thread.submit(self.counter.count, texts)
+            self.counting.append((rows, lengths))
+            while len(self.counting) > 1:
+                self._apply_length_policy(*self.counting.popleft())
         self.seconds["tokens"] += time.monotonic() - started
+
+    def finish(self) -> None:
+        """The chunks still being counted, in order."""
+        started = time.monotonic()
+        while self.counting:
+            self._apply_length_policy(*self.counting.popleft())
+        self.seconds["tokens"] += time.monotonic() - started
+
+    def _apply_length_policy(self, rows: list[tuple[str, int, dict[str, Any], str, str | None]],
+                             counted: Future[list[int]] | None) -> None:
+        """Survivors become lines, in input order, unless too long for `max_tokens`."""
+        lengths = counted.result() if counted is not None else [None] * len(rows)
+        for (file, row, example, stratum, line), n in zip(rows, lengths, strict=True):
+            if n is not None and self.max_tokens and n > self.max_tokens:
+                if self.spec.over_length != "truncate":
+                    self.rejected["too_long"].append(Rejection(
+                        file, row, "too_long", None, f"{n} tokens > max_tokens "
+                        f"{self.max_tokens}", "shorten it, raise max_tokens or set "
+                        "over_length: truncate", _as_record(example)))
+                    continue
+                self.truncated += 1  # the trainer cuts it at sequence_len
+            self.keep(example, stratum, n, line)
 
     def keep(self, example: dict[str, Any], stratum: str, length: int | None,
              line: str | None = None) -> None:
@@ -162,7 +186,7 @@ class _Curation:
         A kept candidate's shingles are rebuilt from its line: candidates are rare."""
         assert self.near is not None
         threshold = self.spec.dedupe.threshold
-        token_sets = [dedupe.shingles(t) for t in pending.normalised]
+        token_sets = [dedupe.shingles(words) for words in pending.words]
         survivors = []
         for u, tokens, signature in zip(pending.rows, token_sets,
                                         self.near.signatures(token_sets), strict=True):
@@ -186,7 +210,7 @@ class _Curation:
 
     def _shingles_of_kept(self, position: int) -> frozenset[str]:
         example = json.loads(self.near_kept[position][2])
-        return frozenset(dedupe.shingles(dedupe.normalise_text(formats.example_text(example))))
+        return frozenset(dedupe.shingles(dedupe.words_of(formats.example_text(example))))
 
 
 def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation
@@ -212,20 +236,37 @@ def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation
         yield item.file, item.row, example, stratum
 
 
+@contextmanager
+def _collecting_rarely() -> Iterator[None]:
+    """Curation allocates a few small objects per row and keeps most rows (their lines, hashes
+    and split keys), so the cycle collector's default young generation (700 allocations) sends
+    it over the same survivors again and again: a fifth of the run on generated rows. Nothing
+    here builds cycles; garbage is still freed by reference counts as it goes."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(50_000, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+
+
 def curate(items: Iterable[Item], spec: DatasetSpec, counter: TokenCounter | None,
            max_tokens: int | None) -> Curated:
-    state = _Curation(spec, counter, max_tokens)
-    pending = _Pending()
-    loop_started = time.monotonic()
-    for row in _valid_rows(items, spec, state):
-        started = time.monotonic()
-        state.add_unless_duplicate(*row, pending)
-        state.seconds["dedupe"] += time.monotonic() - started
-        if len(pending.rows) >= CHUNK:
+    with counting_on_one_core(), _collecting_rarely(), ThreadPoolExecutor(
+            1, thread_name_prefix="token-count") as counting_thread:
+        state = _Curation(spec, counter, max_tokens, counting_thread)
+        pending = _Pending()
+        loop_started = time.monotonic()
+        for row in _valid_rows(items, spec, state):
+            started = time.monotonic()
+            state.add_unless_duplicate(*row, pending)
+            state.seconds["dedupe"] += time.monotonic() - started
+            if len(pending.rows) >= CHUNK:
+                state.settle(pending)
+                pending = _Pending()
+        if pending.rows:
             state.settle(pending)
-            pending = _Pending()
-    if pending.rows:
-        state.settle(pending)
+        state.finish()
     # what the loop spent outside the duplicate and length stages: reading, normalising, PII
     state.seconds["read_normalise"] = (time.monotonic() - loop_started - state.seconds["dedupe"]
                                        - state.seconds["tokens"])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from assets.common import png_markdown
+
+PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
 class TokenCounter:
@@ -34,19 +39,36 @@ class TokenCounter:
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
-    def lengths(self, examples: list[dict[str, Any]], batch: int = 4096) -> list[int]:
-        """Counted by the Rust tokenizer itself where there is one: transformers' wrapper
-        converts every encoding to Python lists, which cost a third of the counting."""
+    def count(self, texts: list[str], batch: int = 4096) -> list[int]:
+        """Tokens per rendered text, counted by the Rust tokenizer itself where there is one:
+        transformers' wrapper converts every encoding to Python lists, which cost a third of
+        the counting. The Rust side releases the GIL, so a thread can count while Python works."""
         out: list[int] = []
-        for i in range(0, len(examples), batch):
-            texts = [self.render(e) for e in examples[i:i + batch]]
+        for i in range(0, len(texts), batch):
             if self.backend is not None:
                 out.extend(len(e) for e in self.backend.encode_batch_fast(
-                    texts, add_special_tokens=False))
+                    texts[i:i + batch], add_special_tokens=False))
             else:
-                encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-                out.extend(len(ids) for ids in encoded)
+                encoded = self.tokenizer(texts[i:i + batch], add_special_tokens=False)
+                out.extend(len(ids) for ids in encoded["input_ids"])
         return out
+
+
+@contextmanager
+def counting_on_one_core() -> Iterator[None]:
+    """Curation counts tokens on one thread beside the Python work on another. The Rust
+    tokenizer would otherwise spread each batch over every core, taking turns with that Python
+    work instead of running beside it (on 2 cores: 13.6k rows/s instead of 15.4k, the counting
+    then hidden entirely). It reads this switch on every call; the caller's value comes back."""
+    before = os.environ.get(PARALLELISM)
+    os.environ[PARALLELISM] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[PARALLELISM]
+        else:
+            os.environ[PARALLELISM] = before
 
 
 def length_histogram(lengths: list[int], context: int, title: str) -> dg.MetadataValue:
