@@ -5,7 +5,9 @@ near-duplicate removal (before splitting, so nothing leaks across splits) -> len
 deterministic split. Every row that does not reach a split is in `rejections` with its reason.
 
 Rows stream through in chunks: a kept row is held as the JSON line its split file gets (a fifth
-of the memory of the parsed example), so a million rows curate in well under 2 GiB.
+of the memory of the parsed example), so a million rows curate in well under 2 GiB. A chunk's
+tokens are counted on a second thread while the next chunk is read; its rows are kept or
+rejected as too long, in input order, once that count is back.
 """
 
 from __future__ import annotations
