@@ -33,6 +33,9 @@ from config.schema import DatasetSpec
 # Rejection reasons that are curation decisions, not bad input (the quality gate ignores them).
 CURATION_REASONS = {"duplicate", "near_duplicate"}
 CHUNK = 8192
+# file, row, example, stratum; a survivor of the near-duplicate stage adds its split-file line
+Row = tuple[str, int, dict[str, Any], str]
+Survivor = tuple[str, int, dict[str, Any], str, str | None]
 
 
 def to_line(example: dict[str, Any]) -> str:
@@ -86,7 +89,7 @@ def _pack(texts: list[str], counter: TokenCounter, block: int) -> list[dict[str,
 class _Pending:
     """A chunk of unique rows waiting for the near-duplicate and length stages."""
 
-    rows: list[tuple[str, int, dict[str, Any], str]] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     words: list[list[str]] = field(default_factory=list)  # each row's words, for its shingles
 
 
@@ -98,7 +101,7 @@ class _Curation:
         self.spec, self.counter, self.max_tokens = spec, counter, max_tokens
         self.counting_thread = counting_thread
         # settled chunks whose lengths are being counted, oldest first
-        self.counting: deque[tuple[list[Any], Future[list[int]] | None]] = deque()
+        self.counting: deque[tuple[list[Survivor], Future[list[int]] | None]] = deque()
         # quarantine in stage order (bad rows, duplicates, near duplicates, too long)
         self.rejected: dict[str, list[Rejection]] = defaultdict(list)
         self.first_seen: dict[bytes, tuple[str, int]] = {}
@@ -159,7 +162,7 @@ class _Curation:
             self._apply_length_policy(*self.counting.popleft())
         self.seconds["tokens"] += time.monotonic() - started
 
-    def _apply_length_policy(self, rows: list[tuple[str, int, dict[str, Any], str, str | None]],
+    def _apply_length_policy(self, rows: list[Survivor],
                              counted: Future[list[int]] | None) -> None:
         """Survivors become lines, in input order, unless too long for `max_tokens`."""
         lengths = counted.result() if counted is not None else [None] * len(rows)
@@ -182,8 +185,7 @@ class _Curation:
         if length is not None:
             self.lengths.append(length)
 
-    def _drop_near_duplicates(self, pending: _Pending
-                              ) -> list[tuple[str, int, dict[str, Any], str, str | None]]:
+    def _drop_near_duplicates(self, pending: _Pending) -> list[Survivor]:
         """Keep a row unless its shingles' Jaccard with one kept before reaches the threshold.
         A kept candidate's shingles are rebuilt from its line: candidates are rare."""
         assert self.near is not None
@@ -216,7 +218,7 @@ class _Curation:
 
 
 def _valid_rows(items: Iterable[Item], spec: DatasetSpec, state: _Curation
-                ) -> Iterator[tuple[str, int, dict[str, Any], str]]:
+                ) -> Iterator[Row]:
     """Normalised, PII-scrubbed rows; bad ones quarantined on the way."""
     pii_kinds = tuple(spec.pii.kinds)
     for item in items:
