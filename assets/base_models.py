@@ -1,16 +1,20 @@
-"""Base model assets: a tiny Llama built and pre-trained here (`local`), or a hub model (`hf:`)."""
+"""Base model assets: a tiny Llama built and pre-trained here (`local`), a hub model (`hf:`),
+or a GGUF file converted to a Hugging Face folder (`gguf:`)."""
 
 
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from assets.axolotl_config import render_pretrain
 from assets.common import (
     Definition,
+    artifact_prefix,
     current,
     fail_if_axolotl_rejects,
     loss_curve,
@@ -20,11 +24,13 @@ from assets.common import (
     version_of,
 )
 from assets.demo_data import filings, math_problems
+from assets.model_sources import SourceMissing, content_hash, source_file
 from config.schema import BaseModelSpec, FactoryConfig, Pretrain
 from resources.compute import WorkerCompute
-from resources.object_store import ObjectStore
+from resources.object_store import ArtifactMissing, ObjectStore
 
 BUILDER_VERSION = "tiny-llama-v4"  # bump when the builder or its corpus changes
+GGUF_CONVERTER_VERSION = "gguf-v1"  # bump when worker/convert_gguf.py changes its output
 
 
 def pretrain_texts(pretrain: Pretrain, seed: int) -> list[str]:
@@ -93,6 +99,93 @@ def download_hf(repo_id: str, revision: str | None, dest: Path) -> str:
     return sha or "unknown"
 
 
+def from_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
+               config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
+               ) -> dict[str, object]:
+    version = version_of(BUILDER_VERSION, spec.model_dump())
+    ref = reuse_if_complete(store, "base_model", name, version, source=spec.source)
+    if ref is not None:
+        return {"reused": True}
+    model_dir, built = build_local(context, name, spec, work_folder(config, name), worker)
+    publish(store, "base_model", name, version, model_dir, source=spec.source,
+            parameters=built["parameters"])
+    return {"reused": False, **built}
+
+
+def from_hub(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
+             config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
+             ) -> dict[str, object]:
+    repo_id = spec.source.removeprefix("hf:")
+    folder = work_folder(config, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    sha = download_hf(repo_id, spec.revision, folder / "download")
+    publish(store, "base_model", name, version_of(repo_id, sha), folder / "download",
+            source=spec.source, revision=sha)
+    return {"revision": sha}
+
+
+def from_gguf(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
+              config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
+              ) -> dict[str, object]:
+    """Dequantise a GGUF into a float32 Hugging Face folder (worker/convert_gguf.py); the
+    version is the file's content hash, so a renamed file is reused and a changed one is not."""
+    try:
+        gguf = source_file(spec.source.removeprefix("gguf:"), config.root, ".gguf")
+    except SourceMissing as exc:
+        raise dg.Failure(f"base_model/{name}: {exc}") from exc
+    sha256 = content_hash(gguf)
+    version = version_of(GGUF_CONVERTER_VERSION, sha256)
+    about = stored_conversion(store, artifact_prefix("base_model", name, version))
+    reused = about is not None
+    if about is not None:
+        reuse_if_complete(store, "base_model", name, version, source=spec.source,
+                          **lineage_of(about, sha256))
+    else:
+        out = work_folder(config, name) / "converted"
+        shutil.rmtree(out, ignore_errors=True)
+        (about,) = worker.run(context, "convert_gguf",
+                              {"mode": "convert", "gguf_file": str(gguf), "output_dir": str(out)},
+                              inputs=[gguf], outputs=[out])
+        if "error" in about:
+            raise dg.Failure(f"base_model/{name} (source {spec.source}): {about['error']}")
+        publish(store, "base_model", name, version, out, source=spec.source,
+                **lineage_of(about, sha256))
+    return {"reused": reused, "source_file": str(gguf),
+            "source_sha256": sha256, **conversion_metadata(about)}
+
+
+def stored_conversion(store: ObjectStore, prefix: str) -> dict[str, Any] | None:
+    """What an earlier conversion of the same file recorded, if it completed."""
+    try:
+        store.manifest(prefix)
+    except ArtifactMissing:
+        return None
+    return json.loads((store.local_dir(prefix) / "conversion.json").read_text())
+
+
+def lineage_of(about: dict[str, Any], sha256: str) -> dict[str, Any]:
+    """What the ref carries for model cards and the registry."""
+    return {"parameters": about["parameters"], "license": about["license"],
+            "original_name": about["original_name"], "source_sha256": sha256}
+
+
+def conversion_metadata(about: dict[str, Any]) -> dict[str, object]:
+    return {"original_name": str(about["original_name"]), "license": str(about["license"]),
+            "organization": str(about["organization"]),
+            "quantization": dg.MetadataValue.json(about["quantization"]),
+            "parameters": about["parameters"], "context_length": about["context_length"],
+            "sample_reply": about["sample_reply"]}
+
+
+SOURCES: dict[str, Callable[..., dict[str, object]]] = {
+    "local": from_local, "hf": from_hub, "gguf": from_gguf}
+"""How each kind of `source` becomes a published model folder; returns the asset's metadata."""
+
+
+def work_folder(config: FactoryConfig, name: str) -> Path:
+    return config.work_dir / "runs" / "base_model" / name
+
+
 def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> list[Definition]:
     @dg.asset(
         key=["base_model", name], group_name="models", kinds={"pytorch", "axolotl"},
@@ -102,24 +195,7 @@ def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> l
     def _base_model(context: dg.AssetExecutionContext, store: ObjectStore,
                     worker: WorkerCompute) -> dg.MaterializeResult:
         started = time.monotonic()
-        run_dir = config.work_dir / "runs" / "base_model" / name
-        if spec.source == "local":
-            version = version_of(BUILDER_VERSION, spec.model_dump())
-            ref = reuse_if_complete(store, "base_model", name, version, source=spec.source)
-            meta: dict[str, object] = {"reused": ref is not None}
-            if ref is None:
-                model_dir, built = build_local(context, name, spec, run_dir, worker)
-                ref = publish(store, "base_model", name, version, model_dir, source=spec.source,
-                              **{k: v for k, v in built.items() if k in ("parameters",)})
-                meta |= built
-        else:
-            repo_id = spec.source.removeprefix("hf:")
-            shutil.rmtree(run_dir, ignore_errors=True)
-            sha = download_hf(repo_id, spec.revision, run_dir / "download")
-            version = version_of(repo_id, sha)
-            ref = publish(store, "base_model", name, version, run_dir / "download",
-                          source=spec.source, revision=sha)
-            meta = {"revision": sha}
+        meta = SOURCES[spec.kind](context, name, spec, config, store, worker)
         ref = current(store, "base_model", name)
         return dg.MaterializeResult(
             metadata={**meta, "version": ref["version"], "source": spec.source,
@@ -128,4 +204,25 @@ def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> l
             data_version=dg.DataVersion(ref["version"]),
         )
 
-    return [_base_model]
+    if spec.kind != "gguf":
+        return [_base_model]
+    return [_base_model, reproduces_source_check(name, _base_model)]
+
+
+def reproduces_source_check(name: str, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """A conversion is only as good as its agreement with the file it came from."""
+
+    @dg.asset_check(name="reproduces_source", asset=asset, blocking=True,
+                    description="The converted folder, loaded fresh, gives the GGUF's own greedy "
+                                "tokens (recorded through transformers at conversion) on fixed "
+                                "prompts, and its tokenizer round-trips text losslessly.")
+    def _reproduces(context: dg.AssetCheckExecutionContext, store: ObjectStore,
+                    worker: WorkerCompute) -> dg.AssetCheckResult:
+        folder = store.local_dir(current(store, "base_model", name)["prefix"])
+        (result,) = worker.run(context.op_execution_context, "convert_gguf",
+                               {"mode": "verify", "model_dir": str(folder)}, inputs=[folder])
+        return dg.AssetCheckResult(passed=not result["problems"], metadata={
+            "problems": result["problems"], "prompts": result["prompts"],
+            "replies": dg.MetadataValue.json(result["replies"])})
+
+    return _reproduces

@@ -96,7 +96,8 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
                     )[ref["sweep_trial"]]
     version = ref["version"]
     base_spec = config.base_models[spec.base_model]
-    base = base_spec.source.removeprefix("hf:") if base_spec.source != "local" else spec.base_model
+    base = base_spec.source.removeprefix("hf:") if base_spec.kind == "hf" else spec.base_model
+    base_ref = _ref(store, f"base_model/{spec.base_model}") or {}
     data = _ref(store, f"dataset/{spec.dataset}") or {}
     counts = data.get("counts", {})
     evaluations = evaluations_of(store, config, name, version)
@@ -105,7 +106,8 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
                           metric_type=metric, metric_value=value)
                for _, e in evaluations for metric, value in e["scores"]["candidate"].items()]
     card_data = ModelCardData(
-        base_model=base, library_name="peft" if spec.method != "full" else "transformers",
+        base_model=base, license=base_ref.get("license"),
+        library_name="peft" if spec.method != "full" else "transformers",
         tags=["adapter-factory", spec.method, spec.objective, "axolotl"],
         datasets=[spec.dataset], model_name=name if results else None,
         eval_results=results or None)
@@ -126,6 +128,7 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
         f"# {name} ({version})", "",
         f"A {spec.method} {spec.objective} adapter of `{ref.get('base_model', base)}`, trained "
         f"by Adapter Factory on `{ref.get('dataset', spec.dataset)}`.", "",
+        _base_line(spec.base_model, base_spec.source, base_ref), "",
         "## Intended use", "",
         spec.card.intended_use or f"Answering as the `{spec.dataset}` conversations do, through "
         "the project's gateway (`model: " + name + "`).", "",
@@ -141,6 +144,16 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
         "unlike that data.", "",
     ]
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _base_line(name: str, source: str, ref: dict[str, Any]) -> str:
+    """Which weights the adapter needs and under which licence: from the base model's ref."""
+    about = f"Base model `{name}`: `{source}`"
+    if ref.get("original_name"):
+        about += f", {ref['original_name']}"
+    if ref.get("source_sha256"):
+        about += f" (file sha256 {ref['source_sha256'][:16]}, dequantised to float32)"
+    return f"{about}; licence: {ref.get('license') or 'not recorded'}."
 
 
 def write_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,

