@@ -63,6 +63,14 @@ class Access:
                 and model not in await self.pool.served(expecting=model)):
             raise model_not_found(model)
 
+    def require_generative(self, model: str, param: str = "model") -> None:
+        """The embedding model is granted like any other but writes no text: say so with a 400,
+        not the 503 of 'no replica serves it' that a chat with it would get."""
+        if model == self.settings.embedding_model_name:
+            raise GatewayError(400, f"'{model}' is an embedding model: it answers "
+                                    "/v1/embeddings, not chats or completions.",
+                               "invalid_request_error", "not_a_generative_model", param)
+
     @staticmethod
     def require_inference(principal: Principal) -> None:
         if not principal.can_infer:

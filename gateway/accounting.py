@@ -34,6 +34,7 @@ class Outcome:
     replica: str | None = None
     prompt_text: str | None = None
     citations: list[dict[str, Any]] | None = None
+    left_out: list[dict[str, Any]] | None = None  # retrieved passages the window had no room for
     ticket: str | None = None  # the in-flight slot held
     reserved: int = 0  # tokens reserved at admission
     prompt_estimate: int = 0  # billed as the prompt when the engine never said its count

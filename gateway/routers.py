@@ -133,6 +133,8 @@ def make_router(gateway: Gateway) -> APIRouter:
     async def list_models(request: Request) -> Response:
         async def work(principal: Principal, outcome: Outcome) -> Response:
             names = await gateway.access.visible_models(principal)
+            # `type` is ours (clients ignore fields OpenAI does not define): the playground
+            # offers only chat models for chats
             embedding = gateway.settings.embedding_model_name
             return JSONResponse({"object": "list", "data": [
                 {"id": n, "object": "model", "owned_by": "adapter-factory",

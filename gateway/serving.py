@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -25,12 +26,22 @@ from gateway.cards import ModelCards
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
     EmbeddingRequest,
     GatewayError,
     model_not_found,
 )
-from gateway.rag import Retriever, augment, citations, collection_not_found, question_of
+from gateway.rag import (
+    Retriever,
+    augment,
+    citations,
+    collection_not_found,
+    left_out,
+    passages_that_fit,
+    question_of,
+    upper_bound_tokens,
+)
 from gateway.tenancy import Principal, Tenancy
 from gateway.upstream import (
     NoReplica,
@@ -83,6 +94,7 @@ class Gateway:
         outcome.model = request.model
         self.access.require_inference(principal)
         await self.access.authorise_model(principal, request.model)
+        self.access.require_generative(request.model)
         calls = 1  # engine requests made, each billed its prompt
         if isinstance(request, ChatCompletionRequest):
             text = "\n".join(m.content for m in request.messages)
@@ -90,6 +102,7 @@ class Gateway:
             answers, messages = 1, len(request.messages)
             if request.compare_with:
                 await self.access.authorise_model(principal, request.compare_with)
+                self.access.require_generative(request.compare_with, "compare_with")
                 calls = answers = 2  # the same conversation answered by two models
         else:
             texts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
@@ -108,20 +121,45 @@ class Gateway:
         if principal.log_prompts:
             outcome.prompt_text = text
         if isinstance(request, ChatCompletionRequest) and request.rag:
-            request = await self.retrieve(principal, request, outcome)
+            request = await self.retrieve(principal, request, max_tokens, outcome)
         return self._upstream_body(request, max_tokens)
 
     async def retrieve(self, principal: Principal, request: ChatCompletionRequest,
-                       outcome: Outcome) -> ChatCompletionRequest:
-        """Search a collection the project may read and put what was found in the prompt."""
+                       max_tokens: int, outcome: Outcome) -> ChatCompletionRequest:
+        """Search a collection the project may read and put what was found in the prompt, as
+        much of it as each answering model's window has room for beside a reply of
+        `max_tokens`."""
         assert request.rag is not None
         if request.rag.collection not in self.tenancy.granted(principal.project_id,
                                                               "collection"):
             raise collection_not_found(request.rag.collection)
         chunks = await asyncio.to_thread(self.retriever.search, request.rag,
                                          question_of(request.messages))
-        outcome.citations = citations(chunks)
-        return request.model_copy(update={"messages": augment(request.messages, chunks)})
+        kept = len(chunks)
+        for model in filter(None, (request.model, request.compare_with)):
+            window = self.pool.context_window(model)
+            if window is not None:  # unknown: the engine judges the whole prompt itself
+                kept = await passages_that_fit(request.messages, chunks[:kept], window,
+                                               max_tokens, partial(self.count_prompt, model))
+        outcome.citations, outcome.left_out = citations(chunks[:kept]), left_out(chunks, kept)
+        return request.model_copy(update={"messages": augment(request.messages, chunks[:kept])})
+
+    async def count_prompt(self, model: str, messages: list[ChatMessage]) -> tuple[int, bool]:
+        """The prompt's tokens as a replica of `model` counts them, and True: vLLM's /tokenize
+        applies the model's own tokenizer and chat template, so this is the number its engine
+        checks against the window. An upper bound and False when the replica cannot count (an
+        engine that is not vLLM)."""
+        try:
+            response, _ = await self.pool.post(model, "/tokenize", {
+                "model": model, "messages": [m.model_dump() for m in messages]})
+        except UPSTREAM_FAULTS as exc:
+            raise upstream_error(exc, model) from exc
+        try:
+            if response.status_code == 200:
+                return int(response.json()["count"]), True
+        except (ValueError, KeyError, TypeError):
+            pass
+        return upper_bound_tokens(messages), False
 
     async def complete(self, path: str, body: dict, outcome: Outcome) -> dict:
         try:
@@ -146,7 +184,7 @@ class Gateway:
         body = await self.prepare(principal, request, outcome)
         data = await self.complete("/v1/chat/completions", body, outcome)
         if outcome.citations is not None:
-            data["citations"] = outcome.citations
+            data["citations"], data["left_out"] = outcome.citations, outcome.left_out
         if request.compare_with:
             other = await self.complete("/v1/chat/completions",
                                         {**body, "model": request.compare_with}, outcome)
@@ -204,6 +242,7 @@ class Gateway:
                     if first_token_at is None and choices:
                         if outcome.citations is not None:
                             chunk["citations"] = outcome.citations
+                            chunk["left_out"] = outcome.left_out
                             payload = json.dumps(chunk)
                         first_token_at = time.perf_counter()
                         outcome.ttft_ms = (first_token_at - outcome.started) * 1000

@@ -8,7 +8,8 @@ lost mid-answer may have generated tokens, so it is not replayed; a timeout says
 the replica's health either (one slow request must not take it out of rotation for everyone).
 Listings are refreshed in the background, so requests never queue behind a probe of a busy
 replica, and a probe that merely times out keeps what the replica was last seen serving: a
-saturated engine answers slowly but has not lost its adapters.
+saturated engine answers slowly but has not lost its adapters. The listing also gives each
+engine's context window (`max_model_len`), which RAG fits its passages into (gateway/rag.py).
 
 Which replicas exist comes from the deployments' materializations, published in the object store
 (assets/deployments.py), read again at each refresh: a replica a deployment added is routed to,
@@ -40,6 +41,7 @@ class Replica:
     models: set[str] = field(default_factory=set)
     declared: set[str] = field(default_factory=set)  # by its deployment, loaded or not
     base_model: str | None = None
+    max_model_len: int | None = None  # the engine's context window, shared by its adapters
     healthy: bool = False
     in_flight: int = 0
     checked_at: float = 0.0
@@ -155,10 +157,13 @@ class ReplicaPool:
             data = response.json()["data"]
             replica.models = {m["id"] for m in data} | replica.declared
             replica.base_model = next((m["id"] for m in data if not m.get("parent")), None)
+            # vLLM lists the window on its base model only; its adapters run in the same engine
+            windows = [int(m["max_model_len"]) for m in data if m.get("max_model_len")]
+            replica.max_model_len = min(windows, default=None)
             replica.healthy = True
         except httpx.TimeoutException:
             pass  # busy, not gone: keep the last listing; a failing request marks it unhealthy
-        except (httpx.HTTPError, KeyError, ValueError):
+        except (httpx.HTTPError, KeyError, ValueError, TypeError):
             replica.healthy, replica.models = False, set()
         replica.checked_at = time.time()
 
@@ -191,6 +196,13 @@ class ReplicaPool:
             yield
         finally:
             replica.in_flight -= 1
+
+    def context_window(self, model: str) -> int | None:
+        """The smallest context window (prompt + reply tokens) among the healthy replicas that
+        serve `model`, as listed at the last look: a request may land on any of them. None when
+        none says (an engine that is not vLLM)."""
+        return min((r.max_model_len for r in self.candidates(model) if r.max_model_len),
+                   default=None)
 
     def serves(self, model: str) -> bool:
         """Whether any replica listed `model` at the last look (no probe)."""

@@ -83,8 +83,10 @@ def test_signed_in_a_person_chats_reads_the_card_and_sees_usage(
         gateway_server: RunningGateway, page: object, tmp_path: Path) -> None:
     gw = gateway_server
     sign_in(page, gw.url, gw.key)
-    listed = sorted(m["id"] for m in gw.client().get("/v1/models").json()["data"])
-    assert sorted(options(page, "#model")) == listed and "math-lora" in listed
+    listed = gw.client().get("/v1/models").json()["data"]
+    chat = sorted(m["id"] for m in listed if m["type"] == "chat")
+    assert sorted(options(page, "#model")) == chat and "math-lora" in chat
+    assert gw.gateway.settings.embedding_model_name in {m["id"] for m in listed} - set(chat)
     page.select_option("#model", "math-lora")  # type: ignore[attr-defined]
     card = page.locator("#card")  # type: ignore[attr-defined]
     pw.expect(card).to_contain_text("Champion since")
@@ -145,8 +147,9 @@ def test_documents_answer_with_citations_of_the_expected_source(
 
 
 def test_the_page_without_the_graph_errors_and_choices(browser: object, tmp_path: Path) -> None:
-    """The developer loop's view (a fake vLLM replica): the embedding model is listed but not
-    pre-selected, a model without a card says so, a refused request shows the API's message."""
+    """The developer loop's view (a fake vLLM replica): only chat models are offered (the
+    embedding model is granted, but cannot chat), a model without a card says so, a refused
+    request shows the API's message."""
     from config.gateway import GatewaySettings
     from gateway.app import build_gateway
     from gateway.upstream import ReplicaPool
@@ -168,16 +171,42 @@ def test_the_page_without_the_graph_errors_and_choices(browser: object, tmp_path
         key = t.create_key("team", "alice", rpm=3)["key"]
         page = browser.new_page()  # type: ignore[attr-defined]
         sign_in(page, url, key)
-        assert options(page, "#model") == ["adapter-a", "base", settings.embedding_model_name]
+        assert options(page, "#model") == ["adapter-a", "base"]
         pw.expect(page.locator("#card")).to_contain_text("No model card")
         page.click("nav button[data-tab=compare]")
-        checked = page.locator("#compare-models input:checked")
-        assert [checked.nth(i).get_attribute("value") for i in range(checked.count())] == [
+        offered = page.locator("#compare-models input")
+        assert [offered.nth(i).get_attribute("value") for i in range(offered.count())] == [
             "adapter-a", "base"]
+        checked = page.locator("#compare-models input:checked")
+        assert checked.count() == 2
         page.click("nav button[data-tab=chat]")
         page.fill("#chat-input", "hi")
         page.click("#send")  # the key's 3 requests a minute are spent by now
         pw.expect(page.locator("#error")).to_contain_text("429: ")
         pw.expect(page.locator("#error")).to_contain_text("try again in")
         shot(page, tmp_path, "rate-limited")
+        page.close()
+
+
+def test_documents_name_the_passages_a_small_window_left_out(browser: object,
+                                                             tmp_path: Path) -> None:
+    """A 512-token model (a fake replica), the demo's settings (a system prompt, 64 tokens) and
+    a long question: the answer comes with the passages that fitted, and the page says which
+    were left out and why."""
+    from tests.test_gateway_rag_budget import LONG_QUESTION, SYSTEM, small_window_gateway
+
+    for served in small_window_gateway(tmp_path):
+        page = browser.new_page()  # type: ignore[attr-defined]
+        sign_in(page, served.url, served.key)
+        page.click("nav button[data-tab=documents]")
+        page.fill("#system", SYSTEM)
+        page.fill("#documents-input", LONG_QUESTION)
+        page.click("#documents-form button")
+        pw.expect(page.locator("#citations li")).to_have_count(2)
+        left_out = page.locator("#left-out")
+        pw.expect(left_out).to_be_visible()
+        pw.expect(left_out).to_have_text("Left out: filing-0002.txt (rank 3, context budget); "
+                                         "filing-0003.txt (rank 4, context budget)")
+        assert page.locator("#error").is_hidden()
+        shot(page, tmp_path, "documents-left-out")
         page.close()

@@ -3,8 +3,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const KEY = "adapter-factory-key";  // sessionStorage: gone when the tab closes
-const state = { key: sessionStorage.getItem(KEY), models: [], chat: new Set(), conversation: [],
-                controller: null };
+const state = { key: sessionStorage.getItem(KEY), models: [], conversation: [], controller: null };
 
 class ApiError extends Error {
   constructor(status, message, retryAfter = null) {
@@ -52,7 +51,7 @@ function settings() {
 }
 
 // One streamed chat completion: calls onText with the answer so far; returns the answer, its
-// usage and citations, and the timings people compare models by.
+// usage, citations and the passages left out, and the timings people compare models by.
 async function streamChat(model, messages, extra, onText, signal) {
   const { system, temperature, max_tokens } = settings();
   const started = performance.now();
@@ -62,7 +61,7 @@ async function streamChat(model, messages, extra, onText, signal) {
                            stream: true, stream_options: { include_usage: true }, ...extra }),
   });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "", text = "", first = null, usage = null, citations = null;
+  let buffer = "", text = "", first = null, usage = null, citations = null, leftOut = null;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -74,6 +73,7 @@ async function streamChat(model, messages, extra, onText, signal) {
       const chunk = JSON.parse(line.slice(6));
       if (chunk.error) throw new ApiError(chunk.error.code ?? "stream", chunk.error.message);
       citations = chunk.citations ?? citations;
+      leftOut = chunk.left_out ?? leftOut;
       usage = chunk.usage ?? usage;
       const delta = chunk.choices?.[0]?.delta?.content;
       if (delta) {
@@ -85,7 +85,7 @@ async function streamChat(model, messages, extra, onText, signal) {
   }
   const ended = performance.now();
   const tokens = usage?.completion_tokens ?? 0;
-  return { text, usage, citations, tokens,
+  return { text, usage, citations, leftOut, tokens,
            ttft: first === null ? null : (first - started) / 1000,
            tokensPerSecond: first === null || ended === first ? null
              : tokens / ((ended - first) / 1000) };
@@ -180,10 +180,8 @@ async function signIn(key) {
   state.key = key;
   const models = await getJson("/v1/models");
   sessionStorage.setItem(KEY, key);
-  // chat models first (and pre-selected); an embedding model cannot answer a chat
-  const embedding = (m) => m.type === "embedding";
-  state.models = [...models.data].sort((a, b) => embedding(a) - embedding(b)).map((m) => m.id);
-  state.chat = new Set(models.data.filter((m) => m.type !== "embedding").map((m) => m.id));
+  // chat models only: an embedding model cannot answer a chat (/v1/models says which is which)
+  state.models = models.data.filter((m) => m.type === "chat").map((m) => m.id);
   $("#model").replaceChildren(...state.models.map((id) => {
     const option = element("option", "", id);
     option.value = id;
@@ -192,7 +190,7 @@ async function signIn(key) {
   $("#compare-models").replaceChildren(...state.models.map((id, i) => {
     const label = element("label", "");
     const box = document.createElement("input");
-    Object.assign(box, { type: "checkbox", value: id, checked: i < 2 && state.chat.has(id) });
+    Object.assign(box, { type: "checkbox", value: id, checked: i < 2 });
     label.append(box, ` ${id}`);
     return label;
   }));
@@ -291,8 +289,10 @@ async function askDocuments(event) {
   clearError();
   const answer = $("#documents-answer");
   const list = $("#citations");
+  const leftOut = $("#left-out");
   answer.textContent = "";
   list.replaceChildren();
+  leftOut.hidden = true;
   const messages = [{ role: "user", content: $("#documents-input").value.trim() }];
   try {
     const result = await streamChat($("#model").value, messages,
@@ -308,6 +308,11 @@ async function askDocuments(event) {
       item.append(details);
       return item;
     }));
+    // retrieved, but the model's context window had no room for them
+    const dropped = result.leftOut ?? [];
+    leftOut.textContent = "Left out: "
+      + dropped.map((c) => `${c.source} (rank ${c.rank}, ${c.reason})`).join("; ");
+    leftOut.hidden = !dropped.length;
   } catch (error) {
     showError(error);
   } finally {
