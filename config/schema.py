@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from compute import MACHINES
-from compute.kernels import REPRODUCIBLE_CPU
+from compute.kernels import REPRODUCIBLE_CPU, SHARED_CPU
 from compute.machine import RemoteSpec
 from config.gateway import GatewaySettings
 from config.metrics import DECLARED, METRICS
@@ -671,7 +671,9 @@ class _Compute(Strict):
     @property
     def kernel_env(self) -> dict[str, str]:
         """What every worker job (training, evaluation, merging) runs with."""
-        return dict(REPRODUCIBLE_CPU) if self.device == "cpu" and self.reproducible else {}
+        if self.device != "cpu":
+            return {}
+        return {**SHARED_CPU, **(REPRODUCIBLE_CPU if self.reproducible else {})}
 
     @property
     def pool(self) -> str:

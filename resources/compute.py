@@ -79,6 +79,20 @@ class WorkerCompute(dg.ConfigurableResource):
     # compute.kernel_env: pinned CPU kernels (compute/kernels.py)
     kernel_env: dict[str, str] = Field(default_factory=dict)
 
+    def job_env(self) -> dict[str, str]:
+        """The environment of every job this resource starts (secrets aside)."""
+        root = Path(self.project_root).resolve()
+        return {
+            "PYTHONPATH": str(root),
+            "CUDA_VISIBLE_DEVICES": "" if self.target == "cpu" else os.environ.get(
+                "CUDA_VISIBLE_DEVICES", ""),
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", str(root)),
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+            "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
+            **self.kernel_env,
+        }
+
     def run(self, context: dg.AssetExecutionContext, job: str, extras: dict[str, Any],
             inputs: Sequence[Path] = (), outputs: Sequence[Path] = (),
             secrets: Mapping[str, str] | None = None) -> list[Any]:
@@ -92,17 +106,7 @@ class WorkerCompute(dg.ConfigurableResource):
             raise FileNotFoundError(
                 f"worker environment missing: {python}; run `make setup` (infra/setup-envs.sh)"
             )
-        env = {
-            "PYTHONPATH": str(root),
-            "CUDA_VISIBLE_DEVICES": "" if self.target == "cpu" else os.environ.get(
-                "CUDA_VISIBLE_DEVICES", ""),
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", str(root)),
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-            "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
-            **self.kernel_env,
-            **(secrets or {}),
-        }
+        env = {**self.job_env(), **(secrets or {})}
         invocation = dg.PipesSubprocessClient(
             cwd=str(root), message_reader=WholeLineMessageReader()).run(
             context=context,

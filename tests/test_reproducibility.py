@@ -39,13 +39,14 @@ def weights_hash(threads: int, env: dict[str, str]) -> str:
     return out.stdout.split()[-1]
 
 
-def test_worker_jobs_run_with_the_pinned_kernels_unless_turned_off() -> None:
+def test_worker_jobs_run_with_the_pinned_kernels_unless_turned_off_and_short_spins() -> None:
     on = FactoryConfig.model_validate({})
     off = FactoryConfig.model_validate({"compute": {"reproducible": False}})
     gpu = FactoryConfig.model_validate({"compute": {"device": "gpu"}})
     assert resources_for(on)["worker"].kernel_env == {"ATEN_CPU_CAPABILITY": "avx2",
-                                                     "MKL_CBWR": "AVX2,STRICT"}
-    assert resources_for(off)["worker"].kernel_env == {}
+                                                     "MKL_CBWR": "AVX2,STRICT",
+                                                     "GOMP_SPINCOUNT": "10000"}
+    assert resources_for(off)["worker"].kernel_env == {"GOMP_SPINCOUNT": "10000"}
     assert resources_for(gpu)["training"].kernel_env == {}
 
 
