@@ -155,7 +155,8 @@ def converted(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
         raise dg.Failure(f"base_model/{name}: {exc}") from exc
     sha256 = content_hash(source)
     version = version_of(how.version, sha256)
-    about = stored_conversion(store, artifact_prefix("base_model", name, version))
+    prefix = artifact_prefix("base_model", name, version)
+    about = stored_conversion(store, prefix)
     reused = about is not None
     if about is None:
         out = work_folder(config, name) / "converted"
@@ -165,16 +166,30 @@ def converted(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
                               inputs=[source], outputs=[out])
         if "error" in about:
             raise dg.Failure(f"base_model/{name} (source {spec.source}): {about['error']}")
-    about = {"license": package_license(location), **{k: v for k, v in about.items() if v}}
-    lineage = {"parameters": about["parameters"], "license": about["license"],
-               "original_name": about.get("original_name"), "source_sha256": sha256}
-    if reused:
-        reuse_if_complete(store, "base_model", name, version, source=spec.source, **lineage)
+        facts = facts_of(about, location)
+        publish(store, "base_model", name, version, out, source=spec.source,
+                **lineage_of(facts, sha256))
     else:
-        publish(store, "base_model", name, version, out, source=spec.source, **lineage)
+        facts = facts_of(about, location)
+        reuse_if_complete(store, "base_model", name, version, source=spec.source,
+                          **lineage_of(facts, sha256))
     return {"reused": reused, "source_path": str(source), "source_sha256": sha256,
             **{k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
-               for k, v in about.items() if k in SHOWN}}
+               for k, v in facts.items() if k in SHOWN}}
+
+
+def facts_of(about: dict[str, Any], location: str) -> dict[str, Any]:
+    """A conversion's record without empty fields; the licence the file declares, else the
+    one its package declares."""
+    facts = {k: v for k, v in about.items() if v is not None}
+    facts["license"] = about.get("license") or package_license(location)
+    return facts
+
+
+def lineage_of(facts: dict[str, Any], sha256: str) -> dict[str, Any]:
+    """What the ref carries for model cards and the registry."""
+    return {"parameters": facts["parameters"], "license": facts["license"],
+            "original_name": facts.get("original_name"), "source_sha256": sha256}
 
 
 SHOWN = ("original_name", "organization", "license", "quantization", "parameters",
@@ -188,7 +203,7 @@ def stored_conversion(store: ObjectStore, prefix: str) -> dict[str, Any] | None:
         store.manifest(prefix)
     except ArtifactMissing:
         return None
-    about = json.loads((store.local_dir(prefix) / "conversion.json").read_text())
+    about = store.get_json(f"{prefix}/conversion.json")
     return {k: v for k, v in about.items() if k != "reference"}
 
 
@@ -239,6 +254,7 @@ def reproduces_source_check(name: str, how: Conversion, asset: dg.AssetsDefiniti
         (result,) = worker.run(context.op_execution_context, how.job,
                                {"mode": "verify", "model_dir": str(folder)}, inputs=[folder])
         return dg.AssetCheckResult(passed=not result["problems"], metadata={
-            k: dg.MetadataValue.json(v) for k, v in result.items()})
+            k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+            for k, v in result.items()})
 
     return _reproduces

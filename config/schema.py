@@ -108,7 +108,8 @@ class BaseModelSpec(Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v == "local" or re.match(r"^hf:[\w.-]+/[\w.-]+$", v) or re.match(r"^(gguf|ct2):.+", v):
+        if v == "local" or re.match(r"^hf:[\w.-]+/[\w.-]+$", v) or re.match(
+                r"^(gguf|ct2):(pypi:)?[^:]+$", v):
             return v
         raise ValueError("use 'local', 'hf:<org>/<repo>' (e.g. hf:meta-llama/Llama-3.2-1B), "
                          "'gguf:<path to a .gguf file>', 'ct2:<faster-whisper folder>' or "

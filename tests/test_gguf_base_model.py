@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -75,6 +76,43 @@ def test_a_truncated_gguf_is_damaged_not_a_traceback(
     assert "download or copy it again" in failure
 
 
+def small_gguf(path: Path, arch: str = "llama", tokenizer: str = "gpt2",
+               pre: str = "smollm") -> Path:
+    """A GGUF with a tokenizer and one tensor: enough for the checks made before any weight
+    is loaded."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, arch)
+    writer.add_block_count(1)
+    writer.add_context_length(64)
+    writer.add_tokenizer_model(tokenizer)
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(["<|im_end|>", "a", "b", "ab"])
+    writer.add_token_types([3, 1, 1, 1])
+    writer.add_token_merges(["a b"])
+    writer.add_eos_token_id(0)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("made, says", [
+    ({"arch": "phi9"}, "architecture 'phi9' cannot be loaded by transformers' GGUF reader"),
+    ({"tokenizer": "llama"}, "tokenizer model 'llama' is not supported yet"),
+    ({"pre": "default"}, "pre-tokenizer 'default' is not supported yet"),
+])
+def test_a_gguf_we_cannot_convert_exactly_is_refused_naming_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: dict[str, str], says: str
+        ) -> None:
+    small_gguf(tmp_path / "odd.gguf", **made)
+    _, (failure,) = run(tmp_path, "gguf:odd.gguf", monkeypatch)
+    assert f"{tmp_path / 'odd.gguf'}" in failure and says in failure
+
+
 @pytest.mark.slow
 def test_smollm2_converts_answers_like_the_file_and_is_versioned_by_content(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,3 +134,29 @@ def test_smollm2_converts_answers_like_the_file_and_is_versioned_by_content(
     config, failures = run(tmp_path, "gguf:renamed.gguf", monkeypatch)
     assert failures == [] and store.read_ref("base_model/base")["version"] == ref["version"]
     assert store.read_ref("base_model/base")["license"] == "apache-2.0"
+    assert materialized("base_model/base")["reused"] is True
+
+
+def materialized(asset: str) -> dict[str, object]:
+    with dg.DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset.split("/")))
+    assert event is not None and event.asset_materialization is not None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@pytest.mark.slow
+def test_a_tampered_conversion_fails_its_check(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is no formality: one changed weight in the published folder fails it."""
+    config, failures = run(tmp_path, f"gguf:{SMOLLM2}", monkeypatch)
+    assert failures == []
+    store = resources_for(config)["store"]
+    folder = store.local_dir(store.read_ref("base_model/base")["prefix"])
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    weights["model.embed_tokens.weight"][7, :4] += 0.01
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    _, failures = run(tmp_path, f"gguf:{SMOLLM2}", monkeypatch)
+    (failure,) = failures
+    assert "reproduces_source" in failure

@@ -53,7 +53,7 @@ def test_whisper_tiny_en_converts_and_replays_its_reference(
     assert failures == []  # the asset and its blocking reproduces_source check
     store = resources_for(config)["store"]
     ref = store.read_ref("base_model/base")
-    assert (ref["license"], ref["parameters"]) == ("MIT", 37_760_256)
+    assert (ref["license"], ref["parameters"]) == ("mit", 37_760_256)
     folder = store.local_dir(ref["prefix"])
     config_json = json.loads((folder / "config.json").read_text())
     assert config_json["architectures"] == ["WhisperForConditionalGeneration"]
