@@ -65,7 +65,8 @@ def samples_per_second(rendered: Path, env: dict[str, str], out: Path, busy: boo
     out.mkdir(parents=True)
     (out / "axolotl.yaml").write_text(yaml.safe_dump(cfg))
     python = REPO_ROOT / ".venvs" / "train" / "bin" / "python"
-    env = env | {"PATH": f"{python.parent}{os.pathsep}{env['PATH']}", "AXOLOTL_DO_NOT_TRACK": "1"}
+    env = env | {"PATH": f"{python.parent}{os.pathsep}{env['PATH']}", "AXOLOTL_DO_NOT_TRACK": "1",
+                 "WANDB_DIR": str(out)}
     spinner = subprocess.Popen(BUSY) if busy else None
     try:
         with (out / "train.log").open("w") as log:
