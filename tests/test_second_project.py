@@ -1,5 +1,6 @@
-"""A second project unlike the demo, end to end: `factory init`'s support tickets (chats with a
-system turn, some multi-turn) plus the same tickets as an alpaca CSV, preference pairs for a DPO
+"""A second project unlike the demo, end to end on a real model (SmolLM2-135M-Instruct, from the
+GGUF its package carries): `factory init`'s support tickets (chats with a system turn, some
+multi-turn) plus the same tickets as an alpaca CSV, preference pairs for a DPO
 adapter, and a corpus of real documents found on every Debian machine (package copyright files),
 materialized with `factory materialize`. The adapter must beat the base on its own primary
 metric through the gate, the endpoint must score what the offline evaluation scored, and
@@ -58,13 +59,13 @@ def extend(root: Path) -> None:
         json.dumps({"question": q, "source": f"{p}-copyright.txt"}) + "\n"
         for q, p in QUESTIONS))
     raw = yaml.safe_load((root / "factory.yaml").read_text())
-    raw["base_models"]["base"]["pretrain"]["steps"] = 120
     raw["datasets"]["tickets"]["sources"].append({"path": "data/more-tickets.csv"})
     raw["datasets"]["ticket-prefs"] = {"kind": "preference", "base_model": "base",
                                        "sources": [{"path": "data/prefs.jsonl"}]}
     raw["adapters"]["triage-dpo"] = {
         "base_model": "base", "dataset": "ticket-prefs", "objective": "dpo",
-        "training": {"max_steps": 20, "micro_batch_size": 8, "sequence_len": 128}}
+        "training": {"max_steps": 10, "micro_batch_size": 4, "sequence_len": 256,
+                     "learning_rate": 0.0005}}
     raw["corpora"]["packages"] = {"source": {"path": "packages"}, "top_k": 3,
                                   "questions": "packages-questions.jsonl"}
     raw["deployments"] = {"support": {
@@ -100,7 +101,7 @@ def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path,
         assert scores["candidate"]["exact_match"] > scores["base"]["exact_match"] + 0.2
         data = latest("dataset/tickets")
         assert data["rows_in"] == 240 + 120  # the JSONL chats and the alpaca CSV
-        assert latest("adapter/triage-dpo")["steps"] == 20
+        assert latest("adapter/triage-dpo")["steps"] == 10
         served = latest("served_evaluation/support")
         offline = scores["candidate"]["exact_match"]
         print(f"second project: base {scores['base']['exact_match']:.3f}, adapter "
