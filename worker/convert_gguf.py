@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from worker.pipes import open_pipes
+from worker import conversion
 
 MAGIC = b"GGUF"
 REFERENCE_NEW_TOKENS = 12
@@ -298,20 +298,5 @@ def verify(params: dict[str, Any], pipes: Any) -> dict[str, Any]:
             "replies": [tokenizer.decode(ids, skip_special_tokens=True) for ids in got]}
 
 
-def main() -> None:
-    with open_pipes() as pipes:
-        params = pipes.extras
-        if params["mode"] == "verify":
-            pipes.report_custom_message(verify(params, pipes))
-            return
-        out = Path(params["output_dir"])
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            summary = convert(params, out, pipes)
-        except NotAGGUF as exc:
-            summary = {"error": str(exc)}
-        pipes.report_custom_message(summary)
-
-
 if __name__ == "__main__":
-    main()
+    conversion.run(convert, verify, NotAGGUF)
