@@ -15,6 +15,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from assets.common import artifact_prefix
 from config.metrics import METRICS
 from config.objectives import OBJECTIVES
 from config.schema import AdapterSpec, FactoryConfig, trial_names
@@ -97,7 +98,7 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
     version = ref["version"]
     base_spec = config.base_models[spec.base_model]
     base = base_spec.source.removeprefix("hf:") if base_spec.kind == "hf" else spec.base_model
-    base_ref = _ref(store, f"base_model/{spec.base_model}") or {}
+    base_ref = trained_on(store, ref.get("base_model", ""))
     data = _ref(store, f"dataset/{spec.dataset}") or {}
     counts = data.get("counts", {})
     evaluations = evaluations_of(store, config, name, version)
@@ -144,6 +145,16 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
         "unlike that data.", "",
     ]
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def trained_on(store: ObjectStore, base: str) -> dict[str, Any]:
+    """What the adapter's own base version (`name@version` in its ref) recorded when it was
+    published (licence, original name, file hash), not whatever that name points at now."""
+    name, _, version = base.partition("@")
+    try:
+        return store.manifest(artifact_prefix("base_model", name, version)) if version else {}
+    except ArtifactMissing:
+        return {}
 
 
 def _base_line(name: str, source: str, ref: dict[str, Any]) -> str:
