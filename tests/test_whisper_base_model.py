@@ -58,4 +58,4 @@ def test_whisper_tiny_en_converts_and_replays_its_reference(
     config_json = json.loads((folder / "config.json").read_text())
     assert config_json["architectures"] == ["WhisperForConditionalGeneration"]
     assert json.loads((folder / "conversion.json").read_text())["english_only"] is True
-    assert (folder / "preprocessor_config.json").is_file()
+    assert (folder / "processor_config.json").is_file()  # transformers 5: features + tokenizer
