@@ -1,5 +1,6 @@
 """Base model assets: a tiny Llama built and pre-trained here (`local`), a hub model (`hf:`),
-or a GGUF file converted to a Hugging Face folder (`gguf:`)."""
+or a file people hold converted to a Hugging Face folder (`gguf:` language models, `ct2:`
+faster-whisper models)."""
 
 
 import json
@@ -115,7 +116,7 @@ def from_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec
 def from_hub(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
              config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
              ) -> dict[str, object]:
-    repo_id = spec.source.removeprefix("hf:")
+    repo_id = spec.location
     folder = work_folder(config, name)
     shutil.rmtree(folder, ignore_errors=True)
     sha = download_hf(repo_id, spec.revision, folder / "download")
@@ -148,7 +149,7 @@ def converted(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
     """Convert the source once per content: the version is its sha256, so a renamed copy is
     reused and a changed file is converted again."""
     how = CONVERSIONS[spec.kind]
-    location = spec.source.split(":", 1)[1]
+    location = spec.location
     try:
         source = source_path(location, config.root, how.marker)
     except SourceMissing as exc:
@@ -244,10 +245,11 @@ def reproduces_source_check(name: str, how: Conversion, asset: dg.AssetsDefiniti
     """A conversion is only as good as its agreement with the file it came from."""
 
     @dg.asset_check(name="reproduces_source", asset=asset, blocking=True,
-                    description="The converted folder, loaded fresh, gives the tokens recorded "
-                                "from the source at conversion on fixed inputs (a GGUF: its own "
-                                "greedy tokens through transformers), and its tokenizer "
-                                "round-trips text losslessly.")
+                    description="The converted folder, loaded fresh, agrees with references "
+                                "recorded from the source by other paths at conversion (a GGUF: "
+                                "tensors as the gguf package dequantises them, ids from the "
+                                "tokenizer transformers derives from the file, its greedy "
+                                "tokens on fixed prompts).")
     def _reproduces(context: dg.AssetCheckExecutionContext, store: ObjectStore,
                     worker: WorkerCompute) -> dg.AssetCheckResult:
         folder = store.local_dir(current(store, "base_model", name)["prefix"])

@@ -121,6 +121,11 @@ class BaseModelSpec(Strict):
         return self.source.split(":", 1)[0]
 
     @property
+    def location(self) -> str:
+        """What follows the kind: a hub repo, a path, or `pypi:<package>`."""
+        return self.source.split(":", 1)[1] if ":" in self.source else ""
+
+    @property
     def speech(self) -> bool:
         """A Whisper model: it transcribes; nothing trains or chats on it."""
         return self.kind == "ct2"
