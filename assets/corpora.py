@@ -22,6 +22,7 @@ from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
 from config.schema import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
 from resources.object_store import ObjectStore
+from sensors.watchers import listing_metadata, watched_listings
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,18 @@ def generated_questions(spec: CorpusSpec) -> list[dict[str, str]]:
             for q in f.questions]
 
 
-def named_questions(path: Path, key: str, doc_ids: list[str]) -> list[dict[str, str]]:
+def named_questions(path: Path, doc_ids: list[str]
+                    ) -> tuple[list[dict[str, str]], list[dict[str, object]]]:
     """The questions file's {question, source} pairs with each source as the corpus names the
-    document. A source may also be named relative to the corpus source (`Apache-2.0.txt` for
-    `corpus/Apache-2.0.txt`); one that names no document, or several, is an error with the line
-    and how documents are named, never a silent miss that reads as hit@k 0."""
+    document, and the findings: lines that cannot be scored. A source may be named relative to
+    the corpus source (`Apache-2.0.txt` for `corpus/Apache-2.0.txt`). A question naming no
+    document (deleted since it was written) or several is a finding of the index's retrieval
+    check, never a silent miss and never a reason to keep a deleted document indexed."""
     if not path.is_file():
-        raise dg.Failure(f"{key}: {path} does not exist; write JSONL lines of "
-                         '{"question": ..., "source": ...} there or remove the key')
-    known, problems, out = set(doc_ids), [], []
+        return [], [{"line": None, "finding": "no_questions_file",
+                     "detail": f"{path} does not exist; write JSONL lines of "
+                               '{"question": ..., "source": ...} there or remove the key'}]
+    known, findings, out = set(doc_ids), [], []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -78,22 +82,23 @@ def named_questions(path: Path, key: str, doc_ids: list[str]) -> list[dict[str, 
             row = json.loads(line)
             question, source = str(row["question"]), str(row["source"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            problems.append(f"{path}:{number}: not a {{question, source}} object ({exc})")
+            findings.append({"line": number, "finding": "unreadable",
+                             "detail": f"not a {{question, source}} object ({exc})"})
             continue
         if source not in known:
             matches = [d for d in doc_ids if d.endswith("/" + source.lstrip("/"))]
             if len(matches) != 1:
-                how = "names several documents" if matches else "is no document of the corpus"
-                problems.append(f"{path}:{number}: source {source!r} {how}")
+                findings.append({
+                    "line": number, "finding": "ambiguous_source" if matches
+                    else "missing_document", "source": source, "question": question,
+                    "detail": f"source {source!r} " + (
+                        f"names {len(matches)} documents" if matches else
+                        "is no document of the corpus (deleted or renamed?); documents are "
+                        f"named like {', '.join(repr(d) for d in doc_ids[:3])}")})
                 continue
             source = matches[0]
         out.append({"question": question, "source": source})
-    if problems:
-        examples = ", ".join(repr(d) for d in doc_ids[:3])
-        raise dg.Failure(f"{key}: {len(problems)} question(s) cannot be scored: documents are "
-                         f"named like {examples} (or by their path inside the source)",
-                         metadata={"problems": problems[:50]})
-    return out
+    return out, findings
 
 
 def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Definition]:
@@ -104,6 +109,9 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         staging = config.work_dir / "staging" / "corpus" / name
         for folder in (out, staging):
             shutil.rmtree(folder, ignore_errors=True)
+        seen = listing_metadata(watched_listings(  # before reading: a later change is news
+            [spec.source], config.root, config.storage.s3_endpoint_url)) \
+            if spec.watch.enabled and not isinstance(spec.source, GeneratedCorpus) else {}
         (out / "docs").mkdir(parents=True)
         listing, rejected = [], []
         for item in read_documents(spec, config.root, staging,
@@ -119,13 +127,15 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         if not listing:
             raise dg.Failure(f"corpus {name}: no readable documents "
                              f"({len(rejected)} quarantined); see the log for each file")
-        questions = generated_questions(spec)
+        questions, findings = generated_questions(spec), []
         if spec.questions:
-            questions = named_questions(config.root / spec.questions,
-                                        f"corpora.{name}.questions",
-                                        [d["doc_id"] for d in listing])
+            questions, findings = named_questions(config.root / spec.questions,
+                                                  [d["doc_id"] for d in listing])
+        for finding in findings:
+            context.log.warning(f"corpora.{name}.questions: line {finding['line']}: "
+                                f"{finding['detail']}")
         lines = {"documents.jsonl": listing, "quarantine.jsonl": rejected,
-                 "questions.jsonl": questions}
+                 "questions.jsonl": questions, "question_findings.jsonl": findings}
         for file, rows in lines.items():
             (out / file).write_text("".join(json.dumps(r) + "\n" for r in rows))
         version = hashlib.sha256((out / "documents.jsonl").read_bytes()).hexdigest()[:16]
@@ -134,9 +144,10 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         return dg.MaterializeResult(
             metadata={"documents": len(listing), "quarantined": len(rejected),
                       "characters": sum(d["chars"] for d in listing),
-                      "questions": len(questions), "version": version,
+                      "questions": len(questions), "question_findings": len(findings),
+                      "version": version,
                       "quarantine": dg.MetadataValue.json(rejected[:20]),
-                      "location": store_link(store, ref["prefix"])},
+                      "location": store_link(store, ref["prefix"]), **seen},
             data_version=dg.DataVersion(version),
         )
 

@@ -22,6 +22,7 @@ from assets.curation.tokens import TokenCounter, length_histogram, percentiles
 from assets.ingest.sources import Item, read_source
 from config.schema import DatasetSpec, FactoryConfig
 from resources.object_store import ObjectStore
+from sensors.watchers import listing_metadata, watched_listings
 
 
 def quarantine_table(curated: Curated, limit: int = 10) -> str:
@@ -60,6 +61,9 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
     def _dataset(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
         started = time.monotonic()
         run_dir = config.work_dir / "runs" / "dataset" / name
+        seen = listing_metadata(watched_listings(  # before reading: a later change is news
+            spec.sources, config.root, config.storage.s3_endpoint_url)) \
+            if spec.watch and spec.watch.enabled else {}
         counter, max_tokens = None, spec.max_tokens
         if spec.base_model:
             base_dir = store.local_dir(current(store, "base_model", spec.base_model)["prefix"])
@@ -94,6 +98,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
             "seconds": round(time.monotonic() - started, 2),
             "stage_seconds": {k: round(v, 2) for k, v in curated.seconds.items()},
             "location": store_link(store, ref["prefix"]),
+            **seen,
         }
         if curated.lengths and max_tokens:
             meta |= {

@@ -2,7 +2,12 @@
 
 The docstore records each document's content hash (document id = source path or s3:// URL), so a
 re-index embeds only added and changed documents and deletes removed ones from the collection
-(upserts-and-delete strategy); an unchanged corpus embeds nothing.
+(upserts-and-delete strategy); an unchanged corpus embeds nothing. Every run then sweeps chunks
+of any document the corpus no longer has (a docstore lost or older than the collection), so the
+collection always converges to its source: what a user deletes is never retrieved again.
+
+Retrieval quality (hit@k over the corpus's questions) is the `retrieval_quality` check, a
+warning by default: it reports, never prevents, the index following its source.
 """
 
 
@@ -47,8 +52,26 @@ def hit_rate(index: Any, questions: list[dict[str, str]], top_k: int) -> float:
     return hits / len(questions)
 
 
+def sweep_removed(chunks: Any, doc_ids: set[str]) -> tuple[int, int]:
+    """Delete every chunk whose document is not in `doc_ids`. Returns (chunks deleted,
+    documents left in the collection)."""
+    stored = chunks.get(include=["metadatas"])
+    owners = [(m or {}).get("document_id") for m in stored["metadatas"]]
+    stale = [chunk for chunk, owner in zip(stored["ids"], owners, strict=True)
+             if owner not in doc_ids]
+    if stale:
+        chunks.delete(ids=stale)
+    return len(stale), len(set(owners) & doc_ids)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Definition]:
-    @dg.asset(key=["index", name], group_name="rag", kinds={"chroma", "llamaindex"},
+    key = dg.AssetKey(["index", name])
+
+    @dg.asset(key=key, group_name="rag", kinds={"chroma", "llamaindex"},
               deps=[dg.AssetKey(["corpus", name])],
               description=f"Chroma collection '{name}': chunked, embedded corpus documents.")
     def _index(context: dg.AssetExecutionContext, store: ObjectStore,
@@ -90,28 +113,22 @@ def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Defi
         os.replace(partial, docstore_path)  # a reader never sees a half-written docstore
         index_seconds = time.monotonic() - started
 
-        questions = [json.loads(line) for line in
-                     (root / "questions.jsonl").read_text().splitlines()]
-        index = open_index(client, name)
-        metadata: dict[str, Any] = {}
-        if questions:
-            metadata[f"hit_at_{spec.top_k}"] = hit_rate(index, questions, spec.top_k)
-            sample = retrieve(index, questions[0]["question"], 3)
-            metadata["sample_query"] = dg.MetadataValue.json({
-                "question": questions[0]["question"],
-                "results": [{k: r[k] for k in ("source", "chunk_id", "score")} for r in sample]})
+        swept, indexed = sweep_removed(chunks, {d.doc_id for d in documents})
+        if swept:
+            context.log.warning(f"index {name}: {swept} chunk(s) of documents the corpus no "
+                                "longer has were still in the collection; deleted")
         context.log.info(f"index {name}: {len(embedded)} chunks embedded in "
-                         f"{index_seconds:.1f}s; {metadata.get(f'hit_at_{spec.top_k}', '-')}")
+                         f"{index_seconds:.1f}s, {swept} stale chunks swept")
         return dg.MaterializeResult(
             metadata={
                 **{f"documents_{k}": v for k, v in counts.items()},
                 "documents": len(documents),
+                "documents_in_collection": indexed,
                 "chunks_embedded_this_run": len(embedded),
                 "chunks_in_collection": chunks.count(),
+                "stale_chunks_swept": swept,
                 "chunks_per_second": round(len(embedded) / index_seconds, 1),
                 "index_seconds": round(index_seconds, 2),
-                "questions": len(questions),
-                **metadata,
                 "chroma": chroma.location,
                 "corpus_version": corpus["version"],
                 "corpus": store_link(store, corpus["prefix"]),
@@ -119,4 +136,43 @@ def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Defi
             data_version=dg.DataVersion(corpus["version"]),
         )
 
-    return [_index]
+    @dg.asset_check(
+        asset=key, name="retrieval_quality", blocking=spec.retrieval_check.blocking,
+        description=f"hit@{spec.top_k} over the corpus's questions reaches "
+                    f"{spec.retrieval_check.min_hit_rate:g}, and every question names a document "
+                    "the corpus has (" + ("blocking" if spec.retrieval_check.blocking
+                                          else "a warning") + ")")
+    def _retrieval(store: ObjectStore, chroma: ChromaResource) -> dg.AssetCheckResult:
+        root = store.local_dir(current(store, "corpus", name)["prefix"])
+        questions = read_jsonl(root / "questions.jsonl")
+        findings = read_jsonl(root / "question_findings.jsonl")
+        severity = (dg.AssetCheckSeverity.ERROR if spec.retrieval_check.blocking
+                    else dg.AssetCheckSeverity.WARN)
+        metadata: dict[str, Any] = {"questions": len(questions), "findings": len(findings),
+                                    "min_hit_rate": spec.retrieval_check.min_hit_rate}
+        if findings:
+            metadata["question_findings"] = dg.MetadataValue.json(findings[:50])
+        if not questions:
+            return dg.AssetCheckResult(
+                passed=not findings, severity=severity, metadata=metadata,
+                description="no questions to score" + (
+                    f"; {len(findings)} line(s) of the questions file cannot be scored"
+                    if findings else ""))
+        index = open_index(chroma.client(), name)
+        rate = hit_rate(index, questions, spec.top_k)
+        sample = retrieve(index, questions[0]["question"], 3)
+        metadata |= {f"hit_at_{spec.top_k}": rate, "sample_query": dg.MetadataValue.json({
+            "question": questions[0]["question"],
+            "results": [{k: r[k] for k in ("source", "chunk_id", "score")} for r in sample]})}
+        problems = []
+        if rate < spec.retrieval_check.min_hit_rate:
+            problems.append(f"hit@{spec.top_k} {rate:.2f} < {spec.retrieval_check.min_hit_rate:g}")
+        if findings:
+            missing = [f["source"] for f in findings if f["finding"] == "missing_document"]
+            problems.append(f"{len(findings)} question(s) cannot be scored" + (
+                f" ({len(missing)} name documents the corpus no longer has: "
+                f"{', '.join(repr(m) for m in missing[:3])})" if missing else ""))
+        return dg.AssetCheckResult(passed=not problems, severity=severity, metadata=metadata,
+                                   description="; ".join(problems) or None)
+
+    return [_index, _retrieval]

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from config.retired import retired_uses
 from config.schema import ConfigProblems, FactoryConfig
 
 
@@ -44,6 +45,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FactoryConfig:
         raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: the top level must be a mapping of sections")
+    retired = retired_uses(raw)
+    if retired:
+        raise ConfigError("\n".join([f"{cfg_path}: {len(retired)} problem(s)",
+                                     *(f"  {m}" for m in retired)]))
     try:
         config = FactoryConfig.model_validate(raw)
     except ValidationError as exc:

@@ -637,10 +637,20 @@ class GeneratedCorpus(Strict):
 CorpusSource = GeneratedCorpus | FileSource | S3Source
 
 
+class RetrievalCheck(Strict):
+    """The index's `retrieval_quality` check over the corpus's questions. It never stops an
+    index from following its source: a warning by default."""
+
+    min_hit_rate: float = Field(0.8, ge=0, le=1, description="hit@top_k the questions must reach")
+    blocking: bool = Field(False, description="fail the run (and what depends on the index) "
+                                              "instead of warning")
+
+
 class CorpusSpec(Strict):
     source: CorpusSource
     questions: str | None = Field(
         None, description="JSONL of {question, source} pairs scored as hit@k on each index")
+    retrieval_check: RetrievalCheck = RetrievalCheck()
     watch: WatchSpec = WatchSpec()
     chunk_size: int = Field(256, ge=32)
     chunk_overlap: int = Field(32, ge=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from config.schema import FactoryConfig, FileSource, S3Source
-from sensors.watchers import listing_for, watch_sensor
+from sensors.watchers import watch_sensor, watched_listings
 
 
 def reindex_job(corpus: str) -> dg.UnresolvedAssetJobDefinition:
@@ -40,16 +40,15 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDef
         jobs.append(job)
         if isinstance(spec.source, FileSource | S3Source) and spec.watch.enabled:
             sensors.append(watch_sensor(
-                f"watch_corpus_{name.replace('-', '_')}", job,
-                [listing_for(spec.source, config.root, endpoint)], spec.watch.interval_s))
+                f"watch_corpus_{name.replace('-', '_')}", job, dg.AssetKey(["corpus", name]),
+                watched_listings([spec.source], config.root, endpoint), spec.watch.interval_s))
     for name, spec in config.datasets.items():
         job = retrain_job(name, config.compute.max_runtime_s)
         jobs.append(job)
-        watched = [s for s in spec.sources if isinstance(s, FileSource | S3Source)]
         if spec.watch and spec.watch.enabled:
             sensors.append(watch_sensor(
-                f"watch_dataset_{name.replace('-', '_')}", job,
-                [listing_for(s, config.root, endpoint) for s in watched], spec.watch.interval_s))
+                f"watch_dataset_{name.replace('-', '_')}", job, dg.AssetKey(["dataset", name]),
+                watched_listings(spec.sources, config.root, endpoint), spec.watch.interval_s))
 
     schedules = []
     plan = config.schedules

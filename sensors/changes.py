@@ -52,6 +52,12 @@ class Changes:
                 f"{len(self.removed)} removed")
 
 
+def listing_digest(entries: list[Entry]) -> str:
+    """What an asset records of the files it read, and a sensor without a cursor compares."""
+    lines = sorted(f"{e.key}\t{e.etag}" for e in entries)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:24]
+
+
 def diff(entries: list[Entry], cursor: str | None) -> Changes:
     before: dict[str, str] = json.loads(cursor)["listing"] if cursor else {}
     now = {e.key: e.etag for e in entries}

@@ -13,10 +13,12 @@ from pathlib import Path
 import dagster as dg
 
 from config.schema import FileSource, S3Source
-from sensors.changes import Entry, diff, list_files, list_s3
+from sensors.changes import Entry, diff, list_files, list_s3, listing_digest
 from worker.s3 import split_url
 
 Listing = Callable[[], list[Entry]]
+# the metadata key under which a watched asset records the digest of the listing it read
+LISTING_KEY = "source_listing"
 
 
 def listing_for(source: FileSource | S3Source, root: Path, s3_endpoint_url: str | None
@@ -28,15 +30,41 @@ def listing_for(source: FileSource | S3Source, root: Path, s3_endpoint_url: str 
     return lambda: list_files(source.path, root)
 
 
-def watch_sensor(name: str, job: dg.UnresolvedAssetJobDefinition, listings: list[Listing],
-                 interval_s: int) -> dg.SensorDefinition:
+def watched_listings(sources: list[object], root: Path, s3_endpoint_url: str | None
+                     ) -> list[Listing]:
+    """The listings of the sources a sensor can watch, in the order the asset reads them."""
+    return [listing_for(s, root, s3_endpoint_url) for s in sources
+            if isinstance(s, FileSource | S3Source)]
+
+
+def listing_metadata(listings: list[Listing]) -> dict[str, str]:
+    """What a watched asset records as it starts reading: the sensor's view of its inputs."""
+    return {LISTING_KEY: listing_digest([e for listing in listings for e in listing()])}
+
+
+def materialized_listing(instance: dg.DagsterInstance, asset: dg.AssetKey) -> str | None:
+    event = instance.get_latest_materialization_event(asset)
+    if event is None or event.asset_materialization is None:
+        return None
+    recorded = event.asset_materialization.metadata.get(LISTING_KEY)
+    return str(recorded.value) if recorded is not None else None
+
+
+def watch_sensor(name: str, job: dg.UnresolvedAssetJobDefinition, asset: dg.AssetKey,
+                 listings: list[Listing], interval_s: int) -> dg.SensorDefinition:
     @dg.sensor(name=name, job=job, minimum_interval_seconds=interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"Starts {job.name} when watched files are added, changed or "
-                           "removed (cursor: the last listing).")
+                           f"removed (cursor: the last listing; with none yet, what "
+                           f"{asset.to_user_string()} last read).")
     def _watch(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         entries = [e for listing in listings for e in listing()]
         changes = diff(entries, context.cursor)
+        if context.cursor is None and changes.any and materialized_listing(
+                context.instance, asset) == listing_digest(entries):
+            return dg.SensorResult(
+                skip_reason=f"first look: the {len(entries)} files are what "
+                            f"{asset.to_user_string()} last materialized", cursor=changes.cursor())
         if not changes.any:
             return dg.SensorResult(skip_reason=f"no change in {len(entries)} files",
                                    cursor=changes.cursor())

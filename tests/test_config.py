@@ -174,3 +174,22 @@ def test_the_database_password_can_stay_out_of_the_project_file(
     assert load_settings(path).database_url == url
     assert load_settings(None).database_url == url
     assert load_settings(path, database_url="sqlite:////x.db").database_url == "sqlite:////x.db"
+
+
+def test_a_retired_value_says_what_changed_and_what_to_write(tmp_path: Path) -> None:
+    """A project file written two weeks ago: `local_tasks: [generation]`."""
+    message = error_for(tmp_path, lambda raw: raw["evaluations"]["math-eval"].update(
+        local_tasks=["multiple_choice", "generation"]))
+    assert "evaluations.math-eval.local_tasks: 'generation' was retired (2026-11-29)" in message
+    assert "always measured" in message and "remove 'generation' from local_tasks" in message
+    assert "Input should be" not in message
+
+
+def test_a_retired_key_is_named_with_its_replacement() -> None:
+    from config.retired import Retired, retired_uses
+
+    table = [Retired("deployments.*.gpu", None, "2026-12-01", "moved", "write compute.kind")]
+    raw = {"deployments": {"a": {"gpu": 1}, "b": {"port": 1}}}
+    assert retired_uses(raw, table) == [
+        "deployments.a.gpu was retired (2026-12-01): moved; write compute.kind"]
+    assert retired_uses({"deployments": {"a": {}}}, table) == []

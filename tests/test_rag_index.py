@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,12 +65,19 @@ def project(root: Path, chroma_url: str | None = None) -> FactoryConfig:
 
 
 def reindex(config: FactoryConfig) -> dict[str, Any]:
+    """Each materialization's metadata by asset, and each check's as `<asset>:<check>` (with
+    `passed` and `severity` added)."""
     job = make_definitions(config).resolve_job_def("reindex_notes")
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    return {e.asset_key.to_user_string(): {k: v.value for k, v in
-                                           e.materialization.metadata.items()}
-            for e in result.get_asset_materialization_events()}
+    out: dict[str, Any] = {e.asset_key.to_user_string(): {
+        k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()}
+    for check in result.get_asset_check_evaluations():
+        out[f"{check.asset_key.to_user_string()}:{check.check_name}"] = {
+            **{k: v.value for k, v in check.metadata.items()}, "passed": check.passed,
+            "severity": check.severity, "description": check.description}
+    return out
 
 
 def sources(config: FactoryConfig, question: str, mmr: float | None = None) -> list[str]:
@@ -216,37 +224,85 @@ def test_index_metadata_reports_hit_rate_on_generated_corpus(tmp_path: Path) -> 
         "storage": {"object_store": "file://store", "work_dir": "work"},
         "corpora": {"notes": {"source": {"generator": "company_filings", "documents": 6,
                                          "seed": 1}}}}))
-    meta = reindex(load_config(tmp_path / "factory.yaml"))["index/notes"]
-    assert meta["questions"] == 18 and meta["hit_at_5"] >= 0.9
+    check = reindex(load_config(tmp_path / "factory.yaml"))["index/notes:retrieval_quality"]
+    assert check["questions"] == 18 and check["hit_at_5"] >= 0.9 and check["passed"]
     config = load_config(tmp_path / "factory.yaml")
     resources_for(config)["chroma"].client().delete_collection("notes")  # Chroma data lost:
     again = reindex(config)["index/notes"]  # the docstore must not claim it is still indexed
     assert again["documents_added"] == 6 and again["chunks_in_collection"] > 0
 
 
-def test_questions_may_name_documents_inside_the_source_and_a_wrong_name_fails(
-        tmp_path: Path) -> None:
+def test_questions_may_name_documents_inside_the_source(tmp_path: Path) -> None:
     """`harbour.txt` is the document `docs/harbour.txt`: scored as a hit, not a silent 0.0."""
-    project(tmp_path)
-    raw = yaml.safe_load((tmp_path / "factory.yaml").read_text())
-    raw["corpora"]["notes"]["questions"] = "questions.jsonl"
-    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
-    asked = [{"question": "Who is the harbour master?", "source": "harbour.txt"},
-             {"question": "Who is the head baker of Blue Oven?", "source": "docs/bakery.md"}]
-    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in asked))
-    config = load_config(tmp_path / "factory.yaml")
-    meta = reindex(config)["index/notes"]
-    assert meta["questions"] == 2 and meta["hit_at_2"] == 1.0
+    config = with_questions(tmp_path, [
+        {"question": "Who is the harbour master?", "source": "harbour.txt"},
+        {"question": "Who is the head baker of Blue Oven?", "source": "docs/bakery.md"}])
+    check = reindex(config)["index/notes:retrieval_quality"]
+    assert check["questions"] == 2 and check["hit_at_2"] == 1.0 and check["passed"]
 
-    asked.append({"question": "Who keeps the vineyard?", "source": "vineyard.txt"})
-    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in asked))
+
+def with_questions(root: Path, asked: list[dict[str, str]]) -> FactoryConfig:
+    project(root)
+    raw = yaml.safe_load((root / "factory.yaml").read_text())
+    raw["corpora"]["notes"]["questions"] = "questions.jsonl"
+    (root / "factory.yaml").write_text(yaml.safe_dump(raw))
+    (root / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in asked))
+    return load_config(root / "factory.yaml")
+
+
+def test_a_deleted_document_is_never_retrieved_after_the_run_that_saw_it_go(
+        tmp_path: Path) -> None:
+    """The story of #36: a question names the document the user deletes. The run still applies
+    the delete (and the add); the question is the check's finding, a warning, not a failure."""
+    config = with_questions(tmp_path, [
+        {"question": "Who is the harbour master?", "source": "harbour.txt"},
+        {"question": "Who keeps the orchard?", "source": "orchard.html"}])
+    first = reindex(config)
+    assert first["index/notes:retrieval_quality"]["passed"]
+    assert "docs/orchard.html" in sources(config, "Who keeps the orchard? Antonovka apples")
+
+    (tmp_path / "docs" / "orchard.html").unlink()
+    (tmp_path / "docs" / "vineyard.txt").write_text(
+        "Hill Gate Vineyard bottled 12,000 bottles of Solaris. The winemaker is Toomas Ilves.")
+    second = reindex(config)
+    assert (second["index/notes"]["documents_added"],
+            second["index/notes"]["documents_deleted"]) == (1, 1)
+    assert all(s != "docs/orchard.html" for s in sources(
+        config, "Sunny Slope Orchard harvested 800 crates of Antonovka apples. Liis Kask"))
+    assert sources(config, "Who is the winemaker?")[0] == "docs/vineyard.txt"
+    check = second["index/notes:retrieval_quality"]
+    assert not check["passed"] and check["severity"] == dg.AssetCheckSeverity.WARN
+    (finding,) = check["question_findings"]
+    assert (finding["line"], finding["finding"], finding["source"]) == (
+        2, "missing_document", "orchard.html")
+    assert "'orchard.html'" in check["description"] and check["hit_at_2"] == 1.0
+
+
+def test_a_collection_converges_even_when_the_docstore_was_lost(tmp_path: Path) -> None:
+    """The docstore lives on the control plane's disk, the collection in Chroma: a new machine
+    (or a cleaned work dir) must not leave chunks of documents deleted meanwhile."""
+    config = project(tmp_path)
+    reindex(config)
+    shutil.rmtree(tmp_path / "work" / "indexes")
+    (tmp_path / "docs" / "bakery.md").unlink()
+    meta = reindex(config)["index/notes"]
+    assert meta["stale_chunks_swept"] >= 1 and meta["documents_in_collection"] == 2
+    collection = resources_for(config)["chroma"].client().get_collection("notes")
+    stored = {m["source"] for m in collection.get(include=["metadatas"])["metadatas"]}
+    assert stored == {"docs/harbour.txt", "docs/orchard.html"}
+
+
+def test_a_blocking_retrieval_check_fails_the_run(tmp_path: Path) -> None:
+    config = with_questions(tmp_path, [{"question": "Who is the harbour master?",
+                                        "source": "nowhere.txt"}])
+    raw = yaml.safe_load((tmp_path / "factory.yaml").read_text())
+    raw["corpora"]["notes"]["retrieval_check"] = {"blocking": True}
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "factory.yaml")
     job = make_definitions(config).resolve_job_def("reindex_notes")
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
                                     raise_on_error=False)
-    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = failure.step_failure_data.error.message
-    assert "corpora.notes.questions: 1 question(s) cannot be scored" in message
-    assert "'docs/harbour.txt'" in message  # how documents are named
-    (problem,) = failure.step_failure_data.user_failure_data.metadata["problems"].value
-    assert problem.endswith("questions.jsonl:3: source 'vineyard.txt' is no document of the "
-                            "corpus")
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success  # the index itself was still applied:
+    assert sources(config, "Who is the harbour master?")[0] == "docs/harbour.txt"

@@ -111,3 +111,31 @@ def test_watch_on_a_generated_dataset_is_rejected(tmp_path: Path) -> None:
         "sources": [{"generator": "math_word_problems"}], "watch": {}}}}))
     with pytest.raises(ConfigError, match=r"datasets\.math: watch: needs a path or s3 source"):
         load_config(tmp_path / "factory.yaml")
+
+
+def test_a_sensor_without_a_cursor_starts_from_what_was_materialized(tmp_path: Path) -> None:
+    """First tick after `factory materialize`: the folder is what the corpus read, so nothing
+    runs again; a change made before that first tick still runs once."""
+    (tmp_path / "docs").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "docs" / name).write_text(f"Document {name} is about harbours.")
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "corpora": {"notes": {"source": {"path": "docs"}}}}))
+    defs = make_definitions(load_config(tmp_path / "factory.yaml"))
+    sensor = defs.resolve_sensor_def("watch_corpus_notes")
+    with dg.DagsterInstance.ephemeral() as instance:
+        def first_tick() -> Any:
+            return sensor.evaluate_tick(dg.build_sensor_context(
+                instance=instance, cursor=None, definitions=defs))
+
+        assert len(first_tick().run_requests) == 1  # never materialized: index it
+        assert defs.resolve_job_def("reindex_notes").execute_in_process(
+            instance=instance).success
+        quiet = first_tick()
+        assert not quiet.run_requests and "what corpus/notes last materialized" in \
+            quiet.skip_message
+        assert quiet.cursor  # the next ticks diff against this listing
+        (tmp_path / "docs" / "b.txt").unlink()
+        assert first_tick().run_requests[0].tags["factory/changes"] == (
+            "1 added, 0 updated, 0 removed")  # no cursor: the listing is all news
