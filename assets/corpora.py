@@ -17,6 +17,7 @@ import dagster as dg
 
 from assets.common import Definition, publish, store_link
 from assets.demo_data import filings
+from assets.erasure import Ledger, sha256
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
@@ -113,14 +114,19 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
             [spec.source], config.root, config.storage.s3_endpoint_url)) \
             if spec.watch.enabled and not isinstance(spec.source, GeneratedCorpus) else {}
         (out / "docs").mkdir(parents=True)
-        listing, rejected = [], []
+        listing, rejected, erased = [], [], 0
+        forgotten = Ledger.read(store).document_hashes()
         for item in read_documents(spec, config.root, staging,
                                    config.storage.s3_endpoint_url):
             if isinstance(item, Rejection):
                 context.log.warning(f"quarantined {item.file}: {item.detail}")
                 rejected.append(item.to_json())
                 continue
-            digest = hashlib.sha256(item.text.encode()).hexdigest()
+            digest = sha256(item.text)
+            if digest in forgotten or sha256(item.doc_id) in forgotten:
+                context.log.info(f"left out {item.doc_id}: erased (`factory forget`)")
+                erased += 1
+                continue
             (out / "docs" / f"{digest[:24]}.txt").write_text(item.text)
             listing.append({"doc_id": item.doc_id, "file": f"docs/{digest[:24]}.txt",
                             "sha256": digest, "chars": len(item.text)})
@@ -143,6 +149,7 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         shutil.rmtree(staging, ignore_errors=True)
         return dg.MaterializeResult(
             metadata={"documents": len(listing), "quarantined": len(rejected),
+                      "erased_documents_left_out": erased,
                       "characters": sum(d["chars"] for d in listing),
                       "questions": len(questions), "question_findings": len(findings),
                       "version": version,

@@ -19,6 +19,7 @@ from assets.curation import dedupe, formats
 from assets.curation.pipeline import CURATION_REASONS, Curated, curate
 from assets.curation.splits import SPLITS
 from assets.curation.tokens import TokenCounter, length_histogram, percentiles
+from assets.erasure import Ledger, without_erased
 from assets.ingest.sources import Item, read_source
 from config.schema import DatasetSpec, FactoryConfig
 from resources.object_store import ObjectStore
@@ -49,6 +50,16 @@ def write_dataset(curated: Curated, out: Path) -> list[Path]:
     return paths
 
 
+def token_budget(store: ObjectStore, spec: DatasetSpec) -> tuple[TokenCounter | None, int | None]:
+    """The tokenizer and length limit curation applies: the base model's, when one is named."""
+    if not spec.base_model:
+        return None, spec.max_tokens
+    base_dir = store.local_dir(current(store, "base_model", spec.base_model)["prefix"])
+    max_tokens = spec.max_tokens or json.loads((base_dir / "config.json").read_text()).get(
+        "max_position_embeddings")
+    return TokenCounter(base_dir), max_tokens
+
+
 def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[Definition]:
     deps = [dg.AssetKey(["base_model", spec.base_model])] if spec.base_model else []
     key = dg.AssetKey(["dataset", name])
@@ -64,20 +75,19 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         seen = listing_metadata(watched_listings(  # before reading: a later change is news
             spec.sources, config.root, config.storage.s3_endpoint_url)) \
             if spec.watch and spec.watch.enabled else {}
-        counter, max_tokens = None, spec.max_tokens
-        if spec.base_model:
-            base_dir = store.local_dir(current(store, "base_model", spec.base_model)["prefix"])
-            counter = TokenCounter(base_dir)
-            if max_tokens is None:
-                max_tokens = json.loads((base_dir / "config.json").read_text()).get(
-                    "max_position_embeddings")
+        counter, max_tokens = token_budget(store, spec)
 
         def items() -> Iterator[Item]:
             for source in spec.sources:
                 yield from read_source(source, config.root, run_dir / "staging",
                                        config.storage.s3_endpoint_url)
 
-        curated = curate(items(), spec, counter, max_tokens)
+        erased: list[str] = []
+        curated = curate(without_erased(items(), Ledger.read(store).record_rules(name), erased),
+                         spec, counter, max_tokens)
+        if erased:
+            context.log.info(f"left out {len(erased)} erased record(s) (`factory forget`): "
+                             f"{', '.join(erased[:10])}")
         paths = write_dataset(curated, run_dir / "out")
         version = file_digest(*paths)
         counts = {s: len(curated.lines[s]) for s in SPLITS}
@@ -91,6 +101,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
             "rows_in": curated.rows_in,
             **{f"{s}_rows": n for s, n in counts.items()},
             "quarantined": len(curated.rejections),
+            "erased_records_left_out": len(erased),
             "quarantine_reasons": dict(curated.reasons),
             "invalid_fraction": round(curated.invalid_fraction, 4),
             "quarantine_examples": dg.MetadataValue.md(quarantine_table(curated)),

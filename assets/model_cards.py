@@ -77,6 +77,9 @@ def _promotion_section(registry: dict[str, Any], version: str,
         previous = champion.get("previous") or "none"
         return (f"**Champion** since {when} (promoted by {champion['who']}; previous champion: "
                 f"{previous}); the deployments serve this version.")
+    unpublished = [e for e in events if e["event"] == "unpublished"]
+    if unpublished:
+        return f"Was champion; unpublished: {unpublished[-1]['why']}"
     if any(e["event"] == "promoted" for e in events):
         return f"Was champion; replaced by {champion.get('version', 'none')}."
     rejected = [e for e in events if e["event"] == "rejected"]
@@ -85,6 +88,25 @@ def _promotion_section(registry: dict[str, Any], version: str,
     if any(e["gate_passed"] for _, e in evaluations):
         return "Passed its promotion gate; becomes champion when its promotion asset runs."
     return "Not promoted (no evaluation has passed its gate yet)."
+
+
+def erased_banner(erasures: list[str]) -> str:
+    return (f"> **Trained on erased data** ({', '.join(erasures)}): a dataset version this "
+            "adapter learnt from held records erased since; see `erasure/ledger.json` and the "
+            "project's `erasure` policy.")
+
+
+def mark_erased_card(store: ObjectStore, prefix: str, erasures: list[str]) -> None:
+    """Put the banner under the title of a stored version's card (once)."""
+    card = store.local_dir(prefix) / "README.md"
+    lines = (card.read_text() if card.is_file() else f"# {prefix}\n").splitlines()
+    marked = [i for i, line in enumerate(lines) if "**Trained on erased data**" in line]
+    if marked:
+        lines[marked[0]] = erased_banner(erasures)
+    else:
+        title = next((i for i, line in enumerate(lines) if line.startswith("# ")), 0)
+        lines[title + 1:title + 1] = ["", erased_banner(erasures)]
+    store.replace_card(prefix, "\n".join(lines) + "\n")
 
 
 def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,
@@ -125,8 +147,9 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
               ("final training loss", str(ref.get("final_loss", "?"))),
               ("eval loss (val split)", str(ref.get("eval_loss", "?")))]
     split_sizes = ", ".join(f"{k} {v}" for k, v in counts.items()) or "unknown"
+    erased = registry.get("erased", {}).get(version)
     body = [
-        f"# {name} ({version})", "",
+        f"# {name} ({version})", "", *([erased_banner(erased), ""] if erased else []),
         f"A {spec.method} {spec.objective} adapter of `{ref.get('base_model', base)}`, trained "
         f"by Adapter Factory on `{ref.get('dataset', spec.dataset)}`.", "",
         _base_line(spec.base_model, base_spec.source, base_ref), "",

@@ -64,7 +64,8 @@ def decide(scores: dict[str, dict[str, float]], policy: PromotionSpec,
 
 
 class Registry:
-    """`registry/<adapter>.json`: the champion and the full promotion history."""
+    """`registry/<adapter>.json`: the champion, the full promotion history and the versions
+    trained on data erased since (`erased`: version -> erasure ids)."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
@@ -76,7 +77,7 @@ class Registry:
         try:
             return self.store.get_json(self._key(adapter))
         except ArtifactMissing:
-            return {"champion": None, "history": []}
+            return {"champion": None, "history": [], "erased": {}}
 
     def champion(self, adapter: str) -> dict[str, Any] | None:
         return self.read(adapter)["champion"]
@@ -91,6 +92,22 @@ class Registry:
         state["history"].append(entry)
         self.store.put_json(self._key(adapter), state)
         return entry
+
+    def mark_erased(self, adapter: str, versions: list[str], erasure: str) -> None:
+        state = self.read(adapter)
+        marks = state.setdefault("erased", {})
+        for version in versions:
+            marks[version] = sorted({*marks.get(version, []), erasure})
+        self.store.put_json(self._key(adapter), state)
+
+    def unpublish(self, adapter: str, why: str, who: str | None = None) -> None:
+        """No champion: deployments stop serving the adapter at their next materialization."""
+        state = self.read(adapter)
+        previous = (state["champion"] or {}).get("version")
+        state["champion"] = None
+        state["history"].append({"event": "unpublished", "version": previous, "when": time.time(),
+                                 "who": who or getpass.getuser(), "why": why})
+        self.store.put_json(self._key(adapter), state)
 
     def record_rejection(self, adapter: str, version: str, why: str, who: str | None = None
                          ) -> None:

@@ -746,6 +746,10 @@ class FactoryConfig(Strict):
     tracking: TrackingSpec = TrackingSpec()
     gateway: GatewaySettings = Field(default_factory=GatewaySettings,
                                      description="the OpenAI-compatible gateway (gateway/)")
+    erasure: Literal["flag", "retrain", "unpublish"] = Field(
+        "flag", description="what `factory forget` does to adapters trained on erased data "
+                            "besides marking them: retrain them through the gate, or stop "
+                            "serving them")
     _root: Path = PrivateAttr(default_factory=Path.cwd)
 
     @model_validator(mode="after")

@@ -53,7 +53,8 @@ class SelectionError(ValueError):
     """A selected asset key that the project does not define."""
 
 
-def materialize(config: FactoryConfig, keys: list[str] | None = None) -> object:
+def materialize(config: FactoryConfig, keys: list[str] | None = None,
+                tags: dict[str, str] | None = None) -> object:
     """Run the whole graph, or the assets `keys` name ("dataset/chat") together with every
     asset upstream of them that this instance has never materialized: a selection never fails
     on a missing input that the graph could have made. Returns Dagster's run result."""
@@ -79,7 +80,7 @@ def materialize(config: FactoryConfig, keys: list[str] | None = None) -> object:
                 k for k in upstream - wanted
                 if instance.get_latest_materialization_event(k) is None})
         return job.execute_in_process(instance=instance, asset_selection=selection,
-                                      raise_on_error=False)
+                                      raise_on_error=False, tags=tags)
 
 
 def failed_steps(result: object) -> tuple[list[str], list[str]]:
@@ -238,6 +239,49 @@ def example_conversation(config: FactoryConfig, store: Any, model: str
     return history
 
 
+@main.command("forget")
+@click.option("--config", "config_path", default=None)
+@click.option("--document", default=None, help="a corpus document: its id (docs/a.txt, "
+              "s3://...) or file name")
+@click.option("--dataset", default=None, help="the dataset whose records to erase")
+@click.option("--where", default=None, metavar="FIELD=VALUE",
+              help="records whose field has this value (and future ones: the rule stays)")
+@click.option("--match", default=None, metavar="TEXT", help="records containing this text")
+@click.option("--dry-run", is_flag=True, help="only say what would be erased and flagged")
+@click.option("--who", default=None, help="recorded in the ledger (default: the OS user)")
+def forget_command(config_path: str | None, document: str | None, dataset: str | None,
+                   where: str | None, match: str | None, dry_run: bool, who: str | None) -> None:
+    """Erase a document or dataset records from every corpus, index and dataset version, list
+    (and mark) the adapters trained on them and the deployments serving those, then apply the
+    project's `erasure` policy (flag | retrain | unpublish). Audited in erasure/ledger.json."""
+    from pipelines.forget import NothingToForget, find_document, find_records, forget, report
+    from pipelines.graph import resources_for
+
+    config = _config(config_path)
+    if (document is None) == (dataset is None):
+        raise click.UsageError("name one thing to forget: --document NAME, or --dataset NAME "
+                               "with --where FIELD=VALUE or --match TEXT")
+    if dataset is not None and dataset not in config.datasets:
+        raise click.UsageError(f"no dataset {dataset!r}; declared: "
+                               f"{', '.join(sorted(config.datasets)) or 'none'}")
+    if dataset is not None and (where is None) == (match is None):
+        raise click.UsageError("records are chosen by one of --where FIELD=VALUE or --match TEXT")
+    if where is not None and "=" not in where:
+        raise click.UsageError(f"--where {where!r}: write FIELD=VALUE")
+    store = resources_for(config)["store"]
+    dagster_home(config)
+    try:
+        found = (find_document(store, config, document) if document is not None else
+                 find_records(store, config, dataset, tuple(where.split("=", 1)) if where
+                              else None, match))
+    except NothingToForget as exc:
+        raise click.ClickException(str(exc)) from exc
+    entry = forget(config, store, found, who=who, dry_run=dry_run)
+    click.echo(report(entry))
+    if entry.get("failed"):
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option("--config", "config_path", default=None)
 def adapters(config_path: str | None) -> None:
@@ -274,7 +318,10 @@ def registry_view(store: Any, registry: Any, adapter: str) -> str:
             continue
         m = store.manifest(prefix)
         marks = [label for label, on in (("CURRENT", current and current["version"] == version),
-                                         ("PROMOTED", champion == version)) if on]
+                                         ("PROMOTED", champion == version),
+                                         ("TRAINED-ON-ERASED-DATA",
+                                          version in registry.read(adapter).get("erased", {})))
+                 if on]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
         lines.append(f"  {version}  {when}  steps={m.get('steps', '?')}  "
                      f"final_loss={_num(m.get('final_loss'))}  eval_loss={_num(m.get('eval_loss'))}"

@@ -303,8 +303,13 @@ class ObjectStore(dg.ConfigurableResource):
         return self.backend.list(prefix.lstrip("/"))
 
     def delete_prefix(self, prefix: str) -> None:
-        """Delete the manifest first: a reader never sees a complete-looking half-deleted folder."""
+        """Delete the manifest first: a reader never sees a complete-looking half-deleted folder.
+        A local copy of a remote folder goes too (an erasure leaves none behind)."""
         prefix = prefix.strip("/")
+        digest = self.manifest(prefix)["digest"] if self.is_complete(prefix) else None
         self.backend.delete(f"{prefix}/{MANIFEST}")
         for key in self.backend.list(f"{prefix}/"):
             self.backend.delete(key)
+        if digest and self.backend.local_path(prefix) is None:
+            shutil.rmtree(contained(Path(self.root, self.cache_dir), str(digest),
+                                    f"{prefix}/{MANIFEST}: digest"), ignore_errors=True)

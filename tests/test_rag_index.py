@@ -17,9 +17,12 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
+from click.testing import CliRunner
+from dagster._core.scheduler.instigation import InstigatorType
 
 from config.loading import load_config
 from config.schema import FactoryConfig
+from pipelines.cli import main
 from pipelines.graph import make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
 from tests.conftest import free_port, start_service
@@ -166,13 +169,7 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
                               "watch": {"interval_s": 5}}}}))
     config = load_config(tmp_path / "factory.yaml")
     port = free_port()
-    ui = subprocess.Popen(
-        [str(Path(sys.executable).with_name("factory")), "ui", "--config",
-         str(tmp_path / "factory.yaml"), "--port", str(port)],
-        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path / "work" / "dagster_home")},
-        stderr=open(tmp_path / "dagster.log", "wb"),  # noqa: SIM115 - closed with the process
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    ui = start_ui(tmp_path, port)
     try:
         wait_until_serving(port, ui, tmp_path)
         runs = wait_for_runs(config, 1, ui, tmp_path)  # the first listing indexes what is there
@@ -188,6 +185,93 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
             assert event and event.asset_materialization
             meta = event.asset_materialization.metadata
             assert meta["documents_added"].value == 1 and meta["documents_unchanged"].value == 1
+    finally:
+        os.killpg(ui.pid, signal.SIGINT)
+        try:
+            ui.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+
+
+def start_ui(root: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("factory")), "ui", "--config",
+         str(root / "factory.yaml"), "--port", str(port)],
+        cwd=root, start_new_session=True, stdout=subprocess.DEVNULL,
+        env={**os.environ, "DAGSTER_HOME": str(root / "work" / "dagster_home")},
+        stderr=open(root / "dagster.log", "ab"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_cursor(root: Path, sensor: str, ui: subprocess.Popen, timeout: float = 180
+                    ) -> None:
+    """Until the daemon has ticked `sensor` once (its cursor is stored)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert ui.poll() is None, (root / "dagster.log").read_text()[-3000:]
+        with dg.DagsterInstance.from_config(str(root / "work" / "dagster_home")) as instance:
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            if any(s.instigator_name == sensor and s.instigator_data
+                   and s.instigator_data.cursor for s in states):
+                return
+        time.sleep(2)
+    raise AssertionError(f"{sensor} never ticked; log:\n"
+                         + (root / "dagster.log").read_text()[-3000:])
+
+
+@pytest.mark.slow
+def test_changes_made_while_the_daemon_was_down_converge_in_one_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#36's scenario under Dagster's own daemon: `factory materialize`, the first tick starts
+    nothing; the daemon is killed; one document is deleted (a question names it) and one added;
+    after the restart one run applies both, the index equals the folder and the orphan question
+    is the check's warning, not a failed run."""
+    config = with_questions(tmp_path, [
+        {"question": "Who is the harbour master?", "source": "harbour.txt"},
+        {"question": "Who keeps the orchard?", "source": "orchard.html"}])
+    raw = yaml.safe_load((tmp_path / "factory.yaml").read_text())
+    raw["corpora"]["notes"]["watch"] = {"interval_s": 5}
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "factory.yaml")
+    home = tmp_path / "work" / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    done = CliRunner().invoke(main, ["materialize", "--config", str(tmp_path / "factory.yaml")])
+    assert done.exit_code == 0, done.output
+
+    port = free_port()
+    ui = start_ui(tmp_path, port)
+    try:
+        wait_until_serving(port, ui, tmp_path)
+        wait_for_cursor(tmp_path, "watch_corpus_notes", ui)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert len(instance.get_runs()) == 1  # only `factory materialize`'s own run
+    finally:
+        os.killpg(ui.pid, signal.SIGKILL)  # a crash: no shutdown, no last cursor write
+        ui.wait(30)
+
+    (tmp_path / "docs" / "orchard.html").unlink()
+    (tmp_path / "docs" / "vineyard.txt").write_text(
+        "Hill Gate Vineyard bottled 12,000 bottles of Solaris. The winemaker is Toomas Ilves.")
+    ui = start_ui(tmp_path, port)
+    try:
+        wait_until_serving(port, ui, tmp_path)
+        runs = wait_for_runs(config, 2, ui, tmp_path)
+        time.sleep(12)  # two more ticks: nothing is repeated
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            runs = instance.get_runs()
+            key = dg.AssetCheckKey(dg.AssetKey(["index", "notes"]), "retrieval_quality")
+            record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+                [key])[key]
+        assert len(runs) == 2 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        assert runs[0].tags["factory/changes"] == "1 added, 0 updated, 1 removed"
+        collection = resources_for(config)["chroma"].client().get_collection("notes")
+        stored = {m["source"] for m in collection.get(include=["metadatas"])["metadatas"]}
+        assert stored == {"docs/harbour.txt", "docs/bakery.md", "docs/vineyard.txt"}
+        assert "docs/orchard.html" not in sources(config, "Who keeps the orchard? Liis Kask")
+        assert sources(config, "Who is the winemaker?")[0] == "docs/vineyard.txt"
+        check = record.event.dagster_event.event_specific_data
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert "'orchard.html'" in check.description
     finally:
         os.killpg(ui.pid, signal.SIGINT)
         try:

@@ -1,0 +1,160 @@
+"""Erasure: what a user asks to forget stays out of every corpus and dataset, and the lineage
+says which models learnt from it.
+
+The ledger (`erasure/ledger.json` in the object store) is both the rule the corpus and dataset
+assets apply on every run and the audit of each erasure (who, when, the assets touched). It
+holds hashes only, never the erased content: a document's sha256 and the sha256 of its id; a
+record's sha256 (its raw fields as canonical JSON) or a field and the sha256 of its value (so a
+customer's future rows are left out too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from assets.ingest.sources import Item, RawRecord
+from resources.object_store import ArtifactMissing, ObjectStore
+
+LEDGER = "erasure/ledger.json"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_hash(data: dict[str, Any]) -> str:
+    """A raw record's identity: its fields as canonical JSON, whatever file format held it."""
+    return sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def texts(value: Any) -> Iterator[str]:
+    """Every string inside a record (messages nested in lists and dicts included)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from texts(item)
+    elif value is not None:
+        yield str(value)
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    """What a dataset leaves out: exact records, and every record whose field has a value."""
+
+    rows: frozenset[str] = frozenset()
+    fields: frozenset[tuple[str, str]] = frozenset()  # (field, sha256 of value)
+
+    def erases(self, data: dict[str, Any]) -> bool:
+        if record_hash(data) in self.rows:
+            return True
+        return any(f in data and sha256(str(data[f])) == h for f, h in self.fields)
+
+
+@dataclass
+class Ledger:
+    store: ObjectStore
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, store: ObjectStore) -> Ledger:
+        try:
+            return cls(store, store.get_json(LEDGER)["erasures"])
+        except ArtifactMissing:
+            return cls(store)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self.store.put_json(LEDGER, {"erasures": self.entries})
+
+    def update(self, entry: dict[str, Any]) -> None:
+        """Rewrite `entry` (matched by id) as the erasure progressed."""
+        self.entries = [entry if e["id"] == entry["id"] else e for e in self.entries]
+        self.store.put_json(LEDGER, {"erasures": self.entries})
+
+    def document_hashes(self) -> frozenset[str]:
+        """sha256 of every erased document's text and of its id."""
+        return frozenset(h for e in self.entries if e["subject"]["kind"] == "document"
+                         for key in ("text_sha256", "doc_id_sha256") for h in e["subject"][key])
+
+    def record_rules(self, dataset: str) -> RecordRules:
+        rows: set[str] = set()
+        fields: set[tuple[str, str]] = set()
+        for e in self.entries:
+            subject = e["subject"]
+            if subject["kind"] != "record" or subject["dataset"] != dataset:
+                continue
+            rows.update(subject["row_sha256"])
+            if subject.get("field"):
+                fields.add((subject["field"], subject["value_sha256"]))
+        return RecordRules(frozenset(rows), frozenset(fields))
+
+
+def without_erased(items: Iterable[Item], rules: RecordRules, erased: list[str]
+                   ) -> Iterator[Item]:
+    """The items minus erased records; each one left out is noted in `erased` as file:row."""
+    for item in items:
+        if isinstance(item, RawRecord) and rules.erases(item.data):
+            erased.append(f"{item.file}:{item.row}")
+            continue
+        yield item
+
+
+def stored_versions(store: ObjectStore, kind: str, name: str) -> list[str]:
+    """Every complete stored version of `kind/name`, oldest first."""
+    prefixes = sorted({"/".join(k.split("/")[:3]) for k in store.list(f"{kind}/{name}/")
+                       if k.count("/") >= 3})
+    complete = [p for p in prefixes if store.is_complete(p)]
+    return [p.split("/")[2] for p in sorted(
+        complete, key=lambda p: store.manifest(p).get("created_at", 0))]
+
+
+def versions_holding(store: ObjectStore, name: str, line_hashes: set[str],
+                     files: tuple[str, ...] = ("train.jsonl", "val.jsonl", "test.jsonl")
+                     ) -> list[str]:
+    """The stored versions of dataset `name` with a split row whose sha256 is in the set."""
+    held = []
+    for version in stored_versions(store, "dataset", name):
+        root = store.local_dir(f"dataset/{name}/{version}")
+        if any(sha256(line) in line_hashes for file in files if (root / file).is_file()
+               for line in (root / file).read_text().splitlines()):
+            held.append(version)
+    return held
+
+
+def adapters_trained_on(store: ObjectStore, adapters: Iterable[str],
+                        datasets: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{adapter: [versions]} trained on a `dataset@version` in `datasets` (their lineage)."""
+    tainted = {f"{d}@{v}" for d, versions in datasets.items() for v in versions}
+    out: dict[str, list[str]] = {}
+    for adapter in adapters:
+        for version in stored_versions(store, "adapter", adapter):
+            if store.manifest(f"adapter/{adapter}/{version}").get("dataset") in tainted:
+                out.setdefault(adapter, []).append(version)
+    return out
+
+
+def mixtures_of(store: ObjectStore, mixtures: Iterable[str],
+                adapters: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{mixture: [versions]} built from a flagged adapter version."""
+    out: dict[str, list[str]] = {}
+    for mixture in mixtures:
+        for version in stored_versions(store, "mixture", mixture):
+            components = store.manifest(f"mixture/{mixture}/{version}").get("components", {})
+            if any(v in adapters.get(a, []) for a, v in components.items()):
+                out.setdefault(mixture, []).append(version)
+    return out
+
+
+def purge(store: ObjectStore, kind: str, name: str, versions: Iterable[str]) -> list[str]:
+    """Delete stored versions that hold erased content; returns their prefixes."""
+    gone = []
+    for version in versions:
+        store.delete_prefix(f"{kind}/{name}/{version}")
+        gone.append(f"{kind}/{name}/{version}")
+    return gone

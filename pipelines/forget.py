@@ -1,0 +1,222 @@
+"""`factory forget`: erase a document or a record everywhere the graph put it, and say which
+models learnt from it.
+
+Order matters. The selector is resolved against what is stored now (nothing changes if it
+matches nothing); the lineage is read before anything is deleted; the ledger entry is written
+before any run, so every asset that runs from then on leaves the item out; stored versions that
+held it are purged; the affected assets are materialized through the normal graph (tagged with
+the erasure's id); adapters trained on it are marked, then the project's `erasure` policy acts:
+`flag` stops there, `retrain` runs everything downstream of the new dataset version through the
+gate, `unpublish` takes marked champions out of the registry and re-materializes the
+deployments that served them. The ledger entry ends with what was touched.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from assets.curation.pipeline import curate
+from assets.datasets import token_budget
+from assets.deployments import published
+from assets.erasure import (
+    Ledger,
+    adapters_trained_on,
+    mixtures_of,
+    purge,
+    record_hash,
+    sha256,
+    stored_versions,
+    texts,
+    versions_holding,
+)
+from assets.ingest.sources import RawRecord, read_source
+from assets.model_cards import mark_erased_card
+from assets.promotion import Registry
+from config.schema import FactoryConfig, trial_names
+from resources.object_store import ObjectStore
+
+
+class NothingToForget(ValueError):
+    """The selector matched nothing stored: nothing was changed."""
+
+
+@dataclass
+class Found:
+    """What a selector resolved to, before anything changes. `described` names files and rows,
+    never their content."""
+
+    subject: dict[str, Any]
+    described: str
+    corpora: dict[str, list[str]] = field(default_factory=dict)  # corpus -> versions holding it
+    datasets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> versions holding it
+
+
+def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found:
+    """A document by its id (`docs/a.txt`, `s3://...`) or its name inside the source, and every
+    copy of its text in any corpus, under whatever name."""
+    listings = {(corpus, version): [json.loads(line) for line in (store.local_dir(
+        f"corpus/{corpus}/{version}") / "documents.jsonl").read_text().splitlines()]
+        for corpus in config.corpora for version in stored_versions(store, "corpus", corpus)}
+    named = {d["sha256"] for docs in listings.values() for d in docs
+             if d["doc_id"] == name or d["doc_id"].endswith("/" + name.lstrip("/"))}
+    if not named:
+        raise NothingToForget(f"no stored corpus holds a document named {name!r}; name it as "
+                              "the corpus does (its path inside the project or its s3:// URL) "
+                              "or by its file name")
+    doc_ids, corpora = set(), {}
+    for (corpus, version), docs in listings.items():
+        hits = [d["doc_id"] for d in docs if d["sha256"] in named]
+        if hits:
+            corpora.setdefault(corpus, []).append(version)
+            doc_ids.update(hits)
+    return Found({"kind": "document", "doc_id_sha256": sorted(sha256(d) for d in doc_ids),
+                  "text_sha256": sorted(named)},
+                 f"{len(doc_ids)} document(s): {', '.join(sorted(doc_ids))}", corpora=corpora)
+
+
+def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
+                 where: tuple[str, str] | None, match: str | None) -> Found:
+    """Records of `dataset`'s sources whose `field` equals a value, or whose text contains
+    `match`; and the stored versions of the dataset holding any of them (after curation)."""
+    spec = config.datasets[dataset]
+    staging = config.work_dir / "staging" / "forget" / dataset
+    try:
+        matched = [item for source in spec.sources
+                   for item in read_source(source, config.root, staging,
+                                           config.storage.s3_endpoint_url)
+                   if isinstance(item, RawRecord) and (
+                       (where is not None and str(item.data.get(where[0])) == where[1])
+                       or (match is not None and any(match in t for t in texts(item.data))))]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not matched and where is None:
+        raise NothingToForget(f"no record of dataset {dataset!r}'s sources contains that text")
+    counter, max_tokens = token_budget(store, spec)
+    curated = curate(iter(matched), spec, counter, max_tokens)
+    lines = {sha256(line) for rows in curated.lines.values() for line in rows}
+    held = versions_holding(store, dataset, lines)
+    subject: dict[str, Any] = {"kind": "record", "dataset": dataset,
+                               "row_sha256": sorted({record_hash(i.data) for i in matched})}
+    if where is not None:  # the rule outlives today's rows: this customer's next ones too
+        subject |= {"field": where[0], "value_sha256": sha256(where[1])}
+    places = ", ".join(f"{i.file}:{i.row}" for i in matched[:20])
+    return Found(subject, f"{len(matched)} record(s) of dataset {dataset}"
+                          + (f" ({places})" if places else ""),
+                 datasets={dataset: held} if held else {})
+
+
+def lineage(store: ObjectStore, config: FactoryConfig, found: Found) -> dict[str, Any]:
+    """Every adapter version trained on a version that held the item, the mixtures built from
+    them, and the deployments serving any of those now."""
+    names = [t for n, spec in config.adapters.items() for t in [*trial_names(n, spec), n]]
+    adapters = adapters_trained_on(store, names, found.datasets)
+    mixtures = mixtures_of(store, config.mixtures, adapters)
+    serving = []
+    for deployment in config.deployments:
+        state = published(store, deployment) or {}
+        served = state.get("adapters", {})
+        if any(served.get(a) in versions for a, versions in {**adapters, **mixtures}.items()):
+            serving.append(deployment)
+    return {"adapters": adapters, "mixtures": mixtures, "deployments": serving}
+
+
+def affected_assets(config: FactoryConfig, found: Found, policy: str) -> list[str]:
+    """What runs right away: corpora and their indexes, datasets; with `retrain`, everything
+    downstream of those datasets (adapters, evaluations, promotions, deployments)."""
+    from pipelines.graph import make_definitions
+
+    keys = [k for c in found.corpora for k in (f"corpus/{c}", f"index/{c}")]
+    datasets = [dg.AssetKey(["dataset", d]) for d in found.datasets]
+    if datasets:
+        selection = dg.AssetSelection.assets(*datasets)
+        if policy == "retrain":
+            selection = selection.downstream()
+        graph = make_definitions(config).resolve_asset_graph()
+        keys += sorted(k.to_user_string() for k in selection.resolve(graph))
+    return keys
+
+
+def forget(config: FactoryConfig, store: ObjectStore, found: Found, who: str | None = None,
+           dry_run: bool = False) -> dict[str, Any]:
+    """Carry out the erasure (or, with `dry_run`, only say what it would touch); returns the
+    ledger entry."""
+    from pipelines.cli import failed_steps, materialize
+
+    policy = config.erasure
+    entry: dict[str, Any] = {
+        "id": f"erasure-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        "who": who or getpass.getuser(), "when": time.time(), "policy": policy,
+        "subject": found.subject, "what": found.described,
+        "held_by": {"corpora": found.corpora, "datasets": found.datasets},
+        "flagged": lineage(store, config, found),
+        "materialize": affected_assets(config, found, policy)}
+    if dry_run:
+        return entry
+    ledger = Ledger.read(store)
+    ledger.append({**entry, "state": "started"})  # from here on every run leaves it out
+    entry["purged"] = [p for kind, held in (("corpus", found.corpora),
+                                            ("dataset", found.datasets))
+                       for name, versions in held.items() for p in purge(store, kind, name,
+                                                                          versions)]
+    registry = Registry(store)
+    for adapter, versions in entry["flagged"]["adapters"].items():
+        registry.mark_erased(adapter, versions, entry["id"])
+        for version in versions:
+            marks = registry.read(adapter)["erased"][version]
+            mark_erased_card(store, f"adapter/{adapter}/{version}", marks)
+    actions = []
+    if policy == "unpublish":
+        for adapter, versions in entry["flagged"]["adapters"].items():
+            if (registry.champion(adapter) or {}).get("version") in versions:
+                registry.unpublish(adapter, f"trained on erased data ({entry['id']})",
+                                   who=entry["who"])
+                actions.append(f"unpublished {adapter}")
+        entry["materialize"] += [f"deployment/{d}" for d in entry["flagged"]["deployments"]]
+    result = materialize(config, entry["materialize"], tags={"factory/erasure": entry["id"]})
+    failed, checks = failed_steps(result)
+    if policy == "retrain":
+        for adapter, versions in entry["flagged"]["adapters"].items():
+            champion = (registry.champion(adapter) or {}).get("version")
+            actions.append(f"retrained {adapter}: champion {champion}" + (
+                " (still a version trained on erased data: the gate kept it)"
+                if champion in versions else ""))
+    entry |= {"actions": actions, "failed": failed + checks,
+              "state": "done" if not failed else "failed", "finished": time.time()}
+    ledger.update(entry)
+    return entry
+
+
+def report(entry: dict[str, Any]) -> str:
+    """The erasure as a person reads it; the ledger holds the same, hashes included."""
+    flagged = entry["flagged"]
+    lines = [f"{entry['id']} by {entry['who']} (policy: {entry['policy']}"
+             + (", dry run)" if "state" not in entry else f", {entry['state']})"),
+             f"  forgot: {entry['what']}"]
+    for kind, held in entry["held_by"].items():
+        for name, versions in held.items():
+            lines.append(f"  {kind[:-1] if kind.endswith('s') else kind} {name}: held by "
+                         f"version(s) {', '.join(versions)}")
+    for prefix in entry.get("purged", []):
+        lines.append(f"  purged {prefix}")
+    for adapter, versions in flagged["adapters"].items():
+        lines.append(f"  adapter {adapter}: trained on erased data in {', '.join(versions)}")
+    for mixture, versions in flagged["mixtures"].items():
+        lines.append(f"  mixture {mixture}: built from them in {', '.join(versions)}")
+    for deployment in flagged["deployments"]:
+        lines.append(f"  deployment {deployment}: was serving one of them")
+    if not any(flagged.values()):
+        lines.append("  no adapter learnt from it")
+    lines.append(f"  {'would run' if 'state' not in entry else 'ran'}: "
+                 f"{', '.join(entry['materialize']) or 'nothing'}")
+    lines += [f"  {a}" for a in entry.get("actions", [])]
+    lines += [f"  FAILED {f}" for f in entry.get("failed", [])]
+    return "\n".join(lines)
+

@@ -1,0 +1,191 @@
+"""`factory forget`: an erased document is gone from every collection and every stored corpus
+version, stays out when the graph runs again, and the ledger audits it without its content;
+an erased record leaves a new dataset version, and the adapters trained on it are listed,
+marked and (policy `retrain`) retrained through the gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from config.loading import load_config
+from pipelines.cli import main
+from pipelines.graph import resources_for
+from pipelines.scaffold import ticket_rows
+from resources.retrieval import open_index, retrieve
+from tests.test_rag_index import DOCS
+
+BAKER = "Marek Tamm"
+
+
+def run(*args: str) -> Any:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two corpora that both hold the bakery's document."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    for folder in ("docs", "archive"):
+        (tmp_path / folder).mkdir()
+    for name, text in DOCS.items():
+        (tmp_path / "docs" / name).write_text(text)
+    shutil.copy(tmp_path / "docs" / "bakery.md", tmp_path / "archive" / "bakery-2024.md")
+    (tmp_path / "archive" / "harbour.txt").write_text(DOCS["harbour.txt"])
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "corpora": {name: {"source": {"path": name}, "chunk_size": 64, "chunk_overlap": 8}
+                    for name in ("docs", "archive")}}))
+    run("materialize", "--config", str(tmp_path / "factory.yaml"))
+    return tmp_path
+
+
+def stored_sources(root: Path, corpus: str) -> set[str]:
+    config = load_config(root / "factory.yaml")
+    chunks = resources_for(config)["chroma"].client().get_collection(corpus)
+    return {m["source"] for m in chunks.get(include=["metadatas"])["metadatas"]}
+
+
+def test_an_erased_document_is_gone_from_every_collection_and_stays_out(corpora: Path) -> None:
+    path = str(corpora / "factory.yaml")
+    config = load_config(path)
+    store = resources_for(config)["store"]
+    before = {c: store.read_ref(f"corpus/{c}")["version"] for c in ("docs", "archive")}
+    dry = run("forget", "--config", path, "--document", "bakery.md", "--dry-run").output
+    assert "dry run" in dry and "docs/bakery.md" in dry
+    assert "docs/bakery.md" in stored_sources(corpora, "docs")  # a dry run changes nothing
+
+    # the archive's copy has another name but the same text: erased by content too
+    out = run("forget", "--config", path, "--document", "docs/bakery.md").output
+    assert "forgot: 2 document(s): archive/bakery-2024.md, docs/bakery.md" in out
+    assert "no adapter learnt from it" in out
+    assert f"purged corpus/docs/{before['docs']}" in out
+    assert stored_sources(corpora, "docs") == {"docs/harbour.txt", "docs/orchard.html"}
+    assert stored_sources(corpora, "archive") == {"archive/harbour.txt"}
+    for corpus in ("docs", "archive"):
+        index = open_index(resources_for(config)["chroma"].client(), corpus)
+        assert all(BAKER not in r["text"] for r in retrieve(index, "Who is the head baker?", 5))
+        assert not store.is_complete(f"corpus/{corpus}/{before[corpus]}")  # purged
+    stored = "".join(p.read_text(errors="ignore") for p in (corpora / "store").rglob("*")
+                     if p.is_file())
+    assert BAKER not in stored  # no stored version keeps a copy
+
+    # the file is still in the folder: the next run leaves it out again
+    again = run("materialize", "--config", path)
+    assert "failed" not in again.output.lower()
+    assert stored_sources(corpora, "docs") == {"docs/harbour.txt", "docs/orchard.html"}
+    (entry,) = store.get_json("erasure/ledger.json")["erasures"]
+    assert entry["state"] == "done" and entry["who"] and entry["subject"]["kind"] == "document"
+    assert set(entry["materialize"]) == {"corpus/docs", "index/docs", "corpus/archive",
+                                         "index/archive"}
+    assert BAKER not in json.dumps(entry) and "Blue Oven" not in json.dumps(entry)
+
+
+def test_forget_refuses_what_it_cannot_find_and_changes_nothing(corpora: Path) -> None:
+    path = str(corpora / "factory.yaml")
+    missing = CliRunner().invoke(main, ["forget", "--config", path, "--document", "nope.txt"])
+    assert missing.exit_code != 0 and "no stored corpus holds a document named 'nope.txt'" \
+        in missing.output
+    both = CliRunner().invoke(main, ["forget", "--config", path, "--document", "a",
+                                     "--dataset", "b"])
+    assert both.exit_code != 0 and "name one thing to forget" in both.output
+    store = resources_for(load_config(path))["store"]
+    assert not store.exists("erasure/ledger.json")
+
+
+def ticket_of(row: dict[str, Any], customer: str) -> dict[str, Any]:
+    """A ticket that names its customer's account, with the id as a field too."""
+    *head, user, reply = row["messages"]
+    user = {**user, "content": f"{user['content']} Account {customer}."}
+    return {"messages": [*head, user, reply], "customer_id": customer}
+
+
+def ticket_project(root: Path) -> Path:
+    """Support tickets with a customer id on the tiny model: a dataset, an adapter, its gate."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "tickets.jsonl").write_text("".join(
+        json.dumps(ticket_of(r, f"C-{i % 40:03d}")) + "\n"
+        for i, r in enumerate(ticket_rows(160, seed=3))))
+    small = yaml.safe_load((Path(__file__).parent / "configs" / "small.yaml").read_text())
+    (root / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "base_models": {"tiny": small["base_models"]["tiny"]},
+        "datasets": {"tickets": {"sources": [{"path": "data/tickets.jsonl"}],
+                                 "base_model": "tiny", "split": {"val": 0.1, "test": 0.1}}},
+        "adapters": {"triage": {"base_model": "tiny", "dataset": "tickets",
+                                "lora": {"r": 8, "alpha": 16},
+                                "training": {"max_steps": 8, "micro_batch_size": 8,
+                                             "sequence_len": 256}}},
+        "evaluations": {"triage-eval": {"adapter": "triage", "answer_pattern":
+                                        "Category: (\\w+)", "limit": 8,
+                                        "max_new_tokens": 12,
+                                        "promotion": {"margin": -1.0}}},
+        "erasure": "retrain"}))
+    return root / "factory.yaml"
+
+
+def dataset_texts(store: Any) -> list[str]:
+    """Every message of the current tickets version's rows, split by split, in order."""
+    root = store.local_dir(store.read_ref("dataset/tickets")["prefix"])
+    return [m["content"] for split in ("train", "val", "test")
+            for line in (root / f"{split}.jsonl").read_text().splitlines()
+            for m in json.loads(line)["messages"]]
+
+
+@pytest.mark.slow
+def test_forgetting_a_customer_retrains_what_learnt_from_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    path = str(ticket_project(tmp_path))
+    run("materialize", "--config", path)
+    config = load_config(path)
+    store = resources_for(config)["store"]
+    old_data = store.read_ref("dataset/tickets")["version"]
+    before = dataset_texts(store)
+    assert any("Account C-007." in t for t in before)
+    old_adapter = store.read_ref("adapter/triage")["version"]
+    assert store.get_json("registry/triage.json")["champion"]["version"] == old_adapter
+
+    out = run("forget", "--config", path, "--dataset", "tickets", "--where",
+              "customer_id=C-007", "--who", "dpo@example.com").output
+    assert "forgot: 4 record(s) of dataset tickets (data/tickets.jsonl:8," in out
+    assert f"dataset tickets: held by version(s) {old_data}" in out
+    assert f"adapter triage: trained on erased data in {old_adapter}" in out
+    assert "retrained triage: champion" in out
+
+    new_data = store.read_ref("dataset/tickets")
+    assert new_data["version"] != old_data and not store.is_complete(f"dataset/tickets/{old_data}")
+    after = dataset_texts(store)
+    assert not any("Account C-007." in t for t in after)
+    # nothing else is lost (a near-duplicate the erased rows had shadowed may now be kept)
+    assert {t for t in before if "Account C-007." not in t} <= set(after)
+
+    registry = store.get_json("registry/triage.json")
+    (mark,) = registry["erased"][old_adapter]
+    retrained = store.read_ref("adapter/triage")
+    assert retrained["version"] != old_adapter
+    assert retrained["dataset"] == f"tickets@{new_data['version']}"
+    assert registry["champion"]["version"] == retrained["version"]  # through the gate
+    card = (store.local_dir(f"adapter/triage/{old_adapter}") / "README.md").read_text()
+    assert f"**Trained on erased data** ({mark})" in card
+    listing = run("adapters", "--config", path).output
+    assert f"{old_adapter}" in listing and "TRAINED-ON-ERASED-DATA" in listing
+    (entry,) = store.get_json("erasure/ledger.json")["erasures"]
+    assert entry["who"] == "dpo@example.com" and entry["id"] == mark
+    assert "C-007" not in json.dumps(entry)  # the value is kept as a hash only
+    assert {"dataset/tickets", "adapter/triage", "evaluation/triage-eval",
+            "promotion/triage"} <= set(entry["materialize"])
+
+    # the customer's next ticket stays out too
+    with (tmp_path / "data" / "tickets.jsonl").open("a") as f:
+        f.write(json.dumps(ticket_of(ticket_rows(1, seed=9)[0], "C-007")) + "\n")
+    run("materialize", "--config", path, "--select", "dataset/tickets")
+    assert store.read_ref("dataset/tickets")["version"] == new_data["version"]
