@@ -10,13 +10,13 @@ beside the messages and the reply; those left out are named in the answer (`left
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import cached_property
+from contextlib import nullcontext
 from typing import Any
 
 from config.gateway import GatewaySettings
 from gateway.admission import TEMPLATE_TOKENS_PER_MESSAGE
 from gateway.protocol import ChatMessage, GatewayError, RagOptions
-from resources.retrieval import chroma_client, chroma_server, open_index, retrieve
+from resources.retrieval import EMBEDDED, chroma_client, chroma_server, open_index, retrieve
 
 INSTRUCTION = ("Answer the question using only the numbered context passages below and cite "
                "the passages you used as [1], [2], ... If they do not contain the answer, say "
@@ -34,8 +34,8 @@ class Retriever:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
 
-    @cached_property
     def client(self) -> Any:
+        """Per search: an embedded store re-indexed by another process is reopened."""
         url = self.settings.chroma_url
         if url:
             host, port = chroma_server(url)
@@ -45,11 +45,12 @@ class Retriever:
     def search(self, options: RagOptions, question: str) -> list[dict[str, Any]]:
         from chromadb.errors import NotFoundError
 
-        try:
-            index = open_index(self.client, options.collection)
-        except (NotFoundError, ValueError) as exc:
-            raise collection_not_found(options.collection) from exc
-        return retrieve(index, question, options.top_k, options.mmr)
+        with nullcontext() if self.settings.chroma_url else EMBEDDED:
+            try:
+                index = open_index(self.client(), options.collection)
+            except (NotFoundError, ValueError) as exc:
+                raise collection_not_found(options.collection) from exc
+            return retrieve(index, question, options.top_k, options.mmr)
 
 
 def question_of(messages: list[ChatMessage]) -> str:

@@ -6,12 +6,22 @@ so both embed queries with the model recorded on the collection when it was buil
 
 from __future__ import annotations
 
+import os
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 from resources.embeddings import llama_index_embedding
 
 EMBEDDING_KEY = "embedding_model"
+# Chroma's embedded mode keeps a collection's vector index in the memory of each process that
+# opened it and does not see another process's writes: after a re-index run, a reader such as
+# the gateway kept returning deleted chunks (without their metadata) and missed added ones.
+# Writers stamp the folder after every change; an embedded client is reopened when it changed.
+WRITTEN = "factory-written"
+EMBEDDED = threading.RLock()  # held while a reopen could stop a system another thread queries
+_opened: dict[str, str] = {}
 
 
 def chroma_server(url: str) -> tuple[str, int]:
@@ -33,7 +43,22 @@ def chroma_client(path: str | Path | None = None, host: str | None = None, port:
     settings = Settings(anonymized_telemetry=False)
     if host:
         return chromadb.HttpClient(host=host, port=port, settings=settings)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    from chromadb.api.client import SharedSystemClient
+
+    stamp = Path(str(path), WRITTEN)
+    written = stamp.read_text() if stamp.is_file() else ""
+    with EMBEDDED:
+        if _opened.get(str(path), written) != written:
+            SharedSystemClient.clear_system_cache()  # the next client reads the folder afresh
+        _opened[str(path)] = written
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def mark_written(path: str | Path) -> None:
+    """After changing an embedded store: every process reopens it before its next query."""
+    partial = Path(path, f"{WRITTEN}.partial")
+    partial.write_text(uuid.uuid4().hex)
+    os.replace(partial, Path(path, WRITTEN))
 
 
 def collection(client: Any, name: str, embedding_model: str) -> Any:

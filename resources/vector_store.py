@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from resources.retrieval import chroma_client
+from resources.retrieval import chroma_client, mark_written
 
 
 class ChromaResource(dg.ConfigurableResource):
@@ -20,6 +20,12 @@ class ChromaResource(dg.ConfigurableResource):
 
     def client(self) -> Any:
         return chroma_client(Path(self.project_root, self.path).resolve(), self.host, self.port)
+
+    def mark_written(self) -> None:
+        """Tell readers in other processes that an embedded store changed (a server needs no
+        telling)."""
+        if not self.host:
+            mark_written(Path(self.project_root, self.path).resolve())
 
     @property
     def location(self) -> str:

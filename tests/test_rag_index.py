@@ -390,3 +390,19 @@ def test_a_blocking_retrieval_check_fails_the_run(tmp_path: Path) -> None:
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert not result.success  # the index itself was still applied:
     assert sources(config, "Who is the harbour master?")[0] == "docs/harbour.txt"
+
+
+def test_a_reader_in_another_process_sees_a_re_index(tmp_path: Path) -> None:
+    """The gateway's situation with the embedded store: it keeps answering while a Dagster run
+    (another process) re-indexes. Chroma alone would keep returning the deleted document's
+    chunk from this process's memory; the writer's stamp makes the reader reopen."""
+    config = project(tmp_path)
+    reindex(config)
+    assert "docs/orchard.html" in sources(config, "Who keeps the orchard? Liis Kask")
+    (tmp_path / "docs" / "orchard.html").unlink()
+    subprocess.run([str(Path(sys.executable).with_name("factory")), "materialize", "--config",
+                    str(tmp_path / "factory.yaml"), "--select", "index/notes"], check=True,
+                   cwd=tmp_path, capture_output=True,
+                   env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")})
+    found = sources(config, "Who keeps the orchard? Sunny Slope Orchard, Liis Kask")
+    assert "docs/orchard.html" not in found and None not in found
