@@ -189,3 +189,13 @@ def test_forgetting_a_customer_retrains_what_learnt_from_them(
         f.write(json.dumps(ticket_of(ticket_rows(1, seed=9)[0], "C-007")) + "\n")
     run("materialize", "--config", path, "--select", "dataset/tickets")
     assert store.read_ref("dataset/tickets")["version"] == new_data["version"]
+
+    # policy unpublish: the champion learnt from customer C-008 too, so it stops being served
+    raw = yaml.safe_load(Path(path).read_text())
+    Path(path).write_text(yaml.safe_dump({**raw, "erasure": "unpublish"}))
+    out = run("forget", "--config", path, "--dataset", "tickets", "--where",
+              "customer_id=C-008").output
+    assert "unpublished triage" in out and "retrained" not in out
+    registry = store.get_json("registry/triage.json")
+    assert registry["champion"] is None and registry["history"][-1]["event"] == "unpublished"
+    assert set(registry["erased"]) == {old_adapter, retrained["version"]}

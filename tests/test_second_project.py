@@ -68,8 +68,18 @@ def extend(root: Path) -> None:
                      "learning_rate": 0.0005}}
     raw["corpora"]["packages"] = {"source": {"path": "packages"}, "top_k": 3,
                                   "questions": "packages-questions.jsonl"}
+    # a second recipe and the mixture of both, served beside the first
+    raw["adapters"]["triage-b"] = {
+        "base_model": "base", "dataset": "tickets", "lora": {"r": 8, "alpha": 16},
+        "training": {"max_steps": 20, "micro_batch_size": 8, "learning_rate": 0.001,
+                     "sequence_len": 256, "seed": 1}}
+    raw["evaluations"]["triage-b-eval"] = {**raw["evaluations"]["triage-eval"],
+                                           "adapter": "triage-b", "limit": 20}
+    raw["mixtures"] = {"triage-mix": {"base_model": "base",
+                                      "adapters": {"triage": 0.7, "triage-b": 0.3},
+                                      "search": {"step": 0.5, "rows": 8}}}
     raw["deployments"] = {"support": {
-        "base_model": "base", "adapters": ["triage"], "port": free_port(),
+        "base_model": "base", "adapters": ["triage", "triage-mix"], "port": free_port(),
         "evaluate": {"limit": 40, "max_new_tokens": 24, "timing_requests": 4}}}
     (root / "factory.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
@@ -117,6 +127,22 @@ def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path,
               f"{offline:.3f} offline, {served['triage_exact_match']:.3f} served; "
               f"index {latest_check('index/packages', 'retrieval_quality')['hit_at_3']}")
         assert abs(served["triage_exact_match"] - offline) <= 0.15  # greedy on both sides
+        mixture = latest("mixture/triage-mix")
+        print(f"mixture {mixture['weights']} served {served['triage-mix_exact_match']:.3f}")
+        assert mixture["trials"] == 4  # (1, 0), (0.5, 0.5), (0, 1) and the declared (0.7, 0.3)
+        assert served["triage-mix_exact_match"] > served["triage:base_exact_match"] + 0.2
+
+        # who learnt from a ticket: listed from lineage, nothing changed by a dry run
+        ticket = json.loads((root / "data" / "tickets.jsonl").read_text().splitlines()[5])
+        dry = CliRunner().invoke(main, ["forget", "--config", path, "--dataset", "tickets",
+                                        "--match", ticket["messages"][-2]["content"],
+                                        "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        for line in ("adapter triage: trained on erased data in", "adapter triage-b:",
+                     "mixture triage-mix: built from them in",
+                     "deployment support: was serving one of them"):
+            assert line in dry.output, dry.output
+        assert not store.exists("erasure/ledger.json")
         assert latest_check("index/packages", "retrieval_quality")["hit_at_3"] >= 0.8
         assert latest_check("index/handbook", "retrieval_quality")["hit_at_5"] == 1.0
     finally:
