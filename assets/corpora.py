@@ -9,7 +9,7 @@ which is what the index compares to embed only what changed.
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,15 @@ def generated_questions(spec: CorpusSpec) -> list[dict[str, str]]:
             for q in f.questions]
 
 
+def documents_named(name: str, doc_ids: Iterable[str]) -> list[str]:
+    """The documents a person means by `name`: the one whose id it is, else every one it names
+    by its path inside the corpus source (`Apache-2.0.txt` for `corpus/Apache-2.0.txt`)."""
+    ids = list(dict.fromkeys(doc_ids))
+    if name in ids:
+        return [name]
+    return [d for d in ids if d.endswith("/" + name.lstrip("/"))]
+
+
 def named_questions(path: Path, doc_ids: list[str]
                     ) -> tuple[list[dict[str, str]], list[dict[str, object]]]:
     """The questions file's {question, source} pairs with each source as the corpus names the
@@ -87,7 +96,7 @@ def named_questions(path: Path, doc_ids: list[str]
                              "detail": f"not a {{question, source}} object ({exc})"})
             continue
         if source not in known:
-            matches = [d for d in doc_ids if d.endswith("/" + source.lstrip("/"))]
+            matches = documents_named(source, doc_ids)
             if len(matches) != 1:
                 findings.append({
                     "line": number, "finding": "ambiguous_source" if matches
@@ -130,7 +139,7 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
             (out / "docs" / f"{digest[:24]}.txt").write_text(item.text)
             listing.append({"doc_id": item.doc_id, "file": f"docs/{digest[:24]}.txt",
                             "sha256": digest, "chars": len(item.text)})
-        if not listing:
+        if not listing and not erased:  # emptied by `factory forget`: the index must follow
             raise dg.Failure(f"corpus {name}: no readable documents "
                              f"({len(rejected)} quarantined); see the log for each file")
         questions, findings = generated_questions(spec), []

@@ -31,13 +31,17 @@ from worker.artifacts import DEPLOYMENTS
 def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpec
                   ) -> tuple[list[tuple[str, dict, int]], list[str]]:
     """(name, artifact ref, LoRA rank) of every promoted adapter or mixture, and the names that
-    have no promoted version. Checked here, not only by the blocking gate (which binds within
-    one run): only a version the registry marks promoted is ever served."""
+    have no promoted version (or, for a mixture, a member without one). Checked here, not only
+    by the blocking gate (which binds within one run): only a version the registry marks
+    promoted is ever served."""
     registry = Registry(store)
     servable, not_promoted = [], []
     for adapter_name in spec.adapters:
         ref = (current(store, "mixture", adapter_name) if adapter_name in config.mixtures
                else registry.champion(adapter_name))
+        if ref is not None and any(registry.champion(a) is None  # a member was unpublished
+                                   for a in ref.get("components", {})):
+            ref = None
         if ref is None:
             not_promoted.append(adapter_name)
             continue

@@ -1,11 +1,12 @@
 """Erasure: what a user asks to forget stays out of every corpus and dataset, and the lineage
 says which models learnt from it.
 
-The ledger (`erasure/ledger.json` in the object store) is both the rule the corpus and dataset
-assets apply on every run and the audit of each erasure (who, when, the assets touched). It
-holds hashes only, never the erased content: a document's sha256 and the sha256 of its id; a
-record's sha256 (its raw fields as canonical JSON) or a field and the sha256 of its value (so a
-customer's future rows are left out too).
+The ledger (`erasure/<id>.json` in the object store, one object per erasure) is both the rule
+the corpus and dataset assets apply on every run and the audit of each erasure (who, when, the
+assets touched). Its rules are hashes, never the erased content: a document's sha256 and the
+sha256 of its id; a record's sha256 (its raw fields as canonical JSON) or a field and the sha256
+of its value (so a customer's future rows are left out too). Its description names documents
+and file:row places, which an audit needs and which are not the content.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assets.ingest.sources import Item, RawRecord
-from resources.object_store import ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
 
-LEDGER = "erasure/ledger.json"
+LEDGER = "erasure"  # erasure/<id>.json, one per erasure
 
 
 def sha256(text: str) -> str:
@@ -58,24 +59,22 @@ class RecordRules:
 
 @dataclass
 class Ledger:
+    """One object per erasure under `erasure/`: two erasures at once (one may retrain for
+    hours) never overwrite each other's rule."""
+
     store: ObjectStore
     entries: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def read(cls, store: ObjectStore) -> Ledger:
-        try:
-            return cls(store, store.get_json(LEDGER)["erasures"])
-        except ArtifactMissing:
-            return cls(store)
+        keys = [k for k in store.list(f"{LEDGER}/") if k.endswith(".json")]
+        entries = [store.get_json(k) for k in keys]
+        return cls(store, sorted(entries, key=lambda e: e["when"]))
 
-    def append(self, entry: dict[str, Any]) -> None:
-        self.entries.append(entry)
-        self.store.put_json(LEDGER, {"erasures": self.entries})
-
-    def update(self, entry: dict[str, Any]) -> None:
-        """Rewrite `entry` (matched by id) as the erasure progressed."""
-        self.entries = [entry if e["id"] == entry["id"] else e for e in self.entries]
-        self.store.put_json(LEDGER, {"erasures": self.entries})
+    def write(self, entry: dict[str, Any]) -> None:
+        """Add or rewrite (as the erasure progressed) one erasure's entry."""
+        self.entries = [e for e in self.entries if e["id"] != entry["id"]] + [entry]
+        self.store.put_json(f"{LEDGER}/{entry['id']}.json", entry)
 
     def document_hashes(self) -> frozenset[str]:
         """sha256 of every erased document's text and of its id."""
@@ -98,6 +97,9 @@ class Ledger:
 def without_erased(items: Iterable[Item], rules: RecordRules, erased: list[str]
                    ) -> Iterator[Item]:
     """The items minus erased records; each one left out is noted in `erased` as file:row."""
+    if not (rules.rows or rules.fields):
+        yield from items
+        return
     for item in items:
         if isinstance(item, RawRecord) and rules.erases(item.data):
             erased.append(f"{item.file}:{item.row}")
@@ -115,38 +117,48 @@ def stored_versions(store: ObjectStore, kind: str, name: str) -> list[str]:
 
 
 def versions_holding(store: ObjectStore, name: str, line_hashes: set[str],
-                     files: tuple[str, ...] = ("train.jsonl", "val.jsonl", "test.jsonl")
-                     ) -> list[str]:
-    """The stored versions of dataset `name` with a split row whose sha256 is in the set."""
+                     row_hashes: set[str]) -> list[str]:
+    """The stored versions of dataset `name` with a split row whose sha256 is in `line_hashes`
+    or a quarantined record whose `record_hash` is in `row_hashes`."""
     held = []
     for version in stored_versions(store, "dataset", name):
         root = store.local_dir(f"dataset/{name}/{version}")
-        if any(sha256(line) in line_hashes for file in files if (root / file).is_file()
-               for line in (root / file).read_text().splitlines()):
+        # "\n" only: a row may hold U+2028 and friends, which splitlines() would cut at
+        rows = [line for file in ("train.jsonl", "val.jsonl", "test.jsonl")
+                if (root / file).is_file() for line in (root / file).read_text().split("\n")]
+        quarantined = [json.loads(line).get("record") for line in
+                       (root / "quarantine.jsonl").read_text().split("\n") if line.strip()] \
+            if (root / "quarantine.jsonl").is_file() else []
+        if any(sha256(line) in line_hashes for line in rows) or any(
+                isinstance(r, dict) and record_hash(r) in row_hashes for r in quarantined):
             held.append(version)
     return held
 
 
-def adapters_trained_on(store: ObjectStore, adapters: Iterable[str],
-                        datasets: dict[str, list[str]]) -> dict[str, list[str]]:
-    """{adapter: [versions]} trained on a `dataset@version` in `datasets` (their lineage)."""
+def adapters_trained_on(store: ObjectStore, adapters: dict[str, list[str]],
+                        datasets: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """{adapter: {version: prefix}} of the versions trained on a `dataset@version` in
+    `datasets`. `adapters` maps each adapter to the names it stores versions under (itself and
+    its sweep's trials: the registry knows a sweep's winner by the adapter's name)."""
     tainted = {f"{d}@{v}" for d, versions in datasets.items() for v in versions}
-    out: dict[str, list[str]] = {}
-    for adapter in adapters:
-        for version in stored_versions(store, "adapter", adapter):
-            if store.manifest(f"adapter/{adapter}/{version}").get("dataset") in tainted:
-                out.setdefault(adapter, []).append(version)
+    out: dict[str, dict[str, str]] = {}
+    for adapter, stored_as in adapters.items():
+        for name in stored_as:
+            for version in stored_versions(store, "adapter", name):
+                prefix = f"adapter/{name}/{version}"
+                if store.manifest(prefix).get("dataset") in tainted:
+                    out.setdefault(adapter, {})[version] = prefix
     return out
 
 
 def mixtures_of(store: ObjectStore, mixtures: Iterable[str],
-                adapters: dict[str, list[str]]) -> dict[str, list[str]]:
+                adapters: dict[str, dict[str, str]]) -> dict[str, list[str]]:
     """{mixture: [versions]} built from a flagged adapter version."""
     out: dict[str, list[str]] = {}
     for mixture in mixtures:
         for version in stored_versions(store, "mixture", mixture):
             components = store.manifest(f"mixture/{mixture}/{version}").get("components", {})
-            if any(v in adapters.get(a, []) for a, v in components.items()):
+            if any(v in adapters.get(a, {}) for a, v in components.items()):
                 out.setdefault(mixture, []).append(version)
     return out
 

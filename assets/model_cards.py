@@ -92,7 +92,7 @@ def _promotion_section(registry: dict[str, Any], version: str,
 
 def erased_banner(erasures: list[str]) -> str:
     return (f"> **Trained on erased data** ({', '.join(erasures)}): a dataset version this "
-            "adapter learnt from held records erased since; see `erasure/ledger.json` and the "
+            "adapter learnt from held records erased since; see `erasure/<id>.json` and the "
             "project's `erasure` policy.")
 
 

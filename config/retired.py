@@ -32,8 +32,8 @@ def _walk(raw: Any, parts: list[str], at: list[str]) -> list[tuple[str, Any]]:
     if not isinstance(raw, dict):
         return []
     head, *rest = parts
-    names = [str(k) for k in raw] if head == "*" else [head] if head in raw else []
-    return [hit for name in names for hit in _walk(raw[name], rest, [*at, name])]
+    return [hit for key, value in raw.items() if head in ("*", str(key))
+            for hit in _walk(value, rest, [*at, str(key)])]
 
 
 def retired_uses(raw: dict[str, Any], table: list[Retired] = RETIRED) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
+from functools import cached_property
 from typing import Any
 
 from config.gateway import GatewaySettings
@@ -34,12 +35,16 @@ class Retriever:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
 
+    @cached_property
+    def server(self) -> Any:
+        host, port = chroma_server(self.settings.chroma_url or "")
+        return chroma_client(host=host, port=port)
+
     def client(self) -> Any:
-        """Per search: an embedded store re-indexed by another process is reopened."""
-        url = self.settings.chroma_url
-        if url:
-            host, port = chroma_server(url)
-            return chroma_client(host=host, port=port)
+        """A Chroma server's one client; the embedded store per search, so that one another
+        process re-indexed is reopened."""
+        if self.settings.chroma_url:
+            return self.server
         return chroma_client(self.settings.chroma_path)
 
     def search(self, options: RagOptions, question: str) -> list[dict[str, Any]]:

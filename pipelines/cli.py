@@ -253,7 +253,10 @@ def forget_command(config_path: str | None, document: str | None, dataset: str |
                    where: str | None, match: str | None, dry_run: bool, who: str | None) -> None:
     """Erase a document or dataset records from every corpus, index and dataset version, list
     (and mark) the adapters trained on them and the deployments serving those, then apply the
-    project's `erasure` policy (flag | retrain | unpublish). Audited in erasure/ledger.json."""
+    project's `erasure` policy (flag | retrain | unpublish). Audited in erasure/<id>.json."""
+    import dagster as dg
+
+    from assets.ingest.problems import InputFileError
     from pipelines.forget import NothingToForget, find_document, find_records, forget, report
     from pipelines.graph import resources_for
 
@@ -266,16 +269,20 @@ def forget_command(config_path: str | None, document: str | None, dataset: str |
                                f"{', '.join(sorted(config.datasets)) or 'none'}")
     if dataset is not None and (where is None) == (match is None):
         raise click.UsageError("records are chosen by one of --where FIELD=VALUE or --match TEXT")
-    if where is not None and "=" not in where:
-        raise click.UsageError(f"--where {where!r}: write FIELD=VALUE")
+    field, _, value = (where or "").partition("=")
+    if where is not None and not (field and value):
+        raise click.UsageError(f"--where {where!r}: write FIELD=VALUE, both non-empty")
+    if match is not None and not match.strip():
+        raise click.UsageError("--match '': an empty text matches every record")
     store = resources_for(config)["store"]
     dagster_home(config)
     try:
         found = (find_document(store, config, document) if document is not None else
-                 find_records(store, config, dataset, tuple(where.split("=", 1)) if where
-                              else None, match))
-    except NothingToForget as exc:
-        raise click.ClickException(str(exc)) from exc
+                 find_records(store, config, dataset, (field, value) if where else None,
+                              match))
+    except (NothingToForget, InputFileError, ArtifactMissing, dg.Failure) as exc:
+        why = getattr(exc, "description", None) or str(exc)
+        raise click.ClickException(f"nothing was changed: {why}") from exc
     entry = forget(config, store, found, who=who, dry_run=dry_run)
     click.echo(report(entry))
     if entry.get("failed"):
@@ -300,6 +307,8 @@ def adapters(config_path: str | None) -> None:
 
 
 def registry_view(store: Any, registry: Any, adapter: str) -> str:
+    from assets.erasure import stored_versions
+
     try:
         current = store.read_ref(f"adapter/{adapter}")
     except ArtifactMissing:
@@ -310,13 +319,8 @@ def registry_view(store: Any, registry: Any, adapter: str) -> str:
         lines.append(f"  -> {current['sweep_trial']}@{current['version']} (best of its sweep: "
                      f"{current['sweep_values']})" + ("  PROMOTED" if champion else ""))
         return "\n".join(lines)
-    versions = sorted({key.split("/")[2] for key in store.list(f"adapter/{adapter}/")
-                       if key.count("/") >= 3})
-    for version in versions:
-        prefix = f"adapter/{adapter}/{version}"
-        if not store.is_complete(prefix):
-            continue
-        m = store.manifest(prefix)
+    for version in stored_versions(store, "adapter", adapter):
+        m = store.manifest(f"adapter/{adapter}/{version}")
         marks = [label for label, on in (("CURRENT", current and current["version"] == version),
                                          ("PROMOTED", champion == version),
                                          ("TRAINED-ON-ERASED-DATA",

@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.corpora import documents_named
 from assets.curation.pipeline import curate
 from assets.datasets import token_budget
 from assets.deployments import published
@@ -43,6 +44,8 @@ from assets.promotion import Registry
 from config.schema import FactoryConfig, trial_names
 from resources.object_store import ObjectStore
 
+HOLDERS = {"corpora": "corpus", "datasets": "dataset"}  # the report's word for each kind
+
 
 class NothingToForget(ValueError):
     """The selector matched nothing stored: nothing was changed."""
@@ -57,20 +60,26 @@ class Found:
     described: str
     corpora: dict[str, list[str]] = field(default_factory=dict)  # corpus -> versions holding it
     datasets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> versions holding it
+    doc_ids: list[str] = field(default_factory=list)  # the erased documents, as indexes name them
 
 
 def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found:
-    """A document by its id (`docs/a.txt`, `s3://...`) or its name inside the source, and every
-    copy of its text in any corpus, under whatever name."""
+    """A document by its id (`docs/a.txt`, `s3://...`) or its path inside the corpus source,
+    and every copy of its text in any corpus, under whatever name. A name that means several
+    documents is refused with the candidates: an erasure is never a guess."""
     listings = {(corpus, version): [json.loads(line) for line in (store.local_dir(
         f"corpus/{corpus}/{version}") / "documents.jsonl").read_text().splitlines()]
         for corpus in config.corpora for version in stored_versions(store, "corpus", corpus)}
-    named = {d["sha256"] for docs in listings.values() for d in docs
-             if d["doc_id"] == name or d["doc_id"].endswith("/" + name.lstrip("/"))}
-    if not named:
+    every = [d for docs in listings.values() for d in docs]
+    meant = documents_named(name, (d["doc_id"] for d in every))
+    if not meant:
         raise NothingToForget(f"no stored corpus holds a document named {name!r}; name it as "
                               "the corpus does (its path inside the project or its s3:// URL) "
-                              "or by its file name")
+                              "or by its path inside the corpus source")
+    if len(meant) > 1:
+        raise NothingToForget(f"{name!r} names {len(meant)} documents: "
+                              f"{', '.join(sorted(meant))}; name one by its full id")
+    named = {d["sha256"] for d in every if d["doc_id"] == meant[0]}
     doc_ids, corpora = set(), {}
     for (corpus, version), docs in listings.items():
         hits = [d["doc_id"] for d in docs if d["sha256"] in named]
@@ -79,7 +88,8 @@ def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found
             doc_ids.update(hits)
     return Found({"kind": "document", "doc_id_sha256": sorted(sha256(d) for d in doc_ids),
                   "text_sha256": sorted(named)},
-                 f"{len(doc_ids)} document(s): {', '.join(sorted(doc_ids))}", corpora=corpora)
+                 f"{len(doc_ids)} document(s): {', '.join(sorted(doc_ids))}", corpora=corpora,
+                 doc_ids=sorted(doc_ids))
 
 
 def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
@@ -93,7 +103,8 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
                    for item in read_source(source, config.root, staging,
                                            config.storage.s3_endpoint_url)
                    if isinstance(item, RawRecord) and (
-                       (where is not None and str(item.data.get(where[0])) == where[1])
+                       (where is not None and where[0] in item.data
+                        and str(item.data[where[0]]) == where[1])
                        or (match is not None and any(match in t for t in texts(item.data))))]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -102,9 +113,9 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
     counter, max_tokens = token_budget(store, spec)
     curated = curate(iter(matched), spec, counter, max_tokens)
     lines = {sha256(line) for rows in curated.lines.values() for line in rows}
-    held = versions_holding(store, dataset, lines)
-    subject: dict[str, Any] = {"kind": "record", "dataset": dataset,
-                               "row_sha256": sorted({record_hash(i.data) for i in matched})}
+    rows = {record_hash(i.data) for i in matched}
+    held = versions_holding(store, dataset, lines, rows)
+    subject: dict[str, Any] = {"kind": "record", "dataset": dataset, "row_sha256": sorted(rows)}
     if where is not None:  # the rule outlives today's rows: this customer's next ones too
         subject |= {"field": where[0], "value_sha256": sha256(where[1])}
     places = ", ".join(f"{i.file}:{i.row}" for i in matched[:20])
@@ -113,19 +124,20 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
                  datasets={dataset: held} if held else {})
 
 
-def lineage(store: ObjectStore, config: FactoryConfig, found: Found) -> dict[str, Any]:
+def lineage(store: ObjectStore, config: FactoryConfig, found: Found
+            ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Every adapter version trained on a version that held the item, the mixtures built from
-    them, and the deployments serving any of those now."""
-    names = [t for n, spec in config.adapters.items() for t in [*trial_names(n, spec), n]]
-    adapters = adapters_trained_on(store, names, found.datasets)
+    them and the deployments serving any of those now; and each flagged version's prefix."""
+    stored_as = {n: [*trial_names(n, spec), n] for n, spec in config.adapters.items()}
+    adapters = adapters_trained_on(store, stored_as, found.datasets)
     mixtures = mixtures_of(store, config.mixtures, adapters)
     serving = []
     for deployment in config.deployments:
-        state = published(store, deployment) or {}
-        served = state.get("adapters", {})
+        served = (published(store, deployment) or {}).get("adapters", {})
         if any(served.get(a) in versions for a, versions in {**adapters, **mixtures}.items()):
             serving.append(deployment)
-    return {"adapters": adapters, "mixtures": mixtures, "deployments": serving}
+    return {"adapters": {a: sorted(v) for a, v in adapters.items()}, "mixtures": mixtures,
+            "deployments": serving}, adapters
 
 
 def affected_assets(config: FactoryConfig, found: Found, policy: str) -> list[str]:
@@ -149,49 +161,74 @@ def forget(config: FactoryConfig, store: ObjectStore, found: Found, who: str | N
     """Carry out the erasure (or, with `dry_run`, only say what it would touch); returns the
     ledger entry."""
     from pipelines.cli import failed_steps, materialize
+    from pipelines.graph import resources_for
 
     policy = config.erasure
+    flagged, prefixes = lineage(store, config, found)
     entry: dict[str, Any] = {
         "id": f"erasure-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         "who": who or getpass.getuser(), "when": time.time(), "policy": policy,
         "subject": found.subject, "what": found.described,
         "held_by": {"corpora": found.corpora, "datasets": found.datasets},
-        "flagged": lineage(store, config, found),
-        "materialize": affected_assets(config, found, policy)}
+        "flagged": flagged, "materialize": affected_assets(config, found, policy)}
     if dry_run:
         return entry
     ledger = Ledger.read(store)
-    ledger.append({**entry, "state": "started"})  # from here on every run leaves it out
+    ledger.write({**entry, "state": "started"})  # from here on every run leaves it out
     entry["purged"] = [p for kind, held in (("corpus", found.corpora),
                                             ("dataset", found.datasets))
                        for name, versions in held.items() for p in purge(store, kind, name,
                                                                           versions)]
+    for corpus in found.corpora:  # at once, whatever the re-index below makes of the corpus
+        delete_chunks(resources_for(config)["chroma"], corpus, found.doc_ids)
     registry = Registry(store)
-    for adapter, versions in entry["flagged"]["adapters"].items():
-        registry.mark_erased(adapter, versions, entry["id"])
-        for version in versions:
-            marks = registry.read(adapter)["erased"][version]
-            mark_erased_card(store, f"adapter/{adapter}/{version}", marks)
+    for adapter, versions in prefixes.items():
+        registry.mark_erased(adapter, sorted(versions), entry["id"])
+        marks = registry.read(adapter)["erased"]
+        for version, prefix in versions.items():
+            mark_erased_card(store, prefix, marks[version])
+            scrub_training_copies(config, prefix)
     actions = []
     if policy == "unpublish":
-        for adapter, versions in entry["flagged"]["adapters"].items():
+        for adapter, versions in flagged["adapters"].items():
             if (registry.champion(adapter) or {}).get("version") in versions:
                 registry.unpublish(adapter, f"trained on erased data ({entry['id']})",
                                    who=entry["who"])
                 actions.append(f"unpublished {adapter}")
-        entry["materialize"] += [f"deployment/{d}" for d in entry["flagged"]["deployments"]]
+        entry["materialize"] += [f"deployment/{d}" for d in flagged["deployments"]]
     result = materialize(config, entry["materialize"], tags={"factory/erasure": entry["id"]})
     failed, checks = failed_steps(result)
     if policy == "retrain":
-        for adapter, versions in entry["flagged"]["adapters"].items():
+        for adapter, versions in flagged["adapters"].items():
             champion = (registry.champion(adapter) or {}).get("version")
             actions.append(f"retrained {adapter}: champion {champion}" + (
                 " (still a version trained on erased data: the gate kept it)"
                 if champion in versions else ""))
     entry |= {"actions": actions, "failed": failed + checks,
               "state": "done" if not failed else "failed", "finished": time.time()}
-    ledger.update(entry)
+    ledger.write(entry)
     return entry
+
+
+def delete_chunks(chroma: Any, corpus: str, doc_ids: list[str]) -> None:
+    """The documents' chunks out of the collection now, not only when the index next runs."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        chunks = chroma.client().get_collection(corpus)
+    except (NotFoundError, ValueError):
+        return
+    chunks.delete(where={"document_id": {"$in": doc_ids}})
+    chroma.mark_written()
+
+
+def scrub_training_copies(config: FactoryConfig, prefix: str) -> None:
+    """The training run's copy of its data and Axolotl's tokenised cache of it; the adapter
+    itself stays (it is what the flag and the policy are about)."""
+    _, name, version = prefix.split("/")
+    run_dir = config.work_dir / "runs" / "adapter" / name / version
+    for copy in ("data", "prepared"):
+        shutil.rmtree(run_dir / copy, ignore_errors=True)
 
 
 def report(entry: dict[str, Any]) -> str:
@@ -202,7 +239,7 @@ def report(entry: dict[str, Any]) -> str:
              f"  forgot: {entry['what']}"]
     for kind, held in entry["held_by"].items():
         for name, versions in held.items():
-            lines.append(f"  {kind[:-1] if kind.endswith('s') else kind} {name}: held by "
+            lines.append(f"  {HOLDERS[kind]} {name}: held by "
                          f"version(s) {', '.join(versions)}")
     for prefix in entry.get("purged", []):
         lines.append(f"  purged {prefix}")

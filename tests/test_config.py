@@ -193,3 +193,19 @@ def test_a_retired_key_is_named_with_its_replacement() -> None:
     assert retired_uses(raw, table) == [
         "deployments.a.gpu was retired (2026-12-01): moved; write compute.kind"]
     assert retired_uses({"deployments": {"a": {}}}, table) == []
+    assert retired_uses({"deployments": {1: {"gpu": 2}}, True: 3}, table) == [  # YAML's 1:, yes:
+        "deployments.1.gpu was retired (2026-12-01): moved; write compute.kind"]
+
+
+def test_every_retired_row_is_refused_by_the_schema_too() -> None:
+    """A row must never reject what the schema accepts: each retired use fails validation."""
+    from pydantic import ValidationError
+
+    from config.retired import RETIRED
+    from config.schema import FactoryConfig
+
+    examples = {"evaluations.*.local_tasks": {"evaluations": {"e": {
+        "adapter": "a", "local_tasks": ["generation"]}}}}
+    for row in RETIRED:
+        with pytest.raises(ValidationError):
+            FactoryConfig.model_validate(examples[row.path])

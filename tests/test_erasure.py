@@ -14,6 +14,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from assets.corpora import documents_named
+from assets.erasure import Ledger, RecordRules, record_hash, sha256, without_erased
+from assets.ingest.sources import RawRecord
 from config.loading import load_config
 from pipelines.cli import main
 from pipelines.graph import resources_for
@@ -28,6 +31,26 @@ def run(*args: str) -> Any:
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 0, result.output
     return result
+
+
+def test_rules_leave_out_exact_records_and_field_values_only() -> None:
+    rules = RecordRules(frozenset({record_hash({"text": "a", "n": 1})}),
+                        frozenset({("customer_id", sha256("C-1"))}))
+    items = [RawRecord("t.jsonl", 1, {"n": 1, "text": "a"}),  # same record, keys reordered
+             RawRecord("t.jsonl", 2, {"text": "b", "customer_id": "C-1"}),
+             RawRecord("t.jsonl", 3, {"text": "c", "customer_id": "C-10"}),
+             RawRecord("t.jsonl", 4, {"text": "C-1"})]  # the value, but not in the field
+    erased: list[str] = []
+    assert [i.row for i in without_erased(items, rules, erased)] == [3, 4]
+    assert erased == ["t.jsonl:1", "t.jsonl:2"]
+
+
+def test_a_document_is_named_by_its_id_or_its_path_inside_the_source() -> None:
+    ids = ["docs/a.txt", "docs/sub/a.txt", "archive/b.txt"]
+    assert documents_named("docs/a.txt", ids) == ["docs/a.txt"]
+    assert documents_named("b.txt", ids) == ["archive/b.txt"]
+    assert documents_named("a.txt", ids) == ["docs/a.txt", "docs/sub/a.txt"]  # refused later
+    assert documents_named("c.txt", ids) == []
 
 
 @pytest.fixture
@@ -54,6 +77,7 @@ def stored_sources(root: Path, corpus: str) -> set[str]:
     return {m["source"] for m in chunks.get(include=["metadatas"])["metadatas"]}
 
 
+@pytest.mark.slow
 def test_an_erased_document_is_gone_from_every_collection_and_stays_out(corpora: Path) -> None:
     path = str(corpora / "factory.yaml")
     config = load_config(path)
@@ -74,21 +98,22 @@ def test_an_erased_document_is_gone_from_every_collection_and_stays_out(corpora:
         index = open_index(resources_for(config)["chroma"].client(), corpus)
         assert all(BAKER not in r["text"] for r in retrieve(index, "Who is the head baker?", 5))
         assert not store.is_complete(f"corpus/{corpus}/{before[corpus]}")  # purged
-    stored = "".join(p.read_text(errors="ignore") for p in (corpora / "store").rglob("*")
-                     if p.is_file())
-    assert BAKER not in stored  # no stored version keeps a copy
+    for folder in ("store", "work/runs", "work/indexes"):  # no stored copy, no run's copy
+        assert not [p for p in (corpora / folder).rglob("*")
+                    if p.is_file() and BAKER in p.read_text(errors="ignore")], folder
 
     # the file is still in the folder: the next run leaves it out again
     again = run("materialize", "--config", path)
     assert "failed" not in again.output.lower()
     assert stored_sources(corpora, "docs") == {"docs/harbour.txt", "docs/orchard.html"}
-    (entry,) = store.get_json("erasure/ledger.json")["erasures"]
+    (entry,) = Ledger.read(store).entries
     assert entry["state"] == "done" and entry["who"] and entry["subject"]["kind"] == "document"
     assert set(entry["materialize"]) == {"corpus/docs", "index/docs", "corpus/archive",
                                          "index/archive"}
     assert BAKER not in json.dumps(entry) and "Blue Oven" not in json.dumps(entry)
 
 
+@pytest.mark.slow
 def test_forget_refuses_what_it_cannot_find_and_changes_nothing(corpora: Path) -> None:
     path = str(corpora / "factory.yaml")
     missing = CliRunner().invoke(main, ["forget", "--config", path, "--document", "nope.txt"])
@@ -97,8 +122,13 @@ def test_forget_refuses_what_it_cannot_find_and_changes_nothing(corpora: Path) -
     both = CliRunner().invoke(main, ["forget", "--config", path, "--document", "a",
                                      "--dataset", "b"])
     assert both.exit_code != 0 and "name one thing to forget" in both.output
+    # two corpora each hold a harbour.txt with that path inside their source
+    ambiguous = CliRunner().invoke(main, ["forget", "--config", path, "--document",
+                                          "harbour.txt"])
+    assert ambiguous.exit_code != 0 and "'harbour.txt' names 2 documents: " \
+        "archive/harbour.txt, docs/harbour.txt; name one by its full id" in ambiguous.output
     store = resources_for(load_config(path))["store"]
-    assert not store.exists("erasure/ledger.json")
+    assert not Ledger.read(store).entries
 
 
 def ticket_of(row: dict[str, Any], customer: str) -> dict[str, Any]:
@@ -178,7 +208,7 @@ def test_forgetting_a_customer_retrains_what_learnt_from_them(
     assert f"**Trained on erased data** ({mark})" in card
     listing = run("adapters", "--config", path).output
     assert f"{old_adapter}" in listing and "TRAINED-ON-ERASED-DATA" in listing
-    (entry,) = store.get_json("erasure/ledger.json")["erasures"]
+    (entry,) = Ledger.read(store).entries
     assert entry["who"] == "dpo@example.com" and entry["id"] == mark
     assert "C-007" not in json.dumps(entry)  # the value is kept as a hash only
     assert {"dataset/tickets", "adapter/triage", "evaluation/triage-eval",

@@ -392,6 +392,7 @@ def test_a_blocking_retrieval_check_fails_the_run(tmp_path: Path) -> None:
     assert sources(config, "Who is the harbour master?")[0] == "docs/harbour.txt"
 
 
+@pytest.mark.slow
 def test_a_reader_in_another_process_sees_a_re_index(tmp_path: Path) -> None:
     """The gateway's situation with the embedded store: it keeps answering while a Dagster run
     (another process) re-indexes. Chroma alone would keep returning the deleted document's

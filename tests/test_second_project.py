@@ -18,6 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from assets.erasure import Ledger
 from config.loading import load_config
 from pipelines.cli import main
 from pipelines.graph import resources_for
@@ -142,7 +143,7 @@ def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path,
                      "mixture triage-mix: built from them in",
                      "deployment support: was serving one of them"):
             assert line in dry.output, dry.output
-        assert not store.exists("erasure/ledger.json")
+        assert not Ledger.read(store).entries
         assert latest_check("index/packages", "retrieval_quality")["hit_at_3"] >= 0.8
         assert latest_check("index/handbook", "retrieval_quality")["hit_at_5"] == 1.0
     finally:
