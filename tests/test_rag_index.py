@@ -186,11 +186,7 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
             meta = event.asset_materialization.metadata
             assert meta["documents_added"].value == 1 and meta["documents_unchanged"].value == 1
     finally:
-        os.killpg(ui.pid, signal.SIGINT)
-        try:
-            ui.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(ui.pid, signal.SIGKILL)
+        stop_ui(ui)
 
 
 def start_ui(root: Path, port: int) -> subprocess.Popen:
@@ -201,6 +197,15 @@ def start_ui(root: Path, port: int) -> subprocess.Popen:
         env={**os.environ, "DAGSTER_HOME": str(root / "work" / "dagster_home")},
         stderr=open(root / "dagster.log", "ab"),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def stop_ui(ui: subprocess.Popen) -> None:
+    """As Ctrl-C would; killed if it does not stop within a minute."""
+    os.killpg(ui.pid, signal.SIGINT)
+    try:
+        ui.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(ui.pid, signal.SIGKILL)
 
 
 def wait_for_cursor(root: Path, sensor: str, ui: subprocess.Popen, timeout: float = 180
@@ -273,11 +278,7 @@ def test_changes_made_while_the_daemon_was_down_converge_in_one_run(
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
         assert "'orchard.html'" in check.description
     finally:
-        os.killpg(ui.pid, signal.SIGINT)
-        try:
-            ui.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(ui.pid, signal.SIGKILL)
+        stop_ui(ui)
 
 
 def wait_until_serving(port: int, ui: subprocess.Popen, root: Path, timeout: float = 180) -> None:
