@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assets.ingest.sources import Item, RawRecord
-from resources.object_store import ObjectStore
+from resources.object_store import ArtifactMissing, ObjectStore
 
 LEDGER = "erasure"  # erasure/<id>.json, one per erasure
 
@@ -107,13 +107,17 @@ def without_erased(items: Iterable[Item], rules: RecordRules, erased: list[str]
         yield item
 
 
-def stored_versions(store: ObjectStore, kind: str, name: str) -> list[str]:
-    """Every complete stored version of `kind/name`, oldest first."""
+def stored_versions(store: ObjectStore, kind: str, name: str) -> dict[str, dict[str, Any]]:
+    """Every complete stored version of `kind/name` with its manifest, oldest first."""
     prefixes = sorted({"/".join(k.split("/")[:3]) for k in store.list(f"{kind}/{name}/")
                        if k.count("/") >= 3})
-    complete = [p for p in prefixes if store.is_complete(p)]
-    return [p.split("/")[2] for p in sorted(
-        complete, key=lambda p: store.manifest(p).get("created_at", 0))]
+    manifests = {}
+    for prefix in prefixes:
+        try:
+            manifests[prefix.split("/")[2]] = store.manifest(prefix)
+        except ArtifactMissing:  # incomplete: no reader takes it as a version
+            continue
+    return dict(sorted(manifests.items(), key=lambda v: v[1].get("created_at", 0)))
 
 
 def versions_holding(store: ObjectStore, name: str, line_hashes: set[str],
@@ -144,10 +148,9 @@ def adapters_trained_on(store: ObjectStore, adapters: dict[str, list[str]],
     out: dict[str, dict[str, str]] = {}
     for adapter, stored_as in adapters.items():
         for name in stored_as:
-            for version in stored_versions(store, "adapter", name):
-                prefix = f"adapter/{name}/{version}"
-                if store.manifest(prefix).get("dataset") in tainted:
-                    out.setdefault(adapter, {})[version] = prefix
+            for version, manifest in stored_versions(store, "adapter", name).items():
+                if manifest.get("dataset") in tainted:
+                    out.setdefault(adapter, {})[version] = f"adapter/{name}/{version}"
     return out
 
 
@@ -156,8 +159,8 @@ def mixtures_of(store: ObjectStore, mixtures: Iterable[str],
     """{mixture: [versions]} built from a flagged adapter version."""
     out: dict[str, list[str]] = {}
     for mixture in mixtures:
-        for version in stored_versions(store, "mixture", mixture):
-            components = store.manifest(f"mixture/{mixture}/{version}").get("components", {})
+        for version, manifest in stored_versions(store, "mixture", mixture).items():
+            components = manifest.get("components", {})
             if any(v in adapters.get(a, {}) for a, v in components.items()):
                 out.setdefault(mixture, []).append(version)
     return out

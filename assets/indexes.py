@@ -114,7 +114,8 @@ def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Defi
         index_seconds = time.monotonic() - started
 
         swept, indexed = sweep_removed(chunks, {d.doc_id for d in documents})
-        chroma.mark_written()
+        if embedded or counts["deleted"] or swept:  # readers elsewhere reopen only on a change
+            chroma.mark_written()
         if swept:
             context.log.warning(f"index {name}: {swept} chunk(s) of documents the corpus no "
                                 "longer has were still in the collection; deleted")

@@ -319,13 +319,11 @@ def registry_view(store: Any, registry: Any, adapter: str) -> str:
         lines.append(f"  -> {current['sweep_trial']}@{current['version']} (best of its sweep: "
                      f"{current['sweep_values']})" + ("  PROMOTED" if champion else ""))
         return "\n".join(lines)
-    for version in stored_versions(store, "adapter", adapter):
-        m = store.manifest(f"adapter/{adapter}/{version}")
+    erased = registry.read(adapter).get("erased", {})
+    for version, m in stored_versions(store, "adapter", adapter).items():
         marks = [label for label, on in (("CURRENT", current and current["version"] == version),
                                          ("PROMOTED", champion == version),
-                                         ("TRAINED-ON-ERASED-DATA",
-                                          version in registry.read(adapter).get("erased", {})))
-                 if on]
+                                         ("TRAINED-ON-ERASED-DATA", version in erased)) if on]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(m["created_at"]))
         lines.append(f"  {version}  {when}  steps={m.get('steps', '?')}  "
                      f"final_loss={_num(m.get('final_loss'))}  eval_loss={_num(m.get('eval_loss'))}"
