@@ -196,8 +196,10 @@ def forget(config: FactoryConfig, store: ObjectStore, found: Found, who: str | N
                                    who=entry["who"])
                 actions.append(f"unpublished {adapter}")
         entry["materialize"] += [f"deployment/{d}" for d in flagged["deployments"]]
-    result = materialize(config, entry["materialize"], tags={"factory/erasure": entry["id"]})
-    failed, checks = failed_steps(result)
+    failed, checks = [], []
+    if entry["materialize"]:  # an empty selection would mean the whole graph
+        failed, checks = failed_steps(materialize(config, entry["materialize"],
+                                                  tags={"factory/erasure": entry["id"]}))
     if policy == "retrain":
         for adapter, versions in flagged["adapters"].items():
             champion = (registry.champion(adapter) or {}).get("version")

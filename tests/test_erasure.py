@@ -53,6 +53,25 @@ def test_a_document_is_named_by_its_id_or_its_path_inside_the_source() -> None:
     assert documents_named("c.txt", ids) == []
 
 
+def test_a_rule_for_future_rows_runs_nothing_now(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stored version holds the customer: the rule is recorded and nothing is run (an empty
+    selection must not become the whole graph)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "data.jsonl").write_text(json.dumps(
+        {"prompt": "hi", "completion": "hello", "customer_id": "C-1"}) + "\n")
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "datasets": {"d": {"sources": [{"path": "data.jsonl"}]}}}))
+    out = run("forget", "--config", str(tmp_path / "factory.yaml"), "--dataset", "d",
+              "--where", "customer_id=C-9").output
+    assert "forgot: 0 record(s) of dataset d" in out and "ran: nothing" in out
+    store = resources_for(load_config(tmp_path / "factory.yaml"))["store"]
+    assert not store.exists("refs/dataset/d.json")  # nothing was materialized
+    (entry,) = Ledger.read(store).entries
+    assert entry["state"] == "done" and entry["subject"]["value_sha256"] == sha256("C-9")
+
+
 @pytest.fixture
 def corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two corpora that both hold the bakery's document."""
