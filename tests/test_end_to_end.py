@@ -49,7 +49,8 @@ def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, obj
               for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
     assert checks == {"schema_valid": True, "rejected_fraction": True,
                       "min_rows_per_split": True, "splits_disjoint": True, "peft_format": True,
-                      "promotion_gate": True, "no_regression": True}
+                      "promotion_gate": True, "no_regression": True,
+                      "retrieval_quality": True}
 
 
 def test_dataset_metadata_has_token_statistics(small_project: tuple[FactoryConfig, object]
