@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +40,34 @@ class ProjectQuota(BaseModel):
     tpm: int = Field(400_000, ge=1, le=INT32, description="tokens per minute, all keys")
     max_keys: int = Field(50, ge=1, le=100_000, description="active keys")
     max_in_flight: int = Field(32, ge=1, le=100_000, description="requests in flight, all keys")
+
+
+class StudioSettings(BaseModel):
+    """The Studio's bounds, set by the platform admin and held for every project: uploads are
+    refused while streaming, launches before anything runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dagster_url: str = Field("http://127.0.0.1:3000",
+                             description="the Dagster webserver the Studio launches runs on")
+    platform_config: str | None = Field(
+        None, description="the platform's factory.yaml (default: the one the gateway reads); "
+                          "trainings are validated against it before they are stored")
+    base_models: list[str] = Field(
+        default_factory=list, description="base models members may train on; empty: every "
+                                          "language model a deployment serves")
+    max_upload_bytes: int = Field(20_000_000, ge=1024, description="one file")
+    max_unpacked_bytes: int = Field(200_000_000, ge=1024,
+                                    description="a Parquet file's data once decompressed")
+    max_project_bytes: int = Field(200_000_000, ge=1024, description="all of a project's files")
+    max_uploads: int = Field(20, ge=1, description="data files per project")
+    max_rows: int = Field(50_000, ge=1, description="rows per data file")
+    max_columns: int = Field(64, ge=1, description="columns per data file")
+    max_line_bytes: int = Field(1_000_000, ge=1024, description="one line of a text file")
+    max_runs_in_flight: int = Field(1, ge=1, description="a project's runs queued or running")
+    max_steps: int = Field(500, ge=1, description="training steps of one launch")
+    max_document_bytes: int = Field(5_000_000, ge=1024, description="one uploaded document")
+    max_documents: int = Field(200, ge=1, description="documents a project uploads")
 
 
 class GatewaySettings(BaseModel):
@@ -74,6 +103,7 @@ class GatewaySettings(BaseModel):
     auth_failures_per_minute: int = Field(
         30, ge=1, description="failed authentications per client address before 429")
     limits: Limits = Limits()
+    studio: StudioSettings = StudioSettings()
     upstream_api_key_env: str = Field(
         "FACTORY_VLLM_API_KEY", description="environment variable holding the key vLLM "
                                             "replicas require (`--api-key`); unset: none sent")
@@ -100,13 +130,17 @@ class GatewaySettings(BaseModel):
     def anchored(self, root: Path) -> GatewaySettings:
         """Relative SQLite, Chroma, dead-letter and object store paths made relative to `root`
         (the project file's folder)."""
-        update: dict[str, str] = {}
+        update: dict[str, Any] = {}
         url = self.database_url
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             update["database_url"] = f"sqlite:///{(root / url.removeprefix('sqlite:///')).resolve()}"
         for field in ("chroma_path", "audit_dead_letter"):
             if not Path(getattr(self, field)).is_absolute():
                 update[field] = str((root / getattr(self, field)).resolve())
+        platform = self.studio.platform_config
+        if platform and not Path(platform).is_absolute():
+            update["studio"] = self.studio.model_copy(
+                update={"platform_config": str((root / platform).resolve())})
         store = self.object_store.removeprefix("file://")
         if self.object_store.startswith("file://") and not Path(store).is_absolute():
             update["object_store"] = f"file://{(root / store).resolve()}"

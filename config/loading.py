@@ -3,6 +3,7 @@ validated against config/schema.py, every mistake reported with its key path."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,13 +12,17 @@ from pydantic import ValidationError
 
 from config.retired import retired_uses
 from config.schema import ConfigProblems, FactoryConfig
+from config.studio import TRAININGS, StoredTraining, merge_trainings, parse_trainings
+from worker.artifacts import ArtifactReader
+
+log = logging.getLogger("factory.config")
 
 
 class ConfigError(Exception):
     """A factory.yaml mistake, phrased as key path + problem + fix."""
 
 
-def _format_errors(path: Path, err: ValidationError) -> str:
+def format_errors(path: Path, err: ValidationError) -> str:
     lines: list[str] = []
     for e in err.errors():
         cause = (e.get("ctx") or {}).get("error")
@@ -34,8 +39,10 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return "\n".join([f"{path}: {len(lines)} problem(s)", *lines])
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> FactoryConfig:
-    """Load the project file named by the argument, $FACTORY_CONFIG, or ./factory.yaml."""
+def load_config(path: str | os.PathLike[str] | None = None, studio: bool = True
+                ) -> FactoryConfig:
+    """Load the project file named by the argument, $FACTORY_CONFIG, or ./factory.yaml, with
+    the Studio's trainings (`studio=False`: the file alone)."""
     cfg_path = Path(path or os.environ.get("FACTORY_CONFIG", "factory.yaml"))
     if not cfg_path.is_file():
         raise ConfigError(f"{cfg_path}: no such config file (set FACTORY_CONFIG or pass --config)")
@@ -52,6 +59,35 @@ def load_config(path: str | os.PathLike[str] | None = None) -> FactoryConfig:
     try:
         config = FactoryConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(cfg_path, exc)) from exc
+        raise ConfigError(format_errors(cfg_path, exc)) from exc
     config._root = cfg_path.resolve().parent
+    return with_studio(config, raw) if studio else config
+
+
+def stored_trainings(config: FactoryConfig) -> list[StoredTraining]:
+    """Every Studio training in the platform's object store."""
+    store = config.gateway_settings.object_store
+    reader = ArtifactReader(store, config.storage.s3_endpoint_url)
+    try:
+        keys = reader.list(TRAININGS)
+    except Exception as exc:  # an S3 store out of reach (botocore's errors share no base)
+        log.warning("Studio trainings not read: %s cannot be listed (%s)", store, exc)
+        return []
+    return parse_trainings(keys, reader.read_json)
+
+
+def with_studio(config: FactoryConfig, raw: dict) -> FactoryConfig:
+    """The config with every Studio training that validates beside the platform's own
+    declarations and the trainings before it; one that does not is left out and logged (the
+    Studio refused it at launch, so only a later platform change can make it invalid)."""
+    accepted: list[StoredTraining] = []
+    for training in stored_trainings(config):
+        try:
+            candidate = FactoryConfig.model_validate(merge_trainings(raw, [*accepted, training]))
+        except ValidationError as exc:
+            log.warning("Studio training %s left out: %s", training.full_name, exc)
+            continue
+        accepted.append(training)
+        candidate._root = config.root
+        config = candidate
     return config

@@ -183,8 +183,8 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
     async def usage(request: Request, project: str | None = None, day: str | None = None
                     ) -> Response:
         def do(_: None) -> Any:
-            if day is not None and not p.DAY.fullmatch(day):
-                raise TenancyError("day must be YYYY-MM-DD")
+            if day is not None and not p.valid_day(day):
+                raise TenancyError("day must be a calendar day written YYYY-MM-DD")
             return tenancy.usage(project, day)
         return await run(request, "usage.read", project, do)
 

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
@@ -23,8 +24,10 @@ from gateway.metrics import GatewayMetrics
 from gateway.protocol import GatewayError
 from gateway.rag import Retriever
 from gateway.ratelimit import make_rate_limiter
-from gateway.routers import error_response, internal_error, make_router
+from gateway.routers import error_response, internal_error, is_admin, make_router
 from gateway.serving import Gateway
+from gateway.studio.router import make_studio_router, studio_page
+from gateway.studio.service import Studio
 from gateway.tenancy import Tenancy
 from gateway.upstream import PublishedReplicas, ReplicaPool
 from worker.artifacts import ArtifactReader
@@ -94,8 +97,24 @@ class PlaygroundFiles(StaticFiles):
         return response
 
 
-def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
+def admin_schema(app: FastAPI, admin: APIRouter, gateway: Gateway) -> None:
+    """The admin API's OpenAPI document, for the platform admin only: the public
+    /openapi.json describes /v1, and a tenant learns nothing of the admin routes from it."""
+    @app.get("/admin/openapi.json", include_in_schema=False)
+    async def admin_openapi(request: Request) -> Response:
+        if not is_admin(request, gateway):
+            return error_response(GatewayError(401, "The admin API's schema needs the admin "
+                                                    "token.", "authentication_error",
+                                               "not_admin"))
+        return JSONResponse(get_openapi(title=f"{app.title}: admin API", version=app.version,
+                                        routes=admin.routes))
+
+
+def create_app(settings: GatewaySettings, gateway: Gateway | None = None,
+               studio: Studio | None = None) -> FastAPI:
+    """`studio` replaces the Studio (a test's, with a recording Dagster)."""
     gateway = gateway or build_gateway(settings)
+    studio = studio or Studio(settings, gateway.tenancy)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -109,7 +128,11 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                   description="OpenAI-compatible access to the factory's models and adapters.")
     app.state.gateway = gateway
     app.include_router(make_router(gateway))
-    app.include_router(make_admin_router(gateway))
+    admin = make_admin_router(gateway)
+    app.include_router(admin, include_in_schema=False)
+    admin_schema(app, admin, gateway)
+    app.include_router(make_studio_router(gateway, studio))
+    studio_page(app.router)
     app.mount("/playground", PlaygroundFiles(directory=PLAYGROUND, html=True), name="playground")
     openai_errors(app)
     return app

@@ -5,6 +5,7 @@ extras (what the openai SDK sends as `extra_body`) are known fields, validated l
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,17 @@ DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 def valid_name(name: str) -> bool:
     return MODEL_NAME.fullmatch(name) is not None
+
+
+def valid_day(day: str) -> bool:
+    """A calendar day written YYYY-MM-DD: 2026-13-45 has the shape but is no day."""
+    if not DAY.fullmatch(day):
+        return False
+    try:
+        datetime.date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
 
 
 class ErrorDetail(BaseModel):

@@ -95,32 +95,39 @@ def error_response(error: p.GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
+async def handled(gateway: Gateway, route: str, request: Request,
+                  work: Callable[[Principal, Outcome], Awaitable[Response]]) -> Response:
+    """One request the gateway's way: key, admission, the work, and an audit row however it
+    ends (an error in OpenAI's format, never a 5xx for bad input)."""
+    outcome = Outcome(route=route)
+    streaming = False
+    try:
+        principal = gateway.access.authenticate(request.headers.get("authorization"),
+                                                client_address(request), outcome)
+        gateway.access.admit(principal, outcome)
+        response = await work(principal, outcome)
+        streaming = isinstance(response, RelayResponse)
+        return response
+    except p.GatewayError as error:
+        outcome.status, outcome.error = error.status, error.code or error.type
+        return error_response(error)
+    except Exception:
+        log.exception("%s failed", route)
+        error = internal_error()
+        outcome.status, outcome.error = error.status, error.code
+        return error_response(error)
+    finally:
+        if not streaming:  # a stream is accounted for when it ends
+            await gateway.accounting.finish(outcome)
+
+
 def make_router(gateway: Gateway) -> APIRouter:
     router = APIRouter()
     limits = gateway.settings.limits
 
     async def handle(route: str, request: Request,
                      work: Callable[[Principal, Outcome], Awaitable[Response]]) -> Response:
-        outcome = Outcome(route=route)
-        streaming = False
-        try:
-            principal = gateway.access.authenticate(request.headers.get("authorization"),
-                                                    client_address(request), outcome)
-            gateway.access.admit(principal, outcome)
-            response = await work(principal, outcome)
-            streaming = isinstance(response, RelayResponse)
-            return response
-        except p.GatewayError as error:
-            outcome.status, outcome.error = error.status, error.code or error.type
-            return error_response(error)
-        except Exception:
-            log.exception("%s failed", route)
-            error = internal_error()
-            outcome.status, outcome.error = error.status, error.code
-            return error_response(error)
-        finally:
-            if not streaming:  # a stream is accounted for when it ends
-                await gateway.accounting.finish(outcome)
+        return await handled(gateway, route, request, work)
 
     async def streamed(path: str, body: p.ChatCompletionRequest | p.CompletionRequest,
                        principal: Principal, outcome: Outcome) -> Response:
@@ -200,9 +207,9 @@ def make_router(gateway: Gateway) -> APIRouter:
     async def usage(request: Request, day: str | None = None) -> Response:
         """The key's project's requests and tokens per day and key (any role may read)."""
         async def work(principal: Principal, outcome: Outcome) -> Response:
-            if day is not None and not p.DAY.fullmatch(day):
-                raise p.GatewayError(400, "day must be YYYY-MM-DD.", "invalid_request_error",
-                                     "invalid_request", "day")
+            if day is not None and not p.valid_day(day):
+                raise p.GatewayError(400, "day must be a calendar day written YYYY-MM-DD.",
+                                     "invalid_request_error", "invalid_request", "day")
             return JSONResponse({"object": "list", "project": principal.project,
                                  "key_id": principal.key_id,
                                  "data": gateway.tenancy.usage(principal.project, day)})

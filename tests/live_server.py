@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from config.gateway import GatewaySettings
 from gateway.app import create_app
 from gateway.serving import Gateway
+from gateway.studio.service import Studio
 
 
 def free_port() -> int:
@@ -25,10 +26,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(settings: GatewaySettings, gateway: Gateway | None = None
-          ) -> Iterator[tuple[str, Gateway]]:
+def serve(settings: GatewaySettings, gateway: Gateway | None = None,
+          studio: Studio | None = None) -> Iterator[tuple[str, Gateway]]:
     """Yields (url, gateway) once the server accepts connections; stops it when resumed."""
-    app: FastAPI = create_app(settings, gateway)
+    app: FastAPI = create_app(settings, gateway, studio)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

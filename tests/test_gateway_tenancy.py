@@ -647,8 +647,11 @@ def test_schema_fuzzing_of_v1_and_admin_finds_no_server_errors(hostile: Hostile)
 
     tenant = hostile.tenant()
     hostile.gateway.tenancy.set_quota(tenant.project, rpm=100_000, tpm=10**8, max_keys=10_000)
-    openapi = httpx.get(f"{hostile.url}/openapi.json").json()
-    operations = [r.ok() for r in schemathesis.openapi.from_dict(openapi).get_all_operations()]
+    public = httpx.get(f"{hostile.url}/openapi.json").json()
+    admin = httpx.get(f"{hostile.url}/admin/openapi.json",
+                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    operations = [r.ok() for schema in (public, admin)
+                  for r in schemathesis.openapi.from_dict(schema).get_all_operations()]
     names = {f"{o.method.upper()} {o.path}" for o in operations}
     assert {"POST /admin/projects", "POST /admin/projects/{project}/keys",
             "DELETE /admin/keys/{key_id}", "POST /v1/chat/completions"} <= names
@@ -667,6 +670,28 @@ def test_schema_fuzzing_of_v1_and_admin_finds_no_server_errors(hostile: Hostile)
                  suppress_health_check=list(HealthCheck))(
             given(case=operation.as_strategy())(check))()
     assert sum(seen.values()) >= len(operations)
+
+
+def test_only_the_admin_reads_the_admin_apis_schema(hostile: Hostile) -> None:
+    tenant = hostile.tenant()
+    public = httpx.get(f"{hostile.url}/openapi.json").json()
+    assert "/v1/chat/completions" in public["paths"]
+    assert not [path for path in public["paths"] if path.startswith("/admin")]
+    with hostile.client(tenant.key) as c:
+        assert_error(c.get("/admin/openapi.json"), 401, "not_admin")
+    with hostile.client(ADMIN_TOKEN) as c:
+        admin = c.get("/admin/openapi.json").json()
+    assert "/admin/projects/{project}/keys" in admin["paths"]
+
+
+def test_usage_days_must_be_calendar_days(hostile: Hostile) -> None:
+    tenant = hostile.tenant()
+    with hostile.client(tenant.key) as c:
+        assert_error(c.get("/v1/usage", params={"day": "2026-13-45"}), 400, "invalid_request")
+        assert_error(c.get("/v1/usage", params={"day": "2026-02-30"}), 400, "invalid_request")
+        assert c.get("/v1/usage", params={"day": "2026-02-28"}).status_code == 200
+    with hostile.client(ADMIN_TOKEN) as c:
+        assert c.get("/admin/usage", params={"day": "2026-13-45"}).status_code == 400
 
 
 # -- the playground's reads: cards and collections stay inside the project ----------------------

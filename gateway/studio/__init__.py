@@ -1,0 +1,1 @@
+"""The Studio: self-service datasets, trainings, runs and results for project members."""

@@ -1,0 +1,145 @@
+"""The Studio's HTTP API under /studio/api: the same key, admission, error format and audit row
+as /v1 (gateway/routers.handled), and a 404 for anything of another project."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.studio import TrainingRequest
+from gateway.accounting import Outcome
+from gateway.bodies import parse
+from gateway.protocol import GatewayError
+from gateway.routers import handled
+from gateway.serving import Gateway
+from gateway.studio.dagster import DagsterUnavailable
+from gateway.studio.service import Studio
+from gateway.tenancy import Principal
+
+STUDIO_BODY_BYTES = 65_536
+
+
+class ColumnMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mapping: dict[str, str] = Field(max_length=8)
+
+
+def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
+    router = APIRouter(prefix="/studio/api", tags=["studio"])
+    limits = gateway.settings.limits
+
+    async def handle(route: str, request: Request, target: str | None,
+                     work: Callable[[Principal], Awaitable[Any]], status: int = 200
+                     ) -> Response:
+        async def run(principal: Principal, outcome: Outcome) -> Response:
+            outcome.model = target  # the audit row names what was acted on
+            try:
+                response = JSONResponse(await work(principal), status_code=status)
+                outcome.status = status
+                return response
+            except DagsterUnavailable as exc:
+                raise GatewayError(503, f"The Studio could not reach Dagster: {exc}",
+                                   "server_error", "dagster_unavailable") from exc
+        return await handled(gateway, f"studio.{route}", request, run)
+
+    async def body_of(request: Request, model: type[BaseModel]) -> Any:
+        return await parse(request, model, limits, STUDIO_BODY_BYTES)
+
+    @router.get("/options")
+    async def options(request: Request) -> Response:
+        async def work(_: Principal) -> Any:
+            return studio.options()
+        return await handle("options", request, None, work)
+
+    # -- datasets -------------------------------------------------------------------------------
+    @router.get("/datasets")
+    async def datasets(request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return {"data": studio.list_uploads(principal)}
+        return await handle("datasets.list", request, None, work)
+
+    @router.post("/datasets")
+    async def upload(request: Request, filename: str = "", kind: str = "sft") -> Response:
+        async def work(principal: Principal) -> Any:
+            label = filename.replace("\x00", "")[:200]
+            return await studio.create_upload(principal, label, kind, request.stream())
+        return await handle("datasets.upload", request, filename[:64] or None, work, 201)
+
+    @router.get("/datasets/{upload_id}")
+    async def dataset(upload_id: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return studio.upload(principal, upload_id)
+        return await handle("datasets.read", request, upload_id[:64], work)
+
+    @router.put("/datasets/{upload_id}/mapping")
+    async def mapping(upload_id: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            body = await body_of(request, ColumnMapping)
+            return await studio.map_columns(principal, upload_id, body.mapping)
+        return await handle("datasets.map", request, upload_id[:64], work)
+
+    @router.delete("/datasets/{upload_id}")
+    async def delete_dataset(upload_id: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            studio.delete_upload(principal, upload_id)
+            return {"id": upload_id, "deleted": True}
+        return await handle("datasets.delete", request, upload_id[:64], work)
+
+    # -- trainings ------------------------------------------------------------------------------
+    @router.get("/trainings")
+    async def trainings(request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return {"data": [studio.describe(t) for t in studio.trainings_of(principal)]}
+        return await handle("trainings.list", request, None, work)
+
+    @router.post("/trainings")
+    async def launch(request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return await studio.launch(principal, await body_of(request, TrainingRequest))
+        return await handle("trainings.launch", request, None, work, 201)
+
+    @router.get("/trainings/{name}")
+    async def results(name: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return studio.results(principal, name)
+        return await handle("trainings.results", request, name[:64], work)
+
+    @router.post("/trainings/{name}/promote")
+    async def promote(name: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return await studio.promote(principal, name)
+        return await handle("trainings.promote", request, name[:64], work, 202)
+
+    # -- runs -----------------------------------------------------------------------------------
+    @router.get("/runs")
+    async def runs(request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return {"data": await studio.runs(principal)}
+        return await handle("runs.list", request, None, work)
+
+    @router.get("/runs/{run_id}")
+    async def run(run_id: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return await studio.run_log(principal, run_id)
+        return await handle("runs.read", request, run_id[:64], work)
+
+    @router.post("/runs/{run_id}/cancel")
+    async def cancel(run_id: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            await studio.cancel(principal, run_id)
+            return {"id": run_id, "canceling": True}
+        return await handle("runs.cancel", request, run_id[:64], work, 202)
+
+    return router
+
+
+def studio_page(router: APIRouter) -> None:
+    """/studio opens the Studio's page (served with the playground's files)."""
+    @router.get("/studio", include_in_schema=False)
+    async def page() -> Response:
+        return RedirectResponse("/playground/studio.html")

@@ -1,0 +1,382 @@
+"""What a Studio member may do, independent of HTTP: uploads and their curation reports,
+trainings (validated against the platform's config, then launched on Dagster), runs, results and
+promotion. Every object lives under the caller's project id, so another project's upload, training
+or run is simply not found: the same 404 as a missing one.
+
+Roles: viewers read; members upload, train and cancel; owners also promote and delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from config.gateway import GatewaySettings
+from config.loading import format_errors
+from config.objectives import OBJECTIVES
+from config.schema import FactoryConfig
+from config.studio import (
+    PRESETS,
+    STUDIO_OBJECTIVES,
+    TASKS,
+    TRAINING_NAME,
+    TRAININGS,
+    UPLOAD_ID,
+    StoredTraining,
+    TrainingRequest,
+    merge_trainings,
+    parse_trainings,
+    training_key,
+    uploads_prefix,
+)
+from gateway.protocol import GatewayError
+from gateway.studio import uploads
+from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, DagsterClient
+from gateway.tenancy import Principal, Tenancy
+from resources.object_store import ArtifactMissing, ObjectStore
+
+log = logging.getLogger("gateway.studio")
+RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED"}
+ROLE_RANK = {"viewer": 0, "member": 1, "owner": 2}
+
+
+def not_found(what: str) -> GatewayError:
+    return GatewayError(404, f"No {what} with that name in this project.",
+                        "invalid_request_error", "not_found")
+
+
+def require(principal: Principal, role: str, action: str) -> None:
+    if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
+        raise GatewayError(403, f"Role '{principal.role}' may not {action}; it needs "
+                                f"'{role}'.", "permission_error", "insufficient_role")
+
+
+class Studio:
+    def __init__(self, settings: GatewaySettings, tenancy: Tenancy,
+                 dagster: DagsterClient | None = None) -> None:
+        self.settings, self.bounds, self.tenancy = settings, settings.studio, tenancy
+        self.store = ObjectStore(url=settings.object_store, endpoint_url=settings.s3_endpoint_url,
+                                 cache_dir=str(Path(settings.chroma_path).parent / "cache"))
+        self.dagster = dagster or DagsterClient(settings.studio.dagster_url)
+        self.scratch = Path(settings.chroma_path).parent / "studio-incoming"
+
+    # -- the platform ---------------------------------------------------------------------------
+    def platform(self) -> tuple[dict[str, Any], FactoryConfig]:
+        """factory.yaml as written (raw) and as validated, without the Studio's trainings."""
+        path = self.bounds.platform_config
+        if not path:
+            raise GatewayError(503, "The Studio is not configured on this gateway (start it "
+                                    "with the platform's factory.yaml).", "server_error",
+                               "studio_unavailable")
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        config = FactoryConfig.model_validate(raw)
+        config._root = Path(path).resolve().parent
+        return raw, config
+
+    def base_models(self, config: FactoryConfig) -> list[str]:
+        served = {d.base_model for d in config.deployments.values()}
+        allowed = self.bounds.base_models or sorted(served)
+        return [m for m in allowed if m in config.base_models
+                and not config.base_models[m].speech]
+
+    def options(self) -> dict[str, Any]:
+        _, config = self.platform()
+        return {
+            "base_models": self.base_models(config),
+            "tasks": {name: t.model_dump() for name, t in TASKS.items()},
+            "objectives": {o: {"description": OBJECTIVES[o].description,
+                               "data": list(OBJECTIVES[o].data)} for o in STUDIO_OBJECTIVES},
+            "presets": {name: p.model_dump() for name, p in PRESETS.items()},
+            "bounds": {"max_steps": self.bounds.max_steps,
+                       "max_upload_bytes": self.bounds.max_upload_bytes,
+                       "max_rows": self.bounds.max_rows,
+                       "max_runs_in_flight": self.bounds.max_runs_in_flight},
+        }
+
+    # -- uploads --------------------------------------------------------------------------------
+    def _upload_key(self, principal: Principal, upload_id: str, name: str = "upload.json") -> str:
+        if not UPLOAD_ID.fullmatch(upload_id):
+            raise not_found("dataset")
+        return f"{uploads_prefix(principal.project_id)}/{upload_id}/{name}"
+
+    def list_uploads(self, principal: Principal) -> list[dict[str, Any]]:
+        prefix = f"{uploads_prefix(principal.project_id)}/"
+        metas = [self.store.get_json(k) for k in self.store.list(prefix)
+                 if k.endswith("/upload.json")]
+        return sorted(({k: v for k, v in m.items() if k != "report"} | {
+            "rows_kept": m["report"]["rows_kept"], "quarantined": m["report"]["quarantined"],
+            "needs_mapping": m["report"]["needs_mapping"]} for m in metas),
+            key=lambda m: -m["created_at"])
+
+    def upload(self, principal: Principal, upload_id: str) -> dict[str, Any]:
+        try:
+            return self.store.get_json(self._upload_key(principal, upload_id))
+        except ArtifactMissing:
+            raise not_found("dataset") from None
+
+    async def create_upload(self, principal: Principal, label: str, kind: str,
+                            chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+        require(principal, "member", "upload data")
+        suffix = uploads.suffix_of(label)
+        if kind not in uploads.MAPPABLE:
+            raise uploads.bad_upload(f"kind must be one of {', '.join(uploads.MAPPABLE)}.",
+                                     "invalid_request", "kind")
+        existing = self.list_uploads(principal)
+        if len(existing) >= self.bounds.max_uploads:
+            raise GatewayError(403, f"This project has {len(existing)} data files, its limit; "
+                                    "delete one first.", "permission_error", "quota_exceeded")
+        room = self.bounds.max_project_bytes - sum(m["bytes"] for m in existing)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        path = await uploads.receive(chunks, min(self.bounds.max_upload_bytes, room),
+                                     self.scratch, suffix)
+        try:
+            upload_id = uuid.uuid4().hex
+            meta = await asyncio.to_thread(self._curate_and_store, principal, upload_id, path,
+                                           label, kind, suffix)
+        finally:
+            path.unlink(missing_ok=True)
+        return meta
+
+    def _curate_and_store(self, principal: Principal, upload_id: str, path: Path, label: str,
+                          kind: str, suffix: str) -> dict[str, Any]:
+        rows = uploads.check_structure(path, suffix, label, self.bounds)
+        report = uploads.curate_upload(path, label, kind, "auto", {}, None, None)
+        meta = {"id": upload_id, "label": label, "kind": kind, "suffix": suffix,
+                "bytes": path.stat().st_size, "rows": rows, "format": "auto", "field_map": {},
+                "created_by": principal.user, "created_at": time.time(), "report": report}
+        self.store.backend.put_file(self._upload_key(principal, upload_id, f"data{suffix}"),
+                                    path)
+        self.store.put_json(self._upload_key(principal, upload_id), meta)  # last: complete
+        return meta
+
+    async def map_columns(self, principal: Principal, upload_id: str,
+                          mapping: dict[str, str]) -> dict[str, Any]:
+        require(principal, "member", "map columns")
+        meta = self.upload(principal, upload_id)
+        fmt, field_map = uploads.mapping_for(meta["kind"], mapping, meta["report"]["columns"])
+        return await asyncio.to_thread(self._recurate, principal, meta, fmt, field_map)
+
+    def _recurate(self, principal: Principal, meta: dict[str, Any], fmt: str,
+                  field_map: dict[str, str]) -> dict[str, Any]:
+        key = self._upload_key(principal, meta["id"], f"data{meta['suffix']}")
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        local = self.scratch / f"{uuid.uuid4().hex}{meta['suffix']}"
+        try:
+            self.store.backend.get_file(key, local)
+            meta["report"] = uploads.curate_upload(local, meta["label"], meta["kind"], fmt,
+                                                   field_map, None, None)
+        finally:
+            local.unlink(missing_ok=True)
+        meta |= {"format": fmt, "field_map": field_map}
+        self.store.put_json(self._upload_key(principal, meta["id"]), meta)
+        return meta
+
+    def delete_upload(self, principal: Principal, upload_id: str) -> None:
+        require(principal, "owner", "delete data")
+        meta = self.upload(principal, upload_id)
+        users = [t.request.name for t in self.trainings_of(principal)
+                 if t.request.dataset == upload_id]
+        if users:
+            raise GatewayError(409, f"Training(s) {', '.join(users)} read this data; it stays "
+                                    "while they exist.", "invalid_request_error", "in_use")
+        self.store.delete_prefix(f"{uploads_prefix(principal.project_id)}/{meta['id']}")
+
+    # -- trainings ------------------------------------------------------------------------------
+    def all_trainings(self) -> list[StoredTraining]:
+        return parse_trainings(self.store.list(f"{TRAININGS}/"), self.store.get_json)
+
+    def trainings_of(self, principal: Principal) -> list[StoredTraining]:
+        return [t for t in self.all_trainings() if t.project_id == principal.project_id]
+
+    def training(self, principal: Principal, name: str) -> StoredTraining:
+        if not re.fullmatch(TRAINING_NAME, name) or len(name) > 40:
+            raise not_found("training")
+        try:
+            return StoredTraining.model_validate(
+                self.store.get_json(training_key(principal.project_id, name)))
+        except (ArtifactMissing, ValidationError):
+            raise not_found("training") from None
+
+    def _source(self, principal: Principal, meta: dict[str, Any]) -> dict[str, str]:
+        key = self._upload_key(principal, meta["id"], f"data{meta['suffix']}")
+        local = self.store.backend.local_path(key)
+        return {"path": str(local)} if local else {"s3": f"{self.store.url.rstrip('/')}/{key}"}
+
+    async def launch(self, principal: Principal, request: TrainingRequest) -> dict[str, Any]:
+        require(principal, "member", "train")
+        raw, config = self.platform()
+        meta = self.upload(principal, request.dataset)
+        if meta["report"]["needs_mapping"]:
+            raise uploads.bad_upload("Map the file's columns before training on it.",
+                                     "needs_mapping", "dataset")
+        if request.base_model not in self.base_models(config):
+            raise uploads.bad_upload(f"Base model '{request.base_model}' is not offered; choose "
+                                     f"one of {', '.join(self.base_models(config))}.",
+                                     "invalid_request", "base_model")
+        params = request.chosen()
+        if params.max_steps > self.bounds.max_steps:
+            raise uploads.bad_upload(f"max_steps may be at most {self.bounds.max_steps}.",
+                                     "invalid_request", "hyperparameters.max_steps")
+        try:
+            self.store.get_json(training_key(principal.project_id, request.name))
+        except ArtifactMissing:
+            pass
+        else:
+            raise GatewayError(409, f"This project already has a training named "
+                                    f"'{request.name}'.", "invalid_request_error",
+                               "already_exists", "name")
+        training = StoredTraining(
+            project=principal.project, project_id=principal.project_id,
+            created_by=principal.user, created_at=time.time(), request=request,
+            data_kind=meta["kind"], data_format=meta["format"], field_map=meta["field_map"],
+            source=self._source(principal, meta))
+        self._validate(raw, config, training)
+        await self._check_in_flight(principal)
+        self.store.put_json(training_key(principal.project_id, request.name),
+                            training.model_dump())
+        name = training.full_name
+        self.tenancy.grant(principal.project, name, "model")
+        run_id = await self._launch_run(principal, [["dataset", name], ["adapter", name],
+                                                    ["evaluation", name]], "train", request.name)
+        return {"training": self.describe(training), "run_id": run_id}
+
+    def _validate(self, raw: dict[str, Any], config: FactoryConfig,
+                  training: StoredTraining) -> None:
+        """The training beside everything stored: the schema's own checks (servability,
+        objective vs data, deployment room) as messages for the member."""
+        try:
+            FactoryConfig.model_validate(merge_trainings(raw, [*self.all_trainings(), training]))
+        except ValidationError as exc:
+            problems = format_errors(Path("the platform"), exc).splitlines()[1:]
+            raise GatewayError(400, "The training does not fit the platform: " + "; ".join(
+                p.strip() for p in problems), "invalid_request_error", "invalid_training"
+            ) from exc
+
+    async def _check_in_flight(self, principal: Principal) -> None:
+        busy = [r for r in await self.dagster.runs(principal.project) if r.status in IN_FLIGHT]
+        if len(busy) >= self.bounds.max_runs_in_flight:
+            raise GatewayError(429, f"This project has {len(busy)} run(s) in flight, its limit; "
+                                    "wait for one to finish or cancel it.",
+                               "rate_limit_error", "runs_in_flight")
+
+    async def _launch_run(self, principal: Principal, assets: list[list[str]], kind: str,
+                          training: str) -> str:
+        location = await self.dagster.location()
+        await self.dagster.reload(location)
+        return await self.dagster.launch(location, assets, {
+            PROJECT_TAG: principal.project, KEY_TAG: str(principal.key_id), KIND_TAG: kind,
+            "studio/training": training, "dagster/user": principal.user})
+
+    def describe(self, training: StoredTraining) -> dict[str, Any]:
+        return {"name": training.request.name, "model": training.full_name,
+                "created_by": training.created_by, "created_at": training.created_at,
+                **training.request.model_dump(), "hyperparameters": training.request.chosen()
+                .model_dump()}
+
+    # -- results and promotion ---------------------------------------------------------------
+    def results(self, principal: Principal, name: str) -> dict[str, Any]:
+        training = self.training(principal, name)
+        model = training.full_name
+        out: dict[str, Any] = {"training": self.describe(training), "evaluation": None,
+                               "card": None, "champion": None}
+        try:
+            ref = self.store.read_ref(f"evaluation/{model}")
+        except ArtifactMissing:
+            return out
+        report = json.loads(self.store.backend.get_bytes(f"{ref['prefix']}/report.json"))
+        results = report["results"]
+        samples = {who: r.get("samples", [])[:10] for who, r in results.items()}
+        out["evaluation"] = {
+            "primary": TASKS[training.request.task].primary,
+            "scores": ref["scores"], "decision": report["decision"],
+            "gate_passed": ref["gate_passed"], "samples": samples}
+        registry = self.store.get_json(f"registry/{model}.json") \
+            if self.store.exists(f"registry/{model}.json") else {}
+        out["champion"] = (registry.get("champion") or {}).get("version")
+        card = f"{ref['candidate_prefix']}/README.md"
+        out["card"] = self.store.backend.get_bytes(card).decode() \
+            if self.store.exists(card) else None
+        return out
+
+    async def promote(self, principal: Principal, name: str) -> dict[str, Any]:
+        require(principal, "owner", "promote")
+        training = self.training(principal, name)
+        model = training.full_name
+        try:
+            ref = self.store.read_ref(f"evaluation/{model}")
+        except ArtifactMissing:
+            raise GatewayError(409, "This training has not been evaluated yet.",
+                               "invalid_request_error", "not_evaluated") from None
+        if not ref["gate_passed"]:
+            raise GatewayError(409, f"The gate did not pass: {ref['gate']}",
+                               "invalid_request_error", "gate_failed")
+        _, config = self.platform()
+        deployments = [["deployment", d] for d, spec in config.deployments.items()
+                       if spec.base_model == training.request.base_model]
+        await self._check_in_flight(principal)
+        run_id = await self._launch_run(principal, [["promotion", model], *deployments],
+                                        "promote", name)
+        return {"run_id": run_id, "model": model}
+
+    # -- runs -----------------------------------------------------------------------------------
+    async def runs(self, principal: Principal) -> list[dict[str, Any]]:
+        return [r.as_json() for r in await self.dagster.runs(principal.project)]
+
+    async def run_log(self, principal: Principal, run_id: str) -> dict[str, Any]:
+        run = await self.dagster.run(principal.project, run_id) \
+            if RUN_ID.fullmatch(run_id) else None
+        if run is None:
+            raise not_found("run")
+        events = await self.dagster.logs(run_id)
+        messages = [{"time": e.get("timestamp"), "level": e.get("level"),
+                     "step": e.get("stepKey"), "message": e.get("message")}
+                    for e in events if e.get("message")]
+        return {"run": run.as_json(), "log": messages[-500:], "loss": loss_curve(messages)}
+
+    async def cancel(self, principal: Principal, run_id: str) -> None:
+        require(principal, "member", "cancel runs")
+        if not RUN_ID.fullmatch(run_id) or await self.dagster.run(principal.project,
+                                                                 run_id) is None:
+            raise not_found("run")
+        await self.dagster.terminate(run_id)
+
+
+def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """(step, loss) and (step, eval loss) from the trainer's log lines, as Axolotl prints them:
+    `{'loss': 1.23, ..., 'epoch': 0.5}` per logging step."""
+    train: list[list[float]] = []
+    evaluation: list[list[float]] = []
+    for m in messages:
+        text = m.get("message") or ""
+        start = text.find("{'")
+        if start < 0 or "loss'" not in text:
+            continue
+        try:
+            entry = ast_literal(text[start:text.rfind("}") + 1])
+        except (ValueError, SyntaxError):
+            continue
+        if "loss" in entry:
+            train.append([len(train) + 1, float(entry["loss"])])
+        if "eval_loss" in entry:
+            evaluation.append([len(train), float(entry["eval_loss"])])
+    return {"train": train, "eval": evaluation}
+
+
+def ast_literal(text: str) -> dict[str, Any]:
+    import ast
+
+    value = ast.literal_eval(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a mapping")
+    return value

@@ -1,0 +1,376 @@
+"""The Studio's API against a hostile tenant: the real gateway (uvicorn, SQLite, the audit writer)
+with a recording Dagster and a fake replica, so nothing trains and the suite runs in seconds.
+
+What a member notices: an upload's curation report (quarantined rows with their reasons, the
+mapping step), a launch that names exactly its own assets, and runs, results and promotion
+that stay inside the project. What an attacker notices: 404s, 4xx bodies, and nothing left over.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from config.gateway import GatewaySettings, StudioSettings
+from gateway.app import build_gateway
+from gateway.db import AuditRecord
+from gateway.serving import Gateway
+from gateway.studio.service import Studio
+from gateway.upstream import ReplicaPool
+from tests.fake_dagster import RecordingDagster
+from tests.fake_vllm import FakeVLLM
+from tests.live_server import serve
+
+ADMIN_ENV = "STUDIO_TEST_ADMIN_TOKEN"
+PLATFORM = """
+project: studio-test
+storage: {object_store: file://store, work_dir: work}
+base_models:
+  tiny:
+    source: local
+    architecture: {hidden_size: 64, num_layers: 1, num_heads: 2, intermediate_size: 128,
+                   vocab_size: 512, max_position_embeddings: 512}
+deployments:
+  local: {base_model: tiny, max_loras: 16}
+"""
+TICKETS = (
+    "ticket,category\n"
+    "My invoice shows the wrong amount,billing\n"
+    "The app crashes when I open settings,bug\n"
+    "Please mail me at jane.doe@example.com about my refund,billing\n"
+    "How do I export my data?,question\n"
+    "The login page times out,bug\n"
+    "Where can I change my plan?,\n"                     # empty category: quarantined
+    "Charged twice, this month,billing\n"                # unquoted comma: quarantined
+    "The app crashes when I open settings,bug\n"         # duplicate
+    + "".join(f"Ticket number {i} about a billing problem,billing\n" for i in range(12))
+)
+
+
+@dataclass
+class Member:
+    project: str
+    key: str
+    key_id: int
+
+
+@dataclass
+class StudioHarness:
+    url: str
+    gateway: Gateway
+    dagster: RecordingDagster
+    store: Path
+    scratch: Path
+
+    def member(self, role: str = "member", project: str | None = None) -> Member:
+        tenancy = self.gateway.tenancy
+        if project is None:
+            project = f"s-{uuid.uuid4().hex[:8]}"
+            tenancy.create_project(project, owner="owner")
+        user = "owner" if role == "owner" else f"{role}-{uuid.uuid4().hex[:6]}"
+        if role != "owner":
+            tenancy.add_member(project, user, role)
+        key = tenancy.create_key(project, user)
+        return Member(project, key["key"], key["id"])
+
+    def client(self, member: Member) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.url}/studio/api", timeout=60, headers={
+            "authorization": f"Bearer {member.key}",
+            "x-forwarded-for": f"10.9.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"})
+
+    def stored_files(self) -> list[str]:
+        return sorted(str(p.relative_to(self.store)) for p in self.store.rglob("*")
+                      if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioHarness]:
+    root = tmp_path_factory.mktemp("studio")
+    (root / "factory.yaml").write_text(PLATFORM)
+    os.environ[ADMIN_ENV] = "studio-admin-" + uuid.uuid4().hex
+    settings = GatewaySettings(
+        database_url=f"sqlite:///{root / 'gateway.db'}", upstreams=["http://replica-1:8000"],
+        refresh_seconds=3600, admin_token_env=ADMIN_ENV, object_store=f"file://{root}/store",
+        chroma_path=str(root / "work" / "chroma"),
+        audit_dead_letter=str(root / "dead-letter.jsonl"),
+        studio=StudioSettings(platform_config=str(root / "factory.yaml"),
+                              max_upload_bytes=200_000, max_project_bytes=400_000,
+                              max_uploads=4, max_rows=500, max_columns=16,
+                              max_line_bytes=4096, max_steps=200, max_runs_in_flight=1))
+    fake = FakeVLLM()
+    gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
+                                                  transport=fake.transport()))
+    dagster = RecordingDagster()
+    studio = Studio(settings, gateway.tenancy, dagster)  # type: ignore[arg-type]
+    for url, running in serve(settings, gateway, studio):
+        yield StudioHarness(url, running, dagster, root / "store", studio.scratch)
+
+
+def upload(c: httpx.Client, name: str, data: bytes, kind: str = "sft") -> httpx.Response:
+    return c.post("/datasets", params={"filename": name, "kind": kind}, content=data)
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"], error
+    return error
+
+
+def mapped_tickets(studio: StudioHarness, member: Member) -> dict:
+    with studio.client(member) as c:
+        first = upload(c, "tickets.csv", TICKETS.encode())
+        assert first.status_code == 201, first.text
+        report = first.json()["report"]
+        assert report["needs_mapping"] and report["columns"] == ["ticket", "category"]
+        mapped = c.put(f"/datasets/{first.json()['id']}/mapping",
+                       json={"mapping": {"prompt": "ticket", "completion": "category"}})
+    assert mapped.status_code == 200, mapped.text
+    return mapped.json()
+
+
+def training(dataset: str, name: str = "triage", **extra: object) -> dict:
+    return {"name": name, "dataset": dataset, "base_model": "tiny", "task": "classification",
+            "preset": "quick", **extra}
+
+
+# -- what a member sees ------------------------------------------------------------------------
+def test_an_upload_is_mapped_and_its_bad_rows_are_quarantined_with_reasons(
+        studio: StudioHarness) -> None:
+    member = studio.member()
+    meta = mapped_tickets(studio, member)
+    report = meta["report"]
+    assert report["rows_in"] == 20
+    reasons = {(r["row"], r["reason"]) for r in report["rejections"]}
+    assert (7, "empty_field") in reasons and (8, "extra_columns") in reasons
+    assert report["reasons"]["duplicate"] == 1 and report["duplicates"] == 1
+    assert report["pii_scrubbed"] == {"email": 1}
+    assert report["rows_kept"] == 17 == sum(report["splits"].values())
+    assert all(r["file"] == "tickets.csv" and r["fix"] for r in report["rejections"])
+    assert report["preview"][0]["messages"][-1]["role"] == "assistant"
+    assert not report["needs_mapping"]
+    with studio.client(member) as c:
+        listed = c.get("/datasets").json()["data"]
+    assert [(d["id"], d["label"], d["rows_kept"]) for d in listed] == [
+        (meta["id"], "tickets.csv", 17)]
+
+
+def test_a_launch_runs_exactly_the_trainings_assets_with_the_projects_tags(
+        studio: StudioHarness) -> None:
+    member = studio.member()
+    dataset = mapped_tickets(studio, member)["id"]
+    with studio.client(member) as c:
+        launched = c.post("/trainings", json=training(dataset))
+        assert launched.status_code == 201, launched.text
+        model = f"{member.project}--triage"
+        launch = studio.dagster.launches[-1]
+        assert launch.assets == [["dataset", model], ["adapter", model], ["evaluation", model]]
+        assert launch.tags["studio/project"] == member.project
+        assert launch.tags["studio/key"] == str(member.key_id)
+        assert studio.dagster.reloads  # the code location reads the new training first
+        assert model in studio.gateway.tenancy.granted(
+            studio.gateway.tenancy.authenticate(member.key).project_id)  # type: ignore[union-attr]
+        # one run in flight is this project's limit
+        assert_error(c.post("/trainings", json=training(dataset, "second")), 429,
+                     "runs_in_flight")
+        runs = c.get("/runs").json()["data"]
+        assert [r["id"] for r in runs] == [launched.json()["run_id"]]
+        studio.dagster.log_lines[launch.run_id] = [
+            "{'loss': 2.5, 'grad_norm': 1.0, 'learning_rate': 0.002, 'epoch': 0.5}",
+            "{'loss': '1.25', 'epoch': 1.0}", "{'eval_loss': 1.5, 'epoch': 1.0}"]
+        detail = c.get(f"/runs/{launch.run_id}").json()
+        assert detail["loss"] == {"train": [[1, 2.5], [2, 1.25]], "eval": [[2, 1.5]]}
+        assert c.post(f"/runs/{launch.run_id}/cancel").status_code == 202
+        assert studio.dagster.terminated == [launch.run_id]
+        names = [t["name"] for t in c.get("/trainings").json()["data"]]
+    assert names == ["triage"]
+
+
+def test_a_training_the_platform_cannot_serve_is_refused_with_the_schemas_reason(
+        studio: StudioHarness) -> None:
+    member = studio.member()
+    dataset = mapped_tickets(studio, member)["id"]
+    launches = len(studio.dagster.launches)
+    with studio.client(member) as c:
+        error = assert_error(c.post("/trainings", json=training(dataset, objective="dpo")),
+                             400, "invalid_training")
+        assert "dpo trains on preference data" in error["message"]
+        too_long = training(dataset, hyperparameters={
+            "max_steps": 5000, "learning_rate": 0.001, "lora_r": 8, "micro_batch_size": 8})
+        assert_error(c.post("/trainings", json=too_long), 400, "invalid_request")
+        assert_error(c.post("/trainings", json=training(dataset, base_model="other")), 400,
+                     "invalid_request")
+        assert_error(c.post("/trainings", json=training(dataset, name="a--b")), 400,
+                     "invalid_request")
+    assert len(studio.dagster.launches) == launches
+
+
+# -- what an attacker sees ------------------------------------------------------------------
+def test_another_project_finds_nothing_of_it(studio: StudioHarness) -> None:
+    victim, attacker = studio.member(), studio.member("owner")
+    dataset = mapped_tickets(studio, victim)["id"]
+    with studio.client(victim) as c:
+        run_id = c.post("/trainings", json=training(dataset)).json()["run_id"]
+    missing = uuid.uuid4().hex
+    with studio.client(attacker) as c:
+        assert c.get("/datasets").json()["data"] == []
+        assert c.get("/runs").json()["data"] == []
+        assert c.get("/trainings").json()["data"] == []
+        for path in (f"/datasets/{dataset}", f"/datasets/{missing}", "/trainings/triage",
+                     f"/runs/{run_id}", f"/runs/{uuid.uuid4()}", "/datasets/..%2f..%2fx",
+                     "/trainings/..", "/runs/not-a-run"):
+            assert_error(c.get(path), 404, "not_found")
+        assert_error(c.put(f"/datasets/{dataset}/mapping", json={"mapping": {}}), 404,
+                     "not_found")
+        assert_error(c.delete(f"/datasets/{dataset}"), 404, "not_found")
+        assert_error(c.post(f"/runs/{run_id}/cancel"), 404, "not_found")
+        assert_error(c.post("/trainings/triage/promote"), 404, "not_found")
+        assert_error(c.post("/trainings", json=training(dataset)), 404, "not_found")
+    assert run_id not in studio.dagster.terminated
+
+
+def test_roles_viewers_read_members_train_owners_promote_and_delete(
+        studio: StudioHarness) -> None:
+    owner = studio.member("owner")
+    member = studio.member("member", owner.project)
+    viewer = studio.member("viewer", owner.project)
+    dataset = mapped_tickets(studio, member)["id"]
+    with studio.client(viewer) as c:
+        assert [d["id"] for d in c.get("/datasets").json()["data"]] == [dataset]
+        assert_error(upload(c, "t.csv", TICKETS.encode()), 403, "insufficient_role")
+        assert_error(c.post("/trainings", json=training(dataset)), 403, "insufficient_role")
+    with studio.client(member) as c:
+        assert c.post("/trainings", json=training(dataset)).status_code == 201
+        assert_error(c.post("/trainings/triage/promote"), 403, "insufficient_role")
+        assert_error(c.delete(f"/datasets/{dataset}"), 403, "insufficient_role")
+    with studio.client(owner) as c:
+        # nothing evaluated yet: promotion has nothing to promote
+        assert_error(c.post("/trainings/triage/promote"), 409, "not_evaluated")
+        assert_error(c.delete(f"/datasets/{dataset}"), 409, "in_use")
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def test_bad_and_oversized_uploads_are_4xx_and_leave_nothing(studio: StudioHarness) -> None:
+    member = studio.member()
+    before = studio.stored_files()
+    deep = pa.array([[[[["x"]]]]])
+    cases = [
+        ("big.jsonl", b'{"prompt": "a", "completion": "b"}\n' * 8000, 413, "upload_too_large"),
+        ("wide.csv", (",".join(f"c{i}" for i in range(20)) + "\n").encode(), 400,
+         "too_many_columns"),
+        ("million.csv", (",".join("c" for _ in range(99_000)) + "\n").encode(), 400,
+         "line_too_long"),
+        ("long.jsonl", b'{"prompt": "' + b"a" * 10_000 + b'"}\n', 400, "line_too_long"),
+        ("rows.jsonl", b'{"prompt": "a", "completion": "b"}\n' * 600, 400, "too_many_rows"),
+        ("bomb.csv", b"PK\x03\x04" + b"\x00" * 100, 400, "content_does_not_match_type"),
+        ("real.jsonl", parquet_bytes(pa.table({"prompt": ["a"]})), 400,
+         "content_does_not_match_type"),
+        ("fake.parquet", b"not parquet at all", 400, "content_does_not_match_type"),
+        ("deep.parquet", parquet_bytes(pa.table({"prompt": deep})), 400,
+         "unsupported_schema"),
+        ("many.parquet", parquet_bytes(pa.table({f"c{i}": [1] for i in range(40)})), 400,
+         "too_many_columns"),
+        ("utf16.csv", "prompt,completion\na,b\n".encode("utf-16"), 400, "unreadable_file"),
+        ("empty.csv", b"", 400, "empty_upload"),
+        ("../../etc/passwd", b"x", 400, "unsupported_file_type"),
+        ("notes.zip", b"PK\x03\x04", 400, "unsupported_file_type"),
+    ]
+    with studio.client(member) as c:
+        for name, data, status, code in cases:
+            assert_error(upload(c, name, data), status, code)
+        assert_error(upload(c, "t.jsonl", b'{"prompt": "a", "completion": "b"}\n',
+                            kind="../../x"), 400, "invalid_request")
+        assert c.get("/datasets").json()["data"] == []
+    assert studio.stored_files() == before
+    assert not list(studio.scratch.glob("*"))
+
+
+def test_upload_count_and_bytes_are_bounded_per_project(studio: StudioHarness) -> None:
+    member = studio.member()
+    row = b'{"prompt": "what is two plus two?", "completion": "four"}\n'
+    with studio.client(member) as c:
+        for i in range(4):
+            assert upload(c, f"d{i}.jsonl", row * 10).status_code == 201
+        assert_error(upload(c, "d5.jsonl", row), 403, "quota_exceeded")
+    other = studio.member()
+    long_row = b'{"prompt": "' + b"why " * 60 + b'?", "completion": "because"}\n'
+    with studio.client(other) as c:  # the bytes bound counts what the project already stored
+        assert upload(c, "a.jsonl", long_row * 480).status_code == 201
+        assert upload(c, "b.jsonl", long_row * 480).status_code == 201
+        assert_error(upload(c, "c.jsonl", long_row * 480), 413, "upload_too_large")
+
+
+def test_the_file_name_is_a_label_and_every_action_is_audited(studio: StudioHarness) -> None:
+    member = studio.member()
+    name = "<img src=x onerror=alert(1)>.jsonl"
+    with studio.client(member) as c:
+        created = upload(c, name, b'{"prompt": "hi", "completion": "hello"}\n' * 3)
+        assert created.status_code == 201
+        upload_id = created.json()["id"]
+        assert c.get(f"/datasets/{upload_id}").json()["label"] == name
+        c.get(f"/datasets/{uuid.uuid4().hex}")
+    stored = [p for p in studio.stored_files() if upload_id in p]
+    assert sorted(Path(p).name for p in stored) == ["data.jsonl", "upload.json"]
+    time.sleep(0.2)
+    studio.gateway.audit.drain()
+    with studio.gateway.sessions() as s:
+        rows = list(s.scalars(select(AuditRecord).where(AuditRecord.key_id == member.key_id)
+                              .order_by(AuditRecord.id)))
+    assert [(r.route, r.status) for r in rows] == [
+        ("studio.datasets.upload", 201), ("studio.datasets.read", 200),
+        ("studio.datasets.read", 404)]
+
+
+def test_results_show_scores_the_gate_and_samples_once_evaluated(studio: StudioHarness) -> None:
+    owner = studio.member("owner")
+    dataset = mapped_tickets(studio, owner)["id"]
+    with studio.client(owner) as c:
+        assert c.post("/trainings", json=training(dataset)).status_code == 201
+        pending = c.get("/trainings/triage").json()
+        assert pending["evaluation"] is None
+        model = f"{owner.project}--triage"
+        publish_evaluation(studio.store, model, passed=True)
+        studio.dagster.status[studio.dagster.launches[-1].run_id] = "SUCCESS"
+        result = c.get("/trainings/triage").json()
+        assert result["evaluation"]["scores"]["candidate"]["exact_match"] == 0.9
+        assert result["evaluation"]["decision"]["passed"]
+        assert result["evaluation"]["samples"]["candidate"][0]["output"] == "billing"
+        promoted = c.post("/trainings/triage/promote")
+        assert promoted.status_code == 202, promoted.text
+    launch = studio.dagster.launches[-1]
+    assert launch.assets == [["promotion", model], ["deployment", "local"]]
+    assert launch.tags["studio/kind"] == "promote"
+
+
+def publish_evaluation(store: Path, model: str, passed: bool) -> None:
+    """What the evaluation asset publishes, as a Studio reader needs it."""
+    prefix = f"evaluation/{model}/v1"
+    sample = {"question": "My invoice is wrong", "target": "billing", "output": "billing",
+              "correct": True}
+    (store / prefix).mkdir(parents=True)
+    (store / prefix / "report.json").write_text(json.dumps({
+        "decision": {"passed": passed, "reference": "base", "reasons": ["exact_match 0.9 vs 0"]},
+        "results": {"base": {"samples": [{**sample, "output": "It is", "correct": False}]},
+                    "candidate": {"samples": [sample]}}}))
+    (store / "refs" / "evaluation").mkdir(parents=True, exist_ok=True)
+    (store / "refs" / "evaluation" / f"{model}.json").write_text(json.dumps({
+        "prefix": prefix, "gate_passed": passed, "gate": "PROMOTE (vs base)",
+        "candidate_prefix": f"adapter/{model}/v1",
+        "scores": {"base": {"exact_match": 0.0}, "candidate": {"exact_match": 0.9}}}))
