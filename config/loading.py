@@ -60,7 +60,7 @@ def load_config(path: str | os.PathLike[str] | None = None, studio: bool = True
         config = FactoryConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_errors(cfg_path, exc)) from exc
-    config._root = cfg_path.resolve().parent
+    config._root, config._path = cfg_path.resolve().parent, cfg_path.resolve()
     return with_studio(config, raw) if studio else config
 
 
@@ -88,6 +88,6 @@ def with_studio(config: FactoryConfig, raw: dict) -> FactoryConfig:
             log.warning("Studio training %s left out: %s", training.full_name, exc)
             continue
         accepted.append(training)
-        candidate._root = config.root
+        candidate._root, candidate._path = config.root, config._path
         config = candidate
     return config

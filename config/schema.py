@@ -751,6 +751,7 @@ class FactoryConfig(Strict):
                             "besides marking them: retrain them through the gate, or stop "
                             "serving them")
     _root: Path = PrivateAttr(default_factory=Path.cwd)
+    _path: Path | None = PrivateAttr(default=None)  # the file it was read from
 
     @model_validator(mode="after")
     def _references(self) -> FactoryConfig:
@@ -888,6 +889,10 @@ class FactoryConfig(Strict):
         if "object_store" not in given:
             update["object_store"] = self.storage.object_store
             update["s3_endpoint_url"] = self.storage.s3_endpoint_url
+        if self.gateway.studio.platform_config is None and self._path is not None:
+            # the Studio validates members' trainings against this very file
+            update["studio"] = self.gateway.studio.model_copy(
+                update={"platform_config": str(self._path)})
         if "audit_dead_letter" not in given:
             update["audit_dead_letter"] = (f"{self.storage.work_dir}/"
                                            "gateway-audit-dead-letter.jsonl")

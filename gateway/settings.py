@@ -16,9 +16,6 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Ga
     if config_path is not None:
         config = load_config(config_path, studio=False)
         settings, root = config.gateway_settings, config.root
-        if settings.studio.platform_config is None:  # the Studio validates against this file
-            settings = settings.model_copy(update={"studio": settings.studio.model_copy(
-                update={"platform_config": str(Path(config_path).resolve())})})
     else:
         settings, root = GatewaySettings().with_environment(), Path.cwd()
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -162,7 +162,7 @@ def test_the_readmes_commands_install_what_the_manifests_expect() -> None:
     assert "kubectl apply -k infra/k8s" in section
     workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
     module = workspace["load_from"][0]["python_module"]["module_name"]
-    assert USER_CODE["dagsterApiGrpcArgs"] == ["--module-name", module]
+    assert USER_CODE["codeServerArgs"] == ["--module-name", module]
     # one image for the code location and the gateway
     (image,) = KUSTOMIZATION["images"]
     gateway_image = pod_template("Deployment", "adapter-factory-gateway")["spec"]["containers"][0]

@@ -30,6 +30,7 @@ mutation Reload($location: String!) {
     ... on PythonError { message }
     ... on ReloadNotSupported { message }
     ... on RepositoryLocationNotFound { message }
+    ... on UnauthorizedError { message }
   }
 }"""
 
@@ -157,8 +158,9 @@ class DagsterClient:
         """Load the code location again, so definitions read the Studio's new trainings."""
         result = (await self._call(RELOAD, {"location": location}))["reloadRepositoryLocation"]
         loaded = result.get("locationOrLoadError") or {}
-        message = result.get("message") or loaded.get("message")
-        if message:
+        if result["__typename"] != "WorkspaceLocationEntry" or loaded.get(
+                "__typename") != "RepositoryLocation":
+            message = result.get("message") or loaded.get("message") or "no location loaded"
             raise DagsterUnavailable(f"the code location did not reload: {message}")
 
     async def launch(self, location: str, assets: list[list[str]], tags: dict[str, str]
@@ -177,9 +179,12 @@ class DagsterClient:
             raise DagsterUnavailable(f"Dagster did not launch the run: {message}")
         return result["run"]["runId"]
 
-    async def runs(self, project: str) -> list[Run]:
-        data = await self._call(RUNS, {"filter": {"tags": [{"key": PROJECT_TAG,
-                                                              "value": project}]}})
+    async def runs(self, project: str, run_id: str | None = None) -> list[Run]:
+        """The project's newest runs (or the one with `run_id`, if it is the project's)."""
+        wanted: dict[str, Any] = {"tags": [{"key": PROJECT_TAG, "value": project}]}
+        if run_id is not None:
+            wanted["runIds"] = [run_id]
+        data = await self._call(RUNS, {"filter": wanted})
         result = data["runsOrError"]
         if result["__typename"] != "Runs":
             raise DagsterUnavailable(f"Dagster did not list runs: {result.get('message')}")
@@ -190,7 +195,7 @@ class DagsterClient:
 
     async def run(self, project: str, run_id: str) -> Run | None:
         """The project's run with this id; None for a missing run or another project's."""
-        return next((r for r in await self.runs(project) if r.run_id == run_id), None)
+        return next(iter(await self.runs(project, run_id)), None)
 
     async def logs(self, run_id: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []

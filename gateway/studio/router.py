@@ -38,6 +38,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
                      ) -> Response:
         async def run(principal: Principal, outcome: Outcome) -> Response:
             outcome.model = target  # the audit row names what was acted on
+            studio.require_enabled()
             try:
                 response = JSONResponse(await work(principal), status_code=status)
                 outcome.status = status

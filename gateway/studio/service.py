@@ -47,7 +47,8 @@ from resources.object_store import ArtifactMissing, ObjectStore
 
 log = logging.getLogger("gateway.studio")
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED"}
+IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED",
+             "SUSPENDED"}
 ROLE_RANK = {"viewer": 0, "member": 1, "owner": 2}
 
 
@@ -72,13 +73,18 @@ class Studio:
         self.scratch = Path(settings.chroma_path).parent / "studio-incoming"
 
     # -- the platform ---------------------------------------------------------------------------
-    def platform(self) -> tuple[dict[str, Any], FactoryConfig]:
-        """factory.yaml as written (raw) and as validated, without the Studio's trainings."""
+    def require_enabled(self) -> str:
+        """The platform's factory.yaml; without one the Studio's routes are not there."""
         path = self.bounds.platform_config
         if not path:
-            raise GatewayError(503, "The Studio is not configured on this gateway (start it "
-                                    "with the platform's factory.yaml).", "server_error",
-                               "studio_unavailable")
+            raise GatewayError(404, "The Studio is not enabled on this gateway (start it "
+                                    "with the platform's factory.yaml).",
+                               "invalid_request_error", "studio_unavailable")
+        return path
+
+    def platform(self) -> tuple[dict[str, Any], FactoryConfig]:
+        """factory.yaml as written (raw) and as validated, without the Studio's trainings."""
+        path = self.require_enabled()
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         config = FactoryConfig.model_validate(raw)
         config._root = Path(path).resolve().parent
@@ -272,11 +278,14 @@ class Studio:
 
     async def _launch_run(self, principal: Principal, assets: list[list[str]], kind: str,
                           training: str) -> str:
+        _, config = self.platform()
         location = await self.dagster.location()
-        await self.dagster.reload(location)
+        await self.dagster.reload(location)  # returns once the location has re-read the store
         return await self.dagster.launch(location, assets, {
             PROJECT_TAG: principal.project, KEY_TAG: str(principal.key_id), KIND_TAG: kind,
-            "studio/training": training, "dagster/user": principal.user})
+            "studio/training": training, "dagster/user": principal.user,
+            # the implicit asset job has no tags of its own: run monitoring stops it after this
+            "dagster/max_runtime": str(config.compute.max_runtime_s)})
 
     def describe(self, training: StoredTraining) -> dict[str, Any]:
         return {"name": training.request.name, "model": training.full_name,

@@ -17,7 +17,7 @@ COPY . .
 RUN ./infra/setup-envs.sh factory && ./infra/setup-envs.sh train
 ENV PATH=/opt/adapter-factory/.venvs/factory/bin:$PATH \
     FACTORY_CONFIG=/etc/adapter-factory/factory.yaml
-# the chart runs `dagster api grpc` with its dagsterApiGrpcArgs; the gateway's Deployment runs
-# `factory-gateway ... serve`
-CMD ["dagster", "api", "grpc", "--module-name", "pipelines.definitions", "--host", "0.0.0.0", \
-     "--port", "3030"]
+# the chart runs `dagster code-server start` with its codeServerArgs (reloadable, so Studio
+# trainings appear); the gateway's Deployment runs `factory-gateway ... serve`
+CMD ["dagster", "code-server", "start", "--module-name", "pipelines.definitions", \
+     "--host", "0.0.0.0", "--port", "3030"]

@@ -1,0 +1,409 @@
+// The Studio: datasets, training, runs and results through the gateway's /studio/api, signed in
+// with the same project key as the playground. Everything a tenant wrote (file names, columns,
+// rows, replies, log lines, card text) goes into the page as text, never as HTML.
+
+const $ = (selector) => document.querySelector(selector);
+const KEY = "adapter-factory-key";  // shared with the playground, sessionStorage only
+const API = "/studio/api";
+const SVG = "http://www.w3.org/2000/svg";
+const IN_FLIGHT = new Set(["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]);
+const state = { key: sessionStorage.getItem(KEY), options: null, datasets: [], trainings: [],
+                openDataset: null, openRun: null, timer: null };
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(API + path, { ...options, headers: {
+    authorization: `Bearer ${state.key}`, "content-type": "application/json" } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new ApiError(response.status, body.error?.message ?? response.statusText);
+  }
+  return body;
+}
+
+function showError(error) {
+  $("#error").textContent = error instanceof ApiError ? `${error.status}: ${error.message}`
+    : String(error);
+  $("#error").hidden = false;
+}
+const clearError = () => { $("#error").hidden = true; };
+const guarded = (fn) => async (...args) => {
+  clearError();
+  try { await fn(...args); } catch (error) { showError(error); }
+};
+
+function element(tag, text = "", className = "") {
+  const node = document.createElement(tag);
+  node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell); else td.textContent = cell ?? "";
+    tr.append(td);
+  }
+  return tr;
+}
+
+function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+const when = (seconds) => seconds ? new Date(seconds * 1000).toLocaleString() : "";
+
+function svgNode(tag, attributes, text = "") {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  node.textContent = text;
+  return node;
+}
+
+// -- pages -------------------------------------------------------------------------------------
+function showPage(name) {
+  for (const button of document.querySelectorAll("nav button")) {
+    button.classList.toggle("active", button.dataset.page === name);
+  }
+  for (const page of document.querySelectorAll(".page")) page.hidden = page.id !== `page-${name}`;
+  ({ datasets: loadDatasets, train: loadTrain, runs: loadRuns, results: loadResults }[name])();
+}
+
+// -- datasets ----------------------------------------------------------------------------------
+async function loadDatasets() {
+  state.datasets = (await api("/datasets")).data;
+  fill($("#datasets tbody"), state.datasets.map((d) => {
+    const link = element("a", d.label);
+    link.href = "#";
+    link.addEventListener("click", guarded(async (event) => {
+      event.preventDefault();
+      await openDataset(d.id);
+    }));
+    return row([link, d.kind, d.rows_kept, d.quarantined,
+                d.needs_mapping ? "needs column mapping" : "ready", when(d.created_at)]);
+  }));
+}
+
+function upload(file, kind) {
+  // XMLHttpRequest, not fetch: only it reports upload progress
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    const query = new URLSearchParams({ filename: file.name, kind });
+    request.open("POST", `${API}/datasets?${query}`);
+    request.setRequestHeader("authorization", `Bearer ${state.key}`);
+    const bar = $("#upload-progress");
+    bar.hidden = false;
+    bar.value = 0;
+    request.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) bar.value = event.loaded / event.total;
+    });
+    request.addEventListener("load", () => {
+      bar.hidden = true;
+      let body = {};
+      try { body = JSON.parse(request.responseText); } catch { /* keep the status */ }
+      if (request.status >= 400) {
+        reject(new ApiError(request.status, body.error?.message ?? request.statusText));
+      } else resolve(body);
+    });
+    request.addEventListener("error", () => {
+      bar.hidden = true;
+      reject(new Error("the upload did not reach the gateway"));
+    });
+    request.send(file);
+  });
+}
+
+async function openDataset(id) {
+  const meta = await api(`/datasets/${encodeURIComponent(id)}`);
+  state.openDataset = meta;
+  const report = meta.report;
+  $("#report").hidden = false;
+  $("#report-title").textContent = `${meta.label}: ${report.rows_kept} of ${report.rows_in} rows kept`;
+  const counts = {
+    "rows in": report.rows_in, "kept": report.rows_kept, "train / val / test":
+      `${report.splits.train} / ${report.splits.val} / ${report.splits.test}`,
+    "quarantined": report.quarantined, "duplicates removed": report.duplicates,
+    "PII scrubbed": Object.entries(report.pii_scrubbed).map(([k, n]) => `${k}: ${n}`).join(", ")
+      || "none found",
+    "columns": report.columns.join(", "),
+  };
+  $("#report-counts").replaceChildren(...Object.entries(counts).flatMap(([term, value]) =>
+    [element("dt", term), element("dd", String(value))]));
+  fill($("#rejections tbody"), report.rejections.map((r) =>
+    row([r.file, r.row, r.field, r.reason, r.detail, r.fix])));
+  $("#preview").replaceChildren(...report.preview.map((example) =>
+    element("pre", JSON.stringify(example, null, 1), "example")));
+  drawHistogram(report.token_histogram);
+  const mapping = $("#mapping-form");
+  mapping.hidden = !report.needs_mapping;
+  $("#mapping-fields").replaceChildren(...report.mappable.map((field) => {
+    const label = element("label", `${field} ← `);
+    const select = document.createElement("select");
+    select.name = field;
+    select.append(...report.columns.map((c) => {
+      const option = element("option", c);
+      option.value = c;
+      return option;
+    }));
+    label.append(select);
+    return label;
+  }));
+}
+
+function drawHistogram(histogram) {
+  const svg = $("#histogram");
+  const { counts, edges } = histogram;
+  if (!counts.length) {
+    svg.replaceChildren(svgNode("text", { x: 10, y: 30 },
+      "Token lengths appear once the base model has been built."));
+    return;
+  }
+  const top = Math.max(...counts), width = 500 / counts.length;
+  svg.replaceChildren(...counts.flatMap((n, i) => {
+    const height = top ? (n / top) * 120 : 0;
+    return [svgNode("rect", { x: 10 + i * width, y: 130 - height, width: width - 2, height,
+                              class: "bar" }, ""),
+            svgNode("text", { x: 10 + i * width, y: 148, class: "tick" }, String(edges[i]))];
+  }));
+}
+
+// -- train -------------------------------------------------------------------------------------
+function options(select, entries) {
+  select.replaceChildren(...entries.map(([value, text]) => {
+    const option = element("option", text);
+    option.value = value;
+    return option;
+  }));
+}
+
+async function loadTrain() {
+  state.options ??= await api("/options");
+  const o = state.options;
+  await loadDatasets();
+  options($("#train-dataset"), state.datasets.filter((d) => !d.needs_mapping)
+    .map((d) => [d.id, `${d.label} (${d.rows_kept} rows)`]));
+  options($("#train-base"), o.base_models.map((m) => [m, m]));
+  options($("#train-task"), Object.entries(o.tasks).map(([name, t]) => [name, t.label]));
+  options($("#train-objective"), Object.entries(o.objectives)
+    .map(([name, x]) => [name, `${name}: ${x.description}`]));
+  options($("#train-preset"), Object.keys(o.presets).map((p) => [p, p]));
+  $("#hp-max_steps").max = o.bounds.max_steps;
+  applyPreset();
+}
+
+function applyPreset() {
+  const preset = state.options.presets[$("#train-preset").value];
+  for (const [name, value] of Object.entries(preset)) {
+    const input = $(`#hp-${name}`);
+    if (input) input.value = value;
+  }
+  estimate();
+}
+
+function hyperparameters() {
+  const preset = state.options.presets[$("#train-preset").value];
+  const out = { ...preset };
+  for (const name of ["max_steps", "learning_rate", "lora_r", "micro_batch_size"]) {
+    out[name] = Number($(`#hp-${name}`).value);
+  }
+  return out;
+}
+
+function estimate() {
+  const hp = hyperparameters();
+  const data = state.datasets.find((d) => d.id === $("#train-dataset").value);
+  const examples = hp.max_steps * hp.micro_batch_size;
+  let text = `${hp.max_steps} steps × ${hp.micro_batch_size} examples = ${examples} examples seen`;
+  if (data) text += ` (${(examples / Math.max(1, data.rows_kept)).toFixed(1)} passes over ${data.rows_kept} rows)`;
+  $("#estimate").textContent = text + ".";
+  $("#pattern-box").hidden = !state.options.tasks[$("#train-task").value]?.pattern;
+}
+
+async function launch(event) {
+  event.preventDefault();
+  const body = {
+    name: $("#train-name").value, dataset: $("#train-dataset").value,
+    base_model: $("#train-base").value, task: $("#train-task").value,
+    objective: $("#train-objective").value, preset: $("#train-preset").value,
+    hyperparameters: hyperparameters(),
+  };
+  if (!$("#pattern-box").hidden && $("#train-pattern").value) {
+    body.answer_pattern = $("#train-pattern").value;
+  }
+  const launched = await api("/trainings", { method: "POST", body: JSON.stringify(body) });
+  showPage("runs");
+  await openRun(launched.run_id);
+}
+
+// -- runs --------------------------------------------------------------------------------------
+async function loadRuns() {
+  const runs = (await api("/runs")).data;
+  fill($("#runs tbody"), runs.map((r) => {
+    const link = element("a", r.id.slice(0, 8));
+    link.href = "#";
+    link.addEventListener("click", guarded(async (event) => {
+      event.preventDefault();
+      await openRun(r.id);
+    }));
+    const done = r.steps.filter((s) => s.status === "SUCCESS").length;
+    return row([link, r.training, r.kind, element("span", r.status, `status ${r.status}`),
+                `${done} of ${r.steps.length || r.assets.length}`]);
+  }));
+  schedule(runs.some((r) => IN_FLIGHT.has(r.status)));
+}
+
+function schedule(again) {
+  clearTimeout(state.timer);
+  if (again) state.timer = setTimeout(guarded(refreshRuns), 3000);
+}
+
+async function refreshRuns() {
+  if ($("#page-runs").hidden) return;
+  if (state.openRun) await openRun(state.openRun); else await loadRuns();
+}
+
+async function openRun(id) {
+  state.openRun = id;
+  const detail = await api(`/runs/${encodeURIComponent(id)}`);
+  const run = detail.run;
+  $("#run").hidden = false;
+  $("#run-title").textContent = `Run ${run.id.slice(0, 8)} (${run.training}, ${run.kind}): ${run.status}`;
+  $("#run-steps").replaceChildren(...(run.steps.length ? run.steps.map((s) =>
+    element("li", `${s.stepKey}: ${s.status}`, `status ${s.status}`))
+    : run.assets.map((a) => element("li", `${a}: waiting`))));
+  const failures = detail.log.filter((m) => m.level === "ERROR");
+  $("#run-log").textContent = detail.log.map((m) => `${m.step ?? ""} ${m.message}`).join("\n");
+  if (failures.length) $("#run-log").textContent += `\n\nFAILED: ${failures.at(-1).message}`;
+  drawLoss(detail.loss);
+  $("#cancel-run").hidden = !IN_FLIGHT.has(run.status);
+  await loadRuns();
+}
+
+function drawLoss(loss) {
+  const svg = $("#loss");
+  const all = [...loss.train, ...loss.eval];
+  if (!all.length) {
+    svg.replaceChildren(svgNode("text", { x: 10, y: 30 }, "No loss logged yet."));
+    $("#loss-legend").textContent = "";
+    return;
+  }
+  const maxX = Math.max(...all.map((p) => p[0])), maxY = Math.max(...all.map((p) => p[1]));
+  const minY = Math.min(...all.map((p) => p[1]));
+  const x = (v) => 40 + (v / Math.max(1, maxX)) * 460;
+  const y = (v) => 160 - ((v - minY) / Math.max(1e-9, maxY - minY)) * 140;
+  const line = (points, cls) => svgNode("polyline", {
+    points: points.map((p) => `${x(p[0])},${y(p[1])}`).join(" "), class: cls });
+  svg.replaceChildren(line(loss.train, "train"), line(loss.eval, "eval"),
+    svgNode("text", { x: 2, y: 20, class: "tick" }, maxY.toFixed(2)),
+    svgNode("text", { x: 2, y: 160, class: "tick" }, minY.toFixed(2)));
+  $("#loss-legend").textContent = `train loss (blue): ${loss.train.length} points, last `
+    + `${loss.train.at(-1)?.[1] ?? "-"}; eval loss (orange): ${loss.eval.length} points`;
+}
+
+// -- results -----------------------------------------------------------------------------------
+async function loadResults() {
+  state.trainings = (await api("/trainings")).data;
+  const select = $("#results-training");
+  const chosen = select.value;
+  options(select, state.trainings.map((t) => [t.name, `${t.name} (${t.model})`]));
+  if (chosen) select.value = chosen;
+  if (select.value) await openResults(select.value);
+}
+
+async function openResults(name) {
+  const result = await api(`/trainings/${encodeURIComponent(name)}`);
+  const evaluation = result.evaluation;
+  $("#results").hidden = !evaluation;
+  $("#results-pending").hidden = !!evaluation;
+  if (!evaluation) return;
+  const who = Object.keys(evaluation.scores);
+  const metrics = [...new Set(who.flatMap((w) => Object.keys(evaluation.scores[w])))];
+  $("#scores thead").replaceChildren(row(["", ...metrics]));
+  fill($("#scores tbody"), who.map((w) => row([w, ...metrics.map((m) =>
+    evaluation.scores[w][m] === undefined ? "" : Number(evaluation.scores[w][m]).toFixed(3))])));
+  $("#gate").textContent = evaluation.gate_passed
+    ? `Gate passed on ${evaluation.primary}: ready to promote.`
+    : `Gate not passed on ${evaluation.primary}: the champion keeps serving.`;
+  $("#gate-reasons").replaceChildren(...evaluation.decision.reasons.map((r) => element("li", r)));
+  $("#promote").disabled = !evaluation.gate_passed;
+  $("#open-playground").href = `index.html#model=${encodeURIComponent(result.training.model)}`;
+  const models = Object.keys(evaluation.samples);
+  $("#samples thead").replaceChildren(row(["question", "expected", ...models]));
+  const count = Math.max(0, ...models.map((m) => evaluation.samples[m].length));
+  fill($("#samples tbody"), [...Array(count).keys()].map((i) => {
+    const first = evaluation.samples[models[0]][i] ?? {};
+    return row([first.question, first.target, ...models.map((m) =>
+      evaluation.samples[m][i]?.output ?? "")]);
+  }));
+  $("#model-card").textContent = result.card ?? "No model card yet (written at evaluation).";
+}
+
+async function promote() {
+  const name = $("#results-training").value;
+  const promoted = await api(`/trainings/${encodeURIComponent(name)}/promote`, { method: "POST" });
+  showPage("runs");
+  await openRun(promoted.run_id);
+}
+
+// -- sign in -----------------------------------------------------------------------------------
+async function signIn(key) {
+  state.key = key;
+  state.options = await api("/options");
+  sessionStorage.setItem(KEY, key);
+  $("#sign-in").hidden = true;
+  $("#studio").hidden = false;
+  $("#sign-out").hidden = false;
+  $("#whoami").hidden = false;
+  $("#whoami").textContent = `key ${key.slice(0, 10)}…`;
+  showPage("datasets");
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  location.reload();
+}
+
+$("#sign-in-form").addEventListener("submit", guarded(async (event) => {
+  event.preventDefault();
+  await signIn($("#key").value.trim());
+}));
+$("#sign-out").addEventListener("click", signOut);
+for (const button of document.querySelectorAll("nav button")) {
+  button.addEventListener("click", guarded(async () => showPage(button.dataset.page)));
+}
+$("#upload-form").addEventListener("submit", guarded(async (event) => {
+  event.preventDefault();
+  const meta = await upload($("#upload-file").files[0], $("#upload-kind").value);
+  await loadDatasets();
+  await openDataset(meta.id);
+}));
+$("#mapping-form").addEventListener("submit", guarded(async (event) => {
+  event.preventDefault();
+  const mapping = Object.fromEntries([...$("#mapping-fields").querySelectorAll("select")]
+    .map((s) => [s.name, s.value]));
+  await api(`/datasets/${state.openDataset.id}/mapping`,
+            { method: "PUT", body: JSON.stringify({ mapping }) });
+  await loadDatasets();
+  await openDataset(state.openDataset.id);
+}));
+$("#delete-dataset").addEventListener("click", guarded(async () => {
+  await api(`/datasets/${state.openDataset.id}`, { method: "DELETE" });
+  $("#report").hidden = true;
+  await loadDatasets();
+}));
+$("#train-preset").addEventListener("change", applyPreset);
+for (const id of ["#train-dataset", "#train-task", "#hp-max_steps", "#hp-micro_batch_size"]) {
+  $(id).addEventListener("change", estimate);
+}
+$("#train-form").addEventListener("submit", guarded(launch));
+$("#cancel-run").addEventListener("click", guarded(async () => {
+  await api(`/runs/${state.openRun}/cancel`, { method: "POST" });
+  await openRun(state.openRun);
+}));
+$("#results-training").addEventListener("change", guarded(async () =>
+  openResults($("#results-training").value)));
+$("#promote").addEventListener("click", guarded(promote));
+
+if (state.key) guarded(signIn)(state.key);
