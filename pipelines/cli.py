@@ -120,9 +120,13 @@ def demo(config_path: str | None) -> None:
 
         key = playground.provision(config)
         url = playground.start(config)
+        dagster = playground.start_dagster(config, dagster_home(config))
         click.echo(f"\nPlayground: {url}/playground/   sign in with the key {key}\n"
+                   f"Studio:     {url}/studio   the same key (project "
+                   f"'{playground.PROJECT}', owner): upload data, train, promote\n"
+                   f"Dagster UI: {dagster}\n"
                    f"  (project '{playground.PROJECT}': every served model and corpus; the "
-                   "gateway keeps running, `factory stop` stops it)")
+                   "gateway and Dagster keep running, `factory stop` stops them)")
 
 
 @main.command()
@@ -362,7 +366,9 @@ def stop(deployment: str | None, config_path: str | None) -> None:
     if deployment is None:
         from pipelines import playground
 
-        click.echo(f"gateway: {'stopped' if playground.stop(config) else 'was not running'}")
+        for name, stopped in (("gateway", playground.stop(config)),
+                              ("dagster", playground.stop_dagster(config))):
+            click.echo(f"{name}: {'stopped' if stopped else 'was not running'}")
 
 
 @main.command("render-deployment")

@@ -1,6 +1,7 @@
-"""The demo's way into the playground: a `demo` project granted every model the deployments serve
-and every corpus, a fresh key for it (the previous demo's key revoked), and the gateway running
-in the background (left running like the vLLM servers; `factory stop` stops it)."""
+"""The demo's way into the playground and the Studio: a `demo` project granted every model the
+deployments serve and every corpus, a fresh key for it (the previous demo's key revoked), and the
+gateway and Dagster's webserver and daemon running in the background (left running like the vLLM
+servers; `factory stop` stops them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,8 +43,26 @@ def provision(config: FactoryConfig) -> str:
     return tenancy.create_key(PROJECT, PROJECT, name=f"demo-{int(time.time())}")["key"]
 
 
-def _pid_file(config: FactoryConfig) -> Path:
-    return config.work_dir / "gateway.pid"
+def _pid_file(config: FactoryConfig, name: str) -> Path:
+    return config.work_dir / f"{name}.pid"
+
+
+def _start_process(config: FactoryConfig, name: str, command: list[str], health: str,
+                   timeout_s: float, env: dict[str, str] | None = None) -> None:
+    """Run `command` in its own session, logging to work/<name>.log, until `health` answers."""
+    log = config.work_dir / f"{name}.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=config.root, env=env)
+    _pid_file(config, name).write_text(str(process.pid))
+    deadline = time.monotonic() + timeout_s
+    while not _healthy(health):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop_process(config, name)
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"the {name} did not start at {health}; {log}:\n"
+                               + "\n".join(tail))
+        time.sleep(0.5)
 
 
 def start(config: FactoryConfig, port: int | None = None, timeout_s: float = 60) -> str:
@@ -51,35 +71,48 @@ def start(config: FactoryConfig, port: int | None = None, timeout_s: float = 60)
     s = config.gateway_settings
     port = port or s.port
     url = f"http://{s.host}:{port}"
-    if _healthy(url):
-        return url
-    log = config.work_dir / "gateway.log"
-    command = [str(Path(sys.executable).with_name("factory-gateway")), "--config",
-               str(config.root / "factory.yaml"), "serve", "--port", str(port)]
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=config.root)
-    _pid_file(config).write_text(str(process.pid))
-    deadline = time.monotonic() + timeout_s
-    while not _healthy(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(config)
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            raise RuntimeError(f"the gateway did not start at {url}; {log}:\n" + "\n".join(tail))
-        time.sleep(0.5)
+    if not _healthy(f"{url}/health"):
+        _start_process(config, "gateway", [
+            str(Path(sys.executable).with_name("factory-gateway")), "--config",
+            str(config.root / "factory.yaml"), "serve", "--port", str(port)],
+            f"{url}/health", timeout_s)
+    return url
+
+
+def start_dagster(config: FactoryConfig, home: Path, timeout_s: float = 180) -> str:
+    """Dagster's webserver and daemon (`dagster dev`) where the Studio launches its runs
+    (`gateway.studio.dagster_url`), unless they already answer there."""
+    url = config.gateway_settings.studio.dagster_url
+    if not _healthy(f"{url}/server_info"):
+        workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+        _start_process(config, "dagster", [
+            sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h",
+            urlsplit(url).hostname or "127.0.0.1", "-p", str(urlsplit(url).port or 3000)],
+            f"{url}/server_info", timeout_s, env={
+                **os.environ, "DAGSTER_HOME": str(home),
+                "FACTORY_CONFIG": str(config.root / "factory.yaml")})
     return url
 
 
 def _healthy(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/health", timeout=2).status_code in (200, 503)
+        return httpx.get(url, timeout=2).status_code in (200, 503)
     except httpx.HTTPError:
         return False
 
 
 def stop(config: FactoryConfig) -> bool:
     """Stop the gateway the demo started; False when none was running."""
-    pid_file = _pid_file(config)
+    return _stop_process(config, "gateway")
+
+
+def stop_dagster(config: FactoryConfig) -> bool:
+    """Stop the Dagster webserver and daemon the demo started; False when none was running."""
+    return _stop_process(config, "dagster")
+
+
+def _stop_process(config: FactoryConfig, name: str) -> bool:
+    pid_file = _pid_file(config, name)
     if not pid_file.is_file():
         return False
     pid = int(pid_file.read_text())
@@ -88,7 +121,7 @@ def stop(config: FactoryConfig) -> bool:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)

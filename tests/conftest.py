@@ -109,3 +109,27 @@ def gateway_server(vllm_url: str, small_project: tuple[FactoryConfig, object],
     for url, gateway in serve(settings):
         ours, key, theirs, other_key = tenants(gateway, ["tiny", "math-lora"])
         yield RunningGateway(url, gateway, ours, key, theirs, other_key)
+
+
+# -- a real browser (Debian's Chromium driven by Playwright) for the playground and the Studio --
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    import playwright.sync_api as pw
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs it (apt-get install chromium)")
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: object, tmp_path: Path) -> Iterator[object]:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    page.set_default_timeout(60_000)  # answers come from a CPU engine
+    yield page
+    page.close()

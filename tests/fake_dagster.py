@@ -4,7 +4,6 @@ listings from what was launched. The slow tests use the real webserver and daemo
 
 from __future__ import annotations
 
-import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ class RecordingDagster:
     terminated: list[str] = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)
     log_lines: dict[str, list[str]] = field(default_factory=dict)
-    _clock: Any = field(default_factory=lambda: itertools.count(1))
+    step_stats: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     async def location(self) -> str:
         return self.location_name
@@ -46,7 +45,8 @@ class RecordingDagster:
 
     async def runs(self, project: str) -> list[Run]:
         return [Run(launch.run_id, self.status[launch.run_id], time.time(), None, None,
-                    launch.tags, ["/".join(a) for a in launch.assets], [])
+                    launch.tags, ["/".join(a) for a in launch.assets],
+                    self.step_stats.get(launch.run_id, []))
                 for launch in reversed(self.launches) if launch.tags[PROJECT_TAG] == project]
 
     async def run(self, project: str, run_id: str) -> Run | None:

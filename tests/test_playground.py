@@ -7,35 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import playwright.sync_api as pw
-import pytest
 
 from tests.gateway_fixtures import RunningGateway
 from tests.test_gateway_rag import Project, question
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs it (apt-get install chromium)")
-    with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: object, tmp_path: Path) -> Iterator[object]:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
-    page.set_default_timeout(60_000)  # answers come from a CPU engine
-    yield page
-    page.close()
 
 
 def shot(page: object, tmp_path: Path, name: str) -> Path:

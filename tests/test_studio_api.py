@@ -359,6 +359,24 @@ def test_results_show_scores_the_gate_and_samples_once_evaluated(studio: StudioH
     assert launch.tags["studio/kind"] == "promote"
 
 
+def test_the_time_estimate_scales_the_projects_last_training(studio: StudioHarness) -> None:
+    member = studio.member()
+    dataset = mapped_tickets(studio, member)["id"]
+    with studio.client(member) as c:
+        assert c.get("/estimate", params={"base_model": "tiny", "steps": 60}).json() == {
+            "estimate": None}
+        run_id = c.post("/trainings", json=training(dataset)).json()["run_id"]  # 30 steps
+        studio.dagster.status[run_id] = "SUCCESS"
+        studio.dagster.step_stats[run_id] = [
+            {"stepKey": f"dataset__{member.project}__triage", "startTime": 0, "endTime": 5},
+            {"stepKey": f"adapter__{member.project}__triage", "startTime": 10, "endTime": 110}]
+        estimate = c.get("/estimate", params={"base_model": "tiny", "steps": 60}).json()
+        assert estimate["estimate"] == {"seconds": 200, "run_id": run_id, "measured_steps": 30,
+                                        "measured_seconds": 100}
+        assert_error(c.get("/estimate", params={"base_model": "tiny", "steps": 10**6}), 400,
+                     "invalid_request")
+
+
 def publish_evaluation(store: Path, model: str, passed: bool) -> None:
     """What the evaluation asset publishes, as a Studio reader needs it."""
     prefix = f"evaluation/{model}/v1"

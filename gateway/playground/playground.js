@@ -203,7 +203,10 @@ async function signIn(key) {
   $("#sign-in").hidden = true;
   $("#app").hidden = false;
   $("#sign-out").hidden = false;
-  if (state.models.length) await showCard(state.models[0]);
+  // the Studio's "Open in playground" names its adapter: #model=<name>
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("model");
+  if (state.models.includes(wanted)) $("#model").value = wanted;
+  if (state.models.length) await showCard($("#model").value);
   await refreshUsage();
 }
 

@@ -134,8 +134,8 @@ async function openDataset(id) {
   fill($("#rejections tbody"), report.rejections.map((r) =>
     row([r.file, r.row, r.field, r.reason, r.detail, r.fix])));
   $("#preview").replaceChildren(...report.preview.map((example) =>
-    element("pre", JSON.stringify(example, null, 1), "example")));
-  drawHistogram(report.token_histogram);
+    element("pre", exampleText(example), "example")));
+  drawHistogram(report.token_histogram, report.tokenizer);
   const mapping = $("#mapping-form");
   mapping.hidden = !report.needs_mapping;
   $("#mapping-fields").replaceChildren(...report.mappable.map((field) => {
@@ -152,12 +152,23 @@ async function openDataset(id) {
   }));
 }
 
-function drawHistogram(histogram) {
+// one normalised row as people read a conversation: a line per turn, then any rated reply
+function exampleText(example) {
+  const turns = (example.messages ?? []).map((m) => `${m.role}: ${m.content}`);
+  for (const field of ["chosen", "rejected", "completion", "label", "text"]) {
+    if (field in example) turns.push(`${field}: ${example[field]}`);
+  }
+  return turns.join("\n");
+}
+
+function drawHistogram(histogram, tokenizer) {
   const svg = $("#histogram");
   const { counts, edges } = histogram;
+  $("#histogram-note").textContent = counts.length
+    ? `Tokens per example with ${tokenizer}'s tokenizer (its context: ${histogram.max_tokens}).`
+    : "Token lengths appear once a base model has been built.";
   if (!counts.length) {
-    svg.replaceChildren(svgNode("text", { x: 10, y: 30 },
-      "Token lengths appear once the base model has been built."));
+    svg.replaceChildren();
     return;
   }
   const top = Math.max(...counts), width = 500 / counts.length;
@@ -190,16 +201,16 @@ async function loadTrain() {
     .map(([name, x]) => [name, `${name}: ${x.description}`]));
   options($("#train-preset"), Object.keys(o.presets).map((p) => [p, p]));
   $("#hp-max_steps").max = o.bounds.max_steps;
-  applyPreset();
+  await applyPreset();
 }
 
-function applyPreset() {
+async function applyPreset() {
   const preset = state.options.presets[$("#train-preset").value];
   for (const [name, value] of Object.entries(preset)) {
     const input = $(`#hp-${name}`);
     if (input) input.value = value;
   }
-  estimate();
+  await estimate();
 }
 
 function hyperparameters() {
@@ -211,14 +222,19 @@ function hyperparameters() {
   return out;
 }
 
-function estimate() {
+async function estimate() {
   const hp = hyperparameters();
   const data = state.datasets.find((d) => d.id === $("#train-dataset").value);
   const examples = hp.max_steps * hp.micro_batch_size;
-  let text = `${hp.max_steps} steps × ${hp.micro_batch_size} examples = ${examples} examples seen`;
+  let text = `${hp.max_steps} steps x ${hp.micro_batch_size} examples = ${examples} examples seen`;
   if (data) text += ` (${(examples / Math.max(1, data.rows_kept)).toFixed(1)} passes over ${data.rows_kept} rows)`;
-  $("#estimate").textContent = text + ".";
   $("#pattern-box").hidden = !state.options.tasks[$("#train-task").value]?.pattern;
+  const query = new URLSearchParams({ base_model: $("#train-base").value, steps: hp.max_steps });
+  const { estimate: time } = await api(`/estimate?${query}`).catch(() => ({ estimate: null }));
+  $("#estimate").textContent = text + (time
+    ? `; training about ${time.seconds} s (scaled from run ${time.run_id.slice(0, 8)}: `
+      + `${time.measured_steps} steps in ${time.measured_seconds} s).`
+    : "; no time estimate before this project's first training on this base model.");
 }
 
 async function launch(event) {
@@ -232,7 +248,16 @@ async function launch(event) {
   if (!$("#pattern-box").hidden && $("#train-pattern").value) {
     body.answer_pattern = $("#train-pattern").value;
   }
-  const launched = await api("/trainings", { method: "POST", body: JSON.stringify(body) });
+  const button = $("#launch");
+  button.disabled = true;
+  button.textContent = "Launching: checking the config, loading it into Dagster…";
+  let launched;
+  try {
+    launched = await api("/trainings", { method: "POST", body: JSON.stringify(body) });
+  } finally {
+    button.disabled = false;
+    button.textContent = "Launch";
+  }
   showPage("runs");
   await openRun(launched.run_id);
 }
@@ -328,6 +353,8 @@ async function openResults(name) {
     : `Gate not passed on ${evaluation.primary}: the champion keeps serving.`;
   $("#gate-reasons").replaceChildren(...evaluation.decision.reasons.map((r) => element("li", r)));
   $("#promote").disabled = !evaluation.gate_passed;
+  $("#champion").textContent = result.champion
+    ? `Serving champion: version ${result.champion}.` : "No champion yet: nothing of it is served.";
   $("#open-playground").href = `index.html#model=${encodeURIComponent(result.training.model)}`;
   const models = Object.keys(evaluation.samples);
   $("#samples thead").replaceChildren(row(["question", "expected", ...models]));
@@ -393,9 +420,10 @@ $("#delete-dataset").addEventListener("click", guarded(async () => {
   $("#report").hidden = true;
   await loadDatasets();
 }));
-$("#train-preset").addEventListener("change", applyPreset);
-for (const id of ["#train-dataset", "#train-task", "#hp-max_steps", "#hp-micro_batch_size"]) {
-  $(id).addEventListener("change", estimate);
+$("#train-preset").addEventListener("change", guarded(applyPreset));
+for (const id of ["#train-dataset", "#train-task", "#train-base", "#hp-max_steps",
+                  "#hp-micro_batch_size"]) {
+  $(id).addEventListener("change", guarded(estimate));
 }
 $("#train-form").addEventListener("submit", guarded(launch));
 $("#cancel-run").addEventListener("click", guarded(async () => {

@@ -57,6 +57,15 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
             return studio.options()
         return await handle("options", request, None, work)
 
+    @router.get("/estimate")
+    async def estimate(request: Request, base_model: str = "", steps: int = 1) -> Response:
+        async def work(principal: Principal) -> Any:
+            if not 1 <= steps <= studio.bounds.max_steps:
+                raise GatewayError(400, f"steps must be 1 to {studio.bounds.max_steps}.",
+                                   "invalid_request_error", "invalid_request", "steps")
+            return {"estimate": await studio.estimate(principal, base_model, steps)}
+        return await handle("estimate", request, None, work)
+
     # -- datasets -------------------------------------------------------------------------------
     @router.get("/datasets")
     async def datasets(request: Request) -> Response:

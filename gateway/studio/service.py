@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from assets.curation.tokens import TokenCounter
 from config.gateway import GatewaySettings
 from config.loading import format_errors
 from config.objectives import OBJECTIVES
@@ -71,6 +72,7 @@ class Studio:
                                  cache_dir=str(Path(settings.chroma_path).parent / "cache"))
         self.dagster = dagster or DagsterClient(settings.studio.dagster_url)
         self.scratch = Path(settings.chroma_path).parent / "studio-incoming"
+        self._counters: dict[str, tuple[TokenCounter, int | None, str]] = {}
 
     # -- the platform ---------------------------------------------------------------------------
     def require_enabled(self) -> str:
@@ -154,10 +156,29 @@ class Studio:
             path.unlink(missing_ok=True)
         return meta
 
+    def token_budget(self) -> tuple[TokenCounter | None, int | None, str | None]:
+        """The first offered base model's tokenizer and context, once it has been built: a
+        report's token lengths are what training will see (None before the first build)."""
+        _, config = self.platform()
+        for model in self.base_models(config):
+            try:
+                ref = self.store.read_ref(f"base_model/{model}")
+            except ArtifactMissing:
+                continue
+            if ref["prefix"] not in self._counters:
+                folder = self.store.local_dir(ref["prefix"])
+                context = json.loads((folder / "config.json").read_text()).get(
+                    "max_position_embeddings")
+                self._counters[ref["prefix"]] = (TokenCounter(folder), context, model)
+            return self._counters[ref["prefix"]]
+        return None, None, None
+
     def _curate_and_store(self, principal: Principal, upload_id: str, path: Path, label: str,
                           kind: str, suffix: str) -> dict[str, Any]:
         rows = uploads.check_structure(path, suffix, label, self.bounds)
-        report = uploads.curate_upload(path, label, kind, "auto", {}, None, None)
+        counter, context, model = self.token_budget()
+        report = uploads.curate_upload(path, label, kind, "auto", {}, counter, context)
+        report["tokenizer"] = model
         meta = {"id": upload_id, "label": label, "kind": kind, "suffix": suffix,
                 "bytes": path.stat().st_size, "rows": rows, "format": "auto", "field_map": {},
                 "created_by": principal.user, "created_at": time.time(), "report": report}
@@ -180,8 +201,10 @@ class Studio:
         local = self.scratch / f"{uuid.uuid4().hex}{meta['suffix']}"
         try:
             self.store.backend.get_file(key, local)
+            counter, context, model = self.token_budget()
             meta["report"] = uploads.curate_upload(local, meta["label"], meta["kind"], fmt,
-                                                   field_map, None, None)
+                                                   field_map, counter, context)
+            meta["report"]["tokenizer"] = model
         finally:
             local.unlink(missing_ok=True)
         meta |= {"format": fmt, "field_map": field_map}
@@ -337,6 +360,26 @@ class Studio:
         run_id = await self._launch_run(principal, [["promotion", model], *deployments],
                                         "promote", name)
         return {"run_id": run_id, "model": model}
+
+    async def estimate(self, principal: Principal, base_model: str, steps: int
+                       ) -> dict[str, Any] | None:
+        """How long `steps` would take, scaled from this project's last finished training on
+        the same base model (its adapter step's own time, start-up included); None before one."""
+        trainings = {t.request.name: t for t in self.trainings_of(principal)}
+        for run in await self.dagster.runs(principal.project):
+            training = trainings.get(run.tags.get("studio/training", ""))
+            if run.status != "SUCCESS" or run.tags.get(KIND_TAG) != "train" or not training \
+                    or training.request.base_model != base_model:
+                continue
+            step = next((s for s in run.steps if s["stepKey"].startswith("adapter__")
+                         and s.get("endTime") and s.get("startTime")), None)
+            if step is None:
+                continue
+            seconds = step["endTime"] - step["startTime"]
+            measured = training.request.chosen().max_steps
+            return {"seconds": round(seconds * steps / measured), "run_id": run.run_id,
+                    "measured_steps": measured, "measured_seconds": round(seconds)}
+        return None
 
     # -- runs -----------------------------------------------------------------------------------
     async def runs(self, principal: Principal) -> list[dict[str, Any]]:
