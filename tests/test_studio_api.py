@@ -44,6 +44,9 @@ base_models:
                    vocab_size: 512, max_position_embeddings: 512}
 deployments:
   local: {base_model: tiny, max_loras: 16}
+corpora:
+  handbook: {source: {path: docs}}
+  filings: {source: {generator: company_filings, documents: 4}}
 """
 TICKETS = (
     "ticket,category\n"
@@ -73,12 +76,16 @@ class StudioHarness:
     dagster: RecordingDagster
     store: Path
     scratch: Path
+    root: Path
 
-    def member(self, role: str = "member", project: str | None = None) -> Member:
+    def member(self, role: str = "member", project: str | None = None,
+               collections: tuple[str, ...] = ()) -> Member:
         tenancy = self.gateway.tenancy
         if project is None:
             project = f"s-{uuid.uuid4().hex[:8]}"
             tenancy.create_project(project, owner="owner")
+            for name in collections:
+                tenancy.grant(project, name, "collection")
         user = "owner" if role == "owner" else f"{role}-{uuid.uuid4().hex[:6]}"
         if role != "owner":
             tenancy.add_member(project, user, role)
@@ -99,6 +106,8 @@ class StudioHarness:
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioHarness]:
     root = tmp_path_factory.mktemp("studio")
     (root / "factory.yaml").write_text(PLATFORM)
+    (root / "docs").mkdir()
+    (root / "docs" / "welcome.txt").write_text("Welcome to the support handbook.")
     os.environ[ADMIN_ENV] = "studio-admin-" + uuid.uuid4().hex
     settings = GatewaySettings(
         database_url=f"sqlite:///{root / 'gateway.db'}", upstreams=["http://replica-1:8000"],
@@ -115,7 +124,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioHarness]:
     dagster = RecordingDagster()
     studio = Studio(settings, gateway.tenancy, dagster)  # type: ignore[arg-type]
     for url, running in serve(settings, gateway, studio):
-        yield StudioHarness(url, running, dagster, root / "store", studio.scratch)
+        yield StudioHarness(url, running, dagster, root / "store", studio.scratch, root)
 
 
 def upload(c: httpx.Client, name: str, data: bytes, kind: str = "sft") -> httpx.Response:
@@ -375,6 +384,73 @@ def test_the_time_estimate_scales_the_projects_last_training(studio: StudioHarne
                                         "measured_seconds": 100}
         assert_error(c.get("/estimate", params={"base_model": "tiny", "steps": 10**6}), 400,
                      "invalid_request")
+
+
+# -- documents ---------------------------------------------------------------------------------
+def test_documents_go_into_the_granted_folder_and_a_reindex_runs(studio: StudioHarness) -> None:
+    owner = studio.member("owner", collections=("handbook", "filings"))
+    member = studio.member("member", owner.project)
+    with studio.client(member) as c:
+        assert c.get("/collections").json()["data"] == [
+            {"id": "filings", "uploads": False, "documents": 0},
+            {"id": "handbook", "uploads": True, "documents": 0}]
+        first = c.post("/collections/handbook/documents", params={"filename": "../../refunds.md"},
+                       content=b"# Refunds\nRefunds take five working days.")
+        assert first.status_code == 201, first.text
+        doc = first.json()
+        second = c.post("/collections/handbook/documents", params={"filename": "plans.txt"},
+                        content=b"Plans can be changed at any time.")
+        launch = studio.dagster.launches[-1]
+        assert launch.assets == [["corpus", "handbook"], ["index", "handbook"]]
+        assert second.json()["run_id"] == doc["run_id"] == launch.run_id  # one queued run
+        listed = c.get("/collections/handbook/documents").json()["data"]
+        assert_error(c.delete(f"/collections/handbook/documents/{doc['id']}"), 403,
+                     "insufficient_role")
+        assert_error(c.post("/collections/filings/documents", params={"filename": "a.txt"},
+                            content=b"x"), 409, "read_only_collection")
+        for name, data, status, code in [
+                ("a.pdf", b"%PDF-1.4", 400, "unsupported_file_type"),
+                ("a.txt", b"PK\x03\x04zip", 400, "content_does_not_match_type"),
+                ("a.txt", b"\xff\xfe\x00t", 400, "content_does_not_match_type"),
+                ("a.txt", b"x" * 6_000_000, 413, "upload_too_large")]:
+            assert_error(c.post("/collections/handbook/documents", params={"filename": name},
+                                content=data), status, code)
+    stored = studio.root / doc["source"]
+    assert stored.parent.parent == studio.root / "docs"  # the server's name, in the folder
+    assert stored.parent.name.startswith("studio-")
+    assert stored.read_text() == "# Refunds\nRefunds take five working days."
+    assert doc["label"] == "../../refunds.md" and stored.name.endswith("-refunds.md")
+    assert [(d["label"], d["chunks"]) for d in listed] == [("plans.txt", 0),
+                                                           ("../../refunds.md", 0)]
+    studio.dagster.status[launch.run_id] = "SUCCESS"
+    with studio.client(owner) as c:
+        deleted = c.delete(f"/collections/handbook/documents/{doc['id']}")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["run_id"] != launch.run_id  # the last one had run: a new one
+    assert not stored.exists()
+
+
+def test_another_project_cannot_reach_a_collection_it_was_not_granted(
+        studio: StudioHarness) -> None:
+    owner = studio.member("owner", collections=("handbook",))
+    with studio.client(owner) as c:
+        doc = c.post("/collections/handbook/documents", params={"filename": "a.txt"},
+                     content=b"The office opens at nine.").json()
+    stranger = studio.member("owner")
+    with studio.client(stranger) as c:
+        assert c.get("/collections").json()["data"] == []
+        for call in (c.get("/collections/handbook/documents"),
+                     c.get("/collections/nope/documents"),
+                     c.post("/collections/handbook/documents", params={"filename": "b.txt"},
+                            content=b"mine now"),
+                     c.delete(f"/collections/handbook/documents/{doc['id']}")):
+            assert_error(call, 404, "not_found")
+    granted = studio.member("owner", collections=("handbook",))
+    with studio.client(granted) as c:  # the same collection, another project: its own files
+        assert c.get("/collections/handbook/documents").json()["data"] == []
+        assert_error(c.delete(f"/collections/handbook/documents/{doc['id']}"), 404,
+                     "not_found")
+    assert (studio.root / doc["source"]).exists()
 
 
 def publish_evaluation(store: Path, model: str, passed: bool) -> None:

@@ -66,6 +66,8 @@ base_models:
                corpus_documents: 20, arithmetic_lines: 400}}
 deployments:
   local: {{base_model: tiny, port: {free_port()}, max_model_len: 1024}}
+corpora:
+  handbook: {{source: {{path: docs}}, chunk_size: 64, chunk_overlap: 8}}
 gateway:
   port: {free_port()}
   studio: {{dagster_url: "http://127.0.0.1:{free_port()}", max_steps: 100}}
@@ -76,6 +78,8 @@ gateway:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("studio-platform")
     platform_file(root)
+    (root / "docs").mkdir()
+    (root / "docs" / "welcome.txt").write_text("Welcome to the support handbook.")
     config = load_config(root / "factory.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(root / "work" / "dagster_home")}
     (root / "work" / "dagster_home").mkdir(parents=True)
@@ -95,6 +99,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
                           s.default_tpm, default_quota=s.project_quota)
         tenancy.create_project("support", owner="lead")
         tenancy.add_member("support", "sam", "member")
+        tenancy.grant("support", "handbook", "collection")
         yield Platform(root, config, url, tenancy.create_key("support", "sam")["key"],
                        tenancy.create_key("support", "lead")["key"])
     finally:
@@ -191,6 +196,28 @@ def test_a_member_uploads_trains_and_an_owner_promotes_from_the_browser(
     with httpx.Client(base_url=platform.url, headers={
             "authorization": f"Bearer {platform.owner_key}"}) as c:
         assert "support--triage" in {m["id"] for m in c.get("/v1/models").json()["data"]}
+
+    # a document uploaded in the Studio is re-indexed and cited in the playground
+    refunds = tmp_path / "refunds.md"
+    refunds.write_text("# Refunds\nRefunds are paid back within five working days.")
+    page.goto(f"{platform.url}/studio")  # still signed in (the tab's session storage)
+    pw.expect(page.locator("#studio")).to_be_visible()
+    page.click("nav button[data-page=documents]")
+    page.set_input_files("#document-file", str(refunds))
+    page.click("#document-form button")
+    pw.expect(page.locator("#documents tbody tr")).to_have_count(1)
+    page.click("nav button[data-page=runs]")
+    page.locator("#runs tbody tr", has_text="reindex").locator("a").click()
+    assert wait_for_run(page, 600) == "SUCCESS", page.locator("#run-log").inner_text()[-3000:]
+    page.click("nav button[data-page=documents]")
+    chunks = page.locator("#documents tbody td:nth-child(3)")
+    pw.expect(chunks).not_to_have_text("0")
+    shot(page, tmp_path, "documents")
+    page.click("#ask-documents")
+    pw.expect(page.locator("#tab-documents")).to_be_visible()
+    page.fill("#documents-input", "How long do refunds take?")
+    page.click("#documents-form button")
+    pw.expect(page.locator("#citations")).to_contain_text("refunds.md", timeout=120_000)
 
 
 def test_tenant_text_is_shown_as_text_never_run(studio: StudioHarness,  # noqa: F811

@@ -203,9 +203,13 @@ async function signIn(key) {
   $("#sign-in").hidden = true;
   $("#app").hidden = false;
   $("#sign-out").hidden = false;
-  // the Studio's "Open in playground" names its adapter: #model=<name>
-  const wanted = new URLSearchParams(location.hash.slice(1)).get("model");
-  if (state.models.includes(wanted)) $("#model").value = wanted;
+  // the Studio links here with #model=<adapter>, or #tab=documents&collection=<name>
+  const wanted = new URLSearchParams(location.hash.slice(1));
+  if (state.models.includes(wanted.get("model"))) $("#model").value = wanted.get("model");
+  if ([...$("#collection").options].some((o) => o.value === wanted.get("collection"))) {
+    $("#collection").value = wanted.get("collection");
+  }
+  if (["chat", "compare", "documents"].includes(wanted.get("tab"))) selectTab(wanted.get("tab"));
   if (state.models.length) await showCard($("#model").value);
   await refreshUsage();
 }

@@ -8,7 +8,7 @@ const API = "/studio/api";
 const SVG = "http://www.w3.org/2000/svg";
 const IN_FLIGHT = new Set(["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]);
 const state = { key: sessionStorage.getItem(KEY), options: null, datasets: [], trainings: [],
-                openDataset: null, openRun: null, timer: null };
+                openDataset: null, openRun: null, timer: null, estimates: 0 };
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -68,7 +68,8 @@ function showPage(name) {
     button.classList.toggle("active", button.dataset.page === name);
   }
   for (const page of document.querySelectorAll(".page")) page.hidden = page.id !== `page-${name}`;
-  ({ datasets: loadDatasets, train: loadTrain, runs: loadRuns, results: loadResults }[name])();
+  ({ datasets: loadDatasets, train: loadTrain, runs: loadRuns, results: loadResults,
+     documents: loadDocuments }[name])().catch(showError);
 }
 
 // -- datasets ----------------------------------------------------------------------------------
@@ -86,14 +87,12 @@ async function loadDatasets() {
   }));
 }
 
-function upload(file, kind) {
+function upload(path, file, bar) {
   // XMLHttpRequest, not fetch: only it reports upload progress
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    const query = new URLSearchParams({ filename: file.name, kind });
-    request.open("POST", `${API}/datasets?${query}`);
+    request.open("POST", `${API}${path}`);
     request.setRequestHeader("authorization", `Bearer ${state.key}`);
-    const bar = $("#upload-progress");
     bar.hidden = false;
     bar.value = 0;
     request.upload.addEventListener("progress", (event) => {
@@ -230,7 +229,9 @@ async function estimate() {
   if (data) text += ` (${(examples / Math.max(1, data.rows_kept)).toFixed(1)} passes over ${data.rows_kept} rows)`;
   $("#pattern-box").hidden = !state.options.tasks[$("#train-task").value]?.pattern;
   const query = new URLSearchParams({ base_model: $("#train-base").value, steps: hp.max_steps });
+  const asked = ++state.estimates;  // answers may come back out of order: the last one wins
   const { estimate: time } = await api(`/estimate?${query}`).catch(() => ({ estimate: null }));
+  if (asked !== state.estimates) return;
   $("#estimate").textContent = text + (time
     ? `; training about ${time.seconds} s (scaled from run ${time.run_id.slice(0, 8)}: `
       + `${time.measured_steps} steps in ${time.measured_seconds} s).`
@@ -273,7 +274,7 @@ async function loadRuns() {
       await openRun(r.id);
     }));
     const done = r.steps.filter((s) => s.status === "SUCCESS").length;
-    return row([link, r.training, r.kind, element("span", r.status, `status ${r.status}`),
+    return row([link, r.subject, r.kind, element("span", r.status, `status ${r.status}`),
                 `${done} of ${r.steps.length || r.assets.length}`]);
   }));
   schedule(runs.some((r) => IN_FLIGHT.has(r.status)));
@@ -294,7 +295,7 @@ async function openRun(id) {
   const detail = await api(`/runs/${encodeURIComponent(id)}`);
   const run = detail.run;
   $("#run").hidden = false;
-  $("#run-title").textContent = `Run ${run.id.slice(0, 8)} (${run.training}, ${run.kind}): ${run.status}`;
+  $("#run-title").textContent = `Run ${run.id.slice(0, 8)} (${run.subject}, ${run.kind}): ${run.status}`;
   $("#run-steps").replaceChildren(...(run.steps.length ? run.steps.map((s) =>
     element("li", `${s.stepKey}: ${s.status}`, `status ${s.status}`))
     : run.assets.map((a) => element("li", `${a}: waiting`))));
@@ -374,6 +375,31 @@ async function promote() {
   await openRun(promoted.run_id);
 }
 
+// -- documents ---------------------------------------------------------------------------------
+async function loadDocuments() {
+  const collections = (await api("/collections")).data;
+  const select = $("#document-collection");
+  const chosen = select.value;
+  options(select, collections.map((c) => [c.id, c.uploads ? c.id : `${c.id} (read-only)`]));
+  if (chosen) select.value = chosen;
+  const collection = select.value;
+  $("#ask-documents").href = `index.html#tab=documents&collection=${encodeURIComponent(collection)}`;
+  if (!collection) {
+    fill($("#documents tbody"), []);
+    return;
+  }
+  const docs = (await api(`/collections/${encodeURIComponent(collection)}/documents`)).data;
+  fill($("#documents tbody"), docs.map((d) => {
+    const remove = element("button", "Delete", "danger");
+    remove.addEventListener("click", guarded(async () => {
+      await api(`/collections/${encodeURIComponent(collection)}/documents/${d.id}`,
+                { method: "DELETE" });
+      await loadDocuments();
+    }));
+    return row([d.label, d.source, d.chunks, d.created_by, remove]);
+  }));
+}
+
 // -- sign in -----------------------------------------------------------------------------------
 async function signIn(key) {
   state.key = key;
@@ -402,7 +428,9 @@ for (const button of document.querySelectorAll("nav button")) {
 }
 $("#upload-form").addEventListener("submit", guarded(async (event) => {
   event.preventDefault();
-  const meta = await upload($("#upload-file").files[0], $("#upload-kind").value);
+  const file = $("#upload-file").files[0];
+  const query = new URLSearchParams({ filename: file.name, kind: $("#upload-kind").value });
+  const meta = await upload(`/datasets?${query}`, file, $("#upload-progress"));
   await loadDatasets();
   await openDataset(meta.id);
 }));
@@ -421,6 +449,15 @@ $("#delete-dataset").addEventListener("click", guarded(async () => {
   await loadDatasets();
 }));
 $("#train-preset").addEventListener("change", guarded(applyPreset));
+$("#document-collection").addEventListener("change", guarded(loadDocuments));
+$("#document-form").addEventListener("submit", guarded(async (event) => {
+  event.preventDefault();
+  const file = $("#document-file").files[0];
+  const collection = encodeURIComponent($("#document-collection").value);
+  const query = new URLSearchParams({ filename: file.name });
+  await upload(`/collections/${collection}/documents?${query}`, file, $("#document-progress"));
+  await loadDocuments();
+}));
 for (const id of ["#train-dataset", "#train-task", "#train-base", "#hp-max_steps",
                   "#hp-micro_batch_size"]) {
   $(id).addEventListener("change", guarded(estimate));

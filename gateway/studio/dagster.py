@@ -16,7 +16,8 @@ import httpx
 
 PROJECT_TAG = "studio/project"
 KEY_TAG = "studio/key"
-KIND_TAG = "studio/kind"
+KIND_TAG = "studio/kind"  # train, promote or reindex
+SUBJECT_TAG = "studio/subject"  # the training's name, or the collection re-indexed
 REPOSITORY = "__repository__"
 ASSET_JOB = "__ASSET_JOB"
 
@@ -121,7 +122,7 @@ class Run:
     def as_json(self) -> dict[str, Any]:
         return {"id": self.run_id, "status": self.status, "created": self.created,
                 "started": self.started, "ended": self.ended, "assets": self.assets,
-                "kind": self.tags.get(KIND_TAG), "training": self.tags.get("studio/training"),
+                "kind": self.tags.get(KIND_TAG), "subject": self.tags.get(SUBJECT_TAG),
                 "steps": self.steps}
 
 

@@ -3,6 +3,7 @@ as /v1 (gateway/routers.handled), and a 404 for anything of another project."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -124,6 +125,38 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
         async def work(principal: Principal) -> Any:
             return await studio.promote(principal, name)
         return await handle("trainings.promote", request, name[:64], work, 202)
+
+    # -- documents ------------------------------------------------------------------------------
+    @router.get("/collections")
+    async def collections(request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return {"data": studio.documents.collections(principal)}
+        return await handle("collections.list", request, None, work)
+
+    @router.get("/collections/{collection}/documents")
+    async def documents(collection: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            studio.documents.corpus(principal, collection)
+            docs = studio.documents.list(principal, collection)
+            return {"data": [{k: v for k, v in d.items() if k != "path"}
+                             for d in await asyncio.to_thread(studio.documents.with_chunks,
+                                                              docs)]}
+        return await handle("documents.list", request, collection[:64], work)
+
+    @router.post("/collections/{collection}/documents")
+    async def upload_document(collection: str, request: Request, filename: str = ""
+                              ) -> Response:
+        async def work(principal: Principal) -> Any:
+            label = filename.replace("\x00", "")[:200]
+            return await studio.documents.upload(principal, collection, label,
+                                                 request.stream())
+        return await handle("documents.upload", request, collection[:64], work, 201)
+
+    @router.delete("/collections/{collection}/documents/{doc_id}")
+    async def delete_document(collection: str, doc_id: str, request: Request) -> Response:
+        async def work(principal: Principal) -> Any:
+            return await studio.documents.delete(principal, collection, doc_id)
+        return await handle("documents.delete", request, collection[:64], work)
 
     # -- runs -----------------------------------------------------------------------------------
     @router.get("/runs")

@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ from config.studio import (
 )
 from gateway.protocol import GatewayError
 from gateway.studio import uploads
-from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, DagsterClient
+from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, SUBJECT_TAG, DagsterClient
+from gateway.studio.documents import Documents
+from gateway.studio.roles import not_found, require
 from gateway.tenancy import Principal, Tenancy
 from resources.object_store import ArtifactMissing, ObjectStore
 
@@ -50,18 +53,6 @@ log = logging.getLogger("gateway.studio")
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED",
              "SUSPENDED"}
-ROLE_RANK = {"viewer": 0, "member": 1, "owner": 2}
-
-
-def not_found(what: str) -> GatewayError:
-    return GatewayError(404, f"No {what} with that name in this project.",
-                        "invalid_request_error", "not_found")
-
-
-def require(principal: Principal, role: str, action: str) -> None:
-    if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
-        raise GatewayError(403, f"Role '{principal.role}' may not {action}; it needs "
-                                f"'{role}'.", "permission_error", "insufficient_role")
 
 
 class Studio:
@@ -73,6 +64,7 @@ class Studio:
         self.dagster = dagster or DagsterClient(settings.studio.dagster_url)
         self.scratch = Path(settings.chroma_path).parent / "studio-incoming"
         self._counters: dict[str, tuple[TokenCounter, int | None, str]] = {}
+        self.documents = Documents(self)
 
     # -- the platform ---------------------------------------------------------------------------
     def require_enabled(self) -> str:
@@ -276,7 +268,7 @@ class Studio:
                             training.model_dump())
         name = training.full_name
         self.tenancy.grant(principal.project, name, "model")
-        run_id = await self._launch_run(principal, [["dataset", name], ["adapter", name],
+        run_id = await self.launch_run(principal, [["dataset", name], ["adapter", name],
                                                     ["evaluation", name]], "train", request.name)
         return {"training": self.describe(training), "run_id": run_id}
 
@@ -299,14 +291,14 @@ class Studio:
                                     "wait for one to finish or cancel it.",
                                "rate_limit_error", "runs_in_flight")
 
-    async def _launch_run(self, principal: Principal, assets: list[list[str]], kind: str,
-                          training: str) -> str:
+    async def launch_run(self, principal: Principal, assets: list[list[str]], kind: str,
+                         subject: str) -> str:
         _, config = self.platform()
         location = await self.dagster.location()
         await self.dagster.reload(location)  # returns once the location has re-read the store
         return await self.dagster.launch(location, assets, {
             PROJECT_TAG: principal.project, KEY_TAG: str(principal.key_id), KIND_TAG: kind,
-            "studio/training": training, "dagster/user": principal.user,
+            SUBJECT_TAG: subject, "dagster/user": principal.user,
             # the implicit asset job has no tags of its own: run monitoring stops it after this
             "dagster/max_runtime": str(config.compute.max_runtime_s)})
 
@@ -357,7 +349,7 @@ class Studio:
         deployments = [["deployment", d] for d, spec in config.deployments.items()
                        if spec.base_model == training.request.base_model]
         await self._check_in_flight(principal)
-        run_id = await self._launch_run(principal, [["promotion", model], *deployments],
+        run_id = await self.launch_run(principal, [["promotion", model], *deployments],
                                         "promote", name)
         return {"run_id": run_id, "model": model}
 
@@ -367,7 +359,7 @@ class Studio:
         the same base model (its adapter step's own time, start-up included); None before one."""
         trainings = {t.request.name: t for t in self.trainings_of(principal)}
         for run in await self.dagster.runs(principal.project):
-            training = trainings.get(run.tags.get("studio/training", ""))
+            training = trainings.get(run.tags.get(SUBJECT_TAG, ""))
             if run.status != "SUCCESS" or run.tags.get(KIND_TAG) != "train" or not training \
                     or training.request.base_model != base_model:
                 continue
@@ -380,6 +372,9 @@ class Studio:
             return {"seconds": round(seconds * steps / measured), "run_id": run.run_id,
                     "measured_steps": measured, "measured_seconds": round(seconds)}
         return None
+
+    def chunk_counts(self, collections: set[str]) -> dict[tuple[str, str], int]:
+        return chunk_counts_in(self.settings, collections) if collections else {}
 
     # -- runs -----------------------------------------------------------------------------------
     async def runs(self, principal: Principal) -> list[dict[str, Any]]:
@@ -402,6 +397,31 @@ class Studio:
                                                                  run_id) is None:
             raise not_found("run")
         await self.dagster.terminate(run_id)
+
+
+def chunk_counts_in(settings: GatewaySettings, collections: set[str]
+                    ) -> dict[tuple[str, str], int]:
+    """(collection, source document) -> chunks indexed, read from Chroma itself."""
+    from chromadb.errors import NotFoundError
+
+    from resources.retrieval import EMBEDDED, chroma_client, chroma_server
+
+    if settings.chroma_url:
+        host, port = chroma_server(settings.chroma_url)
+        client, lock = chroma_client(host=host, port=port), nullcontext()
+    else:
+        client, lock = chroma_client(settings.chroma_path), EMBEDDED
+    counts: dict[tuple[str, str], int] = {}
+    with lock:
+        for name in collections:
+            try:
+                metadatas = client.get_collection(name).get(include=["metadatas"])["metadatas"]
+            except (NotFoundError, ValueError):
+                continue  # not indexed yet
+            for meta in metadatas or []:
+                key = (name, str((meta or {}).get("source")))
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
