@@ -49,6 +49,12 @@ class Access:
     async def visible_models(self, principal: Principal) -> list[str]:
         served = await self.pool.served()
         granted = self.tenancy.granted(principal.project_id)
+        # a granted model not listed may have been promoted since the last probe (the Studio's
+        # "Open in playground" comes seconds after): one fresh look, at most once a second
+        missing = sorted(m for m in granted - set(served)
+                         if m != self.settings.embedding_model_name)
+        if missing:
+            served = await self.pool.served(expecting=missing[0])
         names = {m for m in served if m in granted}
         if self.settings.embedding_model_name in granted:
             names.add(self.settings.embedding_model_name)

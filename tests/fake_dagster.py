@@ -52,10 +52,18 @@ class RecordingDagster:
     async def run(self, project: str, run_id: str) -> Run | None:
         return next((r for r in await self.runs(project) if r.run_id == run_id), None)
 
+    failures: dict[str, str] = field(default_factory=dict)
+
     async def logs(self, run_id: str) -> list[dict[str, Any]]:
-        return [{"__typename": "LogMessageEvent", "message": line, "timestamp": str(i),
-                 "level": "INFO", "stepKey": "adapter"}
-                for i, line in enumerate(self.log_lines.get(run_id, []))]
+        events = [{"__typename": "LogMessageEvent", "message": line, "timestamp": str(i),
+                   "level": "INFO", "stepKey": "adapter"}
+                  for i, line in enumerate(self.log_lines.get(run_id, []))]
+        if run_id in self.failures:
+            events.append({"__typename": "ExecutionStepFailureEvent", "level": "ERROR",
+                           "message": 'Execution of step "adapter" failed.',
+                           "stepKey": "adapter", "timestamp": "9",
+                           "error": {"message": self.failures[run_id]}})
+        return events
 
     async def terminate(self, run_id: str) -> None:
         self.terminated.append(run_id)

@@ -14,7 +14,10 @@ def test_schema_fuzzing_finds_no_server_errors(gateway_server: RunningGateway) -
     openapi = httpx.get(f"{gateway_server.url}/openapi.json").json()
     schema = schemathesis.openapi.from_dict(openapi)
     auth = {"Authorization": f"Bearer {gateway_server.key}"}
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # the Studio's routes need Dagster's webserver, which this project does not run: they are
+    # fuzzed against a recording one in tests/test_studio_api.py
+    operations = [result.ok() for result in schema.get_all_operations()
+                  if not result.ok().path.startswith("/studio")]
     assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
         "POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings",
         "GET /v1/models"}

@@ -201,6 +201,10 @@ def test_a_launch_runs_exactly_the_trainings_assets_with_the_projects_tags(
             "{'loss': '1.25', 'epoch': 1.0}", "{'eval_loss': 1.5, 'epoch': 1.0}"]
         detail = c.get(f"/runs/{launch.run_id}").json()
         assert detail["loss"] == {"train": [[1, 2.5], [2, 1.25]], "eval": [[2, 1.5]]}
+        studio.dagster.failures[launch.run_id] = "dagster.Failure: axolotl ran out of memory"
+        failed = c.get(f"/runs/{launch.run_id}").json()["log"][-1]
+        assert (failed["level"], failed["step"]) == ("ERROR", "adapter")
+        assert failed["message"].endswith("axolotl ran out of memory")
         assert c.post(f"/runs/{launch.run_id}/cancel").status_code == 202
         assert studio.dagster.terminated == [launch.run_id]
         names = [t["name"] for t in c.get("/trainings").json()["data"]]
@@ -384,6 +388,35 @@ def test_the_time_estimate_scales_the_projects_last_training(studio: StudioHarne
                                         "measured_seconds": 100}
         assert_error(c.get("/estimate", params={"base_model": "tiny", "steps": 10**6}), 400,
                      "invalid_request")
+
+
+def test_schema_fuzzing_of_the_studio_finds_no_server_errors(studio: StudioHarness) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    owner = studio.member("owner", collections=("handbook",))
+    openapi = httpx.get(f"{studio.url}/openapi.json").json()
+    operations = [r.ok() for r in schemathesis.openapi.from_dict(openapi).get_all_operations()
+                  if r.ok().path.startswith("/studio")]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
+        "POST /studio/api/datasets", "POST /studio/api/trainings",
+        "POST /studio/api/runs/{run_id}/cancel", "DELETE /studio/api/datasets/{upload_id}"}
+    seen: dict[int, int] = {}
+
+    def check(case: schemathesis.Case) -> None:
+        response = case.call(base_url=studio.url, timeout=30, headers={
+            "authorization": f"Bearer {owner.key}",
+            "x-forwarded-for": f"10.8.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"})
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) >= {"message", "type", "code"}
+
+    for operation in operations:
+        settings(max_examples=15, deadline=None, database=None,
+                 suppress_health_check=list(HealthCheck))(
+            given(case=operation.as_strategy())(check))()
+    assert sum(seen.values()) >= len(operations)
 
 
 # -- documents ---------------------------------------------------------------------------------

@@ -203,9 +203,10 @@ def test_a_member_uploads_trains_and_an_owner_promotes_from_the_browser(
     page.goto(f"{platform.url}/studio")  # still signed in (the tab's session storage)
     pw.expect(page.locator("#studio")).to_be_visible()
     page.click("nav button[data-page=documents]")
+    pw.expect(page.locator("#document-collection")).to_have_value("handbook")
     page.set_input_files("#document-file", str(refunds))
-    page.click("#document-form button")
-    pw.expect(page.locator("#documents tbody tr")).to_have_count(1)
+    page.click("#document-form button")  # stored, then a re-index run is launched
+    pw.expect(page.locator("#documents tbody tr")).to_have_count(1, timeout=120_000)
     page.click("nav button[data-page=runs]")
     page.locator("#runs tbody tr", has_text="reindex").locator("a").click()
     assert wait_for_run(page, 600) == "SUCCESS", page.locator("#run-log").inner_text()[-3000:]

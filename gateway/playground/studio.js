@@ -302,6 +302,7 @@ async function openRun(id) {
   const failures = detail.log.filter((m) => m.level === "ERROR");
   $("#run-log").textContent = detail.log.map((m) => `${m.step ?? ""} ${m.message}`).join("\n");
   if (failures.length) $("#run-log").textContent += `\n\nFAILED: ${failures.at(-1).message}`;
+  $("#run-log").scrollTop = $("#run-log").scrollHeight;  // the newest lines in view
   drawLoss(detail.loss);
   $("#cancel-run").hidden = !IN_FLIGHT.has(run.status);
   await loadRuns();

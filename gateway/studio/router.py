@@ -15,13 +15,16 @@ from config.studio import TrainingRequest
 from gateway.accounting import Outcome
 from gateway.bodies import parse
 from gateway.protocol import GatewayError
-from gateway.routers import handled
+from gateway.routers import body_of, handled
 from gateway.serving import Gateway
 from gateway.studio.dagster import DagsterUnavailable
 from gateway.studio.service import Studio
 from gateway.tenancy import Principal
 
 STUDIO_BODY_BYTES = 65_536
+# a file upload: the body is the file itself, streamed (its name and kind are query parameters)
+RAW_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 class ColumnMapping(BaseModel):
@@ -49,7 +52,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
                                    "server_error", "dagster_unavailable") from exc
         return await handled(gateway, f"studio.{route}", request, run)
 
-    async def body_of(request: Request, model: type[BaseModel]) -> Any:
+    async def parsed(request: Request, model: type[BaseModel]) -> Any:
         return await parse(request, model, limits, STUDIO_BODY_BYTES)
 
     @router.get("/options")
@@ -74,7 +77,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
             return {"data": studio.list_uploads(principal)}
         return await handle("datasets.list", request, None, work)
 
-    @router.post("/datasets")
+    @router.post("/datasets", openapi_extra=RAW_BODY)
     async def upload(request: Request, filename: str = "", kind: str = "sft") -> Response:
         async def work(principal: Principal) -> Any:
             label = filename.replace("\x00", "")[:200]
@@ -87,10 +90,10 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
             return studio.upload(principal, upload_id)
         return await handle("datasets.read", request, upload_id[:64], work)
 
-    @router.put("/datasets/{upload_id}/mapping")
+    @router.put("/datasets/{upload_id}/mapping", openapi_extra=body_of(ColumnMapping))
     async def mapping(upload_id: str, request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            body = await body_of(request, ColumnMapping)
+            body = await parsed(request, ColumnMapping)
             return await studio.map_columns(principal, upload_id, body.mapping)
         return await handle("datasets.map", request, upload_id[:64], work)
 
@@ -108,10 +111,10 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
             return {"data": [studio.describe(t) for t in studio.trainings_of(principal)]}
         return await handle("trainings.list", request, None, work)
 
-    @router.post("/trainings")
+    @router.post("/trainings", openapi_extra=body_of(TrainingRequest))
     async def launch(request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            return await studio.launch(principal, await body_of(request, TrainingRequest))
+            return await studio.launch(principal, await parsed(request, TrainingRequest))
         return await handle("trainings.launch", request, None, work, 201)
 
     @router.get("/trainings/{name}")
@@ -143,7 +146,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
                                                               docs)]}
         return await handle("documents.list", request, collection[:64], work)
 
-    @router.post("/collections/{collection}/documents")
+    @router.post("/collections/{collection}/documents", openapi_extra=RAW_BODY)
     async def upload_document(collection: str, request: Request, filename: str = ""
                               ) -> Response:
         async def work(principal: Principal) -> Any:

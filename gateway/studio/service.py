@@ -387,7 +387,7 @@ class Studio:
             raise not_found("run")
         events = await self.dagster.logs(run_id)
         messages = [{"time": e.get("timestamp"), "level": e.get("level"),
-                     "step": e.get("stepKey"), "message": e.get("message")}
+                     "step": e.get("stepKey"), "message": failure_text(e)}
                     for e in events if e.get("message")]
         return {"run": run.as_json(), "log": messages[-500:], "loss": loss_curve(messages)}
 
@@ -397,6 +397,12 @@ class Studio:
                                                                  run_id) is None:
             raise not_found("run")
         await self.dagster.terminate(run_id)
+
+
+def failure_text(event: dict[str, Any]) -> str:
+    """A log line; a failed step's line carries the step's own error message."""
+    error = (event.get("error") or {}).get("message")
+    return f"{event['message']}\n{error.strip()}" if error else event["message"]
 
 
 def chunk_counts_in(settings: GatewaySettings, collections: set[str]
