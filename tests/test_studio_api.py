@@ -185,7 +185,8 @@ def test_a_launch_runs_exactly_the_trainings_assets_with_the_projects_tags(
         assert launched.status_code == 201, launched.text
         model = f"{member.project}--triage"
         launch = studio.dagster.launches[-1]
-        assert launch.assets == [["dataset", model], ["adapter", model], ["evaluation", model]]
+        assert launch.assets == [["base_model", "tiny"], ["dataset", model], ["adapter", model],
+                                 ["evaluation", model]]  # its first use builds the base model
         assert launch.tags["studio/project"] == member.project
         assert launch.tags["studio/key"] == str(member.key_id)
         assert studio.dagster.reloads  # the code location reads the new training first

@@ -268,8 +268,10 @@ class Studio:
                             training.model_dump())
         name = training.full_name
         self.tenancy.grant(principal.project, name, "model")
-        run_id = await self.launch_run(principal, [["dataset", name], ["adapter", name],
-                                                    ["evaluation", name]], "train", request.name)
+        assets = [["dataset", name], ["adapter", name], ["evaluation", name]]
+        if not self.store.exists(f"refs/base_model/{request.base_model}.json"):
+            assets.insert(0, ["base_model", request.base_model])  # its first use builds it
+        run_id = await self.launch_run(principal, assets, "train", request.name)
         return {"training": self.describe(training), "run_id": run_id}
 
     def _validate(self, raw: dict[str, Any], config: FactoryConfig,
