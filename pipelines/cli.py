@@ -181,8 +181,9 @@ def summary(config: FactoryConfig, seconds: float) -> str:
     res = resources_for(config)
     store = res["store"]
     lines = [f"\nAdapter Factory: whole graph materialized in {seconds:.0f}s.", ""]
-    lines.append(f"Dagster UI:  factory ui --config {config.root}/factory.yaml   "
-                 "(then open http://127.0.0.1:3000)")
+    if not config.deployments:  # with them, the demo starts Dagster and prints its URL
+        lines.append(f"Dagster UI:  factory ui --config {config.root}/factory.yaml   "
+                     "(then open http://127.0.0.1:3000)")
     for name, spec in config.evaluations.items():
         ref = store.read_ref(f"evaluation/{name}")
         metric = spec.promotion.primary
