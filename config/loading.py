@@ -78,16 +78,27 @@ def stored_trainings(config: FactoryConfig) -> list[StoredTraining]:
 
 def with_studio(config: FactoryConfig, raw: dict) -> FactoryConfig:
     """The config with every Studio training that validates beside the platform's own
-    declarations and the trainings before it; one that does not is left out and logged (the
-    Studio refused it at launch, so only a later platform change can make it invalid)."""
+    declarations and the trainings before it (see `accepted_trainings`)."""
+    _, merged = accepted_trainings(raw, stored_trainings(config))
+    if merged is None:
+        return config
+    merged._root, merged._path = config.root, config._path
+    return merged
+
+
+def accepted_trainings(raw: dict, trainings: list[StoredTraining]
+                       ) -> tuple[list[StoredTraining], FactoryConfig | None]:
+    """The trainings that validate in order beside the platform's declarations, and the config
+    with them (None when there are none); one that does not is left out and logged: the Studio
+    refused it at launch, so only a later platform change can have made it invalid, and it must
+    stop neither the code location nor other members' launches."""
     accepted: list[StoredTraining] = []
-    for training in stored_trainings(config):
+    merged: FactoryConfig | None = None
+    for training in trainings:
         try:
-            candidate = FactoryConfig.model_validate(merge_trainings(raw, [*accepted, training]))
+            merged = FactoryConfig.model_validate(merge_trainings(raw, [*accepted, training]))
         except ValidationError as exc:
             log.warning("Studio training %s left out: %s", training.full_name, exc)
             continue
         accepted.append(training)
-        candidate._root, candidate._path = config.root, config._path
-        config = candidate
-    return config
+    return accepted, merged

@@ -209,3 +209,33 @@ def test_every_retired_row_is_refused_by_the_schema_too() -> None:
     for row in RETIRED:
         with pytest.raises(ValidationError):
             FactoryConfig.model_validate(examples[row.path])
+
+
+def test_studio_trainings_join_the_config_and_one_made_invalid_later_is_left_out(
+        tmp_path: Path) -> None:
+    """A member's stored training becomes `<project>--<name>` assets; one that a later platform
+    change made invalid (its base model removed) stops neither the code location nor the rest."""
+    import json
+    import time
+
+    from config.studio import StoredTraining, TrainingRequest, training_key
+
+    (tmp_path / "factory.yaml").write_text(
+        "storage: {object_store: file://store}\n"
+        "base_models:\n  tiny: {source: local}\n"
+        "deployments:\n  local: {base_model: tiny}\n")
+    (tmp_path / "data.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    for name, base in (("triage", "tiny"), ("old", "removed")):
+        training = StoredTraining(
+            project="support", project_id=7, created_by="sam", created_at=time.time(),
+            request=TrainingRequest(name=name, dataset="0" * 32, base_model=base),
+            data_kind="sft", source={"path": str(tmp_path / "data.jsonl")})
+        key = tmp_path / "store" / training_key(7, name)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_text(json.dumps(training.model_dump()))
+    config = load_config(tmp_path / "factory.yaml")
+    assert set(config.adapters) == {"support--triage"}
+    assert config.evaluations["support--triage"].adapter == "support--triage"
+    assert config.deployments["local"].adapters == ["support--triage"]
+    assert config.datasets["support--triage"].pii.scrub
+    assert load_config(tmp_path / "factory.yaml", studio=False).adapters == {}

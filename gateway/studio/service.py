@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from assets.curation.tokens import TokenCounter
 from config.gateway import GatewaySettings
-from config.loading import format_errors
+from config.loading import accepted_trainings, format_errors
 from config.objectives import OBJECTIVES
 from config.schema import FactoryConfig
 from config.studio import (
@@ -279,7 +279,8 @@ class Studio:
         """The training beside everything stored: the schema's own checks (servability,
         objective vs data, deployment room) as messages for the member."""
         try:
-            FactoryConfig.model_validate(merge_trainings(raw, [*self.all_trainings(), training]))
+            accepted, _ = accepted_trainings(raw, self.all_trainings())
+            FactoryConfig.model_validate(merge_trainings(raw, [*accepted, training]))
         except ValidationError as exc:
             problems = format_errors(Path("the platform"), exc).splitlines()[1:]
             raise GatewayError(400, "The training does not fit the platform: " + "; ".join(
