@@ -127,13 +127,15 @@ class Run:
 
 
 class DagsterClient:
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url.rstrip("/") + "/graphql"
-        self.timeout = timeout
+        self.timeout, self.transport = timeout, transport  # a test's recorder
 
     async def _call(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
+            async with httpx.AsyncClient(timeout=self.timeout,
+                                         transport=self.transport) as client:
                 response = await client.post(self.url, json={"query": query,
                                                              "variables": variables})
         except httpx.HTTPError as exc:
@@ -141,10 +143,15 @@ class DagsterClient:
                                      f"({type(exc).__name__})") from exc
         if response.status_code != 200:
             raise DagsterUnavailable(f"the Dagster webserver answered {response.status_code}")
-        body = response.json()
-        if body.get("errors"):
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise DagsterUnavailable("the Dagster webserver answered something not JSON") \
+                from exc
+        if not isinstance(body, dict) or body.get("errors") or not body.get("data"):
+            errors = body.get("errors") if isinstance(body, dict) else None
             raise DagsterUnavailable(f"Dagster refused the request: "
-                                     f"{body['errors'][0].get('message')}")
+                                     f"{(errors or [{}])[0].get('message')}")
         return body["data"]
 
     async def location(self) -> str:

@@ -50,6 +50,7 @@ from gateway.tenancy import Principal, Tenancy
 from resources.object_store import ArtifactMissing, ObjectStore
 
 log = logging.getLogger("gateway.studio")
+MAX_LOSS_LINE = 4000  # the trainer's dict of one logging step; longer lines are not parsed
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED",
              "SUSPENDED"}
@@ -441,7 +442,7 @@ def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
     for m in messages:
         text = m.get("message") or ""
         start = text.find("{'")
-        if start < 0 or "loss'" not in text:
+        if start < 0 or "loss'" not in text or len(text) > MAX_LOSS_LINE:
             continue
         try:
             entry = ast_literal(text[start:text.rfind("}") + 1])
