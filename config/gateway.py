@@ -65,6 +65,7 @@ class StudioSettings(BaseModel):
     max_columns: int = Field(64, ge=1, description="columns per data file")
     max_line_bytes: int = Field(1_000_000, ge=1024, description="one line of a text file")
     max_runs_in_flight: int = Field(1, ge=1, description="a project's runs queued or running")
+    max_trainings: int = Field(20, ge=1, description="trainings a project keeps")
     max_steps: int = Field(500, ge=1, description="training steps of one launch")
     max_document_bytes: int = Field(5_000_000, ge=1024, description="one uploaded document")
     max_documents: int = Field(200, ge=1, description="documents a project uploads")

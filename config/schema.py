@@ -32,6 +32,9 @@ from config.objectives import OBJECTIVES
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME)]
+# `<project>--<name>`: an adapter a Studio member trained (config/studio.py); a declared name
+# may not contain it
+STUDIO_SEPARATOR = "--"
 
 
 class ConfigProblems(ValueError):
@@ -840,8 +843,9 @@ class FactoryConfig(Strict):
                         f"deployments.{name}.adapters[{i}]: '{adapter}' has no evaluation; "
                         "declare one under evaluations (its promotion gate decides what serves)"
                     )
-            if len(d.adapters) > d.max_loras:
-                problems.append(f"deployments.{name}.max_loras: raise it to >= {len(d.adapters)}")
+            declared = [a for a in d.adapters if STUDIO_SEPARATOR not in a]
+            if len(declared) > d.max_loras:  # Studio adapters are loaded when asked for
+                problems.append(f"deployments.{name}.max_loras: raise it to >= {len(declared)}")
             if d.target != "local" and not self.storage.object_store.startswith("s3://"):
                 problems.append(
                     f"deployments.{name}.target: {d.target} servers pull adapters from the object "

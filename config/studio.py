@@ -16,13 +16,13 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from config.objectives import OBJECTIVES
 from config.schema import NAME
+from config.schema import STUDIO_SEPARATOR as SEPARATOR
 
 STUDIO = "studio"
-SEPARATOR = "--"
 TRAINING_NAME = r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$"  # no `--`: the separator stays unique
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("factory.studio")
@@ -86,6 +86,21 @@ class TrainingRequest(Strict):
     hyperparameters: Hyperparameters | None = Field(
         None, description="the preset's values, edited; default: the preset as it is")
     answer_pattern: str | None = Field(None, max_length=200)
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        """A pattern that does not compile (or whose repeat count overflows) is the member's
+        400, not the evaluation's crash; exactly one group is the answer."""
+        if pattern is None:
+            return None
+        try:
+            compiled = re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise ValueError(f"not a regular expression Python accepts: {exc}") from exc
+        if compiled.groups < 1:
+            raise ValueError("needs a group, (...), around the answer")
+        return pattern
 
     def chosen(self) -> Hyperparameters:
         return self.hyperparameters or PRESETS[self.preset]

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.gateway import ProjectQuota
@@ -296,6 +296,13 @@ class Tenancy:
                 select(Grant.kind, Grant.name).where(Grant.project_id == p.id)
                 .order_by(Grant.kind, Grant.name))]
 
+    def grantees(self, name: str, kind: str = "model") -> int:
+        """How many projects were granted `name` (a collection shared by several is theirs
+        together)."""
+        with self.sessions() as s:
+            return s.scalar(select(func.count(Grant.id)).where(Grant.name == name,
+                                                               Grant.kind == kind)) or 0
+
     def granted(self, project_id: int, kind: str = "model") -> frozenset[str]:
         if (project_id, kind) not in self._grants:
             with self.sessions() as s:
@@ -311,7 +318,10 @@ class Tenancy:
             q = (select(AuditRecord.model, func.count(AuditRecord.id),
                         func.sum(AuditRecord.completion_tokens))
                  .where(AuditRecord.ts >= since, AuditRecord.status == 200,
-                        AuditRecord.model.is_not(None))
+                        AuditRecord.model.is_not(None),
+                        # the Studio's rows name what they acted on, not a model that answered
+                        or_(AuditRecord.route.is_(None),
+                            not_(AuditRecord.route.startswith("studio."))))
                  .group_by(AuditRecord.model))
             return {model: {"requests": n, "completion_tokens": int(tokens or 0)}
                     for model, n, tokens in s.execute(q)}

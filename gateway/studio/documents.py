@@ -2,8 +2,10 @@
 under a name the server chooses, deleted by owners, and re-indexed by the corpus and index assets
 (their incremental runs: only what changed is embedded again).
 
-Only collections whose corpus reads a folder take uploads; a collection fed from S3 or generated
-is read-only here. Documents are plain text (.txt, .md, .html): a format that is an archive
+Only collections whose corpus reads a folder and that no other project was granted take uploads
+(retrieval does not filter by project: a shared collection would let one project plant text in
+another's answers); a collection fed from S3, generated or shared is read-only here.
+Documents are plain text (.txt, .md, .html): a format that is an archive
 inside (docx) or a program of its own (PDF) is not taken from tenants.
 """
 
@@ -52,7 +54,8 @@ class Documents:
         _, config = self.studio.platform()
         granted = self.studio.tenancy.granted(principal.project_id, "collection")
         mine = self.list(principal)
-        return [{"id": name, "uploads": isinstance(spec.source, FileSource),
+        return [{"id": name, "uploads": isinstance(spec.source, FileSource)
+                 and self.studio.tenancy.grantees(name, "collection") == 1,
                  "documents": sum(d["collection"] == name for d in mine)}
                 for name, spec in sorted(config.corpora.items()) if name in granted]
 
@@ -83,6 +86,11 @@ class Documents:
                                     f"{'S3' if hasattr(spec.source, 's3') else 'a generator'}; "
                                     "documents cannot be uploaded to it here.",
                                "invalid_request_error", "read_only_collection")
+        if self.studio.tenancy.grantees(collection, "collection") > 1:
+            raise GatewayError(409, f"The collection '{collection}' is shared with other "
+                                    "projects; documents are added to it by the platform, not "
+                                    "from one project's Studio.", "invalid_request_error",
+                               "read_only_collection")
         suffix = Path(label).suffix.lower()
         if suffix not in TEXT_SUFFIXES:
             raise uploads.bad_upload(f"'{label}' is not a document this Studio takes: use "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -66,6 +67,7 @@ class Studio:
         self.scratch = Path(settings.chroma_path).parent / "studio-incoming"
         self._counters: dict[str, tuple[TokenCounter, int | None, str]] = {}
         self.documents = Documents(self)
+        self._locks: dict[int, asyncio.Lock] = {}
 
     # -- the platform ---------------------------------------------------------------------------
     def require_enabled(self) -> str:
@@ -129,6 +131,11 @@ class Studio:
     async def create_upload(self, principal: Principal, label: str, kind: str,
                             chunks: AsyncIterator[bytes]) -> dict[str, Any]:
         require(principal, "member", "upload data")
+        async with self._lock(principal):  # the count and bytes checks hold for the upload
+            return await self._create_upload(principal, label, kind, chunks)
+
+    async def _create_upload(self, principal: Principal, label: str, kind: str,
+                             chunks: AsyncIterator[bytes]) -> dict[str, Any]:
         suffix = uploads.suffix_of(label)
         if kind not in uploads.MAPPABLE:
             raise uploads.bad_upload(f"kind must be one of {', '.join(uploads.MAPPABLE)}.",
@@ -170,7 +177,8 @@ class Studio:
                           kind: str, suffix: str) -> dict[str, Any]:
         rows = uploads.check_structure(path, suffix, label, self.bounds)
         counter, context, model = self.token_budget()
-        report = uploads.curate_upload(path, label, kind, "auto", {}, counter, context)
+        report = uploads.curate_upload(path, label, kind, "auto", {}, counter, context,
+                                       self.bounds)
         report["tokenizer"] = model
         meta = {"id": upload_id, "label": label, "kind": kind, "suffix": suffix,
                 "bytes": path.stat().st_size, "rows": rows, "format": "auto", "field_map": {},
@@ -196,7 +204,7 @@ class Studio:
             self.store.backend.get_file(key, local)
             counter, context, model = self.token_budget()
             meta["report"] = uploads.curate_upload(local, meta["label"], meta["kind"], fmt,
-                                                   field_map, counter, context)
+                                                   field_map, counter, context, self.bounds)
             meta["report"]["tokenizer"] = model
         finally:
             local.unlink(missing_ok=True)
@@ -236,7 +244,16 @@ class Studio:
         return {"path": str(local)} if local else {"s3": f"{self.store.url.rstrip('/')}/{key}"}
 
     async def launch(self, principal: Principal, request: TrainingRequest) -> dict[str, Any]:
+        """One launch at a time per project (in this gateway process): two at once can pass
+        neither the in-flight limit nor the name check together."""
         require(principal, "member", "train")
+        async with self._lock(principal):
+            return await self._launch(principal, request)
+
+    def _lock(self, principal: Principal) -> asyncio.Lock:
+        return self._locks.setdefault(principal.project_id, asyncio.Lock())
+
+    async def _launch(self, principal: Principal, request: TrainingRequest) -> dict[str, Any]:
         raw, config = self.platform()
         meta = self.upload(principal, request.dataset)
         if meta["report"]["needs_mapping"]:
@@ -258,6 +275,9 @@ class Studio:
             raise GatewayError(409, f"This project already has a training named "
                                     f"'{request.name}'.", "invalid_request_error",
                                "already_exists", "name")
+        if len(self.trainings_of(principal)) >= self.bounds.max_trainings:
+            raise GatewayError(403, f"This project keeps {self.bounds.max_trainings} trainings, "
+                                    "its limit.", "permission_error", "quota_exceeded")
         training = StoredTraining(
             project=principal.project, project_id=principal.project_id,
             created_by=principal.user, created_at=time.time(), request=request,
@@ -265,14 +285,18 @@ class Studio:
             source=self._source(principal, meta))
         self._validate(raw, config, training)
         await self._check_in_flight(principal)
-        self.store.put_json(training_key(principal.project_id, request.name),
-                            training.model_dump())
+        key = training_key(principal.project_id, request.name)
+        self.store.put_json(key, training.model_dump())
         name = training.full_name
-        self.tenancy.grant(principal.project, name, "model")
         assets = [["dataset", name], ["adapter", name], ["evaluation", name]]
         if not self.store.exists(f"refs/base_model/{request.base_model}.json"):
             assets.insert(0, ["base_model", request.base_model])  # its first use builds it
-        run_id = await self.launch_run(principal, assets, "train", request.name)
+        try:
+            run_id = await self.launch_run(principal, assets, "train", request.name)
+        except BaseException:
+            self.store.backend.delete(key)  # not launched: nothing of it stays
+            raise
+        self.tenancy.grant(principal.project, name, "model")
         return {"training": self.describe(training), "run_id": run_id}
 
     def _validate(self, raw: dict[str, Any], config: FactoryConfig,
@@ -339,6 +363,10 @@ class Studio:
 
     async def promote(self, principal: Principal, name: str) -> dict[str, Any]:
         require(principal, "owner", "promote")
+        async with self._lock(principal):
+            return await self._promote(principal, name)
+
+    async def _promote(self, principal: Principal, name: str) -> dict[str, Any]:
         training = self.training(principal, name)
         model = training.full_name
         try:
@@ -446,13 +474,23 @@ def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
             continue
         try:
             entry = ast_literal(text[start:text.rfind("}") + 1])
-        except (ValueError, SyntaxError):
-            continue
-        if "loss" in entry:
-            train.append([len(train) + 1, float(entry["loss"])])
-        if "eval_loss" in entry:
-            evaluation.append([len(train), float(entry["eval_loss"])])
+            loss = finite(entry.get("loss"))
+            eval_loss = finite(entry.get("eval_loss"))
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+            continue  # a line that only looks like the trainer's
+        if loss is not None:
+            train.append([len(train) + 1, loss])
+        if eval_loss is not None:
+            evaluation.append([len(train), eval_loss])
     return {"train": train, "eval": evaluation}
+
+
+def finite(value: Any) -> float | None:
+    """A logged number (the trainer prints some as strings); None when absent, NaN or inf."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def ast_literal(text: str) -> dict[str, Any]:

@@ -84,19 +84,31 @@ def check_structure(path: Path, suffix: str, label: str, bounds: StudioSettings)
                              "content_does_not_match_type", "file")
     rows = 0
     with path.open("rb") as f:
-        for number, line in enumerate(_lines(f, bounds.max_line_bytes, label), start=1):
-            if number == 1 and suffix == ".csv":
-                columns = line.count(b",") + 1  # an upper bound: quoted commas count too
-                if columns > bounds.max_columns:
-                    raise bad_upload(f"'{label}' has {columns:,} columns; at most "
-                                     f"{bounds.max_columns} are read.", "too_many_columns",
-                                     "file")
+        for line in _lines(f, bounds.max_line_bytes, label):
             if line.strip():
                 rows += 1
             if rows > bounds.max_rows + (suffix == ".csv"):
                 raise bad_upload(f"'{label}' has more than {bounds.max_rows:,} rows, this "
                                  "project's limit per upload.", "too_many_rows", "file")
+    if suffix == ".csv":
+        _check_csv_header(path, label, bounds)
     return rows - (suffix == ".csv")
+
+
+def _check_csv_header(path: Path, label: str, bounds: StudioSettings) -> None:
+    """The header as the csv module reads it (a quoted name may span lines): every data row
+    costs its width, so the width is bounded before any row is read."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        try:
+            header = next(csv.reader(f), [])
+        except csv.Error as exc:
+            raise bad_upload(f"'{label}' has no readable header row ({exc}).",
+                             "unreadable_file", "file") from exc
+    if len(header) > bounds.max_columns:
+        raise bad_upload(f"'{label}' has {len(header):,} columns; at most "
+                         f"{bounds.max_columns} are read.", "too_many_columns", "file")
 
 
 def _lines(f: Any, limit: int, label: str) -> Iterator[bytes]:
@@ -119,9 +131,9 @@ def _check_parquet(path: Path, label: str, bounds: StudioSettings) -> int:
 
     with path.open("rb") as f:
         head = f.read(4)
-        f.seek(-4, 2)
+        f.seek(max(0, path.stat().st_size - 4))
         tail = f.read(4)
-    if head != b"PAR1" or tail != b"PAR1":
+    if path.stat().st_size < 12 or head != b"PAR1" or tail != b"PAR1":
         raise bad_upload(f"'{label}' is not a Parquet file (no PAR1 marks).",
                          "content_does_not_match_type", "file")
     try:
@@ -140,12 +152,25 @@ def _check_parquet(path: Path, label: str, bounds: StudioSettings) -> int:
     if meta.num_rows > bounds.max_rows:
         raise bad_upload(f"'{label}' has {meta.num_rows:,} rows; this project's limit per "
                          f"upload is {bounds.max_rows:,}.", "too_many_rows", "file")
-    unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    if unpacked > bounds.max_unpacked_bytes:
-        raise bad_upload(f"'{label}' unpacks to {unpacked:,} bytes; at most "
-                         f"{bounds.max_unpacked_bytes:,} are read.", "upload_too_large", "file",
-                         status=413)
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if declared > bounds.max_unpacked_bytes:
+        raise too_unpacked(label, declared, bounds)
+    # what the file declares may lie: decode it in small batches and count what comes out
+    unpacked = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+            unpacked += batch.nbytes
+            if unpacked > bounds.max_unpacked_bytes:
+                raise too_unpacked(label, unpacked, bounds)
+    except (pa.ArrowException, OSError) as exc:
+        raise bad_upload(f"'{label}' is not a readable Parquet file ({exc}).",
+                         "content_does_not_match_type", "file") from exc
     return meta.num_rows
+
+
+def too_unpacked(label: str, size: int, bounds: StudioSettings) -> GatewayError:
+    return bad_upload(f"'{label}' unpacks to more than {bounds.max_unpacked_bytes:,} bytes "
+                      f"({size:,} so far).", "upload_too_large", "file", status=413)
 
 
 def _depth(kind: Any) -> int:
@@ -156,26 +181,46 @@ def _depth(kind: Any) -> int:
     return 1 + max((_depth(c) for c in children), default=0)
 
 
-def records(path: Path, label: str) -> Iterator[RawRecord | Rejection]:
-    """The file's rows, each a RawRecord or a Rejection naming the member's file name."""
+def records(path: Path, label: str, bounds: StudioSettings) -> Iterator[RawRecord | Rejection]:
+    """The file's rows, each a RawRecord or a Rejection naming the member's file name, held to
+    the row and column bounds as they are read (a JSON file's rows are not its lines, a quoted
+    CSV header may span lines): the first row past a bound stops the reading."""
+    import csv
+
+    import pyarrow as pa
+
     try:
-        yield from read_file(path, label)
+        for number, item in enumerate(read_file(path, label), start=1):
+            if number > bounds.max_rows:
+                raise bad_upload(f"'{label}' has more than {bounds.max_rows:,} rows, this "
+                                 "project's limit per upload.", "too_many_rows", "file")
+            if isinstance(item, RawRecord) and len(item.data) > bounds.max_columns:
+                raise bad_upload(f"'{label}' row {item.row} has {len(item.data):,} columns; at "
+                                 f"most {bounds.max_columns} are read.", "too_many_columns",
+                                 "file")
+            yield item
     except InputFileError as exc:
         raise bad_upload(str(exc), "unreadable_file", "file") from exc
+    except (ValueError, RecursionError, csv.Error, pa.ArrowException, OSError) as exc:
+        # a number of 5000 digits, JSON nested past Python's stack, a CSV cell past the csv
+        # module's limit, a Parquet page that does not decode
+        raise bad_upload(f"'{label}' could not be read: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}", "unreadable_file", "file") from exc
 
 
 def curate_upload(path: Path, label: str, kind: str, fmt: str, field_map: dict[str, str],
-                  counter: TokenCounter | None, max_tokens: int | None) -> dict[str, Any]:
+                  counter: TokenCounter | None, max_tokens: int | None,
+                  bounds: StudioSettings) -> dict[str, Any]:
     """The curation report of one upload: what a member reads before training on it."""
     spec = DatasetSpec(kind=kind, sources=[{"path": label}], format=fmt, field_map=field_map,
                        max_tokens=max_tokens, pii=STUDIO_PII)
-    curated = curate(records(path, label), spec, counter, max_tokens)
-    return report(curated, label, kind, max_tokens, columns_of(path, label))
+    curated = curate(records(path, label, bounds), spec, counter, max_tokens)
+    return report(curated, label, kind, max_tokens, columns_of(path, label, bounds))
 
 
-def columns_of(path: Path, label: str) -> list[str]:
+def columns_of(path: Path, label: str, bounds: StudioSettings) -> list[str]:
     """The first row's columns, for the mapping step (JSON rows: their keys)."""
-    for item in records(path, label):
+    for item in records(path, label, bounds):
         if isinstance(item, RawRecord):
             return [str(c) for c in item.data][:200]
     return []
