@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -69,7 +70,8 @@ class Documents:
 
     def list(self, principal: Principal, collection: str | None = None) -> list[dict[str, Any]]:
         store = self.studio.store
-        docs = [store.get_json(k) for k in store.list(f"{self._meta_prefix(principal)}/")]
+        docs = [d for k in store.list(f"{self._meta_prefix(principal)}/")
+                if (d := self.studio.read_if_there(k)) is not None]
         return sorted((d for d in docs if collection in (None, d["collection"])),
                       key=lambda d: -d["created_at"])
 
@@ -113,7 +115,9 @@ class Documents:
             target = folder / f"studio-{principal.project_id}" / \
                 f"{doc_id[:8]}-{safe_stem(label)}{suffix}"
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)  # same file system: whole or absent, never half-written
+            partial = target.with_name(f".{target.name}.partial")  # hidden: corpora skip it
+            shutil.copyfile(path, partial)  # the scratch folder may be another file system
+            os.replace(partial, target)  # whole or absent, never half-written
         finally:
             path.unlink(missing_ok=True)
         meta = {"id": doc_id, "collection": collection, "label": label,

@@ -37,6 +37,7 @@ from config.studio import (
     UPLOAD_ID,
     StoredTraining,
     TrainingRequest,
+    full_name,
     merge_trainings,
     parse_trainings,
     training_key,
@@ -115,12 +116,19 @@ class Studio:
 
     def list_uploads(self, principal: Principal) -> list[dict[str, Any]]:
         prefix = f"{uploads_prefix(principal.project_id)}/"
-        metas = [self.store.get_json(k) for k in self.store.list(prefix)
-                 if k.endswith("/upload.json")]
+        metas = [m for k in self.store.list(prefix) if k.endswith("/upload.json")
+                 and (m := self.read_if_there(k)) is not None]
         return sorted(({k: v for k, v in m.items() if k != "report"} | {
             "rows_kept": m["report"]["rows_kept"], "quarantined": m["report"]["quarantined"],
             "needs_mapping": m["report"]["needs_mapping"]} for m in metas),
             key=lambda m: -m["created_at"])
+
+    def read_if_there(self, key: str) -> Any:
+        """An object listed a moment ago may be deleted by now (a delete racing a listing)."""
+        try:
+            return self.store.get_json(key)
+        except ArtifactMissing:
+            return None
 
     def upload(self, principal: Principal, upload_id: str) -> dict[str, Any]:
         try:
@@ -275,6 +283,11 @@ class Studio:
             raise GatewayError(409, f"This project already has a training named "
                                     f"'{request.name}'.", "invalid_request_error",
                                "already_exists", "name")
+        full = full_name(principal.project, request.name)
+        if any(full in table for table in (config.datasets, config.adapters, config.evaluations,
+                                           config.mixtures)):  # the platform's own, not theirs
+            raise GatewayError(409, f"The name '{full}' is taken on this platform; choose "
+                                    "another.", "invalid_request_error", "already_exists", "name")
         if len(self.trainings_of(principal)) >= self.bounds.max_trainings:
             raise GatewayError(403, f"This project keeps {self.bounds.max_trainings} trainings, "
                                     "its limit.", "permission_error", "quota_exceeded")
