@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -58,3 +60,26 @@ def tenants(gateway: Gateway, models: list[str]) -> tuple[str, str, str, str]:
     key = t.create_key(ours, "alice")["key"]
     other_key = t.create_key(theirs, "mallory")["key"]
     return ours, key, theirs, other_key
+
+
+def fuzz_without_server_errors(url: str, operations: list, headers: Callable[[str], dict],
+                               examples: int = 15) -> dict[int, int]:
+    """Schemathesis cases of every operation against a running gateway: never a 5xx, every
+    error in the API's format. `headers(path)` says who calls; returns the statuses seen."""
+    from hypothesis import HealthCheck, given, settings
+
+    seen: dict[int, int] = {}
+
+    def check(case: Any) -> None:
+        response = case.call(base_url=url, timeout=30, headers=headers(case.path))
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) >= {"message", "type", "code"}
+
+    for operation in operations:
+        settings(max_examples=examples, deadline=None, database=None,
+                 suppress_health_check=list(HealthCheck))(
+            given(case=operation.as_strategy())(check))()
+    assert sum(seen.values()) >= len(operations)
+    return seen

@@ -29,6 +29,7 @@ from gateway.db import AdminAuditRecord, AuditRecord
 from gateway.serving import Gateway
 from gateway.upstream import ReplicaPool
 from tests.fake_vllm import PROMPT_TOKENS, FakeVLLM
+from tests.gateway_fixtures import fuzz_without_server_errors
 from tests.live_server import serve
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -643,7 +644,6 @@ def test_key_ids_of_other_projects_look_like_missing_ones(hostile: Hostile) -> N
 
 def test_schema_fuzzing_of_v1_and_admin_finds_no_server_errors(hostile: Hostile) -> None:
     import schemathesis
-    from hypothesis import HealthCheck, given, settings
 
     tenant = hostile.tenant()
     hostile.gateway.tenancy.set_quota(tenant.project, rpm=100_000, tpm=10**8, max_keys=10_000)
@@ -655,21 +655,9 @@ def test_schema_fuzzing_of_v1_and_admin_finds_no_server_errors(hostile: Hostile)
     names = {f"{o.method.upper()} {o.path}" for o in operations}
     assert {"POST /admin/projects", "POST /admin/projects/{project}/keys",
             "DELETE /admin/keys/{key_id}", "POST /v1/chat/completions"} <= names
-    seen: dict[int, int] = {}
-    def check(case: schemathesis.Case) -> None:
-        token = ADMIN_TOKEN if case.path.startswith("/admin") else tenant.key
-        response = case.call(base_url=hostile.url, timeout=30, headers={
-            "authorization": f"Bearer {token}", "x-forwarded-for": new_address()})
-        seen[response.status_code] = seen.get(response.status_code, 0) + 1
-        assert response.status_code < 500, (case.method, case.path, case.body, response.text)
-        if response.status_code >= 400:
-            assert set(response.json()["error"]) >= {"message", "type", "code"}
-
-    for operation in operations:
-        settings(max_examples=15, deadline=None, database=None,
-                 suppress_health_check=list(HealthCheck))(
-            given(case=operation.as_strategy())(check))()
-    assert sum(seen.values()) >= len(operations)
+    fuzz_without_server_errors(hostile.url, operations, lambda path: {
+        "authorization": f"Bearer {ADMIN_TOKEN if path.startswith('/admin') else tenant.key}",
+        "x-forwarded-for": new_address()})
 
 
 def test_only_the_admin_reads_the_admin_apis_schema(hostile: Hostile) -> None:
