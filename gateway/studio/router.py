@@ -1,5 +1,6 @@
 """The Studio's HTTP API under /studio/api: the same key, admission, error format and audit row
-as /v1 (gateway/routers.handled), and a 404 for anything of another project."""
+as /v1 (gateway/routers.handled), and a 404 for anything of another project. Object-store reads
+run in worker threads, off the event loop every other request shares."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.get("/options")
     async def options(request: Request) -> Response:
         async def work(_: Principal) -> Any:
-            return studio.options()
+            return await asyncio.to_thread(studio.options)
         return await handle("options", request, None, work)
 
     @router.get("/estimate")
@@ -74,7 +75,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.get("/datasets")
     async def datasets(request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            return {"data": studio.list_uploads(principal)}
+            return {"data": await asyncio.to_thread(studio.list_uploads, principal)}
         return await handle("datasets.list", request, None, work)
 
     @router.post("/datasets", openapi_extra=RAW_BODY)
@@ -87,7 +88,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.get("/datasets/{upload_id}")
     async def dataset(upload_id: str, request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            return studio.upload(principal, upload_id)
+            return await asyncio.to_thread(studio.upload, principal, upload_id)
         return await handle("datasets.read", request, upload_id[:64], work)
 
     @router.put("/datasets/{upload_id}/mapping", openapi_extra=body_of(ColumnMapping))
@@ -100,7 +101,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.delete("/datasets/{upload_id}")
     async def delete_dataset(upload_id: str, request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            studio.delete_upload(principal, upload_id)
+            await asyncio.to_thread(studio.delete_upload, principal, upload_id)
             return {"id": upload_id, "deleted": True}
         return await handle("datasets.delete", request, upload_id[:64], work)
 
@@ -108,7 +109,8 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.get("/trainings")
     async def trainings(request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            return {"data": [studio.describe(t) for t in studio.trainings_of(principal)]}
+            trainings = await asyncio.to_thread(studio.trainings_of, principal)
+            return {"data": [studio.describe(t) for t in trainings]}
         return await handle("trainings.list", request, None, work)
 
     @router.post("/trainings", openapi_extra=body_of(TrainingRequest))
@@ -120,7 +122,7 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.get("/trainings/{name}")
     async def results(name: str, request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            return studio.results(principal, name)
+            return await asyncio.to_thread(studio.results, principal, name)
         return await handle("trainings.results", request, name[:64], work)
 
     @router.post("/trainings/{name}/promote")
@@ -133,17 +135,18 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
     @router.get("/collections")
     async def collections(request: Request) -> Response:
         async def work(principal: Principal) -> Any:
-            return {"data": studio.documents.collections(principal)}
+            return {"data": await asyncio.to_thread(studio.documents.collections, principal)}
         return await handle("collections.list", request, None, work)
 
     @router.get("/collections/{collection}/documents")
     async def documents(collection: str, request: Request) -> Response:
-        async def work(principal: Principal) -> Any:
+        def listed(principal: Principal) -> list[dict[str, Any]]:
             studio.documents.corpus(principal, collection)
-            docs = studio.documents.list(principal, collection)
-            return {"data": [{k: v for k, v in d.items() if k != "path"}
-                             for d in await asyncio.to_thread(studio.documents.with_chunks,
-                                                              docs)]}
+            docs = studio.documents.with_chunks(studio.documents.list(principal, collection))
+            return [{k: v for k, v in d.items() if k != "path"} for d in docs]
+
+        async def work(principal: Principal) -> Any:
+            return {"data": await asyncio.to_thread(listed, principal)}
         return await handle("documents.list", request, collection[:64], work)
 
     @router.post("/collections/{collection}/documents", openapi_extra=RAW_BODY)
