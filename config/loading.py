@@ -43,6 +43,14 @@ def load_config(path: str | os.PathLike[str] | None = None, studio: bool = True
                 ) -> FactoryConfig:
     """Load the project file named by the argument, $FACTORY_CONFIG, or ./factory.yaml, with
     the Studio's trainings (`studio=False`: the file alone)."""
+    raw, config = load_platform(path)
+    return with_studio(config, raw) if studio else config
+
+
+def load_platform(path: str | os.PathLike[str] | None = None
+                  ) -> tuple[dict, FactoryConfig]:
+    """The project file as written (the mapping the Studio merges trainings into) and as
+    validated, without the Studio's trainings."""
     cfg_path = Path(path or os.environ.get("FACTORY_CONFIG", "factory.yaml"))
     if not cfg_path.is_file():
         raise ConfigError(f"{cfg_path}: no such config file (set FACTORY_CONFIG or pass --config)")
@@ -61,7 +69,7 @@ def load_config(path: str | os.PathLike[str] | None = None, studio: bool = True
     except ValidationError as exc:
         raise ConfigError(format_errors(cfg_path, exc)) from exc
     config._root, config._path = cfg_path.resolve().parent, cfg_path.resolve()
-    return with_studio(config, raw) if studio else config
+    return raw, config
 
 
 def stored_trainings(config: FactoryConfig) -> list[StoredTraining]:

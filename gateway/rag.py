@@ -47,6 +47,24 @@ class Retriever:
             return self.server
         return chroma_client(self.settings.chroma_path)
 
+    def chunks_per_source(self, collections: set[str]) -> dict[tuple[str, str], int]:
+        """(collection, source document) -> chunks indexed now (a collection not indexed yet
+        has none)."""
+        from chromadb.errors import NotFoundError
+
+        counts: dict[tuple[str, str], int] = {}
+        with nullcontext() if self.settings.chroma_url else EMBEDDED:
+            client = self.client()
+            for name in collections:
+                try:
+                    found = client.get_collection(name).get(include=["metadatas"])
+                except (NotFoundError, ValueError):
+                    continue
+                for meta in found["metadatas"] or []:
+                    key = (name, str((meta or {}).get("source")))
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def search(self, options: RagOptions, question: str) -> list[dict[str, Any]]:
         from chromadb.errors import NotFoundError
 

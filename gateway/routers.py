@@ -9,6 +9,7 @@ OpenAI error body whose status is also the audit row's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -125,9 +126,7 @@ def make_router(gateway: Gateway) -> APIRouter:
     router = APIRouter()
     limits = gateway.settings.limits
 
-    async def handle(route: str, request: Request,
-                     work: Callable[[Principal, Outcome], Awaitable[Response]]) -> Response:
-        return await handled(gateway, route, request, work)
+    handle = functools.partial(handled, gateway)
 
     async def streamed(path: str, body: p.ChatCompletionRequest | p.CompletionRequest,
                        principal: Principal, outcome: Outcome) -> Response:

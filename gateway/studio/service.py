@@ -16,16 +16,15 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from assets.curation.tokens import TokenCounter
+from assets.promotion import Registry
 from config.gateway import GatewaySettings
-from config.loading import accepted_trainings, format_errors
+from config.loading import accepted_trainings, format_errors, load_platform
 from config.objectives import OBJECTIVES
 from config.schema import FactoryConfig
 from config.studio import (
@@ -44,6 +43,7 @@ from config.studio import (
     uploads_prefix,
 )
 from gateway.protocol import GatewayError
+from gateway.rag import Retriever
 from gateway.studio import uploads
 from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, SUBJECT_TAG, DagsterClient
 from gateway.studio.documents import Documents
@@ -59,9 +59,10 @@ IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAG
 
 
 class Studio:
-    def __init__(self, settings: GatewaySettings, tenancy: Tenancy,
+    def __init__(self, settings: GatewaySettings, tenancy: Tenancy, retriever: Retriever,
                  dagster: DagsterClient | None = None) -> None:
         self.settings, self.bounds, self.tenancy = settings, settings.studio, tenancy
+        self.retriever = retriever  # the gateway's own Chroma client: chunk counts
         self.store = ObjectStore(url=settings.object_store, endpoint_url=settings.s3_endpoint_url,
                                  cache_dir=str(Path(settings.chroma_path).parent / "cache"))
         self.dagster = dagster or DagsterClient(settings.studio.dagster_url)
@@ -82,11 +83,7 @@ class Studio:
 
     def platform(self) -> tuple[dict[str, Any], FactoryConfig]:
         """factory.yaml as written (raw) and as validated, without the Studio's trainings."""
-        path = self.require_enabled()
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        config = FactoryConfig.model_validate(raw)
-        config._root = Path(path).resolve().parent
-        return raw, config
+        return load_platform(self.require_enabled())
 
     def base_models(self, config: FactoryConfig) -> list[str]:
         served = {d.base_model for d in config.deployments.values()}
@@ -314,8 +311,8 @@ class Studio:
 
     def _validate(self, raw: dict[str, Any], config: FactoryConfig,
                   training: StoredTraining) -> None:
-        """The training beside everything stored: the schema's own checks (servability,
-        objective vs data, deployment room) as messages for the member."""
+        """The training beside the stored ones that still validate: the schema's own checks
+        (servability, objective vs data, names) as messages for the member."""
         try:
             accepted, _ = accepted_trainings(raw, self.all_trainings())
             FactoryConfig.model_validate(merge_trainings(raw, [*accepted, training]))
@@ -366,9 +363,7 @@ class Studio:
             "primary": TASKS[training.request.task].primary,
             "scores": ref["scores"], "decision": report["decision"],
             "gate_passed": ref["gate_passed"], "samples": samples}
-        registry = self.store.get_json(f"registry/{model}.json") \
-            if self.store.exists(f"registry/{model}.json") else {}
-        out["champion"] = (registry.get("champion") or {}).get("version")
+        out["champion"] = (Registry(self.store).champion(model) or {}).get("version")
         card = f"{ref['candidate_prefix']}/README.md"
         out["card"] = self.store.backend.get_bytes(card).decode() \
             if self.store.exists(card) else None
@@ -419,7 +414,7 @@ class Studio:
         return None
 
     def chunk_counts(self, collections: set[str]) -> dict[tuple[str, str], int]:
-        return chunk_counts_in(self.settings, collections) if collections else {}
+        return self.retriever.chunks_per_source(collections) if collections else {}
 
     # -- runs -----------------------------------------------------------------------------------
     async def runs(self, principal: Principal) -> list[dict[str, Any]]:
@@ -448,31 +443,6 @@ def failure_text(event: dict[str, Any]) -> str:
     """A log line; a failed step's line carries the step's own error message."""
     error = (event.get("error") or {}).get("message")
     return f"{event['message']}\n{error.strip()}" if error else event["message"]
-
-
-def chunk_counts_in(settings: GatewaySettings, collections: set[str]
-                    ) -> dict[tuple[str, str], int]:
-    """(collection, source document) -> chunks indexed, read from Chroma itself."""
-    from chromadb.errors import NotFoundError
-
-    from resources.retrieval import EMBEDDED, chroma_client, chroma_server
-
-    if settings.chroma_url:
-        host, port = chroma_server(settings.chroma_url)
-        client, lock = chroma_client(host=host, port=port), nullcontext()
-    else:
-        client, lock = chroma_client(settings.chroma_path), EMBEDDED
-    counts: dict[tuple[str, str], int] = {}
-    with lock:
-        for name in collections:
-            try:
-                metadatas = client.get_collection(name).get(include=["metadatas"])["metadatas"]
-            except (NotFoundError, ValueError):
-                continue  # not indexed yet
-            for meta in metadatas or []:
-                key = (name, str((meta or {}).get("source")))
-                counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
