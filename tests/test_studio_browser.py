@@ -142,7 +142,8 @@ def test_a_member_uploads_trains_and_an_owner_promotes_from_the_browser(
     sign_in(page, platform.url, platform.member_key)
     page.set_input_files("#upload-file", str(data))
     page.click("#upload-form button")
-    pw.expect(page.locator("#mapping-form")).to_be_visible()
+    # curated on arrival; the first upload also loads the base model's tokenizer
+    pw.expect(page.locator("#mapping-form")).to_be_visible(timeout=60_000)
     page.select_option("#mapping-fields select[name=prompt]", "ticket")
     page.select_option("#mapping-fields select[name=completion]", "category")
     page.click("#mapping-form button")
