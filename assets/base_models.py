@@ -148,10 +148,11 @@ def converted(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
               ) -> dict[str, object]:
     """Convert the source once per content: the version is its sha256, so a renamed copy is
     reused and a changed file is converted again."""
-    how = CONVERSIONS[spec.kind]
+    how = CONVERSIONS[spec.source_kind]
     location = spec.location
     try:
-        source = source_path(location, config.root, how.marker)
+        source = source_path(location, config.root, how.marker,
+                             joined_in=work_folder(config, name) / "joined")
     except SourceMissing as exc:
         raise dg.Failure(f"base_model/{name}: {exc}") from exc
     sha256 = content_hash(source)
@@ -226,7 +227,7 @@ def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> l
     def _base_model(context: dg.AssetExecutionContext, store: ObjectStore,
                     worker: WorkerCompute) -> dg.MaterializeResult:
         started = time.monotonic()
-        meta = SOURCES[spec.kind](context, name, spec, config, store, worker)
+        meta = SOURCES[spec.source_kind](context, name, spec, config, store, worker)
         ref = current(store, "base_model", name)
         return dg.MaterializeResult(
             metadata={**meta, "version": ref["version"], "source": spec.source,
@@ -235,9 +236,9 @@ def base_model_asset(name: str, spec: BaseModelSpec, config: FactoryConfig) -> l
             data_version=dg.DataVersion(ref["version"]),
         )
 
-    if spec.kind not in CONVERSIONS:
+    if spec.source_kind not in CONVERSIONS:
         return [_base_model]
-    return [_base_model, reproduces_source_check(name, CONVERSIONS[spec.kind], _base_model)]
+    return [_base_model, reproduces_source_check(name, CONVERSIONS[spec.source_kind], _base_model)]
 
 
 def reproduces_source_check(name: str, how: Conversion, asset: dg.AssetsDefinition

@@ -119,7 +119,7 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
                     )[ref["sweep_trial"]]
     version = ref["version"]
     base_spec = config.base_models[spec.base_model]
-    base = base_spec.location if base_spec.kind == "hf" else spec.base_model
+    base = base_spec.location if base_spec.source_kind == "hf" else spec.base_model
     base_ref = trained_on(store, ref.get("base_model", ""))
     data = _ref(store, f"dataset/{spec.dataset}") or {}
     counts = data.get("counts", {})

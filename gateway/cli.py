@@ -112,16 +112,19 @@ def project_revoke(ctx: click.Context, name: str, model: str, kind: str) -> None
 @click.option("--tpm", type=click.IntRange(1, 2**31 - 1), default=None)
 @click.option("--max-keys", type=click.IntRange(1, 100_000), default=None)
 @click.option("--max-in-flight", type=click.IntRange(1, 100_000), default=None)
+@click.option("--audio-seconds-per-day", type=click.IntRange(0, 2**31 - 1), default=None)
 @click.pass_context
 def project_quota(ctx: click.Context, name: str, rpm: int | None, tpm: int | None,
-                  max_keys: int | None, max_in_flight: int | None) -> None:
+                  max_keys: int | None, max_in_flight: int | None,
+                  audio_seconds_per_day: int | None) -> None:
     """Show a project's ceilings, or change the ones given (all keys together)."""
     tenancy = _tenancy(ctx)
-    if rpm is tpm is max_keys is max_in_flight is None:
+    changes = {"rpm": rpm, "tpm": tpm, "max_keys": max_keys, "max_in_flight": max_in_flight,
+               "audio_seconds_per_day": audio_seconds_per_day}
+    if all(v is None for v in changes.values()):
         _echo(tenancy.quota(name))
     else:
-        _echo(tenancy.set_quota(name, rpm=rpm, tpm=tpm, max_keys=max_keys,
-                                max_in_flight=max_in_flight))
+        _echo(tenancy.set_quota(name, **changes))
 
 
 @main.group()

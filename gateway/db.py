@@ -20,6 +20,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -74,6 +76,8 @@ class Quota(Base):
     tpm: Mapped[int] = mapped_column(Integer)
     max_keys: Mapped[int] = mapped_column(Integer)
     max_in_flight: Mapped[int] = mapped_column(Integer)
+    audio_seconds_per_day: Mapped[int] = mapped_column(Integer, default=36_000,
+                                                       server_default="36000")
 
 
 class Grant(Base):
@@ -101,6 +105,7 @@ class AuditRecord(Base):
     error: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    audio_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     replica: Mapped[str | None] = mapped_column(String(256), nullable=True)
@@ -130,7 +135,26 @@ def make_engine(url: str) -> Engine:
         "pool_pre_ping": True}
     engine = create_engine(url, **kwargs)
     Base.metadata.create_all(engine)
+    add_new_columns(engine)
     return engine
+
+
+def add_new_columns(engine: Engine) -> None:
+    """Columns added to a table after a database was created (the audio seconds of the speech
+    route), added with their server default: `create_all` creates missing tables only."""
+    present = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in present.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    if column.server_default is None:
+                        raise RuntimeError(f"{table.name}.{column.name} is new and has no "
+                                           "server_default to fill existing rows with")
+                    kind = column.type.compile(engine.dialect)
+                    default = column.server_default.arg  # type: ignore[union-attr]
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN '
+                                            f'{column.name} {kind} NOT NULL DEFAULT {default}'))
 
 
 def session_factory(engine: Engine) -> sessionmaker:

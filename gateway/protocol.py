@@ -183,6 +183,7 @@ class QuotaUpdate(BaseModel):
     tpm: int | None = Field(None, ge=1, le=INT32)
     max_keys: int | None = Field(None, ge=1, le=100_000)
     max_in_flight: int | None = Field(None, ge=1, le=100_000)
+    audio_seconds_per_day: int | None = Field(None, ge=0, le=INT32)
 
 
 class ProjectCreate(BaseModel):

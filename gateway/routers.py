@@ -26,6 +26,7 @@ from gateway.accounting import Outcome
 from gateway.bodies import parse
 from gateway.serving import Gateway
 from gateway.tenancy import Principal
+from gateway.transcription import TranscriptionForm
 
 log = logging.getLogger("gateway")
 
@@ -51,6 +52,11 @@ def body_of(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": inline_schema(model)}}}}
 
+
+TRANSCRIPTION_FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+    "schema": {**inline_schema(TranscriptionForm), "required": ["file", "model"],
+               "properties": {"file": {"type": "string", "format": "binary"},
+                              **inline_schema(TranscriptionForm)["properties"]}}}}}}
 
 ERRORS = {code: {"model": p.ErrorResponse, "description": text} for code, text in {
     400: "invalid request", 401: "missing, invalid or revoked key", 403: "role may not do this",
@@ -140,11 +146,10 @@ def make_router(gateway: Gateway) -> APIRouter:
         async def work(principal: Principal, outcome: Outcome) -> Response:
             names = await gateway.access.visible_models(principal)
             # `type` is ours (clients ignore fields OpenAI does not define): the playground
-            # offers only chat models for chats
-            embedding = gateway.settings.embedding_model_name
+            # offers only chat models for chats, only speech models for recordings
             return JSONResponse({"object": "list", "data": [
                 {"id": n, "object": "model", "owned_by": "adapter-factory",
-                 "type": "embedding" if n == embedding else "chat"} for n in names]})
+                 "type": gateway.access.model_type(n)} for n in names]})
         return await handle("models", request, work)
 
     @router.get("/v1/models/{model}/card", responses=ERRORS)
@@ -201,6 +206,13 @@ def make_router(gateway: Gateway) -> APIRouter:
             body = await parse(request, p.EmbeddingRequest, limits)
             return JSONResponse(await gateway.embeddings(body, principal, outcome))
         return await handle("embeddings", request, work)
+
+    @router.post("/v1/audio/transcriptions", responses=ERRORS, openapi_extra=TRANSCRIPTION_FORM)
+    async def transcriptions(request: Request) -> Response:
+        """Speech to text with a speech model the key's project may use (multipart form)."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return await gateway.transcriber.transcribe(request, principal, outcome)
+        return await handle("audio.transcriptions", request, work)
 
     @router.get("/v1/usage", responses=ERRORS)
     async def usage(request: Request, day: str | None = None) -> Response:

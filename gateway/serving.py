@@ -43,6 +43,7 @@ from gateway.rag import (
     upper_bound_tokens,
 )
 from gateway.tenancy import Principal, Tenancy
+from gateway.transcription import Transcriber
 from gateway.upstream import (
     NoReplica,
     ReplicaPool,
@@ -77,6 +78,7 @@ class Gateway:
         self.access = Access(settings, tenancy, admission, pool)
         self.cards = ModelCards(settings)
         self.accounting = Accounting(settings, admission, pool, metrics, audit)
+        self.transcriber = Transcriber(settings, self.access, tenancy, pool, audit)
 
     # -- inference ----------------------------------------------------------------------------
     def _upstream_body(self, request: ChatCompletionRequest | CompletionRequest,

@@ -128,8 +128,7 @@ class Tenancy:
         row = s.get(Quota, project_id)
         if row is None:
             return self.default_quota
-        return ProjectQuota(rpm=row.rpm, tpm=row.tpm, max_keys=row.max_keys,
-                            max_in_flight=row.max_in_flight)
+        return ProjectQuota.model_validate({f: getattr(row, f) for f in ProjectQuota.model_fields})
 
     def quota(self, project: str) -> dict[str, Any]:
         with self.sessions() as s:
@@ -326,12 +325,20 @@ class Tenancy:
             return {model: {"requests": n, "completion_tokens": int(tokens or 0)}
                     for model, n, tokens in s.execute(q)}
 
+    def audio_seconds(self, project_id: int, day: str) -> float:
+        """Seconds of audio the project was charged for on `day` (the speech quota's count)."""
+        with self.sessions() as s:
+            total = s.scalar(select(func.sum(AuditRecord.audio_seconds)).where(
+                AuditRecord.project_id == project_id, AuditRecord.day == day))
+            return float(total or 0.0)
+
     def usage(self, project: str | None = None, day: str | None = None) -> list[dict[str, Any]]:
-        """Requests and tokens per day, project and key, from the audit log."""
+        """Requests, tokens and audio seconds per day, project and key, from the audit log."""
         with self.sessions() as s:
             q = (select(AuditRecord.day, Project.name, AuditRecord.key_id,
                         func.count(AuditRecord.id), func.sum(AuditRecord.prompt_tokens),
-                        func.sum(AuditRecord.completion_tokens))
+                        func.sum(AuditRecord.completion_tokens),
+                        func.sum(AuditRecord.audio_seconds))
                  .join(Project, Project.id == AuditRecord.project_id)
                  .group_by(AuditRecord.day, Project.name, AuditRecord.key_id)
                  .order_by(AuditRecord.day, Project.name, AuditRecord.key_id))
@@ -340,8 +347,9 @@ class Tenancy:
             if day:
                 q = q.where(AuditRecord.day == day)
             out: dict[tuple, dict[str, Any]] = defaultdict(dict)
-            for d, p, key_id, n, pt, ct in s.execute(q):
+            for d, p, key_id, n, pt, ct, audio in s.execute(q):
                 out[(d, p, key_id)] = {"day": d, "project": p, "key_id": key_id, "requests": n,
                                        "prompt_tokens": int(pt or 0),
-                                       "completion_tokens": int(ct or 0)}
+                                       "completion_tokens": int(ct or 0),
+                                       "audio_seconds": round(float(audio or 0.0), 3)}
             return list(out.values())

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -210,12 +211,20 @@ class ReplicaPool:
 
     async def post(self, model: str, path: str, body: dict) -> tuple[httpx.Response, str]:
         """Non-streaming request; returns the response and the replica used."""
+        return await self._post(model, path, json=body)
+
+    async def post_form(self, model: str, path: str, data: dict[str, str],
+                        files: dict[str, tuple[str, bytes, str]]) -> tuple[httpx.Response, str]:
+        """A multipart request (a recording to transcribe); as `post`."""
+        return await self._post(model, path, data=data, files=files)
+
+    async def _post(self, model: str, path: str, **content: Any) -> tuple[httpx.Response, str]:
         await self.refresh()
         last: Exception | None = None
         for replica in self.candidates(model):
             async with self._using(replica):
                 try:
-                    response = await self.client.post(f"{replica.url}{path}", json=body)
+                    response = await self.client.post(f"{replica.url}{path}", **content)
                 except NOT_SENT as exc:
                     last, replica.healthy = exc, False  # re-probed at the next refresh
                     continue

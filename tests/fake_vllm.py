@@ -44,6 +44,8 @@ class FakeVLLM:
             return httpx.Response(200, json={"object": "list", "data": [
                 {"id": m, "object": "model", **({"parent": self.base} if m != self.base else {})}
                 for m in self.models]})
+        if request.url.path.endswith("/audio/transcriptions"):
+            return self.transcribe(request)
         body = json.loads(request.content)
         self.requests.append({"path": request.url.path, "body": body})
         if self.mode == "timeout":
@@ -72,6 +74,27 @@ class FakeVLLM:
                          **({"message": {"role": "assistant", "content": "tok " * tokens}}
                             if chat else {"text": "tok " * tokens})}
                         for i in range(choices)]})
+
+    def transcribe(self, request: httpx.Request) -> httpx.Response:
+        """vLLM's verbose_json for a multipart recording: one segment over the WAV's length,
+        its text the window's number; the form as sent is recorded (fields and the file's
+        first bytes)."""
+        kind = request.headers["content-type"]
+        boundary = kind.split("boundary=")[1].encode()
+        form: dict[str, Any] = {"content-type": kind.split(";")[0]}
+        for part in request.content.split(b"--" + boundary)[1:-1]:
+            head, _, value = part.strip(b"\r\n").partition(b"\r\n\r\n")
+            name = head.split(b'name="')[1].split(b'"')[0].decode()
+            form[name] = value[:12] if name == "file" else value.decode()
+            if name == "file":
+                form["file_bytes"] = len(value)
+        self.requests.append({"path": request.url.path, "body": form})
+        seconds = (form["file_bytes"] - 44) / 2 / 16_000  # 16-bit mono 16 kHz after a header
+        window = len(self.sent(request.url.path))
+        return httpx.Response(200, json={
+            "text": f" window {window}", "language": "en", "duration": seconds,
+            "segments": [{"id": 0, "start": 0.0, "end": round(seconds, 2),
+                          "text": f" window {window}"}]})
 
     async def _events(self, body: dict[str, Any], chat: bool, tokens: int, choices: int,
                       usage: dict[str, int]) -> AsyncIterator[bytes]:
