@@ -9,21 +9,28 @@ which is what the index compares to embed only what changed.
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from assets.common import Definition, publish, store_link
 from assets.demo_data import filings
+from assets.deployments import published
 from assets.erasure import Ledger, sha256
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
+from assets.model_sources import content_hash
+from assets.speech_evaluation import AUDIO_SUFFIXES
 from config.schema import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
 from resources.object_store import ObjectStore
+from resources.speech_client import TranscriptionFailed, timestamped, transcribe
 from sensors.watchers import listing_metadata, watched_listings
+
+TRANSCRIPTS = "transcripts"  # store prefix: <model>@<version>/<recording sha256>.json
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,11 @@ class Document:
     text: str
 
 
-def read_documents(spec: CorpusSpec, root: Path, staging: Path, s3_endpoint_url: str | None
-                   ) -> Iterator[Document | Rejection]:
+Transcriber = Callable[[Path, str], "Document | Rejection"]
+
+
+def read_documents(spec: CorpusSpec, root: Path, staging: Path, s3_endpoint_url: str | None,
+                   transcriber: Transcriber | None = None) -> Iterator[Document | Rejection]:
     source = spec.source
     if isinstance(source, GeneratedCorpus):
         for filing in filings.generate(source.documents, source.seed):
@@ -47,6 +57,12 @@ def read_documents(spec: CorpusSpec, root: Path, staging: Path, s3_endpoint_url:
     for path, name in files:
         if path.name.startswith("."):
             continue
+        if path.suffix.lower() in AUDIO_SUFFIXES:
+            yield transcriber(path, name) if transcriber else Rejection(
+                name, 1, "recording_without_speech_model", None,
+                "a recording, and this corpus names no speech deployment",
+                "set corpora.<name>.transcribe to a deployment of a speech model")
+            continue
         if path.suffix.lower() not in DOCUMENTS:
             yield Rejection(name, 1, "unsupported_document", None,
                             f"{path.suffix!r} is not a document type",
@@ -54,6 +70,45 @@ def read_documents(spec: CorpusSpec, root: Path, staging: Path, s3_endpoint_url:
             continue
         text = extract_text(path, name)
         yield text if isinstance(text, Rejection) else Document(name, text)
+
+
+def transcriber_for(spec: CorpusSpec, config: FactoryConfig, store: ObjectStore,
+                    log: Any, counts: dict[str, int]) -> Transcriber | None:
+    """Recordings become timestamped transcripts by the corpus's speech deployment, each kept
+    in the store by the recording's content and the model's version: a changed recording is
+    transcribed again, alone; the others are read back."""
+    if spec.transcribe is None:
+        return None
+    deployed = published(store, spec.transcribe)
+    if deployed is None:
+        raise dg.Failure(f"corpora: deployment {spec.transcribe} transcribes this corpus's "
+                         f"recordings and is not serving; materialize deployment/"
+                         f"{spec.transcribe}")
+    url, model = deployed["replicas"][0]["url"], deployed["base_model"]
+    version = deployed["base_version"]
+
+    def transcribed(path: Path, name: str) -> Document | Rejection:
+        key = f"{TRANSCRIPTS}/{model}@{version[:16]}/{content_hash(path)}.json"
+        if store.exists(key):
+            counts["reused"] += 1
+            return Document(name, store.get_json(key)["document"])
+        try:
+            result = transcribe(url, model, path, api_key=config.gateway.upstream_api_key)
+        except TranscriptionFailed as exc:
+            return Rejection(name, 1, "untranscribable_recording", None, str(exc)[:300],
+                             "check that the file plays (wav, flac, mp3, ogg, webm, m4a)")
+        document = timestamped(result)
+        if not document:
+            return Rejection(name, 1, "no_speech", None, f"{model} heard no speech in it",
+                             "remove the file or check its sound")
+        store.put_json(key, {"file": name, "model": f"{model}@{version}",
+                             "duration": result.get("duration"), "document": document,
+                             "segments": result.get("segments")})
+        counts["transcribed"] += 1
+        log.info(f"transcribed {name} ({result.get('duration') or 0:.0f} s)")
+        return Document(name, document)
+
+    return transcribed
 
 
 def generated_questions(spec: CorpusSpec) -> list[dict[str, str]]:
@@ -113,6 +168,7 @@ def named_questions(path: Path, doc_ids: list[str]
 
 def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Definition]:
     @dg.asset(key=["corpus", name], group_name="rag", kinds={"text"},
+              deps=[dg.AssetKey(["deployment", spec.transcribe])] if spec.transcribe else [],
               description=f"Parsed documents of corpus '{name}' (+ quarantine, QA pairs).")
     def _corpus(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
         out = config.work_dir / "runs" / "corpus" / name
@@ -125,8 +181,10 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         (out / "docs").mkdir(parents=True)
         listing, rejected, erased = [], [], 0
         forgotten = Ledger.read(store).document_hashes()
+        recordings = {"transcribed": 0, "reused": 0}
+        transcriber = transcriber_for(spec, config, store, context.log, recordings)
         for item in read_documents(spec, config.root, staging,
-                                   config.storage.s3_endpoint_url):
+                                   config.storage.s3_endpoint_url, transcriber):
             if isinstance(item, Rejection):
                 context.log.warning(f"quarantined {item.file}: {item.detail}")
                 rejected.append(item.to_json())
@@ -158,6 +216,8 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         shutil.rmtree(staging, ignore_errors=True)
         return dg.MaterializeResult(
             metadata={"documents": len(listing), "quarantined": len(rejected),
+                      **({"recordings_transcribed": recordings["transcribed"],
+                          "recordings_reused": recordings["reused"]} if transcriber else {}),
                       "erased_documents_left_out": erased,
                       "characters": sum(d["chars"] for d in listing),
                       "questions": len(questions), "question_findings": len(findings),

