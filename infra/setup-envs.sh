@@ -78,10 +78,23 @@ browser() {
   echo "[setup] chromium: ready"
 }
 
+# The speech evaluation speaks its held-out sentences with Debian's espeak-ng.
+speech_tools() {
+  if command -v espeak-ng >/dev/null; then echo "[setup] espeak-ng: present"; return 0; fi
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "[setup] espeak-ng: missing; install it (apt-get install -y espeak-ng) for speech"
+    return 0
+  fi
+  echo "[setup] espeak-ng: installing"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; \
+    } >"$VENVS/espeak-ng.log" 2>&1 || { tail -20 "$VENVS/espeak-ng.log"; return 1; }
+}
+
 # A background job per environment asked for; one not asked for starts no job (a `[[ ]] && cmd &`
 # job would exit 1 and fail the run when only some environments are asked for).
 wanted() { [[ "$only" == all || "$only" == "$1" ]]; }
 if wanted browser; then browser & fi
+if wanted speech; then mkdir -p "$VENVS"; speech_tools; fi
 if wanted factory; then
   make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
     "$ROOT/pyproject.toml $ROOT/infra/requirements/models.txt" &

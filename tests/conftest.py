@@ -74,7 +74,6 @@ def small_project(
 
     root = tmp_path_factory.mktemp("project")
     shutil.copy(TESTS / "configs" / "small.yaml", root / "factory.yaml")
-    shutil.copytree(TESTS.parent / "data" / "recordings", root / "recordings")
     config = load_config(root / "factory.yaml")
     result = materialize(config)
     try:
