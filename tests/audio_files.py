@@ -4,12 +4,15 @@ files built from them (truncated, mislabelled, a bomb whose few bytes decode to 
 from __future__ import annotations
 
 import io
-import wave
 
 import av
 import numpy as np
 
-RATE = 16_000
+from gateway.audio import SAMPLE_RATE as RATE
+from gateway.audio import wav_bytes as wav
+
+__all__ = ["wav"]
+
 
 # container name: (FFmpeg muxer, encoder, sample rate)
 ENCODINGS = {"flac": ("flac", "flac", RATE), "mp3": ("mp3", "libmp3lame", RATE),
@@ -23,16 +26,6 @@ def signal(seconds: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     envelope = (np.sin(2 * np.pi * 0.5 * t) > -0.3) * (0.3 + 0.2 * rng.random(t.size))
     return (envelope * np.sin(2 * np.pi * (180 + 40 * np.sin(t)) * t)).astype(np.float32)
-
-
-def wav(samples: np.ndarray, rate: int = RATE) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def encoded(samples: np.ndarray, container: str) -> bytes:
