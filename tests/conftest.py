@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -12,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config.loading import load_config
 from config.schema import FactoryConfig
 from tests.live_server import free_port
+from tests.projects import materialized
 
-TESTS = Path(__file__).resolve().parent
 # Tests that wait for the whole small graph (trained, evaluated, served) are slow by that alone;
 # other slow ones (real training runs, Dagster's daemon) carry @pytest.mark.slow themselves.
 NEEDS_THE_GRAPH = "small_project"
@@ -69,20 +67,7 @@ def small_project(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[FactoryConfig, object]]:
     """The whole graph of tests/configs/small.yaml materialized once, in process."""
-    from pipelines.cli import materialize
-    from pipelines.graph import resources_for
-
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(TESTS / "configs" / "small.yaml", root / "factory.yaml")
-    config = load_config(root / "factory.yaml")
-    result = materialize(config)
-    try:
-        yield config, result
-    finally:
-        vllm = resources_for(config)["vllm"]
-        for name in config.deployments:
-            for server in vllm.servers_of(name):
-                vllm.stop(server)
+    yield from materialized("small.yaml", tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +107,9 @@ def browser() -> Iterator[object]:
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: `make setup` installs it (apt-get install chromium)")
     with pw.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # a fake microphone (a beep) that needs no permission prompt, for the speech tab
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
         yield browser
         browser.close()
 

@@ -77,7 +77,7 @@ class FakeVLLM:
 
     def transcribe(self, request: httpx.Request) -> httpx.Response:
         """vLLM's verbose_json for a multipart recording: one segment over the WAV's length,
-        its text the window's number; the form as sent is recorded (fields and the file's
+        its text the window's number; the form as sent is recorded (fields, the file's name and
         first bytes)."""
         kind = request.headers["content-type"]
         boundary = kind.split("boundary=")[1].encode()
@@ -88,6 +88,7 @@ class FakeVLLM:
             form[name] = value[:12] if name == "file" else value.decode()
             if name == "file":
                 form["file_bytes"] = len(value)
+                form["filename"] = head.split(b'filename="')[1].split(b'"')[0].decode()
         self.requests.append({"path": request.url.path, "body": form})
         seconds = (form["file_bytes"] - 44) / 2 / 16_000  # 16-bit mono 16 kHz after a header
         window = len(self.sent(request.url.path))

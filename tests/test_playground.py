@@ -188,3 +188,72 @@ def test_documents_name_the_passages_a_small_window_left_out(browser: object,
         assert page.locator("#error").is_hidden()
         shot(page, tmp_path, "documents-left-out")
         page.close()
+
+
+def test_speech_from_a_file_and_the_microphone_goes_to_chat(browser: object,
+                                                           tmp_path: Path) -> None:
+    """The speech tab before a fake engine: an uploaded Ogg and a microphone recording (Chromium's
+    fake device, recorded as WebM) are transcribed through the gateway, whose engine receives 16 kHz
+    WAV of the recording's length; the transcript goes to the chat box; usage counts the seconds;
+    a file that is not audio shows the API's message. Real Whisper: tests/test_speech.py."""
+    from config.gateway import GatewaySettings, SpeechSettings
+    from gateway.app import build_gateway
+    from gateway.upstream import ReplicaPool
+    from tests.audio_files import encoded, signal
+    from tests.fake_vllm import FakeVLLM
+    from tests.live_server import serve
+
+    settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+                               upstreams=["http://replica-1:8000"], refresh_seconds=3600,
+                               audit_dead_letter=str(tmp_path / "dead-letter.jsonl"),
+                               speech=SpeechSettings(models=["whisper"]))
+    fake = FakeVLLM(models=("chatty", "whisper"), base="chatty")
+    gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
+                                                  transport=fake.transport()))
+    for url, gw in serve(settings, gateway):
+        gw.tenancy.create_project("team", owner="alice")
+        for model in ("chatty", "whisper"):
+            gw.tenancy.grant("team", model)
+        page = browser.new_page()  # type: ignore[attr-defined]
+        sign_in(page, url, gw.tenancy.create_key("team", "alice")["key"])
+        assert options(page, "#model") == ["chatty"]  # a speech model cannot chat
+        page.click("nav button[data-tab=speech]")
+        assert options(page, "#speech-model") == ["whisper"]
+
+        page.set_input_files("#audio-file", files=[{
+            "name": "standup.ogg", "mimeType": "audio/ogg",
+            "buffer": encoded(signal(3.0), "ogg")}])
+        page.click("#transcribe")
+        pw.expect(page.locator("#settings")).to_be_hidden()  # chat settings
+        pw.expect(page.locator("#transcript")).to_have_text("window 1")
+        pw.expect(page.locator("#segments li")).to_have_text(["00:00:00window 1"])
+        pw.expect(page.locator("#transcript-stats")).to_contain_text("3.0 s of audio in")
+        audio = page.locator("#usage tr", has_text="audio seconds").locator("td").nth(1)
+        pw.expect(audio).to_have_text("3.0")
+        shot(page, tmp_path, "speech-file")
+
+        page.click("#record")
+        pw.expect(page.locator("#record")).to_have_text("Stop recording")
+        page.wait_for_timeout(1500)  # type: ignore[attr-defined]
+        page.click("#record")
+        pw.expect(page.locator("#audio-chosen")).to_contain_text("recording.webm")
+        page.click("#transcribe")
+        pw.expect(page.locator("#transcript")).to_have_text("window 2")
+        sent = fake.sent("/v1/audio/transcriptions")
+        assert [s["model"] for s in sent] == ["whisper", "whisper"]
+        assert all(s["file"].startswith(b"RIFF") for s in sent)  # decoded to WAV by the gateway
+        recorded_s = (sent[1]["file_bytes"] - 44) / 2 / 16_000
+        assert 1.0 < recorded_s < 4.0, recorded_s
+
+        page.click("#to-chat")
+        pw.expect(page.locator("#tab-chat")).to_be_visible()
+        pw.expect(page.locator("#chat-input")).to_have_value("window 2")
+
+        page.click("nav button[data-tab=speech]")
+        page.set_input_files("#audio-file", files=[{
+            "name": "notes.ogg", "mimeType": "audio/ogg", "buffer": b"these are not sounds"}])
+        page.click("#transcribe")
+        pw.expect(page.locator("#error")).to_contain_text(
+            "400: file 'notes.ogg' is not an audio file this endpoint reads")
+        assert len(fake.sent("/v1/audio/transcriptions")) == 2
+        page.close()

@@ -17,8 +17,8 @@ from assets.speech_evaluation import sentences, synthesised, word_error_rate
 from config.gateway import GatewaySettings, SpeechSettings
 from config.schema import FactoryConfig, TranscriptionEvalSpec
 from pipelines.graph import make_definitions, resources_for
-from resources.retrieval import open_index, retrieve
 from tests.gateway_fixtures import RunningGateway, serve, tenants
+from tests.projects import REPO, materialized
 
 pytestmark = pytest.mark.slow
 
@@ -34,35 +34,25 @@ def speech_project(tmp_path_factory: pytest.TempPathFactory
                    ) -> Iterator[tuple[FactoryConfig, object]]:
     """tests/configs/speech.yaml materialized: Whisper base, its deployment and evaluation, a
     corpus of the recordings in data/recordings."""
-    from config.loading import load_config
-    from pipelines.cli import materialize
-
-    root = tmp_path_factory.mktemp("speech")
-    shutil.copy(Path(__file__).parent / "configs" / "speech.yaml", root / "factory.yaml")
-    shutil.copytree(Path(__file__).parents[1] / "data" / "recordings", root / "recordings")
-    config = load_config(root / "factory.yaml")
-    result = materialize(config)
-    try:
-        yield config, result
-    finally:
-        vllm = resources_for(config)["vllm"]
-        for server in vllm.servers_of("speech"):
-            vllm.stop(server)
+    yield from materialized("speech.yaml", tmp_path_factory.mktemp("speech"),
+                            {"recordings": REPO / "data" / "recordings"})
 
 
 @pytest.fixture(scope="module")
-def speech_gateway(speech_project: tuple[FactoryConfig, object],
+def speech_gateway(speech_project: tuple[FactoryConfig, object], vllm_url: str,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """Whisper and, for answers over the transcribed meetings, the small project's chat model
+    (`tiny`, another replica): the gateway routes each model to the replica serving it."""
     config = speech_project[0]
     speech = resources_for(config)["vllm"].state("speech")
     assert speech is not None, "deployment/speech did not start"
     db = tmp_path_factory.mktemp("speech-gateway") / "gateway.db"
-    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[speech.url],
+    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[speech.url, vllm_url],
                                chroma_path=str(config.work_dir / "chroma"),
                                object_store=config.gateway_settings.object_store,
                                speech=SpeechSettings(models=["whisper"]))
     for url, gateway in serve(settings):
-        ours, key, theirs, other_key = tenants(gateway, ["whisper"])
+        ours, key, theirs, other_key = tenants(gateway, ["whisper", "tiny"])
         gateway.tenancy.grant(ours, "meetings", kind="collection")
         yield RunningGateway(url, gateway, ours, key, theirs, other_key)
 
@@ -108,9 +98,12 @@ def test_another_projects_key_gets_the_404_of_a_missing_model(
     assert errors[0] == errors[1]
 
 
-def test_a_dropped_recording_becomes_a_retrieved_passage(
+def test_a_dropped_recording_is_cited_in_a_rag_answer(
         speech_gateway: RunningGateway, speech_project: tuple[FactoryConfig, object],
         tmp_path: Path) -> None:
+    """A recording dropped into the watched folder: the re-index transcribes it alone, and a
+    question over the collection is answered with its timestamped passage cited (the tiny chat
+    model's words are noise; the citation is the gateway's retrieval)."""
     config = speech_project[0]
     spec = TranscriptionEvalSpec(sentences=1, voices=["en-us"], speeds=[150])
     (said,) = synthesised(["The lighthouse keeper on Hiiumaa is Marta Kask and she repaints "
@@ -121,14 +114,22 @@ def test_a_dropped_recording_becomes_a_retrieved_passage(
         run = reindex_meetings(config)
         assert (run["corpus/meetings"]["recordings_transcribed"],
                 run["corpus/meetings"]["recordings_reused"]) == (1, 1)  # only the new one
-        index = open_index(resources_for(config)["chroma"].client(), "meetings")
-        (found,) = retrieve(index, "Who is the lighthouse keeper on Hiiumaa?", 1, None)
-        assert found["source"] == "recordings/lighthouse.wav"
-        assert "lamp room" in found["text"].lower()  # Whisper base heard "light has keeper"
-        assert re.match(r"\[00:00:\d\d\] ", found["text"])
+        answer = client(speech_gateway, speech_gateway.key).chat.completions.create(
+            model="tiny", max_tokens=8, messages=[
+                {"role": "user", "content": "When is the lamp room of the lighthouse repainted?"}],
+            extra_body={"rag": {"collection": "meetings", "top_k": 1}})
+        (cited,) = answer.model_extra["citations"]  # type: ignore[index]
+        assert cited["source"] == "recordings/lighthouse.wav"
+        assert "lamp room" in cited["text"].lower()  # Whisper base heard "light has keeper"
+        assert re.match(r"\[00:00:\d\d\] ", cited["text"])
     finally:
         (folder / "lighthouse.wav").unlink()
         reindex_meetings(config)
+    gone = client(speech_gateway, speech_gateway.key).chat.completions.create(
+        model="tiny", max_tokens=8, messages=[{"role": "user", "content": "lamp room"}],
+        extra_body={"rag": {"collection": "meetings", "top_k": 4}})
+    assert "recordings/lighthouse.wav" not in {
+        c["source"] for c in gone.model_extra["citations"]}  # type: ignore[index]
 
 
 def reindex_meetings(config: FactoryConfig) -> dict:

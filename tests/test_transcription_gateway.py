@@ -10,7 +10,6 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
@@ -203,8 +202,15 @@ def test_audio_seconds_are_counted_audited_and_held_to_the_daily_quota(speech: S
     assert [round(r.audio_seconds) for r in rows] == [4, 4, 0]
 
 
-def test_an_upload_path_cannot_be_written_by_its_name(speech: Speech, tmp_path: Path) -> None:
+def test_a_hostile_file_name_stays_out_of_the_engine_and_is_cut_in_errors(
+        speech: Speech) -> None:
+    """The caller's file name is a label: the engine is sent `audio.wav` whatever it was, and
+    an error quotes at most its first 64 characters."""
     _, key = speech.tenant()
-    r = speech.post(key, wav(signal(2)), name="../../../../tmp/owned.wav")
-    assert r.status_code == 200
-    assert not Path("/tmp/owned.wav").exists()
+    name = "../../../../etc/<script>alert(1)</script>" + "x" * 500 + ".wav"
+    assert speech.post(key, wav(signal(2)), name=name).status_code == 200
+    assert [s["filename"] for s in speech.transcriptions()] == ["audio.wav"]
+    refused = speech.post(key, b"these bytes are not a recording", name=name)
+    assert_error(refused, 400, "unsupported_audio_format")
+    message = refused.json()["error"]["message"]
+    assert f"'{name[:64]}'" in message and name[:65] not in message

@@ -1,9 +1,10 @@
-// The playground: chat, compare and ask documents through the gateway's own API, signed in with
-// a project key. Plain modern JS (no build step, no CDN): the gateway serves these three files.
+// The playground: chat, compare, ask documents and transcribe speech through the gateway's own
+// API, signed in with a project key. Plain modern JS (no build step, no CDN): the gateway serves these three files.
 
 const $ = (selector) => document.querySelector(selector);
 const KEY = "adapter-factory-key";  // sessionStorage: gone when the tab closes
-const state = { key: sessionStorage.getItem(KEY), models: [], conversation: [], controller: null };
+const state = { key: sessionStorage.getItem(KEY), models: [], conversation: [], controller: null,
+                audio: null, recorder: null };
 
 class ApiError extends Error {
   constructor(status, message, retryAfter = null) {
@@ -17,7 +18,9 @@ class ApiError extends Error {
 async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options,
-    headers: { authorization: `Bearer ${state.key}`, "content-type": "application/json" },
+    // a FormData body (an audio upload) sets its own multipart content type
+    headers: { authorization: `Bearer ${state.key}`,
+               ...(options.body instanceof FormData ? {} : { "content-type": "application/json" }) },
   });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
@@ -163,7 +166,9 @@ async function refreshUsage() {
   const rows = [["", "this key", "project"],
     ["requests", sum(mine, "requests"), sum(usage.data, "requests")],
     ["prompt tokens", sum(mine, "prompt_tokens"), sum(usage.data, "prompt_tokens")],
-    ["completion tokens", sum(mine, "completion_tokens"), sum(usage.data, "completion_tokens")]];
+    ["completion tokens", sum(mine, "completion_tokens"), sum(usage.data, "completion_tokens")],
+    ["audio seconds", sum(mine, "audio_seconds").toFixed(1),
+     sum(usage.data, "audio_seconds").toFixed(1)]];
   const tbody = $("#usage tbody");
   tbody.replaceChildren(...rows.map((cells) => {
     const tr = document.createElement("tr");
@@ -182,6 +187,13 @@ async function signIn(key) {
   sessionStorage.setItem(KEY, key);
   // chat models only: an embedding model cannot answer a chat (/v1/models says which is which)
   state.models = models.data.filter((m) => m.type === "chat").map((m) => m.id);
+  const speechModels = models.data.filter((m) => m.type === "speech").map((m) => m.id);
+  $("#speech-model").replaceChildren(...speechModels.map((id) => {
+    const option = element("option", "", id);
+    option.value = id;
+    return option;
+  }));
+  $("#no-speech").hidden = speechModels.length > 0;
   $("#model").replaceChildren(...state.models.map((id) => {
     const option = element("option", "", id);
     option.value = id;
@@ -209,8 +221,8 @@ async function signIn(key) {
   if ([...$("#collection").options].some((o) => o.value === wanted.get("collection"))) {
     $("#collection").value = wanted.get("collection");
   }
-  if (["chat", "compare", "documents"].includes(wanted.get("tab"))) selectTab(wanted.get("tab"));
-  if (state.models.length) await showCard($("#model").value);
+  const tab = wanted.get("tab");
+  selectTab(["chat", "compare", "documents", "speech"].includes(tab) ? tab : "chat");
   await refreshUsage();
 }
 
@@ -327,12 +339,108 @@ async function askDocuments(event) {
   }
 }
 
+// -- speech: a file or the microphone, transcribed by /v1/audio/transcriptions ----------------
+function chooseAudio(blob, name) {
+  state.audio = { blob, name };
+  const preview = $("#audio-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(blob);
+  preview.hidden = false;
+  $("#audio-chosen").textContent = `${name} · ${(blob.size / 1024).toFixed(1)} KiB`;
+  $("#transcribe").disabled = !$("#speech-model").value;
+}
+
+// MediaRecorder's container differs by browser: Chromium records WebM, Firefox Ogg (both Opus)
+const RECORDING_TYPES = [["audio/webm;codecs=opus", "webm"], ["audio/ogg;codecs=opus", "ogg"]];
+
+async function toggleRecording() {
+  clearError();
+  const button = $("#record");
+  if (state.recorder) {
+    state.recorder.stop();
+    return;
+  }
+  const found = RECORDING_TYPES.find(([type]) => MediaRecorder.isTypeSupported(type));
+  if (!found) throw new Error("this browser records no format the gateway accepts (WebM or Ogg)");
+  const [mimeType, extension] = found;
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const recorder = new MediaRecorder(stream, { mimeType });
+  const chunks = [];
+  recorder.addEventListener("dataavailable", (event) => chunks.push(event.data));
+  recorder.addEventListener("stop", () => {
+    for (const track of stream.getTracks()) track.stop();
+    state.recorder = null;
+    button.textContent = "Record";
+    button.classList.remove("recording");
+    chooseAudio(new Blob(chunks, { type: mimeType }), `recording.${extension}`);
+  });
+  recorder.start();
+  state.recorder = recorder;
+  button.textContent = "Stop recording";
+  button.classList.add("recording");
+}
+
+const clock = (seconds) => new Date(seconds * 1000).toISOString().slice(11, 19);
+
+async function transcribe() {
+  clearError();
+  const button = $("#transcribe");
+  const form = new FormData();
+  form.append("file", state.audio.blob, state.audio.name);
+  form.append("model", $("#speech-model").value);
+  form.append("response_format", "verbose_json");
+  const language = $("#speech-language").value.trim();
+  if (language) form.append("language", language);
+  button.disabled = true;
+  $("#transcript-stats").textContent = "transcribing…";
+  const started = performance.now();
+  try {
+    const result = await (await api("/v1/audio/transcriptions",
+                                    { method: "POST", body: form })).json();
+    const wall = (performance.now() - started) / 1000;
+    const transcript = $("#transcript");
+    transcript.textContent = result.text;
+    transcript.hidden = false;
+    $("#segments").replaceChildren(...(result.segments ?? []).map((segment) => {
+      const item = element("li", "segment");
+      item.append(element("span", "at", clock(segment.start)), segment.text.trim());
+      return item;
+    }));
+    $("#transcript-stats").textContent = `${result.duration.toFixed(1)} s of audio in `
+      + `${wall.toFixed(1)} s (${(result.duration / wall).toFixed(1)}× real time)`;
+    $("#to-chat").disabled = !result.text.trim();
+  } catch (error) {
+    $("#transcript-stats").textContent = "";
+    showError(error);
+  } finally {
+    button.disabled = false;
+    usageSoon();
+  }
+}
+
+function sendTranscriptToChat() {
+  $("#chat-input").value = $("#transcript").textContent.trim();
+  selectTab("chat");
+  $("#chat-input").focus();
+}
+
 // -- wiring ------------------------------------------------------------------------------------
 function selectTab(name) {
-  for (const button of document.querySelectorAll("nav button")) {
+  $("#audio-file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  if (file) chooseAudio(file, file.name);
+});
+$("#record").addEventListener("click", () => toggleRecording().catch(showError));
+$("#transcribe").addEventListener("click", transcribe);
+$("#to-chat").addEventListener("click", sendTranscriptToChat);
+for (const button of document.querySelectorAll("nav button")) {
     button.classList.toggle("active", button.dataset.tab === name);
   }
   for (const tab of document.querySelectorAll(".tab")) tab.hidden = tab.id !== `tab-${name}`;
+  // chat settings mean nothing to a speech model; its card (word error rates) says more
+  $("#settings").hidden = name === "speech";
+  const shown = name === "speech" ? $("#speech-model").value : $("#model").value;
+  if (shown) showCard(shown).catch(showError);
 }
 
 $("#sign-in-form").addEventListener("submit", (event) => {
@@ -345,6 +453,7 @@ $("#sign-in-form").addEventListener("submit", (event) => {
 });
 $("#sign-out").addEventListener("click", signOut);
 $("#model").addEventListener("change", () => showCard($("#model").value));
+$("#speech-model").addEventListener("change", () => showCard($("#speech-model").value));
 $("#chat-form").addEventListener("submit", chat);
 $("#stop").addEventListener("click", () => state.controller?.abort());
 $("#clear").addEventListener("click", () => {
@@ -353,6 +462,13 @@ $("#clear").addEventListener("click", () => {
 });
 $("#compare-form").addEventListener("submit", compare);
 $("#documents-form").addEventListener("submit", askDocuments);
+$("#audio-file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  if (file) chooseAudio(file, file.name);
+});
+$("#record").addEventListener("click", () => toggleRecording().catch(showError));
+$("#transcribe").addEventListener("click", transcribe);
+$("#to-chat").addEventListener("click", sendTranscriptToChat);
 for (const button of document.querySelectorAll("nav button")) {
   button.addEventListener("click", () => selectTab(button.dataset.tab));
 }
