@@ -14,7 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.axolotl_config import recipe_key, render_adapter, reshaped
+from assets.axolotl_config import (
+    RecipeError,
+    base_config,
+    recipe_key,
+    render_adapter,
+    reshaped,
+)
 from assets.checkpoints import Checkpoints
 from assets.common import (
     Definition,
@@ -28,6 +34,7 @@ from assets.common import (
 )
 from assets.model_cards import write_card
 from assets.promotion import Registry
+from compute.memory import DoesNotFit, ModelShape, Recipe, check_fits
 from config.schema import AdapterSpec, FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
@@ -68,18 +75,25 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             train_path, *shaped_val = reshaped(spec.objective, base_dir, [
                 train_path, *([val_path] if has_val else [])], run_dir / "data")
             val_path = shaped_val[0] if shaped_val else val_path
-            yaml_text = render_adapter(
-                spec,
-                base_dir=base_dir,
-                train_path=train_path,
-                output_dir=run_dir,
-                tracking=config.tracking,
-                run_name=f"{name}-{version}",
-                target=training.target,
-                val_path=val_path if has_val else None,
-            )
+            box = config.compute.gpu_box
+            planned = planned_memory(context, name, spec, config, base_dir)
+            try:
+                yaml_text = render_adapter(
+                    spec,
+                    base_dir=base_dir,
+                    train_path=train_path,
+                    output_dir=run_dir,
+                    tracking=config.tracking,
+                    run_name=f"{name}-{version}",
+                    target=training.target,
+                    val_path=val_path if has_val else None,
+                    gpus=box.count if box else 1,
+                )
+            except RecipeError as exc:
+                raise dg.Failure(f"adapters.{name}.{exc}") from exc
             if training.launches_a_machine:  # validated here, so a bad config starts no box
-                (report,) = worker.run(context, "validate", {"axolotl_yaml": yaml_text})
+                (report,) = worker.run(context, "validate", {
+                    "axolotl_yaml": yaml_text, "gpu": box.capabilities() if box else None})
                 fail_on_problems(name, spec, report["problems"])
             checkpoints = Checkpoints(store, f"checkpoints/adapter/{name}/{version}", run_dir,
                                       context.log)
@@ -87,7 +101,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             with checkpoints.mirrored():
                 (summary,) = training.run(context, "train", {
                     "output_dir": str(run_dir), "axolotl_yaml": yaml_text,
-                    "adapter": spec.method != "full",
+                    "adapter": spec.method != "full", "gpus": box.count if box else 1,
                 }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []),
                     outputs=[run_dir])
             # the training process validates before it loads anything (one Axolotl import)
@@ -109,6 +123,9 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 "train_runtime_s": summary["train_runtime"],
                 "tokens_per_second_at_most": round(tokens_per_s),
                 "peak_memory_mib": summary["peak_memory_mib"],
+                **planned,
+                **({"measured_gpu_peak_gib": summary["gpu_peak_gib"]}
+                   if summary.get("gpu_peak_gib") is not None else {}),
                 "wandb_run": summary["wandb_run"] or "disabled",
                 "loss_curve": loss_curve(history, f"{name}: training loss"),
                 "axolotl_yaml": dg.MetadataValue.md(f"```yaml\n{yaml_text}```"),
@@ -124,6 +141,38 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         )
 
     return [_adapter, peft_format_check(name, spec, _adapter)]
+
+
+def memory_recipe(spec: AdapterSpec) -> Recipe:
+    t = spec.training
+    return Recipe(method=spec.method, sequence_len=t.sequence_len,
+                  micro_batch_size=t.micro_batch_size,
+                  gradient_accumulation_steps=t.gradient_accumulation_steps, lora_r=spec.lora.r,
+                  target_modules=tuple(spec.lora.target_modules or ()) or None,
+                  packing=t.packing, gradient_checkpointing=t.gradient_checkpointing,
+                  liger=t.liger, distributed=t.distributed)
+
+
+def planned_memory(context: dg.AssetExecutionContext, name: str, spec: AdapterSpec,
+                   config: FactoryConfig, base_dir: Path) -> dict[str, object]:
+    """A GPU run's memory and step-time estimate (metadata), or a failure with the numbers and
+    what to change when it cannot fit, before any machine starts; nothing on a CPU."""
+    if config.compute.device != "gpu":
+        return {}
+    box = config.compute.gpu_box
+    if box is None:
+        context.log.warning(f"adapter {name}: compute names no GPU (compute.gpu), so its memory "
+                            "was not checked before launch")
+        return {"memory_estimate": "not checked: set compute.gpu"}
+    shape = ModelShape.from_config(base_config(base_dir))
+    try:
+        found = check_fits(f"adapters.{name}", shape, memory_recipe(spec), box)
+    except DoesNotFit as exc:
+        raise dg.Failure(str(exc)) from exc
+    context.log.info(f"adapter {name}: about {found.total_gib:.1f} GiB per GPU on {box}")
+    table = "\n".join(f"| {k} | {v} |" for k, v in found.rows().items())
+    return {"memory_estimate": dg.MetadataValue.md(f"| | on {box} |\n|---|---|\n{table}"),
+            "estimated_gpu_gib": round(found.total_gib, 1)}
 
 
 def fail_on_problems(name: str, spec: AdapterSpec, problems: list[dict[str, str]]) -> None:

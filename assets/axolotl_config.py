@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from config.objectives import OBJECTIVES
-from config.schema import AdapterSpec, Pretrain, TrackingSpec
+from config.schema import LIGER_MODEL_TYPES, AdapterSpec, Pretrain, TrackingSpec
 from worker.chat import turn_end
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches
@@ -32,6 +32,26 @@ CPU_KEYS: dict[str, Any] = {
     "dataloader_num_workers": 0, "dataloader_pin_memory": False,
 }
 GPU_KEYS: dict[str, Any] = {"bf16": "auto", "tf32": True}
+LIGER_KEYS: dict[str, Any] = {
+    "plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True,
+    "liger_rms_norm": True, "liger_glu_activation": True,
+    "liger_fused_linear_cross_entropy": True}
+# DeepSpeed ZeRO as Hugging Face's Trainer integration fills it in ("auto": from the recipe);
+# inline, so the rendered YAML is all a training box needs
+ZERO_COMMON: dict[str, Any] = {
+    "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+    "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+    "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}
+DEEPSPEED: dict[str, dict[str, Any]] = {
+    "zero2": {**ZERO_COMMON, "zero_optimization": {
+        "stage": 2, "overlap_comm": True, "contiguous_gradients": True,
+        "reduce_bucket_size": "auto", "allgather_bucket_size": 5e8}},
+    "zero3": {**ZERO_COMMON, "zero_optimization": {
+        "stage": 3, "overlap_comm": True, "contiguous_gradients": True,
+        "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+        "stage3_param_persistence_threshold": "auto",
+        "stage3_gather_16bit_weights_on_model_save": True}},
+}
 
 
 def compute_keys(target: str) -> dict[str, Any]:
@@ -110,10 +130,61 @@ def method_keys(spec: AdapterSpec) -> dict[str, Any]:
                             "lora_alpha": spec.lora.alpha, "lora_dropout": spec.lora.dropout}
     if spec.method == "qlora":
         keys["load_in_4bit"] = True
+        keys["bnb_config_kwargs"] = {"bnb_4bit_compute_dtype": spec.qlora.compute_dtype,
+                                     "bnb_4bit_quant_type": spec.qlora.quant_type,
+                                     "bnb_4bit_use_double_quant": spec.qlora.double_quant}
     if spec.lora.target_modules:
         keys["lora_target_modules"] = list(spec.lora.target_modules)
     else:
         keys["lora_target_linear"] = True
+    return keys
+
+
+class RecipeError(ValueError):
+    """A recipe this base model cannot train as written; the message names the key."""
+
+
+def base_config(base_dir: Path) -> dict[str, Any]:
+    return json.loads((base_dir / "config.json").read_text())
+
+
+def decoder_layer_class(config: dict[str, Any]) -> str:
+    """FSDP wraps each decoder layer: LlamaForCausalLM's is LlamaDecoderLayer (the convention
+    of every decoder in transformers that Axolotl trains)."""
+    (architecture,) = config.get("architectures") or ["?"]
+    if not architecture.endswith("ForCausalLM"):
+        raise RecipeError(f"training.distributed: fsdp2 wraps decoder layers, but the base "
+                          f"model is a {architecture}; use zero2 or zero3")
+    return architecture.removesuffix("ForCausalLM") + "DecoderLayer"
+
+
+def scaling_keys(spec: AdapterSpec, base_dir: Path, gpus: int) -> dict[str, Any]:
+    """Packing, attention, checkpointing, Liger and sharding over `gpus` GPUs."""
+    t = spec.training
+    keys: dict[str, Any] = {"attn_implementation": t.attention}
+    if t.packing:
+        # eval loss stays per row: a small val split packs into too few batches
+        keys |= {"sample_packing": True, "pad_to_sequence_len": True,
+                 "eval_sample_packing": False}
+    if t.gradient_checkpointing:
+        keys |= {"gradient_checkpointing": True,
+                 "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    if t.liger:
+        model_type = base_config(base_dir).get("model_type", "?")
+        if model_type not in LIGER_MODEL_TYPES:
+            raise RecipeError(f"training.liger: Liger has no kernels for {model_type} models "
+                              f"(it patches {', '.join(sorted(LIGER_MODEL_TYPES))}); drop it")
+        keys |= LIGER_KEYS
+    if gpus > 1 and t.distributed in DEEPSPEED:
+        keys["deepspeed"] = DEEPSPEED[t.distributed]
+    elif gpus > 1 and t.distributed == "fsdp2":
+        keys |= {"fsdp_version": 2, "fsdp_config": {
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": decoder_layer_class(base_config(base_dir)),
+            "state_dict_type": "FULL_STATE_DICT", "reshard_after_forward": True,
+            "offload_params": False,
+            # loading on rank 0 only cannot quantise to 4 bits (Axolotl refuses the pair)
+            "cpu_ram_efficient_loading": spec.method != "qlora"}}
     return keys
 
 
@@ -136,11 +207,11 @@ def eval_keys(spec: AdapterSpec, val_path: Path | None) -> dict[str, Any]:
 
 def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_dir: Path,
                    tracking: TrackingSpec, run_name: str, target: str = "cpu",
-                   val_path: Path | None = None) -> str:
+                   val_path: Path | None = None, gpus: int = 1) -> str:
     t = spec.training
     cfg = _common(base_dir, output_dir, t.seed, target) | dataset_keys(
         spec.objective, train_path) | method_keys(spec) | tracking_keys(tracking, run_name) | \
-        eval_keys(spec, val_path) | {
+        eval_keys(spec, val_path) | scaling_keys(spec, base_dir, gpus) | {
         "sequence_len": t.sequence_len,
         "micro_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -170,6 +241,10 @@ RECIPE_KEYS = {
     "lr_scheduler": "training.lr_scheduler", "warmup_steps": "training.warmup_steps",
     "save_steps": "training.checkpoint_every", "seed": "training.seed",
     "eval_steps": "training.eval_every",
+    "sample_packing": "training.packing", "attn_implementation": "training.attention",
+    "gradient_checkpointing": "training.gradient_checkpointing", "plugins": "training.liger",
+    "deepspeed": "training.distributed", "fsdp_config": "training.distributed",
+    "fsdp_version": "training.distributed", "bnb_config_kwargs": "qlora",
 }
 
 

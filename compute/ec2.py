@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
+from compute.gpus import GpuBox, ec2_box
 from compute.machine import Job, Launcher, RemoteSpec, bootstrap_script
 
 GONE = ("shutting-down", "terminated", "stopping", "stopped")
@@ -75,3 +76,6 @@ class Ec2Spec(RemoteSpec):
     worker_command: str | None = Field(
         None, description="what runs `-m worker.remote` on the box; default: docker run of "
                           "worker_image with the GPUs")
+
+    def gpu_box(self) -> GpuBox | None:
+        return ec2_box(self.instance_type)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
+from compute.gpus import GpuBox, gce_box
 from compute.machine import Job, Launcher, LaunchError, RemoteSpec, bootstrap_script
 
 GONE = ("STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED")
@@ -118,3 +119,6 @@ class GceSpec(RemoteSpec):
         None, description="what runs `-m worker.remote` on the box; default: docker run of "
                           "worker_image with the GPUs")
     api_url: str | None = Field(None, description="Compute Engine API root override (tests)")
+
+    def gpu_box(self) -> GpuBox | None:
+        return gce_box(self.accelerator, self.accelerator_count)

@@ -12,8 +12,9 @@ import os
 import re
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from compute.gpus import GpuBox, gpu_named
 from compute.machine import Job, Launcher, RemoteSpec
 
 LABEL = "app.kubernetes.io/name"
@@ -103,6 +104,9 @@ class K8sSpec(RemoteSpec):
 
     namespace: str = "default"
     gpus: int = Field(1, ge=0)
+    gpu_model: str | None = Field(
+        None, description="the card the node selector gets (a name in compute/gpus.py, e.g. "
+                          "H100-80GB), for the memory check before the Job is created")
     service_account: str | None = Field(
         None, description="e.g. an IRSA/Workload Identity account that may use staging_url")
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -110,3 +114,13 @@ class K8sSpec(RemoteSpec):
                                                        "config inside a pod, else current)")
     api_url: str | None = Field(None, description="talk to this API URL without credentials "
                                                   "(`kubectl proxy`, tests)")
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _known_card(cls, name: str | None) -> str | None:
+        if name is not None:
+            gpu_named(name)
+        return name
+
+    def gpu_box(self) -> GpuBox | None:
+        return GpuBox(gpu_named(self.gpu_model), self.gpus) if self.gpu_model else None

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from compute.gpus import GpuBox
+
 BOOTSTRAP = Path(__file__).resolve().parents[1] / "infra" / "remote" / "bootstrap.sh"
 # Checksums only where S3 requires them: Cloud Storage's XML API rejects the newer defaults.
 CHECKSUMS = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
@@ -96,6 +98,11 @@ class RemoteSpec(BaseModel):
         if not url.startswith("s3://") or len(url) <= len("s3://"):
             raise ValueError(f"staging_url must be s3://bucket/prefix, got {url!r}")
         return url.rstrip("/")
+
+    def gpu_box(self) -> GpuBox | None:
+        """The GPUs this kind of machine has, as far as its settings say; None when they do
+        not name a card (then `compute.gpu` must)."""
+        return None
 
     def aws(self, service: str) -> Any:
         """A boto3 client for this spec's region and endpoint (S3 checksums only where

@@ -50,6 +50,11 @@ class Objective:
     # rows in the layout its Axolotl trainer reads, from one of ours (None: ours as they are)
     reshape: Callable[[dict[str, Any], Chat], list[dict[str, Any]]] | None = None
 
+    @property
+    def packs(self) -> bool:
+        """Axolotl packs rows (training.packing) only for trainers without an `rl` loss."""
+        return "rl" not in self.trainer
+
 
 # {"messages": [... user], "chosen": str, "rejected": str}, as Axolotl's DPO-family loaders read it
 DPO_READS = {"ds_type": "json", "type": "chat_template.default", "field_messages": "messages",

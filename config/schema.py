@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from compute import MACHINES
+from compute.gpus import GPUS, GpuBox, parse_gpu
 from compute.kernels import REPRODUCIBLE_CPU, SHARED_CPU
 from compute.machine import RemoteSpec
 from config.gateway import GatewaySettings
@@ -256,6 +257,27 @@ class LoraSpec(Strict):
     target_modules: list[str] | None = Field(None, description="None = every linear layer")
 
 
+# Attention backends that keep packed samples apart (Axolotl's attn_decontaminates_packing)
+PACKING_SAFE_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                          "flex_attention", "xformers")
+GPU_ATTENTION = ("flash_attention_2", "flash_attention_3", "xformers")
+# model_type values (config.json) whose layers Axolotl's Liger plugin patches, Liger 0.8.1
+LIGER_MODEL_TYPES = frozenset({
+    "llama", "mistral", "mixtral", "gemma", "gemma2", "gemma3", "qwen2", "qwen3", "qwen3_moe",
+    "phi3", "granite", "olmo2", "smollm3", "glm4", "nemotron"})
+
+
+class QloraSpec(Strict):
+    """How method: qlora quantises the frozen base (bitsandbytes' 4-bit)."""
+
+    compute_dtype: Literal["bfloat16", "float16"] = Field(
+        "bfloat16", description="the dtype 4-bit weights are dequantised to for each matmul; "
+                                "float16 on cards without bf16 (T4)")
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(True, description="quantise the quantisation constants too "
+                                                 "(about 0.4 bits per parameter saved)")
+
+
 class TrainingSpec(Strict):
     max_steps: int = Field(300, ge=1)
     micro_batch_size: int = Field(8, ge=1)
@@ -270,6 +292,25 @@ class TrainingSpec(Strict):
     eval_every: int | None = Field(
         None, ge=1, description="eval loss on the val split every N steps; default: at the end "
                                 "(when the val split has rows; for dpo the preference loss)")
+    packing: bool = Field(False, description=(
+        "pack several rows into each sequence_len sequence (Axolotl's sample packing): no "
+        "compute spent on padding. Samples stay apart: the attention backend masks across "
+        "their boundaries (block-diagonal with sdpa/eager, variable-length with flash "
+        "attention); SFT and pre-training objectives only"))
+    attention: Literal[PACKING_SAFE_ATTENTION] = Field(  # type: ignore[valid-type]
+        "sdpa", description="Axolotl's attn_implementation: sdpa (PyTorch's, everywhere), "
+                            "flash_attention_2/3 (where flash-attn is installed on the GPU box), "
+                            "flex_attention, xformers, eager")
+    gradient_checkpointing: bool = Field(False, description=(
+        "keep only each layer's input and recompute the rest in the backward pass: activation "
+        "memory / layers for a third more compute"))
+    liger: bool = Field(False, description=(
+        "Liger's Triton kernels (RoPE, RMSNorm, SwiGLU, fused linear cross-entropy, which never "
+        "materialises the logits): GPU only, for the architectures in LIGER_MODEL_TYPES"))
+    distributed: Literal["ddp", "zero2", "zero3", "fsdp2"] = Field("ddp", description=(
+        "with several GPUs: ddp (a full copy per GPU), zero2 (DeepSpeed shards gradients and "
+        "optimizer states), zero3 (and the weights), fsdp2 (PyTorch FSDP2, sharding like "
+        "zero3); launched with torchrun, one process per GPU"))
 
 
 class TrackingSpec(Strict):
@@ -308,6 +349,7 @@ class AdapterSpec(Strict):
         "sft", description="; ".join(f"{name}: {o.description}"
                                      for name, o in OBJECTIVES.items()))
     lora: LoraSpec = LoraSpec()
+    qlora: QloraSpec = Field(QloraSpec(), description="method: qlora's quantisation")
     training: TrainingSpec = TrainingSpec()
     axolotl: dict[str, Any] = Field(
         default_factory=dict, description="raw Axolotl keys passed through unchanged"
@@ -360,6 +402,41 @@ class AdapterSpec(Strict):
             raise ValueError("axolotl.lora_modules_to_save trains embeddings/lm_head, which vLLM "
                              "multi-LoRA cannot load; remove it (or train method: full)")
         return self
+
+
+def recipe_compute_problems(name: str, a: AdapterSpec, compute: _Compute) -> list[str]:
+    """What a recipe asks of the machine that trains it: a GPU for 4-bit and Triton kernels,
+    several GPUs to shard over, bf16 where the card has it."""
+    where, t, box = f"adapters.{name}", a.training, compute.gpu_box
+    problems = []
+    if compute.device == "cpu":
+        if a.method == "qlora":
+            problems.append(f"{where}.method: qlora loads the base model in 4 bits with "
+                            "bitsandbytes CUDA kernels, which need a GPU; set compute.device: "
+                            "gpu or use method: lora on this CPU")
+        if t.liger:
+            problems.append(f"{where}.training.liger: Liger's kernels are Triton GPU kernels; "
+                            "set compute.device: gpu or drop it on this CPU")
+        if t.attention in GPU_ATTENTION:
+            problems.append(f"{where}.training.attention: {t.attention} runs on CUDA only; "
+                            "use sdpa on this CPU")
+    if t.distributed != "ddp" and (box is None or box.count < 2):
+        has = f"compute gives {box}" if box else "compute names no GPUs (compute.gpu)"
+        problems.append(f"{where}.training.distributed: {t.distributed} shards over several "
+                        f"GPUs but {has}; use ddp on one GPU")
+    if t.packing and not OBJECTIVES[a.objective].packs:
+        problems.append(f"{where}.training.packing: {a.objective} trains on pairs or labelled "
+                        "rows that Axolotl does not pack; drop packing")
+    raw_attention = a.axolotl.get("attn_implementation")
+    if t.packing and raw_attention is not None and raw_attention not in PACKING_SAFE_ATTENTION:
+        problems.append(f"{where}.axolotl.attn_implementation: {raw_attention} would let packed "
+                        f"rows attend to each other; use training.attention (one of "
+                        f"{', '.join(PACKING_SAFE_ATTENTION)})")
+    if (a.method == "qlora" and a.qlora.compute_dtype == "bfloat16" and box is not None
+            and not box.gpu.bf16):
+        problems.append(f"{where}.qlora.compute_dtype: {box.gpu.name} has no bfloat16; use "
+                        "float16")
+    return problems
 
 
 def trial_names(name: str, spec: AdapterSpec) -> list[str]:
@@ -734,6 +811,28 @@ class _Compute(Strict):
         "cpu: the same kernels on every x86-64 machine and thread count, so a seeded run does "
         "not depend on the CPU's vector width or core count (10-18% slower); false: each "
         "machine's fastest kernels"))
+    gpu: str | None = Field(None, description=(
+        "the training machine's GPUs, '<card>' or '<count> x <card>' (cards: "
+        + ", ".join(GPUS) + "); default: what compute.<kind> says (the EC2 instance type, the "
+        "Compute Engine accelerator, k8s gpu_model x gpus). A device: gpu recipe is checked "
+        "against it (memory, time per step) before any machine starts"))
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, text: str | None) -> str | None:
+        if text is not None:
+            parse_gpu(text)
+        return text
+
+    @property
+    def gpu_box(self) -> GpuBox | None:
+        """The GPUs training runs on: `gpu` when given, else what the machine's settings say;
+        None on a CPU or where nothing names a card."""
+        if self.device != "gpu":
+            return None
+        if self.gpu is not None:
+            return parse_gpu(self.gpu)
+        return self.machine.gpu_box() if self.machine else None
 
     @property
     def kernel_env(self) -> dict[str, str]:
@@ -846,10 +945,7 @@ class FactoryConfig(Strict):
                 problems.append(f"adapters.{name}.objective: {a.objective} trains on "
                                 f"{' or '.join(wanted)} data but datasets.{a.dataset} is kind: "
                                 f"{data.kind}")
-            if a.method == "qlora" and self.compute.device == "cpu":
-                problems.append(f"adapters.{name}.method: qlora loads the base model in 4 bits "
-                                "with bitsandbytes CUDA kernels, which need a GPU; set "
-                                "compute.device: gpu or use method: lora on this CPU")
+            problems += recipe_compute_problems(name, a, self.compute)
         for name, d in self.datasets.items():
             if d.base_model:
                 check(f"datasets.{name}.base_model", d.base_model, self.base_models,

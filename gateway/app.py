@@ -86,7 +86,8 @@ class PlaygroundFiles(StaticFiles):
 
     HEADERS: ClassVar[dict[str, str]] = {
         "content-security-policy": "default-src 'self'; img-src 'self' data:; "
-                                   "media-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                                   "media-src 'self' blob:; frame-ancestors 'none'; "
+                                   "base-uri 'none'; form-action 'self'",
         "x-content-type-options": "nosniff",
         "referrer-policy": "no-referrer",
         "cache-control": "no-cache",

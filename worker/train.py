@@ -70,12 +70,21 @@ class PeakMemory:
         return round(self.peak_mib, 1)
 
 
+def axolotl_command(config_path: Path, gpus: int) -> list[str]:
+    """One training process, or one per GPU under torchrun (each rank runs the seeded Axolotl
+    in-process; DeepSpeed/FSDP/DDP read torchrun's rank variables)."""
+    train = ["-m", "worker.seeded_axolotl", "train", str(config_path), "--launcher", "python"]
+    if gpus == 1:
+        return [sys.executable, *train]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={gpus}", *train]
+
+
 def run_axolotl(config_path: Path, log_path: Path, pipes: PipesContext,
-                env: dict[str, str]) -> float | None:
+                env: dict[str, str], gpus: int = 1) -> float | None:
     """Run to completion, relaying log lines; returns the peak memory in MiB, or None when
     Axolotl rejected the config (nothing was loaded or trained)."""
-    cmd = [sys.executable, "-m", "worker.seeded_axolotl", "train", str(config_path),
-           "--launcher", "python"]
+    cmd = axolotl_command(config_path, gpus)
     pipes.log.info("running: " + " ".join(cmd))
     tail: list[str] = []
     with log_path.open("a") as log, subprocess.Popen(
@@ -187,7 +196,8 @@ def main() -> None:
         env = axolotl_env() | {"WANDB_DIR": str(output_dir),
                                seeded_axolotl.PROBLEMS_ENV: str(problems)}
         started = time.monotonic()
-        peak = run_axolotl(config_path, output_dir / "train.log", pipes, env)
+        peak = run_axolotl(config_path, output_dir / "train.log", pipes, env,
+                           params.get("gpus", 1))
         if peak is None:
             pipes.report_custom_message({"problems": json.loads(problems.read_text())})
             return
@@ -203,6 +213,9 @@ def main() -> None:
         summary = {
             "resumed_from_step": resumed,
             "peak_memory_mib": peak,
+            # Axolotl logs torch.cuda.max_memory_allocated on a GPU
+            "gpu_peak_gib": max((h["memory/max_allocated (GiB)"] for h in history
+                                 if "memory/max_allocated (GiB)" in h), default=None),
             "samples_per_second": end.get("train_samples_per_second"),
             "wandb_run": wandb_run(output_dir),
             "wall_seconds": round(wall, 1),

@@ -1,0 +1,90 @@
+"""The GPU memory and step-time estimate a recipe is checked against before any machine starts,
+on the shapes of real models (Llama 3.2 1B and Llama 3.1 8B, from their config.json)."""
+
+from __future__ import annotations
+
+import pytest
+
+from compute.gpus import GPUS, GpuBox, ec2_box, gce_box, parse_gpu
+from compute.memory import DoesNotFit, ModelShape, Recipe, check_fits, estimate
+
+LLAMA_1B = ModelShape.from_config({  # meta-llama/Llama-3.2-1B config.json
+    "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048, "num_hidden_layers": 16,
+    "intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "head_dim": 64, "tie_word_embeddings": True})
+LLAMA_8B = ModelShape.from_config({  # meta-llama/Llama-3.1-8B config.json
+    "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
+    "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "tie_word_embeddings": False})
+
+
+def box(card: str, count: int = 1) -> GpuBox:
+    return GpuBox(GPUS[card], count)
+
+
+def test_parameter_counts_match_the_published_sizes() -> None:
+    assert LLAMA_1B.parameters == pytest.approx(1.236e9, rel=0.002)
+    assert LLAMA_8B.parameters == pytest.approx(8.030e9, rel=0.002)
+
+
+def test_lora_trains_what_peft_would() -> None:
+    """r=16 on every linear layer of Llama 3.1 8B: PEFT reports 41,943,040 trainable."""
+    found = estimate(LLAMA_8B, Recipe("lora", 2048, 1, lora_r=16), box("H100-80GB"))
+    assert found.trainable == 41_943_040
+
+
+def test_an_8b_full_fine_tune_does_not_fit_one_h100_and_says_what_would() -> None:
+    recipe = Recipe("full", sequence_len=2048, micro_batch_size=4)
+    with pytest.raises(DoesNotFit) as refused:
+        check_fits("adapters.big", LLAMA_8B, recipe, box("H100-80GB"))
+    message = str(refused.value)
+    assert message.startswith("adapters.big needs about 1")  # 100+ GiB
+    assert "1 x H100-80GB (79.1 GiB each) leaves 75.1 GiB" in message
+    assert "gradients + optimizer 104.7 GiB" in message  # 14 bytes x 8.03 B
+    assert "method: lora ->" in message
+    # eight cards: ZeRO-3 shards weights, gradients and optimizer states
+    with pytest.raises(DoesNotFit) as on_eight:
+        check_fits("adapters.big", LLAMA_8B, recipe, box("H100-80GB", 8))
+    assert "training.distributed: zero3 ->" in str(on_eight.value)
+    sharded = estimate(LLAMA_8B, Recipe("full", 2048, 4, distributed="zero3",
+                                        gradient_checkpointing=True), box("H100-80GB", 8))
+    assert sharded.fits and sharded.total_gib < 40
+
+
+def test_qlora_puts_an_8b_model_on_a_24_gb_card() -> None:
+    lora = Recipe("lora", 2048, 1, lora_r=16, gradient_checkpointing=True)
+    assert not estimate(LLAMA_8B, lora, box("L4")).fits  # 15 GiB of bf16 weights and more
+    qlora = estimate(LLAMA_8B, Recipe("qlora", 2048, 1, lora_r=16,
+                                      gradient_checkpointing=True), box("L4"))
+    assert qlora.fits
+    assert 4.5 < qlora.weights_gib < 6  # NF4 linear layers, bf16 embeddings and head
+
+
+def test_checkpointing_and_liger_shrink_what_they_should() -> None:
+    plain = Recipe("lora", 2048, 8, lora_r=16)
+    base = estimate(LLAMA_1B, plain, box("L4"))
+    checkpointed = estimate(LLAMA_1B, Recipe("lora", 2048, 8, lora_r=16,
+                                             gradient_checkpointing=True), box("L4"))
+    fused = estimate(LLAMA_1B, Recipe("lora", 2048, 8, lora_r=16, liger=True), box("L4"))
+    assert checkpointed.activations_gib < base.activations_gib / 5
+    assert checkpointed.flops_per_step > base.flops_per_step  # the forward pass again
+    assert fused.loss_gib == 0 < base.loss_gib  # 128k-entry vocabulary: the logits dominate
+    assert base.weights_gib == checkpointed.weights_gib == fused.weights_gib
+
+
+def test_the_step_time_scales_with_the_cards_peak() -> None:
+    recipe = Recipe("lora", 2048, 4, gradient_accumulation_steps=4, lora_r=16)
+    h100 = estimate(LLAMA_8B, recipe, box("H100-80GB")).seconds_per_step()
+    a100 = estimate(LLAMA_8B, recipe, box("A100-80GB")).seconds_per_step()
+    assert a100 / h100 == pytest.approx(989 / 312)
+    assert estimate(LLAMA_8B, recipe, box("H100-80GB")).tokens_per_step == 4 * 2048 * 4
+
+
+def test_machines_name_their_gpus() -> None:
+    assert ec2_box("g5.xlarge") == box("A10G")
+    assert ec2_box("p5.48xlarge") == box("H100-80GB", 8)
+    assert ec2_box("m7i.large") is None  # no GPU this table knows
+    assert gce_box("nvidia-l4", 2) == box("L4", 2)
+    assert parse_gpu("4 x A100-80GB") == box("A100-80GB", 4)
+    with pytest.raises(ValueError, match="unknown GPU 'B300'; known: T4, "):
+        parse_gpu("B300")
