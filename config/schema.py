@@ -110,7 +110,12 @@ class BaseModelSpec(Strict):
                           "'language'")
     architecture: Architecture = Architecture()
     pretrain: Pretrain | None = Pretrain()
-    revision: str | None = Field(None, description="hub revision for hf: sources")
+    revision: str | None = Field(None, description=(
+        "hf: sources: the commit, branch or tag to use (default main); the commit it resolves "
+        "to is the model's version, so pin a commit for reruns that cannot drift"))
+    token_env: str = Field("HF_TOKEN", description=(
+        "hf: sources: the environment variable holding a hub token, for gated or private "
+        "models (in Kubernetes, from a Secret)"))
     seed: int = 0
 
     @field_validator("source")
