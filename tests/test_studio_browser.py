@@ -127,9 +127,15 @@ def wait_for_run(page: pw.Page, timeout_s: float) -> str:
     """Until the open run has ended (the page refreshes itself every 3 s); its status."""
     title = page.locator("#run-title")
     pw.expect(title).to_be_visible(timeout=120_000)  # a launch reloads the code location first
-    page.wait_for_function(
-        "() => /: (SUCCESS|FAILURE|CANCELED)$/.test(document.querySelector('#run-title')"
-        ".textContent)", timeout=timeout_s * 1000)
+    try:
+        page.wait_for_function(
+            "() => /: (SUCCESS|FAILURE|CANCELED)$/.test(document.querySelector('#run-title')"
+            ".textContent)", timeout=timeout_s * 1000)
+    except pw.TimeoutError as exc:  # what the page showed, not only that it waited
+        raise AssertionError(
+            f"after {timeout_s} s the page shows {title.inner_text()!r}, error "
+            f"{page.locator('#error').inner_text()!r}, log:\n"
+            f"{page.locator('#run-log').inner_text()[-3000:]}") from exc
     return title.inner_text().rsplit(": ", 1)[1]
 
 
@@ -269,3 +275,32 @@ def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarnes
         (stored,) = c.get("/trainings").json()["data"]
     assert (stored["preset"], stored["task"], stored["hyperparameters"]["max_steps"],
             stored["hyperparameters"]["lora_r"]) == ("standard", "classification", 12, 16)
+
+
+def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
+        studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
+    member = studio.member()
+    mapped_tickets(studio, member)
+    sign_in(page, studio.url, member.key)
+    page.click("nav button[data-page=train]")
+    page.fill("#train-name", "steady")
+    page.select_option("#train-task", "classification")
+    page.click("#launch")
+    pw.expect(page.locator("#run-title")).to_contain_text("(steady, train): QUEUED")
+    run_id = studio.dagster.launches[-1].run_id
+    refused = []
+
+    def busy_once(route: pw.Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json", body=json.dumps({"error": {
+            "message": "The Studio could not reach Dagster: it did not answer in 30 s",
+            "type": "server_error", "code": "dagster_unavailable"}}))
+
+    page.route(f"**/studio/api/runs/{run_id}", busy_once)
+    pw.expect(page.locator("#error")).to_contain_text("could not reach Dagster", timeout=10_000)
+    studio.dagster.status[run_id] = "SUCCESS"
+    assert wait_for_run(page, 30) == "SUCCESS"
+    pw.expect(page.locator("#error")).to_be_hidden()

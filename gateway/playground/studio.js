@@ -287,7 +287,12 @@ function schedule(again) {
 
 async function refreshRuns() {
   if ($("#page-runs").hidden) return;
-  if (state.openRun) await openRun(state.openRun); else await loadRuns();
+  try {
+    if (state.openRun) await openRun(state.openRun); else await loadRuns();
+  } catch (error) {
+    schedule(true);  // a busy Dagster answers late now and then: keep following the run
+    throw error;
+  }
 }
 
 async function openRun(id) {
