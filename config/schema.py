@@ -30,6 +30,7 @@ from compute.machine import RemoteSpec
 from config.gateway import GatewaySettings
 from config.metrics import DECLARED, METRICS
 from config.objectives import OBJECTIVES
+from config.size_presets import SIZE_PRESETS, with_preset
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME)]
@@ -345,6 +346,11 @@ class CardSpec(Strict):
 class AdapterSpec(Strict):
     base_model: Name
     dataset: Name
+    preset: Literal[tuple(SIZE_PRESETS)] | None = Field(  # type: ignore[valid-type]
+        None, description="a starting recipe for the base model's size on one 80 GB-class GPU ("
+        + "; ".join(f"{name}: {p['method']}, micro batch {p['training']['micro_batch_size']}"
+                    for name, p in SIZE_PRESETS.items())
+        + "); keys set beside it win")
     card: CardSpec = Field(CardSpec(), description="not part of the version: editing it "
                                                    "rewrites the card, never retrains")
     method: Literal["lora", "qlora", "full"] = Field(
@@ -364,6 +370,11 @@ class AdapterSpec(Strict):
         description="recipe keys (training.learning_rate, lora.r, ...) -> values to try; every "
                     "combination trains as adapter '<name>-trial<i>' and the one with the "
                     "lowest eval loss becomes '<name>'")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return with_preset(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _sweepable(self) -> AdapterSpec:

@@ -197,3 +197,46 @@ def test_several_gpus_train_under_torchrun() -> None:
     assert eight[1:6] == ["-m", "torch.distributed.run", "--standalone",
                           "--nproc_per_node=8", "-m"]
     assert eight[6:] == one[2:]
+
+
+# the published shapes of one model per preset (config.json's sizes)
+LLAMA_3B = {**LLAMA_1B, "hidden_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 24}
+LLAMA_8B = {**LLAMA_1B, "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
+            "tie_word_embeddings": False}
+QWEN_14B = {**LLAMA_1B, "model_type": "qwen2", "hidden_size": 5120, "num_hidden_layers": 48,
+            "intermediate_size": 13824, "num_attention_heads": 40, "vocab_size": 152064,
+            "tie_word_embeddings": False}
+LLAMA_70B = {**LLAMA_8B, "hidden_size": 8192, "num_hidden_layers": 80,
+             "intermediate_size": 28672, "num_attention_heads": 64}
+
+
+def test_a_size_preset_fills_the_recipe_and_what_is_set_beside_it_wins() -> None:
+    spec = AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "preset": "8b",
+                                       "training": {"learning_rate": 3e-4}})
+    t = spec.training
+    assert (spec.method, spec.lora.r, t.micro_batch_size, t.gradient_accumulation_steps) == (
+        "lora", 16, 2, 8)
+    assert t.packing and t.gradient_checkpointing and t.learning_rate == 3e-4
+    assert AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "preset": "70b"}
+                                      ).method == "qlora"
+    pairs = AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "preset": "8b",
+                                        "objective": "dpo"})
+    assert not pairs.training.packing  # DPO's pairs are not packed
+    with pytest.raises(ValueError, match="preset"):
+        AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "preset": "9b"})
+
+
+def test_each_size_preset_fits_one_80_gb_card_and_says_what_to_change_on_a_small_one() -> None:
+    from assets.adapters import memory_recipe
+    from compute.memory import DoesNotFit, ModelShape, check_fits
+
+    h100 = GpuBox(GPUS["H100-80GB"], 1)
+    for preset, shape in {"1b": LLAMA_1B, "3b": LLAMA_3B, "8b": LLAMA_8B, "14b": QWEN_14B,
+                          "70b": LLAMA_70B}.items():
+        spec = AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "preset": preset})
+        check_fits(f"adapters.{preset}", ModelShape.from_config(shape), memory_recipe(spec),
+                   h100)
+    spec = AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "preset": "70b"})
+    with pytest.raises(DoesNotFit, match="L4"):
+        check_fits("adapters.big", ModelShape.from_config(LLAMA_70B), memory_recipe(spec),
+                   GpuBox(GPUS["L4"], 1))
