@@ -35,6 +35,7 @@ from tests.live_server import wait_until_up
 from tests.test_rag_index import start_ui, stop_ui
 from tests.test_studio_api import (  # noqa: F401  (studio: the fixture)
     TICKETS,
+    Member,
     StudioHarness,
     mapped_tickets,
     publish_evaluation,
@@ -256,14 +257,21 @@ def test_tenant_text_is_shown_as_text_never_run(studio: StudioHarness,  # noqa: 
     shot(page, tmp_path, "hostile-text")
 
 
-def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarness,  # noqa: F811
-                                                            page: pw.Page) -> None:
+def train_form(studio: StudioHarness, page: pw.Page, name: str) -> Member:  # noqa: F811
+    """A member with mapped tickets, signed in, on the Train page with a classification named
+    `name`; the member."""
     member = studio.member()
     mapped_tickets(studio, member)
     sign_in(page, studio.url, member.key)
     page.click("nav button[data-page=train]")
-    page.fill("#train-name", "triage")
+    page.fill("#train-name", name)
     page.select_option("#train-task", "classification")
+    return member
+
+
+def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarness,  # noqa: F811
+                                                            page: pw.Page) -> None:
+    member = train_form(studio, page, "triage")
     page.select_option("#train-preset", "standard")
     pw.expect(page.locator("#hp-max_steps")).to_have_value("120")
     page.fill("#hp-max_steps", "12")
@@ -279,12 +287,7 @@ def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarnes
 
 def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
         studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
-    member = studio.member()
-    mapped_tickets(studio, member)
-    sign_in(page, studio.url, member.key)
-    page.click("nav button[data-page=train]")
-    page.fill("#train-name", "steady")
-    page.select_option("#train-task", "classification")
+    train_form(studio, page, "steady")
     page.click("#launch")
     pw.expect(page.locator("#run-title")).to_contain_text("(steady, train): QUEUED")
     run_id = studio.dagster.launches[-1].run_id
