@@ -307,3 +307,29 @@ def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
     studio.dagster.status[run_id] = "SUCCESS"
     assert wait_for_run(page, 30) == "SUCCESS"
     pw.expect(page.locator("#error")).to_be_hidden()
+
+
+def test_the_run_page_follows_a_run_whose_list_ended_before_its_detail(
+        studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
+    """The detail is read before the list: a run that ends between the two reads showed its
+    old status for good once the list said nothing was in flight (CI, stop 40's second try)."""
+    train_form(studio, page, "racing")
+    page.click("#launch")
+    pw.expect(page.locator("#run-title")).to_contain_text("(racing, train): QUEUED")
+    run_id = studio.dagster.launches[-1].run_id
+    stale = []
+
+    def detail_one_read_behind(route: pw.Route) -> None:
+        if stale:
+            route.continue_()
+            return
+        response = route.fetch()
+        body = response.json()
+        body["run"]["status"] = "STARTED"  # read just before the run ended
+        stale.append(body)
+        studio.dagster.status[run_id] = "SUCCESS"  # ... and the list, read after, is ended
+        route.fulfill(response=response, json=body)
+
+    page.route(f"**/studio/api/runs/{run_id}", detail_one_read_behind)
+    pw.expect(page.locator("#run-title")).to_contain_text("racing, train): STARTED")
+    assert wait_for_run(page, 30) == "SUCCESS"

@@ -264,7 +264,9 @@ async function launch(event) {
 }
 
 // -- runs --------------------------------------------------------------------------------------
-async function loadRuns() {
+// `openRunInFlight`: the open run's own status, read before the list; a run that ended between
+// the two reads must be read once more, or its page keeps the old status for good.
+async function loadRuns(openRunInFlight = false) {
   const runs = (await api("/runs")).data;
   fill($("#runs tbody"), runs.map((r) => {
     const link = element("a", r.id.slice(0, 8));
@@ -277,7 +279,7 @@ async function loadRuns() {
     return row([link, r.subject, r.kind, element("span", r.status, `status ${r.status}`),
                 `${done} of ${r.steps.length || r.assets.length}`]);
   }));
-  schedule(runs.some((r) => IN_FLIGHT.has(r.status)));
+  schedule(openRunInFlight || runs.some((r) => IN_FLIGHT.has(r.status)));
 }
 
 function schedule(again) {
@@ -310,7 +312,7 @@ async function openRun(id) {
   $("#run-log").scrollTop = $("#run-log").scrollHeight;  // the newest lines in view
   drawLoss(detail.loss);
   $("#cancel-run").hidden = !IN_FLIGHT.has(run.status);
-  await loadRuns();
+  await loadRuns(IN_FLIGHT.has(run.status));
 }
 
 function drawLoss(loss) {
