@@ -20,14 +20,19 @@ from assets.common import Definition, publish, store_link
 from assets.demo_data import filings
 from assets.deployments import published
 from assets.erasure import Ledger, sha256
+from assets.ingest import published_corpus
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
 from assets.model_sources import content_hash
-from assets.speech_evaluation import AUDIO_SUFFIXES
 from config.schema import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
 from resources.object_store import ObjectStore
-from resources.speech_client import TranscriptionFailed, timestamped, transcribe
+from resources.speech_client import (
+    AUDIO_SUFFIXES,
+    TranscriptionFailed,
+    timestamped,
+    transcribe,
+)
 from sensors.watchers import listing_metadata, watched_listings
 
 TRANSCRIPTS = "transcripts"  # store prefix: <model>@<version>/<recording sha256>.json
@@ -207,11 +212,11 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         for finding in findings:
             context.log.warning(f"corpora.{name}.questions: line {finding['line']}: "
                                 f"{finding['detail']}")
-        lines = {"documents.jsonl": listing, "quarantine.jsonl": rejected,
+        lines = {published_corpus.LISTING: listing, "quarantine.jsonl": rejected,
                  "questions.jsonl": questions, "question_findings.jsonl": findings}
         for file, rows in lines.items():
             (out / file).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        version = hashlib.sha256((out / "documents.jsonl").read_bytes()).hexdigest()[:16]
+        version = hashlib.sha256((out / published_corpus.LISTING).read_bytes()).hexdigest()[:16]
         ref = publish(store, "corpus", name, version, out, documents=len(listing))
         shutil.rmtree(staging, ignore_errors=True)
         return dg.MaterializeResult(

@@ -20,8 +20,8 @@ from assets.curation.pipeline import CURATION_REASONS, Curated, curate
 from assets.curation.splits import SPLITS
 from assets.curation.tokens import TokenCounter, length_histogram, percentiles
 from assets.erasure import Ledger, without_erased
-from assets.ingest.sources import Item, read_source
-from config.schema import DatasetSpec, FactoryConfig
+from assets.ingest.sources import Item, StoredCorpora, read_source
+from config.schema import CorpusDatasetSource, DatasetSpec, FactoryConfig
 from resources.object_store import ObjectStore
 from sensors.watchers import listing_metadata, watched_listings
 
@@ -62,6 +62,8 @@ def token_budget(store: ObjectStore, spec: DatasetSpec) -> tuple[TokenCounter | 
 
 def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[Definition]:
     deps = [dg.AssetKey(["base_model", spec.base_model])] if spec.base_model else []
+    deps += [dg.AssetKey(["corpus", s.corpus]) for s in spec.sources
+             if isinstance(s, CorpusDatasetSource)]
     key = dg.AssetKey(["dataset", name])
 
     @dg.asset(
@@ -76,11 +78,12 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
             spec.sources, config.root, config.storage.s3_endpoint_url)) \
             if spec.watch and spec.watch.enabled else {}
         counter, max_tokens = token_budget(store, spec)
+        corpora = StoredCorpora(store)
 
         def items() -> Iterator[Item]:
             for source in spec.sources:
                 yield from read_source(source, config.root, run_dir / "staging",
-                                       config.storage.s3_endpoint_url)
+                                       config.storage.s3_endpoint_url, corpora)
 
         erased: list[str] = []
         curated = curate(without_erased(items(), Ledger.read(store).record_rules(name), erased),
@@ -92,7 +95,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         version = file_digest(*paths)
         counts = {s: len(curated.lines[s]) for s in SPLITS}
         publish(store, "dataset", name, version, run_dir / "out", counts=counts,
-                invalid_fraction=curated.invalid_fraction, dataset_kind=spec.kind)
+                invalid_fraction=curated.invalid_fraction, dataset_kind=spec.kind,
+                **({"corpora": corpora.read} if corpora.read else {}))
         ref = current(store, "dataset", name)
         context.log.info(f"dataset {name}@{version}: {curated.rows_in} rows in, {counts}, "
                          f"quarantined {dict(curated.reasons)}")

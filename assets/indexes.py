@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from assets.common import Definition, current, store_link
+from assets.ingest import published_corpus
 from config.schema import CorpusSpec, FactoryConfig
 from resources.embeddings import llama_index_embedding
 from resources.object_store import ObjectStore
@@ -30,11 +31,10 @@ from resources.vector_store import ChromaResource
 def load_documents(root: Path) -> list[Any]:
     from llama_index.core import Document
 
-    listing = [json.loads(line) for line in (root / "documents.jsonl").read_text().splitlines()]
     # the source path is kept for citations but not embedded: vectors describe the content
-    return [Document(text=(root / d["file"]).read_text(), doc_id=d["doc_id"],
-                     metadata={"source": d["doc_id"]}, excluded_embed_metadata_keys=["source"])
-            for d in listing]
+    return [Document(text=text, doc_id=d["doc_id"], metadata={"source": d["doc_id"]},
+                     excluded_embed_metadata_keys=["source"])
+            for d, text in published_corpus.documents(root)]
 
 
 def plan(documents: list[Any], stored: dict[str, str]) -> dict[str, int]:

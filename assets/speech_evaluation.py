@@ -24,10 +24,9 @@ from assets.demo_data import filings
 from assets.deployments import published
 from config.schema import DeploymentSpec, FactoryConfig, TranscriptionEvalSpec
 from resources.object_store import ObjectStore
-from resources.speech_client import transcribe
+from resources.speech_client import AUDIO_SUFFIXES, transcribe
 from worker.artifacts import speech_card_key
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".webm", ".m4a")
 normalise = EnglishTextNormalizer({})
 
 

@@ -191,7 +191,15 @@ class HFSource(Strict):
     revision: str | None = None
 
 
-DatasetSource = GeneratedSource | FileSource | S3Source | HFSource
+class CorpusDatasetSource(Strict):
+    """The documents of one of this project's corpora as its last materialization published
+    them (parsed files; recordings as the speech model transcribed them, without timestamps),
+    one {"text"} record each: recordings and documents become continued-pretraining text."""
+
+    corpus: Name
+
+
+DatasetSource = GeneratedSource | FileSource | S3Source | HFSource | CorpusDatasetSource
 
 
 class Split(Strict):
@@ -247,6 +255,14 @@ class DatasetSpec(Strict):
     def _watch_needs_files(self) -> DatasetSpec:
         if self.watch and not any(isinstance(s, FileSource | S3Source) for s in self.sources):
             raise ValueError("watch: needs a path or s3 source to poll; the others never change")
+        return self
+
+    @model_validator(mode="after")
+    def _corpus_is_text(self) -> DatasetSpec:
+        if self.kind != "pretrain" and any(isinstance(s, CorpusDatasetSource)
+                                           for s in self.sources):
+            raise ValueError("a {corpus: ...} source gives text without prompts or answers; "
+                             "use it in a kind: pretrain dataset")
         return self
 
     @model_validator(mode="after")
@@ -966,6 +982,10 @@ class FactoryConfig(Strict):
             if d.base_model:
                 check(f"datasets.{name}.base_model", d.base_model, self.base_models,
                       "base_models")
+            for i, source in enumerate(d.sources):
+                if isinstance(source, CorpusDatasetSource):
+                    check(f"datasets.{name}.sources[{i}].corpus", source.corpus, self.corpora,
+                          "corpora")
         seen: dict[str, str] = {}
         for name, e in self.evaluations.items():
             check(f"evaluations.{name}.adapter", e.adapter, self.adapters, "adapters")

@@ -14,7 +14,6 @@ deployments that served them. The ledger entry ends with what was touched.
 from __future__ import annotations
 
 import getpass
-import json
 import shutil
 import time
 import uuid
@@ -38,7 +37,8 @@ from assets.erasure import (
     texts,
     versions_holding,
 )
-from assets.ingest.sources import RawRecord, read_source
+from assets.ingest import published_corpus
+from assets.ingest.sources import RawRecord, StoredCorpora, read_source
 from assets.model_cards import mark_erased_card
 from assets.promotion import Registry
 from config.schema import FactoryConfig, trial_names
@@ -65,10 +65,11 @@ class Found:
 
 def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found:
     """A document by its id (`docs/a.txt`, `s3://...`) or its path inside the corpus source,
-    and every copy of its text in any corpus, under whatever name. A name that means several
-    documents is refused with the candidates: an erasure is never a guess."""
-    listings = {(corpus, version): [json.loads(line) for line in (store.local_dir(
-        f"corpus/{corpus}/{version}") / "documents.jsonl").read_text().splitlines()]
+    every copy of its text in any corpus, under whatever name, and the dataset versions read
+    from a corpus version holding it. A name that means several documents is refused with the
+    candidates: an erasure is never a guess."""
+    listings = {(corpus, version): published_corpus.listing(store.local_dir(
+        f"corpus/{corpus}/{version}"))
         for corpus in config.corpora for version in stored_versions(store, "corpus", corpus)}
     every = [d for docs in listings.values() for d in docs]
     meant = documents_named(name, (d["doc_id"] for d in every))
@@ -89,7 +90,20 @@ def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found
     return Found({"kind": "document", "doc_id_sha256": sorted(sha256(d) for d in doc_ids),
                   "text_sha256": sorted(named)},
                  f"{len(doc_ids)} document(s): {', '.join(sorted(doc_ids))}", corpora=corpora,
-                 doc_ids=sorted(doc_ids))
+                 datasets=datasets_read_from(store, config, corpora), doc_ids=sorted(doc_ids))
+
+
+def datasets_read_from(store: ObjectStore, config: FactoryConfig,
+                       corpora: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The stored dataset versions whose lineage names one of these corpus versions (a dataset
+    with a {corpus} source records the versions it read)."""
+    held: dict[str, list[str]] = {}
+    for dataset in config.datasets:
+        for version, manifest in stored_versions(store, "dataset", dataset).items():
+            read = manifest.get("corpora") or {}
+            if any(read.get(corpus) in versions for corpus, versions in corpora.items()):
+                held.setdefault(dataset, []).append(version)
+    return held
 
 
 def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
@@ -101,7 +115,8 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
     try:
         matched = [item for source in spec.sources
                    for item in read_source(source, config.root, staging,
-                                           config.storage.s3_endpoint_url)
+                                           config.storage.s3_endpoint_url,
+                                           StoredCorpora(store))
                    if isinstance(item, RawRecord) and (
                        (where is not None and where[0] in item.data
                         and str(item.data[where[0]]) == where[1])

@@ -49,7 +49,8 @@ def transcribe_sample(config: FactoryConfig, url: str, key: str) -> str | None:
     without one."""
     from openai import OpenAI
 
-    from assets.speech_evaluation import AUDIO_SUFFIXES, word_error_rate
+    from assets.speech_evaluation import word_error_rate
+    from resources.speech_client import AUDIO_SUFFIXES
 
     for name in config.speech_deployments():
         spec = config.deployments[name]

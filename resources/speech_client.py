@@ -4,10 +4,15 @@ window itself), answered with timestamped segments."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+# the recordings a corpus transcribes and a word-error-rate set reads (containers vLLM decodes)
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".webm", ".m4a")
+TIMESTAMP = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] ", re.MULTILINE)
 
 
 class TranscriptionFailed(RuntimeError):
@@ -43,3 +48,8 @@ def timestamped(result: dict[str, Any]) -> str:
             start = int(segment["start"])
             lines.append(f"[{start // 3600:02d}:{start % 3600 // 60:02d}:{start % 60:02d}] {text}")
     return "\n".join(lines)
+
+
+def spoken_text(document: str) -> str:
+    """What a `timestamped` transcript says, without its timestamps: training text."""
+    return " ".join(TIMESTAMP.sub("", document).split())

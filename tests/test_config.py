@@ -239,3 +239,16 @@ def test_studio_trainings_join_the_config_and_one_made_invalid_later_is_left_out
     assert config.deployments["local"].adapters == ["support--triage"]
     assert config.datasets["support--triage"].pii.scrub
     assert load_config(tmp_path / "factory.yaml", studio=False).adapters == {}
+
+
+def test_a_corpus_source_names_a_declared_corpus_and_gives_pretraining_text(
+        tmp_path: Path) -> None:
+    def notes(kind: str, corpus: str):  # type: ignore[no-untyped-def]
+        return lambda r: r["datasets"].update(notes={
+            "kind": kind, "sources": [{"corpus": corpus}], "base_model": "tiny"})
+
+    assert "datasets.notes.sources[0].corpus: 'memos' is not in corpora (declared: filings)" \
+        in error_for(tmp_path, notes("pretrain", "memos"))
+    assert "use it in a kind: pretrain dataset" in error_for(tmp_path, notes("sft", "filings"))
+    config = load_config(write(tmp_path, notes("pretrain", "filings")))
+    assert config.datasets["notes"].sources[0].corpus == "filings"  # type: ignore[union-attr]

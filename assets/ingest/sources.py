@@ -1,24 +1,36 @@
 """Declared sources -> raw records with provenance (file and row), or rejections.
 
 Files come from a local path/glob, an S3 prefix (downloaded to a staging folder, keeping keys as
-names) or a Hugging Face dataset; the demo generator is one more source. Tabular files give
-records; documents (PDF, DOCX, HTML, Markdown, TXT) give one {"text"} record each.
+names), a Hugging Face dataset or a corpus of the project as stored (recordings transcribed);
+the demo generator is one more source. Tabular files give records; documents (PDF, DOCX, HTML,
+Markdown, TXT) give one {"text"} record each.
 """
 
 from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assets.common import current
 from assets.demo_data import math_problems
+from assets.ingest import published_corpus
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.readers import TABULAR, read_records
-from config.schema import DatasetSource, FileSource, GeneratedSource, HFSource, S3Source
+from config.schema import (
+    CorpusDatasetSource,
+    DatasetSource,
+    FileSource,
+    GeneratedSource,
+    HFSource,
+    S3Source,
+)
+from resources.object_store import ObjectStore
 from resources.paths import UnsafePath, contained
+from resources.speech_client import AUDIO_SUFFIXES, spoken_text
 from worker.s3 import objects, split_url
 
 
@@ -95,8 +107,29 @@ def hf_records(source: HFSource, root: Path) -> Iterator[Item]:
         yield RawRecord(name, i, dict(record))
 
 
-def read_source(source: DatasetSource, root: Path, staging: Path,
-                s3_endpoint_url: str | None) -> Iterator[Item]:
+@dataclass
+class StoredCorpora:
+    """Where {corpus} sources are read: each corpus's latest stored version, remembered, so the
+    dataset's lineage names exactly the versions it read (what `factory forget` follows from a
+    document to the datasets and adapters that learnt from it)."""
+
+    store: ObjectStore
+    read: dict[str, str] = field(default_factory=dict)  # corpus -> version
+
+    def records(self, corpus: str) -> Iterator[Item]:
+        """One {"text"} record per document; a transcript gives what was said, without the
+        timestamps its passages carry for citations."""
+        ref = current(self.store, "corpus", corpus)
+        self.read[corpus] = ref["version"]
+        for entry, text in published_corpus.documents(self.store.local_dir(ref["prefix"])):
+            spoken = Path(entry["doc_id"]).suffix.lower() in AUDIO_SUFFIXES
+            yield RawRecord(f"corpus:{corpus}/{entry['doc_id']}", 1,
+                            {"text": spoken_text(text) if spoken else text})
+
+
+def read_source(source: DatasetSource, root: Path, staging: Path, s3_endpoint_url: str | None,
+                corpora: StoredCorpora | None = None) -> Iterator[Item]:
+    """`corpora`: where a {corpus} source is read; the other sources never need it."""
     if isinstance(source, GeneratedSource):
         for i, row in enumerate(math_problems.generate(source.rows, source.seed), start=1):
             yield RawRecord(f"generator:{source.generator}", i, row)
@@ -109,3 +142,7 @@ def read_source(source: DatasetSource, root: Path, staging: Path,
             yield from read_file(path, name)
     elif isinstance(source, HFSource):
         yield from hf_records(source, root)
+    elif isinstance(source, CorpusDatasetSource):
+        if corpora is None:
+            raise ValueError(f"a {{corpus: {source.corpus}}} source is read from the store")
+        yield from corpora.records(source.corpus)
