@@ -1,4 +1,4 @@
-"""The README's playground picture, from the running demo: the adapter and its base model
+"""docs/studio.md's playground picture, from the running demo: the adapter and its base model
 answering one held-out question side by side in the compare view, in Debian's Chromium.
 
     .venvs/factory/bin/python docs/screenshot_playground.py KEY [--out docs/playground.png]

@@ -1,4 +1,4 @@
-"""The README's Studio pictures and figures, from the running demo: a support lead's CSV of
+"""docs/studio.md's pictures and figures, from the running demo: a support lead's CSV of
 tickets (with a few broken rows) uploaded, mapped, trained on SmolLM2 with the quick preset,
 evaluated, promoted and asked, all in Debian's Chromium through the Studio's pages.
 

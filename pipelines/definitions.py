@@ -1,6 +1,13 @@
-"""The Dagster code location (`workspace.yaml`): the graph of $FACTORY_CONFIG or factory.yaml."""
+"""The Dagster code location (`workspace.yaml`, `dg`): the components under pipelines/defs/,
+that is the project file (factory.yaml, or $FACTORY_CONFIG)."""
 
-from config.loading import load_config
-from pipelines.graph import make_definitions
+from pathlib import Path
 
-defs = make_definitions(load_config())
+import dagster as dg
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(project_root=PROJECT_ROOT)

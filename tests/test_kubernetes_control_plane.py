@@ -1,7 +1,7 @@
-"""The cluster install (infra/k8s/, README "Running on Kubernetes"): no cluster runs here, so
-these check what would break an install: a manifest the API server would refuse, a project file
-the factory would refuse, pods that cannot reach each other, a permission the deployment asset
-lacks, a Secret or chart version the README's commands do not match."""
+"""The cluster install (infra/k8s/, docs/operations.md "Running on Kubernetes"): no cluster
+runs here, so these check what would break an install: a manifest the API server would refuse, a
+project file the factory would refuse, pods that cannot reach each other, a permission the
+deployment asset lacks, a Secret or chart version the documented commands do not match."""
 
 from __future__ import annotations
 
@@ -144,9 +144,9 @@ def test_the_control_planes_role_allows_exactly_what_a_kubernetes_deployment_doe
 
 
 def test_the_readmes_commands_install_what_the_manifests_expect() -> None:
-    """Every Secret a pod reads is one the README creates; the chart version is the Dagster
+    """Every Secret a pod reads is one docs/operations.md creates; the chart version is the Dagster
     library's; the code location is this project's."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "operations.md").read_text()
     section = readme[readme.index("## Running on Kubernetes"):]
     section = section[:section.index("\n## ", 3)]
     created = set(re.findall(r"create secret generic (\S+)", section))

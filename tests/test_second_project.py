@@ -8,81 +8,18 @@ retrieval must find the right document."""
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from assets.erasure import Ledger
 from config.loading import load_config
 from pipelines.cli import main
 from pipelines.graph import resources_for
-from pipelines.scaffold import ticket_rows, write_project
-from tests.conftest import free_port
-
-PACKAGES = ("bash", "coreutils", "tar", "gzip", "grep", "sed", "findutils")
-QUESTIONS = [
-    ("Who originally wrote GNU tar, based on John Gilmore's public domain tar?", "tar"),
-    ("Who put together the Debian package of the Bourne Again SHell?", "bash"),
-    ("Who maintains the Debian package of the GNU core utilities?", "coreutils"),
-    ("Jean-loup Gailly and Mark Adler hold which program's early copyright?", "gzip"),
-    ("Who maintains Debian's prepackaged version of sed?", "sed"),
-]
-
-
-def extend(root: Path) -> None:
-    """The init project plus another format, preference pairs and real documents."""
-    chats = ticket_rows(120, seed=2)
-    with (root / "data" / "more-tickets.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["instruction", "input", "output"])
-        for row in chats:
-            *_, user, reply = row["messages"]
-            writer.writerow(["Triage this support ticket.", user["content"], reply["content"]])
-    with (root / "data" / "prefs.jsonl").open("w") as f:
-        for row in chats:
-            *history, reply = row["messages"]
-            wrong = reply["content"].replace("Category: billing", "Category: shipping") \
-                if "billing" in reply["content"] else reply["content"].replace(
-                    "Category: ", "Category: billing-", 1)
-            f.write(json.dumps({"prompt": history, "chosen": reply["content"],
-                                "rejected": wrong}) + "\n")
-    (root / "packages").mkdir()
-    for package in PACKAGES:
-        shutil.copy(f"/usr/share/doc/{package}/copyright",
-                    root / "packages" / f"{package}-copyright.txt")
-    (root / "packages-questions.jsonl").write_text("".join(
-        json.dumps({"question": q, "source": f"{p}-copyright.txt"}) + "\n"
-        for q, p in QUESTIONS))
-    raw = yaml.safe_load((root / "factory.yaml").read_text())
-    raw["datasets"]["tickets"]["sources"].append({"path": "data/more-tickets.csv"})
-    raw["datasets"]["ticket-prefs"] = {"kind": "preference", "base_model": "base",
-                                       "sources": [{"path": "data/prefs.jsonl"}]}
-    raw["adapters"]["triage-dpo"] = {
-        "base_model": "base", "dataset": "ticket-prefs", "objective": "dpo",
-        "training": {"max_steps": 10, "micro_batch_size": 4, "sequence_len": 256,
-                     "learning_rate": 0.0005}}
-    raw["corpora"]["packages"] = {"source": {"path": "packages"}, "top_k": 3,
-                                  "questions": "packages-questions.jsonl"}
-    # a second recipe and the mixture of both, served beside the first
-    raw["adapters"]["triage-b"] = {
-        "base_model": "base", "dataset": "tickets", "lora": {"r": 8, "alpha": 16},
-        "training": {"max_steps": 20, "micro_batch_size": 8, "learning_rate": 0.001,
-                     "sequence_len": 256, "seed": 1}}
-    raw["evaluations"]["triage-b-eval"] = {**raw["evaluations"]["triage-eval"],
-                                           "adapter": "triage-b", "limit": 20}
-    raw["mixtures"] = {"triage-mix": {"base_model": "base",
-                                      "adapters": {"triage": 0.7, "triage-b": 0.3},
-                                      "search": {"step": 0.5, "rows": 8}}}
-    raw["deployments"] = {"support": {
-        "base_model": "base", "adapters": ["triage", "triage-mix"], "port": free_port(),
-        "evaluate": {"limit": 40, "max_new_tokens": 24, "timing_requests": 4}}}
-    (root / "factory.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+from tests.projects import second_project
 
 
 def latest(asset: str) -> dict[str, object]:
@@ -106,8 +43,7 @@ def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     root = tmp_path / "support"
-    write_project(root, "support")
-    extend(root)
+    second_project(root)
     path = str(root / "factory.yaml")
     try:
         ran = CliRunner().invoke(main, ["materialize", "--config", path])

@@ -9,7 +9,7 @@ the playground then chats with the new adapter.
 Fast: a hostile tenant's text (a file name, a model reply) is shown as text, never run.
 
 Screenshots of each page land in the test's folder; with FACTORY_STUDIO_SCREENSHOTS=<folder>
-they are also copied there (docs/, for the README's Self-service section).
+they are also copied there (docs/, for docs/studio.md).
 """
 
 from __future__ import annotations
