@@ -35,7 +35,8 @@ from assets.common import (
 from assets.model_cards import write_card
 from assets.promotion import Registry
 from compute.memory import DoesNotFit, ModelShape, Recipe, check_fits
-from config.schema import AdapterSpec, FactoryConfig
+from config.adapters import AdapterSpec
+from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from config.adapters import AdapterSpec
+from config.base_models import Pretrain
 from config.objectives import OBJECTIVES
-from config.schema import LIGER_MODEL_TYPES, AdapterSpec, Pretrain, TrackingSpec
+from config.training import LIGER_MODEL_TYPES, TrackingSpec
 from worker.chat import turn_end
 
 # The fused LoRA kernels allocate on CUDA and mixed precision needs a GPU. Axolotl pads batches

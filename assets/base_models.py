@@ -16,7 +16,6 @@ import dagster as dg
 from assets.axolotl_config import render_pretrain
 from assets.common import (
     Definition,
-    artifact_prefix,
     current,
     fail_if_axolotl_rejects,
     loss_curve,
@@ -33,9 +32,12 @@ from assets.model_sources import (
     package_license,
     source_path,
 )
-from config.schema import BaseModelSpec, FactoryConfig, Pretrain
+from config.base_models import BaseModelSpec, Pretrain
+from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
-from resources.object_store import ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
+from store.keys import artifact_prefix
 
 BUILDER_VERSION = "tiny-llama-v4"  # bump when the builder or its corpus changes
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import dagster as dg
 
-from resources.object_store import ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
+from store.keys import artifact_prefix
 
 Definition = dg.AssetsDefinition | dg.AssetChecksDefinition
 
@@ -29,10 +31,6 @@ def file_digest(*paths: Path) -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
-
-
-def artifact_prefix(kind: str, name: str, version: str) -> str:
-    return f"{kind}/{name}/{version}"
 
 
 def publish(store: ObjectStore, kind: str, name: str, version: str, local_dir: Path,

@@ -22,10 +22,13 @@ from assets.deployments import published
 from assets.erasure import Ledger, sha256
 from assets.ingest import published_corpus
 from assets.ingest.documents import DOCUMENTS, extract_text
+from assets.ingest.listings import corpus_suffixes, listing_metadata, watched_listings
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
 from assets.model_sources import content_hash
-from config.schema import CorpusSpec, FactoryConfig, FileSource, GeneratedCorpus
+from config.corpora import CorpusSpec, GeneratedCorpus
+from config.datasets import FileSource
+from config.schema import FactoryConfig
 from resources.object_store import ObjectStore
 from resources.speech_client import (
     AUDIO_SUFFIXES,
@@ -33,9 +36,7 @@ from resources.speech_client import (
     timestamped,
     transcribe,
 )
-from sensors.watchers import listing_metadata, watched_listings
-
-TRANSCRIPTS = "transcripts"  # store prefix: <model>@<version>/<recording sha256>.json
+from store.keys import transcript_key
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def transcriber_for(spec: CorpusSpec, config: FactoryConfig, store: ObjectStore,
     version = deployed["base_version"]
 
     def transcribed(path: Path, name: str) -> Document | Rejection:
-        key = f"{TRANSCRIPTS}/{model}@{version[:16]}/{content_hash(path)}.json"
+        key = transcript_key(model, version, content_hash(path))
         if store.exists(key):
             counts["reused"] += 1
             return Document(name, store.get_json(key)["document"])
@@ -181,7 +182,7 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
         for folder in (out, staging):
             shutil.rmtree(folder, ignore_errors=True)
         seen = listing_metadata(watched_listings(  # before reading: a later change is news
-            [spec.source], config.root, config.storage.s3_endpoint_url)) \
+            [spec.source], config.root, config.storage.s3_endpoint_url, corpus_suffixes(spec))) \
             if spec.watch.enabled and not isinstance(spec.source, GeneratedCorpus) else {}
         (out / "docs").mkdir(parents=True)
         listing, rejected, erased = [], [], 0

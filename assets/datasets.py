@@ -20,10 +20,11 @@ from assets.curation.pipeline import CURATION_REASONS, Curated, curate
 from assets.curation.splits import SPLITS
 from assets.curation.tokens import TokenCounter, length_histogram, percentiles
 from assets.erasure import Ledger, without_erased
+from assets.ingest.listings import listing_metadata, watched_listings
 from assets.ingest.sources import Item, StoredCorpora, read_source
-from config.schema import CorpusDatasetSource, DatasetSpec, FactoryConfig
+from config.datasets import CorpusDatasetSource, DatasetSpec
+from config.schema import FactoryConfig
 from resources.object_store import ObjectStore
-from sensors.watchers import listing_metadata, watched_listings
 
 
 def quarantine_table(curated: Curated, limit: int = 10) -> str:
@@ -78,7 +79,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
             spec.sources, config.root, config.storage.s3_endpoint_url)) \
             if spec.watch and spec.watch.enabled else {}
         counter, max_tokens = token_budget(store, spec)
-        corpora = StoredCorpora(store)
+        ledger = Ledger.read(store)
+        corpora = StoredCorpora(store, ledger.document_hashes())
 
         def items() -> Iterator[Item]:
             for source in spec.sources:
@@ -86,7 +88,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
                                        config.storage.s3_endpoint_url, corpora)
 
         erased: list[str] = []
-        curated = curate(without_erased(items(), Ledger.read(store).record_rules(name), erased),
+        curated = curate(without_erased(items(), ledger.record_rules(name), erased),
                          spec, counter, max_tokens)
         if erased:
             context.log.info(f"left out {len(erased)} erased record(s) (`factory forget`): "

@@ -17,7 +17,8 @@ import httpx
 from assets import hot_adapters
 from assets.common import Definition, current
 from assets.promotion import Registry
-from config.schema import DeploymentSpec, FactoryConfig
+from config.deployments import DeploymentSpec
+from config.schema import FactoryConfig
 from resources import vllm_replica
 from resources.compute import WorkerCompute
 from resources.kubernetes_replicas import Cluster, api_key_secret
@@ -25,7 +26,7 @@ from resources.object_store import ObjectStore
 from resources.vllm_launch import Artifact, GpuLaunch
 from resources.vllm_replica import AdapterToServe, LoraStore
 from resources.vllm_server import VLLMServer, rss_mib
-from worker.artifacts import DEPLOYMENTS
+from store.keys import deployment_key
 
 
 def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpec
@@ -55,7 +56,7 @@ def publish(store: ObjectStore, name: str, base: tuple[str, str],
     """The deployment as it now serves, for whoever reaches it: each replica's URL and models
     (the gateway routes by them), the base model and adapter versions (the served
     evaluation scores them)."""
-    store.put_json(f"{DEPLOYMENTS}/{name}.json", {
+    store.put_json(deployment_key(name), {
         "deployment": name, "base_model": base[0], "base_version": base[1],
         "adapters": {a.name: a.version for a in adapters}, "published_at": time.time(),
         "replicas": [{"url": r["url"], "models": sorted(r["models"]),
@@ -64,13 +65,13 @@ def publish(store: ObjectStore, name: str, base: tuple[str, str],
 
 def published(store: ObjectStore, name: str) -> dict[str, Any] | None:
     """What the last materialization of deployment `name` published; None if none did."""
-    key = f"{DEPLOYMENTS}/{name}.json"
+    key = deployment_key(name)
     return store.get_json(key) if store.exists(key) else None
 
 
 def unpublish(store: ObjectStore, name: str) -> None:
     """The deployment is gone: gateways stop routing to it at their next refresh."""
-    key = f"{DEPLOYMENTS}/{name}.json"
+    key = deployment_key(name)
     if store.exists(key):
         store.backend.delete(key)
 
@@ -183,7 +184,7 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
         publish(store, name, (spec.base_model, base["version"]), adapters, replicas)
         return dg.MaterializeResult(metadata={
             "url": dg.MetadataValue.url(f"{replicas[0]['url']}/v1"),
-            "published": f"{store.url.rstrip('/')}/{DEPLOYMENTS}/{name}.json",
+            "published": f"{store.url.rstrip('/')}/{deployment_key(name)}",
             "action": replicas[0]["action"],
             "replicas": dg.MetadataValue.json(replicas),
             "served_models": replicas[0]["models"],

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assets.ingest.sources import Item, RawRecord
-from resources.object_store import ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
 
 LEDGER = "erasure"  # erasure/<id>.json, one per erasure
 

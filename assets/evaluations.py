@@ -19,8 +19,9 @@ from assets.common import Definition, current, png_markdown, publish, store_link
 from assets.judging import judge_score, safety_rate
 from assets.model_cards import write_card
 from assets.promotion import Decision, Registry, decide, promotion_asset
+from config.evaluations import EvaluationSpec, GuardSpec, PromotionSpec
 from config.metrics import METRICS
-from config.schema import EvaluationSpec, FactoryConfig, GuardSpec, PromotionSpec
+from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

@@ -22,7 +22,8 @@ from typing import Any
 import dagster as dg
 
 from assets.common import publish, reuse_if_complete
-from config.schema import DeploymentSpec, FactoryConfig, HotAdapters
+from config.deployments import DeploymentSpec, HotAdapters
+from config.schema import FactoryConfig
 from gateway.db import make_engine, session_factory
 from gateway.tenancy import Tenancy
 from resources import vllm_replica

@@ -21,7 +21,8 @@ import dagster as dg
 
 from assets.common import Definition, current, store_link
 from assets.ingest import published_corpus
-from config.schema import CorpusSpec, FactoryConfig
+from config.corpora import CorpusSpec
+from config.schema import FactoryConfig
 from resources.embeddings import llama_index_embedding
 from resources.object_store import ObjectStore
 from resources.retrieval import collection, open_index, retrieve

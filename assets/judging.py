@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from config.schema import JudgeSpec
+from config.evaluations import JudgeSpec
 
 GRADE = ("{rubric}\nQuestion: {question}\nReference answer: {target}\nCandidate answer: "
          "{output}\nReply with one integer from 1 (wrong) to 10 (fully correct), nothing else.")

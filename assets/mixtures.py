@@ -15,7 +15,8 @@ import dagster as dg
 
 from assets.common import Definition, current, publish, reuse_if_complete, store_link, version_of
 from assets.promotion import Registry
-from config.schema import FactoryConfig, MixtureSpec
+from config.mixtures import MixtureSpec
+from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 

@@ -15,11 +15,13 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from assets.common import artifact_prefix
+from config.adapters import AdapterSpec, trial_names
 from config.metrics import METRICS
 from config.objectives import OBJECTIVES
-from config.schema import AdapterSpec, FactoryConfig, trial_names
-from resources.object_store import ArtifactMissing, ObjectStore
+from config.schema import FactoryConfig
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
+from store.keys import artifact_prefix
 
 
 def _ref(store: ObjectStore, ref: str) -> dict[str, Any] | None:

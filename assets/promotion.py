@@ -16,9 +16,12 @@ import dagster as dg
 
 from assets.common import current
 from assets.model_cards import write_card
+from config.evaluations import PromotionSpec
 from config.metrics import METRICS
-from config.schema import FactoryConfig, PromotionSpec
-from resources.object_store import ArtifactMissing, ObjectStore
+from config.schema import FactoryConfig
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
+from store.keys import registry_key
 
 
 @dataclass
@@ -71,7 +74,7 @@ class Registry:
         self.store = store
 
     def _key(self, adapter: str) -> str:
-        return f"registry/{adapter}.json"
+        return registry_key(adapter)
 
     def read(self, adapter: str) -> dict[str, Any]:
         try:

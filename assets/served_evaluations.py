@@ -21,10 +21,12 @@ import httpx
 
 from assets.common import Definition, current, publish, version_of
 from assets.deployments import published
+from config.deployments import DeploymentSpec
 from config.metrics import METRICS
-from config.schema import DeploymentSpec, FactoryConfig
+from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
-from resources.object_store import ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
 
 
 def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConfig

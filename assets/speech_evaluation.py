@@ -22,10 +22,11 @@ from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 from assets.common import Definition, current
 from assets.demo_data import filings
 from assets.deployments import published
-from config.schema import DeploymentSpec, FactoryConfig, TranscriptionEvalSpec
+from config.deployments import DeploymentSpec, TranscriptionEvalSpec
+from config.schema import FactoryConfig
 from resources.object_store import ObjectStore
 from resources.speech_client import AUDIO_SUFFIXES, transcribe
-from worker.artifacts import speech_card_key
+from store.keys import speech_card_key
 
 normalise = EnglishTextNormalizer({})
 

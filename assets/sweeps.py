@@ -15,7 +15,8 @@ from assets.adapters import adapter_asset, peft_format_check
 from assets.common import Definition, alias, current, png_markdown
 from assets.model_cards import write_card
 from assets.promotion import Registry
-from config.schema import AdapterSpec, FactoryConfig, trial_names
+from config.adapters import AdapterSpec, trial_names
+from config.schema import FactoryConfig
 from resources.object_store import ObjectStore
 
 

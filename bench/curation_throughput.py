@@ -57,7 +57,7 @@ def curation_side(root: Path) -> dict[str, Any]:
     from assets.curation.pipeline import curate
     from assets.curation.tokens import TokenCounter
     from assets.ingest.sources import read_source
-    from config.schema import DatasetSpec, FileSource
+    from config.datasets import DatasetSpec, FileSource
     from resources.embeddings import BUNDLED, model_path
 
     spec = DatasetSpec.model_validate({

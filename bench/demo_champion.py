@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from assets.promotion import Registry
+from config.deployments import DeploymentSpec
 from config.loading import load_config
-from config.schema import DeploymentSpec
 from pipelines.graph import resources_for
 from resources.object_store import ObjectStore
 from resources.vllm_replica import LoraStore

@@ -24,7 +24,7 @@ from pathlib import Path
 from assets.hot_adapters import decide
 from bench.demo_champion import demo_champion, scratch_registry
 from bench.serving_throughput import load, load_arguments, measure
-from config.schema import HotAdapters
+from config.deployments import HotAdapters
 from pipelines.graph import REPO_ROOT
 from resources.vllm_replica import AdapterToServe
 

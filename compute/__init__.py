@@ -1,7 +1,7 @@
 """Where training boxes come from: one module per kind of machine, holding its settings (a
 `RemoteSpec`) and its launcher, and this table that `compute.kind` in factory.yaml looks up.
 
-Adding a kind of machine is one module here and one row below; config/schema.py takes its
+Adding a kind of machine is one module here and one row below; config/compute_spec.py takes its
 settings under `compute.<kind>` and resources/remote_compute.py runs jobs on it, unchanged.
 """
 

@@ -1,5 +1,6 @@
 """Reading `factory.yaml`: the file named by the caller, $FACTORY_CONFIG or ./factory.yaml,
-validated against config/schema.py, every mistake reported with its key path."""
+validated against the schema (config/schema.py and its sections), every mistake reported with
+its key path."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from config.common import ConfigProblems
 from config.retired import retired_uses
-from config.schema import ConfigProblems, FactoryConfig
+from config.schema import FactoryConfig
 from config.studio import TRAININGS, StoredTraining, merge_trainings, parse_trainings
-from worker.artifacts import ArtifactReader
+from store.reader import ArtifactReader
 
 log = logging.getLogger("factory.config")
 
@@ -32,7 +34,8 @@ def format_errors(path: Path, err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against the documented keys in README.md"
+            msg = ("unknown key; check the spelling against the keys config/ documents "
+                   "(docs/operations.md#configuration)")
         elif e["type"] == "missing":
             msg = "required key is missing"
         lines.append(f"  {key}: {msg}")

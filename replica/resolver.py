@@ -27,8 +27,9 @@ from vllm.logger import init_logger
 from vllm.lora.request import LoRARequest
 from vllm.lora.resolver import LoRAResolver, LoRAResolverRegistry
 
-from resources.paths import contained
-from worker.artifacts import ArtifactReader, Unverified
+from store.keys import ref_key, registry_key
+from store.paths import contained
+from store.reader import ArtifactReader, Unverified
 
 logger = init_logger(__name__)
 NAME = re.compile(r"^(?P<name>[a-z][a-z0-9_-]{0,62})(@(?P<version>[A-Za-z0-9_-]{1,64}))?$")
@@ -48,9 +49,9 @@ class StoreResolver(LoRAResolver):
         if match is None:
             raise Refused("not an adapter name (`<adapter>` or `<adapter>@<version>`)")
         name, version = match["name"], match["version"]
-        registry = self.reader.read_json(f"registry/{name}.json")
+        registry = self.reader.read_json(registry_key(name))
         if registry is None:
-            mixture = self.reader.read_json(f"refs/mixture/{name}.json")
+            mixture = self.reader.read_json(ref_key("mixture", name))
             if mixture is None:
                 raise Refused(f"no adapter '{name}' in the registry of {self.reader.url}, "
                               "and no such mixture")

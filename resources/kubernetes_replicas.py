@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from config.schema import KubernetesTarget
+from config.deployments import KubernetesTarget
 
 MANAGED = {"app.kubernetes.io/managed-by": "adapter-factory"}
 

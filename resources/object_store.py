@@ -12,158 +12,17 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from resources.paths import contained
-from worker.artifacts import CARD, MANIFEST
-from worker.s3 import objects, split_url
-
-
-class ArtifactMissing(FileNotFoundError):
-    """Raised when an artifact is absent or incomplete (no manifest)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class Backend(ABC):
-    """The five primitives every store offers; folders and manifests are built on them."""
-
-    @abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> None: ...
-
-    @abstractmethod
-    def put_file(self, key: str, path: Path) -> None: ...
-
-    @abstractmethod
-    def get_bytes(self, key: str) -> bytes: ...
-
-    @abstractmethod
-    def get_file(self, key: str, dest: Path) -> None: ...
-
-    @abstractmethod
-    def list(self, prefix: str) -> list[str]: ...
-
-    @abstractmethod
-    def delete(self, key: str) -> None: ...
-
-    def local_path(self, key: str) -> Path | None:
-        """A path engines can read in place, when the store is on this disk."""
-        return None
-
-
-class LocalBackend(Backend):
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, key: str) -> Path:
-        return contained(self.root, key, "object key")
-
-    def _atomic_write(self, key: str, write: Any) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self._atomic_write(key, lambda f: f.write(data))
-
-    def put_file(self, key: str, path: Path) -> None:
-        def copy(f: Any) -> None:
-            with path.open("rb") as src:
-                shutil.copyfileobj(src, f, 1 << 20)
-
-        self._atomic_write(key, copy)
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
-            raise ArtifactMissing(key) from exc
-
-    def get_file(self, key: str, dest: Path) -> None:
-        try:
-            shutil.copyfile(self._path(key), dest)
-        except FileNotFoundError as exc:
-            raise ArtifactMissing(key) from exc
-
-    def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix) if prefix else self.root
-        if base.is_file():
-            return [prefix]
-        if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root))
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".partial")
-        )
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def local_path(self, key: str) -> Path | None:
-        return self._path(key)
-
-
-class S3Backend(Backend):
-    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
-        self.bucket, self.prefix, self.client = bucket, prefix.strip("/"), client
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-
-    def put_file(self, key: str, path: Path) -> None:
-        # upload_file switches to multipart for large files; S3 makes the object visible only
-        # when the upload completes, so a crash leaves no partial object.
-        self.client.upload_file(str(path), self.bucket, self._key(key))
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey as exc:
-            raise ArtifactMissing(key) from exc
-
-    def get_file(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise ArtifactMissing(key) from exc
-            raise
-
-    def list(self, prefix: str) -> list[str]:
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(obj["Key"][strip:]
-                      for obj in objects(self.client, self.bucket, self._key(prefix)))
-
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+from store.backends import ArtifactMissing, Backend, LocalBackend, S3Backend, sha256_of
+from store.keys import CARD, MANIFEST, ref_key
+from store.paths import contained
+from store.s3 import split_url
 
 
 class ObjectStore(dg.ConfigurableResource):
@@ -215,12 +74,13 @@ class ObjectStore(dg.ConfigurableResource):
 
     # -- refs: the current version of a named artifact ------------------------------------------
     def write_ref(self, ref: str, payload: dict[str, Any]) -> None:
-        """Point `refs/<ref>` at a version; written after the version itself is complete."""
-        self.put_json(f"refs/{ref}.json", payload)
+        """Point `refs/<ref>` (`kind/name`) at a version; written after the version itself is
+        complete."""
+        self.put_json(ref_key(*ref.split("/", 1)), payload)
 
     def read_ref(self, ref: str) -> dict[str, Any]:
         try:
-            return self.get_json(f"refs/{ref}.json")
+            return self.get_json(ref_key(*ref.split("/", 1)))
         except ArtifactMissing as exc:
             raise ArtifactMissing(f"no '{ref}' has been materialized yet in {self.url}") from exc
 
@@ -233,7 +93,7 @@ class ObjectStore(dg.ConfigurableResource):
             rel = path.relative_to(local_dir).as_posix()
             if rel == MANIFEST:
                 continue
-            files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            files[rel] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
             self.backend.put_file(f"{prefix}/{rel}", path)
         manifest = {"files": files, "created_at": time.time(), **info}
         content = {rel: meta for rel, meta in files.items() if rel != CARD}
@@ -291,7 +151,7 @@ class ObjectStore(dg.ConfigurableResource):
             dest = contained(staging, rel, f"{prefix}/{MANIFEST}: file name")
             dest.parent.mkdir(parents=True, exist_ok=True)
             self.backend.get_file(f"{prefix}/{rel}", dest)
-            if _sha256(dest) != meta["sha256"]:
+            if sha256_of(dest) != meta["sha256"]:
                 raise ArtifactMissing(f"{prefix}/{rel}: checksum mismatch after download")
         (staging / MANIFEST).write_text(json.dumps(manifest))
         shutil.rmtree(cache, ignore_errors=True)

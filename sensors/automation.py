@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from config.schema import FactoryConfig, FileSource, S3Source
-from sensors.watchers import watch_sensor, watched_listings
+from assets.ingest.listings import corpus_suffixes, watched_listings
+from config.datasets import FileSource, S3Source
+from config.schema import FactoryConfig
+from sensors.watchers import watch_sensor
 
 
 def reindex_job(corpus: str) -> dg.UnresolvedAssetJobDefinition:
@@ -41,7 +43,8 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDef
         if isinstance(spec.source, FileSource | S3Source) and spec.watch.enabled:
             sensors.append(watch_sensor(
                 f"watch_corpus_{name.replace('-', '_')}", job, dg.AssetKey(["corpus", name]),
-                watched_listings([spec.source], config.root, endpoint), spec.watch.interval_s))
+                watched_listings([spec.source], config.root, endpoint, corpus_suffixes(spec)),
+                spec.watch.interval_s))
     for name, spec in config.datasets.items():
         job = retrain_job(name, config.compute.max_runtime_s)
         jobs.append(job)

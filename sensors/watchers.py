@@ -7,39 +7,10 @@ evaluated, gated and, when promoted, hot-loaded into the running deployment).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import dagster as dg
 
-from config.schema import FileSource, S3Source
-from sensors.changes import Entry, diff, list_files, list_s3, listing_digest
-from worker.s3 import split_url
-
-Listing = Callable[[], list[Entry]]
-# the metadata key under which a watched asset records the digest of the listing it read
-LISTING_KEY = "source_listing"
-
-
-def listing_for(source: FileSource | S3Source, root: Path, s3_endpoint_url: str | None
-                ) -> Listing:
-    if isinstance(source, S3Source):
-        bucket, _ = split_url(source.s3)
-        return lambda: [Entry(f"s3://{bucket}/{e.key}", e.modified, e.etag)
-                        for e in list_s3(source.s3, s3_endpoint_url)]
-    return lambda: list_files(source.path, root)
-
-
-def watched_listings(sources: list[object], root: Path, s3_endpoint_url: str | None
-                     ) -> list[Listing]:
-    """The listings of the sources a sensor can watch, in the order the asset reads them."""
-    return [listing_for(s, root, s3_endpoint_url) for s in sources
-            if isinstance(s, FileSource | S3Source)]
-
-
-def listing_metadata(listings: list[Listing]) -> dict[str, str]:
-    """What a watched asset records as it starts reading: the sensor's view of its inputs."""
-    return {LISTING_KEY: listing_digest([e for listing in listings for e in listing()])}
+from assets.ingest.listings import LISTING_KEY, Listing, listing_digest
+from sensors.changes import diff
 
 
 def materialized_listing(instance: dg.DagsterInstance, asset: dg.AssetKey) -> str | None:

@@ -24,8 +24,8 @@ def materialized(config_name: str, root: Path, folders: dict[str, Path] | None =
                  ) -> Iterator[tuple[FactoryConfig, object]]:
     """tests/configs/<config_name> as `root`/factory.yaml with `folders` copied beside it (name
     in the project: folder), materialized in process; yields (config, the run's result)."""
-    from pipelines.cli import materialize
     from pipelines.graph import resources_for
+    from pipelines.runs import materialize
 
     shutil.copy(TESTS / "configs" / config_name, root / "factory.yaml")
     for name, folder in (folders or {}).items():

@@ -10,8 +10,8 @@ from assets.curation import dedupe, formats
 from assets.curation.pipeline import curate
 from assets.demo_data import math_problems
 from assets.ingest.sources import RawRecord
+from config.datasets import DatasetSpec
 from config.loading import load_config
-from config.schema import DatasetSpec
 from pipelines.graph import resources_for
 from tests.data import gallery
 from tests.test_dataset_asset import project, run, version

@@ -8,11 +8,12 @@ import pytest
 
 from assets.common import publish
 from assets.curation.pipeline import curate
+from assets.erasure import sha256
 from assets.ingest import published_corpus
 from assets.ingest.documents import extract_text
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.sources import RawRecord, StoredCorpora, read_file, read_source
-from config.schema import CorpusDatasetSource, DatasetSpec, FileSource, HFSource
+from config.datasets import CorpusDatasetSource, DatasetSpec, FileSource, HFSource
 from resources.object_store import ObjectStore
 from tests.data import gallery
 
@@ -190,7 +191,7 @@ def test_local_hugging_face_dataset_goes_through_datasets(tmp_path: Path) -> Non
 def test_s3_prefix_source(tmp_path: Path, s3_endpoint: str, s3_env: None) -> None:
     import boto3
 
-    from config.schema import S3Source
+    from config.datasets import S3Source
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket="raw-data")
@@ -234,7 +235,7 @@ def test_s3_keys_that_would_leave_the_staging_folder_are_refused(
         tmp_path: Path, s3_endpoint: str, s3_env: None, key: str) -> None:
     import boto3
 
-    from config.schema import S3Source
+    from config.datasets import S3Source
 
     bucket = f"hostile-{abs(hash(key)) % 10**8}"
     client = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -259,8 +260,8 @@ def test_a_corpus_source_reads_its_stored_documents_and_a_recording_as_said(
     (published / "docs" / "call.txt").write_text(
         "[00:00:00] The lamp room is repainted\n[00:00:04] every May.")
     (published / published_corpus.LISTING).write_text("".join(json.dumps(d) + "\n" for d in [
-        {"doc_id": "docs/memo.md", "file": "docs/memo.txt"},
-        {"doc_id": "calls/keeper.wav", "file": "docs/call.txt"}]))
+        {"doc_id": "docs/memo.md", "file": "docs/memo.txt", "sha256": "m" * 64},
+        {"doc_id": "calls/keeper.wav", "file": "docs/call.txt", "sha256": "c" * 64}]))
     store = ObjectStore(url=f"file://{tmp_path / 'store'}", root=str(tmp_path))
     publish(store, "corpus", "notes", "v1", published)
     corpora = StoredCorpora(store)
@@ -271,3 +272,8 @@ def test_a_corpus_source_reads_its_stored_documents_and_a_recording_as_said(
         RawRecord("corpus:notes/calls/keeper.wav", 1,
                   {"text": "The lamp room is repainted every May."})]
     assert corpora.read == {"notes": "v1"}  # the dataset's lineage
+    # forgotten since this version was stored (`factory forget`): left out, by id or by text
+    for forgotten in (sha256("calls/keeper.wav"), "c" * 64):
+        kept = list(read_source(CorpusDatasetSource(corpus="notes"), tmp_path, tmp_path / "s",
+                                None, StoredCorpora(store, frozenset({forgotten}))))
+        assert [i.file for i in kept] == ["corpus:notes/docs/memo.md"]  # type: ignore[union-attr]

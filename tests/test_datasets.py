@@ -5,7 +5,7 @@ from assets.curation.pipeline import curate
 from assets.curation.splits import SPLITS, assign
 from assets.demo_data import math_problems
 from assets.ingest.sources import RawRecord
-from config.schema import DatasetSpec
+from config.datasets import DatasetSpec
 
 
 def spec(**split: object) -> DatasetSpec:

@@ -400,7 +400,7 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
     from gateway.settings import load_settings
     from gateway.upstream import PublishedReplicas
     from resources import vllm_replica
-    from worker.artifacts import ArtifactReader
+    from store.reader import ArtifactReader
 
     config_file = project.root / "factory.yaml"
     vllm = resources_for(project)["vllm"]

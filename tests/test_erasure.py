@@ -19,9 +19,12 @@ from assets.erasure import Ledger, RecordRules, record_hash, sha256, without_era
 from assets.ingest.sources import RawRecord
 from config.loading import load_config
 from pipelines.cli import main
+from pipelines.forget import transcripts_of
 from pipelines.graph import resources_for
 from pipelines.scaffold import ticket_rows
+from resources.object_store import ObjectStore
 from resources.retrieval import open_index, retrieve
+from store.keys import transcript_key
 from tests.test_rag_index import DOCS
 
 BAKER = "Marek Tamm"
@@ -262,3 +265,18 @@ def test_forgetting_a_customer_retrains_what_learnt_from_them(
     registry = store.get_json("registry/triage.json")
     assert registry["champion"] is None and registry["history"][-1]["event"] == "unpublished"
     assert set(registry["erased"]) == {old_adapter, retrained["version"]}
+
+
+def test_a_forgotten_recordings_stored_transcripts_are_found_by_name_or_by_text(
+        tmp_path: Path) -> None:
+    """The transcript a corpus keeps to skip an unchanged recording holds what was said: an
+    erasure of the recording (by name, or of a copy by its text) takes it too."""
+    store = ObjectStore(url=f"file://{tmp_path / 'store'}", root=str(tmp_path))
+    said = "[00:00:00] Marek Tamm bakes the rye bread."
+    for sha, file, document in (("a" * 64, "calls/bakery.wav", said),
+                                ("b" * 64, "archive/copy.wav", said),
+                                ("c" * 64, "calls/harbour.wav", "[00:00:00] Ships at dawn.")):
+        store.put_json(transcript_key("whisper", "v" * 16, sha),
+                       {"file": file, "document": document})
+    found = transcripts_of(store, {"calls/bakery.wav"}, {sha256(said)})
+    assert sorted(found) == [transcript_key("whisper", "v" * 16, s) for s in ("a" * 64, "b" * 64)]

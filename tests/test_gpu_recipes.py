@@ -15,8 +15,9 @@ import yaml
 
 from assets.axolotl_config import RecipeError, render_adapter
 from compute.gpus import GPUS, GpuBox
+from config.adapters import AdapterSpec
 from config.loading import ConfigError, load_config
-from config.schema import AdapterSpec, TrackingSpec
+from config.training import TrackingSpec
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PYTHON = REPO / ".venvs" / "train" / "bin" / "python"

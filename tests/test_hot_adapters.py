@@ -13,7 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from assets.hot_adapters import decide
-from config.schema import DeploymentSpec, FactoryConfig, HotAdapters
+from config.deployments import DeploymentSpec, HotAdapters
+from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 
 POLICY = HotAdapters(min_share=0.5, min_requests=10)

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from config.loading import load_config
-from pipelines.cli import failed_steps, materialize
 from pipelines.graph import resources_for
+from pipelines.runs import failed_steps, materialize
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"

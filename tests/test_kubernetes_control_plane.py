@@ -14,8 +14,8 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+from config.deployments import KubernetesTarget
 from config.loading import load_config
-from config.schema import KubernetesTarget
 from resources.kubernetes_replicas import Cluster, api_key_secret
 from resources.vllm_launch import PLATFORM_LABEL, Artifact, GpuLaunch, replica_image
 from tests.fake_kubernetes import FakeKubernetes

@@ -8,7 +8,7 @@ import logging
 import kubernetes_validate
 import pytest
 
-from config.schema import KubernetesTarget
+from config.deployments import KubernetesTarget
 from resources.kubernetes_replicas import Cluster, RolloutTimeout, api_key_secret
 from resources.vllm_launch import Artifact, GpuLaunch
 from tests.fake_kubernetes import FakeKubernetes

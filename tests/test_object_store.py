@@ -6,7 +6,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from resources.object_store import MANIFEST, ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
+from store.keys import MANIFEST
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -100,7 +102,7 @@ def test_manifest_names_that_would_leave_the_folder_are_refused(s3_endpoint: str
                                                                tmp_path: Path) -> None:
     """A tampered manifest in S3 (file names or digest with '..') cannot make a download write
     outside the cache; the local store reads in place and refuses such keys itself (above)."""
-    from resources.paths import UnsafePath
+    from store.paths import UnsafePath
 
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="tampered")
     store = ObjectStore(url="s3://tampered/prod", root=str(tmp_path / "root"), cache_dir="cache",
@@ -118,9 +120,9 @@ def test_manifest_names_that_would_leave_the_folder_are_refused(s3_endpoint: str
 
 def test_s3_locations_and_listings_mean_one_thing_everywhere(s3_endpoint: str,
                                                            s3_env: None) -> None:
-    """worker/s3.py is read by dataset sources, watchers, the store and the staging: a trailing
+    """store/s3.py is read by dataset sources, watchers, the store and the staging: a trailing
     '/' means that folder only, folder placeholders are no objects, a bad URL is refused."""
-    from worker.s3 import objects, split_url
+    from store.s3 import objects, split_url
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket="listing")
@@ -157,9 +159,9 @@ def test_a_model_card_can_grow_after_publishing_and_every_file_still_verifies(
 
 def test_readers_get_a_published_folder_only_when_every_file_matches_its_manifest(
         store: ObjectStore, tmp_path: Path) -> None:
-    """What replicas and the gateway read with (worker/artifacts.py): a verified copy, or an
+    """What replicas and the gateway read with (store/reader.py): a verified copy, or an
     error naming the file that changed, and nothing left behind."""
-    from worker.artifacts import ArtifactReader, Unverified
+    from store.reader import ArtifactReader, Unverified
 
     store.put_dir("adapter/a/v1", make_artifact(tmp_path / "src"))
     reader = ArtifactReader(store.url if store.url.startswith("s3://")

@@ -3,7 +3,7 @@
 import pytest
 
 from assets.promotion import Registry, decide
-from config.schema import PromotionSpec
+from config.evaluations import PromotionSpec
 from resources.object_store import ObjectStore
 
 POLICY = PromotionSpec.model_validate(
@@ -74,7 +74,7 @@ def test_re_evaluating_the_champion_passes() -> None:
 
 def test_safety_probe_is_a_guard_of_the_gate() -> None:
     from assets.evaluations import policy_for
-    from config.schema import EvaluationSpec
+    from config.evaluations import EvaluationSpec
 
     spec = EvaluationSpec.model_validate({
         "adapter": "a", "answer_pattern": r"#### (\d+)",  # primary: exact_match
@@ -95,7 +95,7 @@ def test_safety_probe_is_a_guard_of_the_gate() -> None:
 def test_safety_without_a_judge_is_a_config_error() -> None:
     import pydantic
 
-    from config.schema import EvaluationSpec
+    from config.evaluations import EvaluationSpec
 
     with pytest.raises(pydantic.ValidationError, match="configure judge too"):
         EvaluationSpec.model_validate({"adapter": "a", "safety": {}})
@@ -115,7 +115,7 @@ def test_rouge_primary_with_bleu_guard() -> None:
 def test_promotion_on_a_metric_no_task_measures_is_a_config_error() -> None:
     import pydantic
 
-    from config.schema import EvaluationSpec
+    from config.evaluations import EvaluationSpec
 
     with pytest.raises(pydantic.ValidationError, match="add 'multiple_choice' to local_tasks"):
         EvaluationSpec.model_validate({"adapter": "a", "promotion": {"primary": "mc_accuracy"}})

@@ -29,7 +29,7 @@ import yaml
 from config.loading import ConfigError, load_config
 from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, resources_for
-from resources.object_store import ArtifactMissing
+from store.backends import ArtifactMissing
 from tests.recording_api import RecordingServer
 from tests.test_training import FEW, materialize, metadata, write_project
 

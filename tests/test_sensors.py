@@ -10,9 +10,10 @@ import dagster as dg
 import pytest
 import yaml
 
+from assets.ingest.listings import Entry
 from config.loading import ConfigError, load_config
 from pipelines.graph import make_definitions
-from sensors.changes import Entry, diff
+from sensors.changes import diff
 
 
 def tick(defs: dg.Definitions, name: str, cursor: str | None) -> tuple[Any, str | None]:
@@ -139,3 +140,29 @@ def test_a_sensor_without_a_cursor_starts_from_what_was_materialized(tmp_path: P
         (tmp_path / "docs" / "b.txt").unlink()
         assert first_tick().run_requests[0].tags["factory/changes"] == (
             "1 added, 0 updated, 0 removed")  # no cursor: the listing is all news
+
+
+def test_a_recording_dropped_into_a_transcribing_corpus_folder_starts_a_run(
+        tmp_path: Path) -> None:
+    """A corpus that transcribes recordings watches them like documents; a corpus that does
+    not (it would quarantine them) and other files start no run."""
+    for folder in ("calls", "memos"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump({
+        "storage": {"object_store": "file://store", "work_dir": "work"},
+        "base_models": {"whisper": {"source": "ct2:whisper-folder"}},
+        "deployments": {"speech": {"base_model": "whisper", "max_loras": 0,
+                                   "max_model_len": 448}},
+        "corpora": {"calls": {"source": {"path": "calls"}, "transcribe": "speech"},
+                    "memos": {"source": {"path": "memos"}}}}))
+    defs = make_definitions(load_config(tmp_path / "factory.yaml"))
+    cursors = {}
+    for corpus in ("calls", "memos"):
+        result, cursors[corpus] = tick(defs, f"watch_corpus_{corpus}", None)
+        assert not result.run_requests
+        (tmp_path / corpus / "notes.xyz").write_bytes(b"not a document")
+        (tmp_path / corpus / "standup.ogg").write_bytes(b"OggS")
+    calls, _ = tick(defs, "watch_corpus_calls", cursors["calls"])
+    assert calls.run_requests[0].tags["factory/changes"] == "1 added, 0 updated, 0 removed"
+    memos, _ = tick(defs, "watch_corpus_memos", cursors["memos"])
+    assert not memos.run_requests

@@ -260,7 +260,7 @@ def test_a_sweep_trains_every_combination_and_the_best_by_eval_loss_is_the_adapt
 
 
 def test_training_runs_share_a_pool_and_have_a_max_runtime(tmp_path: Path) -> None:
-    from pipelines.cli import dagster_home
+    from pipelines.runs import dagster_home
 
     config = write_project(tmp_path, {"sft": {"base_model": "tiny", "dataset": "chat"}})
     defs = make_definitions(config)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.s3 import objects, split_url
+from store.s3 import objects, split_url
 
 LAST = "trainer_state.json"
 DONE = "done.json"

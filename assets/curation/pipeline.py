@@ -28,7 +28,7 @@ from assets.curation import dedupe, formats, pii, splits
 from assets.curation.tokens import TokenCounter, counting_on_one_core
 from assets.ingest.problems import JsonLine, Rejection
 from assets.ingest.sources import Item
-from config.schema import DatasetSpec
+from config.datasets import DatasetSpec
 
 # Rejection reasons that are curation decisions, not bad input (the quality gate ignores them).
 CURATION_REASONS = {"duplicate", "near_duplicate"}

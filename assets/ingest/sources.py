@@ -9,6 +9,7 @@ Markdown, TXT) give one {"text"} record each.
 from __future__ import annotations
 
 import glob
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from assets.ingest import published_corpus
 from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.readers import TABULAR, read_records
-from config.schema import (
+from config.datasets import (
     CorpusDatasetSource,
     DatasetSource,
     FileSource,
@@ -29,9 +30,9 @@ from config.schema import (
     S3Source,
 )
 from resources.object_store import ObjectStore
-from resources.paths import UnsafePath, contained
 from resources.speech_client import AUDIO_SUFFIXES, spoken_text
-from worker.s3 import objects, split_url
+from store.paths import UnsafePath, contained
+from store.s3 import objects, split_url
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,12 @@ def hf_records(source: HFSource, root: Path) -> Iterator[Item]:
 class StoredCorpora:
     """Where {corpus} sources are read: each corpus's latest stored version, remembered, so the
     dataset's lineage names exactly the versions it read (what `factory forget` follows from a
-    document to the datasets and adapters that learnt from it)."""
+    document to the datasets and adapters that learnt from it). A document `forgotten` names
+    (the sha256 of its text or of its id: the erasure ledger's) is left out even when the
+    corpus version still holds it: one stored before the erasure."""
 
     store: ObjectStore
+    forgotten: frozenset[str] = frozenset()
     read: dict[str, str] = field(default_factory=dict)  # corpus -> version
 
     def records(self, corpus: str) -> Iterator[Item]:
@@ -122,6 +126,9 @@ class StoredCorpora:
         ref = current(self.store, "corpus", corpus)
         self.read[corpus] = ref["version"]
         for entry, text in published_corpus.documents(self.store.local_dir(ref["prefix"])):
+            if {entry["sha256"], hashlib.sha256(entry["doc_id"].encode()).hexdigest()} \
+                    & self.forgotten:
+                continue
             spoken = Path(entry["doc_id"]).suffix.lower() in AUDIO_SUFFIXES
             yield RawRecord(f"corpus:{corpus}/{entry['doc_id']}", 1,
                             {"text": spoken_text(text) if spoken else text})

@@ -98,7 +98,8 @@ def write_rows(path: Path) -> None:
 def render(name: str, run: Path, target: str = "gpu") -> str:
     """adapters.<name> as the adapter asset renders it, for a run under `run`."""
     from assets.axolotl_config import render_adapter
-    from config.schema import AdapterSpec, TrackingSpec
+    from config.adapters import AdapterSpec
+    from config.training import TrackingSpec
 
     spec = AdapterSpec.model_validate(adapter_entry(name))
     return render_adapter(spec, base_dir=run / "model", train_path=run / "train.jsonl",
@@ -110,7 +111,7 @@ def estimates(gpu: str, model: Path) -> dict[str, Any]:
     from assets.adapters import memory_recipe
     from compute.gpus import GpuBox, gpu_named
     from compute.memory import ModelShape, estimate
-    from config.schema import AdapterSpec
+    from config.adapters import AdapterSpec
 
     box = GpuBox(gpu_named(gpu), 1)
     shape = ModelShape.from_config(json.loads((model / "config.json").read_text()))

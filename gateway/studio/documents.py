@@ -20,13 +20,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from config.schema import CorpusSpec, FactoryConfig, FileSource
+from config.corpora import CorpusSpec
+from config.datasets import FileSource
+from config.schema import FactoryConfig
 from gateway.protocol import GatewayError
 from gateway.studio import uploads
 from gateway.studio.dagster import KIND_TAG, SUBJECT_TAG
 from gateway.studio.roles import not_found, require
 from gateway.tenancy import Principal
-from resources.object_store import ArtifactMissing
+from store.backends import ArtifactMissing
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")
@@ -56,7 +58,8 @@ class Documents:
         granted = self.studio.tenancy.granted(principal.project_id, "collection")
         mine = self.list(principal)
         return [{"id": name, "uploads": isinstance(spec.source, FileSource)
-                 and self.studio.tenancy.grantees(name, "collection") == 1,
+                 and self.studio.tenancy.grantees(name, "collection") == 1
+                 and not config.datasets_reading(name),
                  "documents": sum(d["collection"] == name for d in mine)}
                 for name, spec in sorted(config.corpora.items()) if name in granted]
 
@@ -87,6 +90,11 @@ class Documents:
             raise GatewayError(409, f"The collection '{collection}' is read from "
                                     f"{'S3' if hasattr(spec.source, 's3') else 'a generator'}; "
                                     "documents cannot be uploaded to it here.",
+                               "invalid_request_error", "read_only_collection")
+        if config.datasets_reading(collection):  # they would train every project's adapters
+            raise GatewayError(409, f"The collection '{collection}' is training data of the "
+                                    "platform's adapters; documents are added to it by the "
+                                    "platform, not from one project's Studio.",
                                "invalid_request_error", "read_only_collection")
         if self.studio.tenancy.grantees(collection, "collection") > 1:
             raise GatewayError(409, f"The collection '{collection}' is shared with other "

@@ -49,7 +49,9 @@ from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, SUBJECT_TAG, 
 from gateway.studio.documents import Documents
 from gateway.studio.roles import not_found, require
 from gateway.tenancy import Principal, Tenancy
-from resources.object_store import ArtifactMissing, ObjectStore
+from resources.object_store import ObjectStore
+from store.backends import ArtifactMissing
+from store.keys import ref_key
 
 log = logging.getLogger("gateway.studio")
 MAX_LOSS_LINE = 4000  # the trainer's dict of one logging step; longer lines are not parsed
@@ -299,7 +301,7 @@ class Studio:
         self.store.put_json(key, training.model_dump())
         name = training.full_name
         assets = [["dataset", name], ["adapter", name], ["evaluation", name]]
-        if not self.store.exists(f"refs/base_model/{request.base_model}.json"):
+        if not self.store.exists(ref_key("base_model", request.base_model)):
             assets.insert(0, ["base_model", request.base_model])  # its first use builds it
         try:
             run_id = await self.launch_run(principal, assets, "train", request.name)

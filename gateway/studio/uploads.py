@@ -18,8 +18,8 @@ from assets.curation.pipeline import Curated, curate
 from assets.curation.tokens import TokenCounter
 from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.sources import RawRecord, read_file
+from config.datasets import DatasetSpec
 from config.gateway import StudioSettings
-from config.schema import DatasetSpec
 from config.studio import STUDIO_PII
 from gateway.protocol import GatewayError
 

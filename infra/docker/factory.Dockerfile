@@ -4,7 +4,7 @@
 # worker: validation, offline evaluation, merges; training itself runs on GPU Jobs, compute.kind
 # k8s, in infra/docker/worker.Dockerfile's image). No vLLM: replicas run the replica image.
 #   docker build -f infra/docker/factory.Dockerfile -t <registry>/adapter-factory:<tag> .
-# See README "Running on Kubernetes". Not built in CI (no Docker daemon, no registry).
+# See docs/operations.md "Running on Kubernetes". Not built in CI (no Docker daemon, no registry).
 FROM python:3.11-slim-bookworm
 
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \

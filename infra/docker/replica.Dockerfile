@@ -16,15 +16,9 @@ COPY infra/requirements/serve.txt infra/requirements/serve.txt
 # the resolver's one dependency vLLM lacks, at the serving environment's pin
 RUN pip install "$(grep '^boto3==' infra/requirements/serve.txt)"
 COPY pyproject.toml ./
-COPY config/ config/
-COPY compute/ compute/
-COPY pipelines/ pipelines/
-COPY assets/ assets/
-COPY resources/ resources/
-COPY sensors/ sensors/
-COPY worker/ worker/
-COPY gateway/ gateway/
+COPY store/ store/
 COPY replica/ replica/
-# the project without its dependencies, for its entry point (vLLM's image may run a newer
-# Python than the control plane's 3.11; the resolver's modules run on both)
+# the resolver and the store it reads, without dependencies, for the project's entry point
+# (setuptools finds the two packages present; vLLM's image may run a newer Python than the
+# control plane's 3.11; these modules run on both)
 RUN pip install --no-deps --ignore-requires-python .

@@ -18,6 +18,7 @@ COPY infra/requirements/train.txt infra/requirements/train.txt
 # CUDA torch first (same version as the CPU pin), then the rest with its pins
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128 && \
     pip install --prefer-binary -r infra/requirements/train.txt
+COPY store/ store/
 COPY worker/ worker/
 ENV PYTHONPATH=/opt/adapter-factory
 CMD ["python", "-m", "worker.train"]

@@ -3,7 +3,8 @@ object store (a vLLM replica's LoRA resolver, the gateway's model cards), on a `
 or an `s3://` prefix, with a download that verifies every file against the folder's
 `_MANIFEST.json` before anyone reads it.
 
-Writing stays with resources/object_store.py (the control plane): this side never writes there.
+Writing stays with the control plane (resources/object_store.py over store/backends.py): this
+side never writes there.
 """
 
 from __future__ import annotations
@@ -15,25 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from resources.paths import contained
-from worker.s3 import split_url
-
-MANIFEST = "_MANIFEST.json"  # written last: a folder without it is not published
-# the one file of a published folder that may change after publishing: a model card grows as the
-# artifact is evaluated and promoted. It is outside the digest (which names the weights and data,
-# and keys caches); its manifest entry follows each rewrite, so every file still verifies.
-CARD = "README.md"
-
-
-# where each deployment publishes its replicas (`<name>.json`): {"deployment", "base_model",
-# "replicas": [{"url", "models"}], "published_at"}; the gateway routes by these
-DEPLOYMENTS = "deployments"
-
-
-def speech_card_key(model: str) -> str:
-    """A speech model's card (its word error rate), written by its transcription evaluation;
-    adapters' cards live in their champion's folder instead."""
-    return f"cards/{model}/{CARD}"
+from store.keys import MANIFEST
+from store.paths import contained
+from store.s3 import split_url
 
 
 class Unverified(ValueError):
