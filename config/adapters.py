@@ -4,7 +4,7 @@ what its compute must offer."""
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -12,15 +12,13 @@ from pydantic import (
     model_validator,
 )
 
-from config.base_models import language_model_problems
+from config.base_models import BaseModelSpec, language_model_problems
 from config.common import Name, Strict, reference_problems
 from config.compute_spec import ComputeBase
+from config.datasets import DatasetSpec
 from config.objectives import OBJECTIVES
 from config.size_presets import SIZE_PRESETS, with_preset
 from config.training import GPU_ATTENTION, PACKING_SAFE_ATTENTION, LoraSpec, QloraSpec, TrainingSpec
-
-if TYPE_CHECKING:
-    from config.schema import FactoryConfig
 
 MAX_TRIALS = 16
 
@@ -157,22 +155,23 @@ def trial_names(name: str, spec: AdapterSpec) -> list[str]:
     return [f"{name}-trial{i}" for i in range(1, len(spec.trials()) + 1)] if spec.sweep else []
 
 
-def adapter_problems(config: FactoryConfig) -> list[str]:
+def adapter_problems(adapters: dict[str, AdapterSpec], base_models: dict[str, BaseModelSpec],
+                     datasets: dict[str, DatasetSpec], compute: ComputeBase) -> list[str]:
     problems: list[str] = []
-    for name, a in config.adapters.items():
+    for name, a in adapters.items():
         for trial in trial_names(name, a):
-            if trial in config.adapters:
+            if trial in adapters:
                 problems.append(f"adapters.{trial}: the name of a trial of adapters.{name}'s "
                                 "sweep; rename it")
         problems += language_model_problems(f"adapters.{name}.base_model", a.base_model,
-                                            config.base_models)
-        problems += reference_problems(f"adapters.{name}.dataset", a.dataset, config.datasets,
+                                            base_models)
+        problems += reference_problems(f"adapters.{name}.dataset", a.dataset, datasets,
                                        "datasets")
-        data = config.datasets.get(a.dataset)
+        data = datasets.get(a.dataset)
         wanted = OBJECTIVES[a.objective].data
         if data and data.kind not in wanted:
             problems.append(f"adapters.{name}.objective: {a.objective} trains on "
                             f"{' or '.join(wanted)} data but datasets.{a.dataset} is kind: "
                             f"{data.kind}")
-        problems += recipe_compute_problems(name, a, config.compute)
+        problems += recipe_compute_problems(name, a, compute)
     return problems

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import (
     Field,
@@ -11,9 +11,6 @@ from pydantic import (
 
 from config.common import Name, Strict
 from config.datasets import FileSource, S3Source, WatchSpec
-
-if TYPE_CHECKING:
-    from config.schema import FactoryConfig
 
 
 class GeneratedCorpus(Strict):
@@ -57,14 +54,14 @@ class CorpusSpec(Strict):
         return self
 
 
-def corpus_problems(config: FactoryConfig) -> list[str]:
+def corpus_problems(corpora: dict[str, CorpusSpec], speech_deployments: list[str]) -> list[str]:
     problems: list[str] = []
-    for name, c in config.corpora.items():
+    for name, c in corpora.items():
         if len(name) < 3 or not name[-1].isalnum():  # the name is its Chroma collection's
             problems.append(f"corpora.{name}: Chroma collection names need at least 3 "
                             "characters and must end with a letter or digit")
-        if c.transcribe is not None and not config.is_speech_deployment(c.transcribe):
+        if c.transcribe is not None and c.transcribe not in speech_deployments:
             problems.append(f"corpora.{name}.transcribe: '{c.transcribe}' is not a deployment "
                             "of a speech model (declared: "
-                            f"{', '.join(config.speech_deployments()) or 'none'})")
+                            f"{', '.join(speech_deployments) or 'none'})")
     return problems

@@ -3,7 +3,8 @@ curation does with them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Collection
+from typing import Literal
 
 from pydantic import (
     Field,
@@ -11,11 +12,8 @@ from pydantic import (
     model_validator,
 )
 
-from config.base_models import language_model_problems
+from config.base_models import BaseModelSpec, language_model_problems
 from config.common import Name, Strict, reference_problems
-
-if TYPE_CHECKING:
-    from config.schema import FactoryConfig
 
 
 class GeneratedSource(Strict):
@@ -136,14 +134,15 @@ class DatasetSpec(Strict):
         return self
 
 
-def dataset_problems(config: FactoryConfig) -> list[str]:
+def dataset_problems(datasets: dict[str, DatasetSpec], base_models: dict[str, BaseModelSpec],
+                     corpora: Collection[str]) -> list[str]:
     problems: list[str] = []
-    for name, d in config.datasets.items():
+    for name, d in datasets.items():
         if d.base_model:
             problems += language_model_problems(f"datasets.{name}.base_model", d.base_model,
-                                                config.base_models)
+                                                base_models)
         for i, source in enumerate(d.sources):
             if isinstance(source, CorpusDatasetSource):
                 problems += reference_problems(f"datasets.{name}.sources[{i}].corpus",
-                                               source.corpus, config.corpora, "corpora")
+                                               source.corpus, corpora, "corpora")
     return problems

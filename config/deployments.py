@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import (
     Field,
     model_validator,
 )
 
+from config.adapters import AdapterSpec
 from config.base_models import BaseModelSpec
 from config.common import STUDIO_SEPARATOR, Name, Strict, reference_problems
-
-if TYPE_CHECKING:
-    from config.schema import FactoryConfig
+from config.evaluations import EvaluationSpec
+from config.mixtures import MixtureSpec
+from config.storage import Storage
 
 
 class EndpointEvalSpec(Strict):
@@ -177,14 +178,17 @@ def speech_deployment_problems(name: str, d: DeploymentSpec, base: BaseModelSpec
     return problems
 
 
-def deployment_problems(config: FactoryConfig) -> list[str]:
+def deployment_problems(deployments: dict[str, DeploymentSpec],
+                        base_models: dict[str, BaseModelSpec], adapters: dict[str, AdapterSpec],
+                        mixtures: dict[str, MixtureSpec], evaluations: dict[str, EvaluationSpec],
+                        storage: Storage) -> list[str]:
     problems: list[str] = []
-    servable = {**config.adapters, **config.mixtures}
-    evaluated = {e.adapter for e in config.evaluations.values()}
-    for name, d in config.deployments.items():
+    servable = {**adapters, **mixtures}
+    evaluated = {e.adapter for e in evaluations.values()}
+    for name, d in deployments.items():
         problems += reference_problems(f"deployments.{name}.base_model", d.base_model,
-                                       config.base_models, "base_models")
-        problems += speech_deployment_problems(name, d, config.base_models.get(d.base_model))
+                                       base_models, "base_models")
+        problems += speech_deployment_problems(name, d, base_models.get(d.base_model))
         for i, adapter in enumerate(d.adapters):
             problems += reference_problems(f"deployments.{name}.adapters[{i}]", adapter,
                                            servable, "adapters or mixtures")
@@ -193,20 +197,20 @@ def deployment_problems(config: FactoryConfig) -> list[str]:
                 problems.append(
                     f"deployments.{name}.adapters[{i}]: '{adapter}' is trained on "
                     f"'{spec.base_model}' but this deployment serves '{d.base_model}'")
-            if adapter in config.adapters and config.adapters[adapter].method == "full":
+            if adapter in adapters and adapters[adapter].method == "full":
                 problems.append(f"deployments.{name}.adapters[{i}]: '{adapter}' is a full "
                                 "fine-tune, not a LoRA; serve it as its own model")
-            if adapter in config.adapters and adapter not in evaluated:
+            if adapter in adapters and adapter not in evaluated:
                 problems.append(
                     f"deployments.{name}.adapters[{i}]: '{adapter}' has no evaluation; "
                     "declare one under evaluations (its promotion gate decides what serves)")
         declared = [a for a in d.adapters if STUDIO_SEPARATOR not in a]
         if len(declared) > d.max_loras:  # Studio adapters are loaded when asked for
             problems.append(f"deployments.{name}.max_loras: raise it to >= {len(declared)}")
-        if d.target != "local" and not config.storage.object_store.startswith("s3://"):
+        if d.target != "local" and not storage.object_store.startswith("s3://"):
             problems.append(
                 f"deployments.{name}.target: {d.target} servers pull adapters from the object "
-                f"store, and storage.object_store {config.storage.object_store} is a folder on "
+                f"store, and storage.object_store {storage.object_store} is a folder on "
                 "this machine; set it to an s3://bucket/prefix they can read "
                 "(storage.s3_endpoint_url for MinIO or another S3-compatible server)")
     return problems

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -12,12 +12,10 @@ from pydantic import (
     model_validator,
 )
 
+from config.adapters import AdapterSpec
 from config.common import Name, Strict, reference_problems
 from config.metrics import DECLARED, METRICS
 from config.objectives import OBJECTIVES
-
-if TYPE_CHECKING:
-    from config.schema import FactoryConfig
 
 
 class GuardSpec(Strict):
@@ -139,13 +137,14 @@ class EvaluationSpec(Strict):
         return self
 
 
-def evaluation_problems(config: FactoryConfig) -> list[str]:
+def evaluation_problems(evaluations: dict[str, EvaluationSpec],
+                        adapters: dict[str, AdapterSpec]) -> list[str]:
     problems: list[str] = []
     seen: dict[str, str] = {}
-    for name, e in config.evaluations.items():
+    for name, e in evaluations.items():
         problems += reference_problems(f"evaluations.{name}.adapter", e.adapter,
-                                       config.adapters, "adapters")
-        objective = config.adapters[e.adapter].objective if e.adapter in config.adapters else ""
+                                       adapters, "adapters")
+        objective = adapters[e.adapter].objective if e.adapter in adapters else ""
         if objective and not OBJECTIVES[objective].scored:
             problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is "
                             f"{OBJECTIVES[objective].description}, which has no questions "

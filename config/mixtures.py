@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import (
     Field,
     model_validator,
 )
 
-from config.base_models import language_model_problems
+from config.adapters import AdapterSpec
+from config.base_models import BaseModelSpec, language_model_problems
 from config.common import Name, Strict, reference_problems
-
-if TYPE_CHECKING:
-    from config.schema import FactoryConfig
+from config.evaluations import EvaluationSpec
 
 
 class WeightSearch(Strict):
@@ -62,21 +61,23 @@ class MixtureSpec(Strict):
         return self
 
 
-def mixture_problems(config: FactoryConfig) -> list[str]:
+def mixture_problems(mixtures: dict[str, MixtureSpec], base_models: dict[str, BaseModelSpec],
+                     adapters: dict[str, AdapterSpec], evaluations: dict[str, EvaluationSpec]
+                     ) -> list[str]:
     problems: list[str] = []
-    evaluated = {e.adapter for e in config.evaluations.values()}
-    for name, m in config.mixtures.items():
+    evaluated = {e.adapter for e in evaluations.values()}
+    for name, m in mixtures.items():
         problems += language_model_problems(f"mixtures.{name}.base_model", m.base_model,
-                                            config.base_models)
-        if name in config.adapters:
+                                            base_models)
+        if name in adapters:
             problems.append(f"mixtures.{name}: an adapter has the same name; rename one")
         for adapter in m.adapters:
             problems += reference_problems(f"mixtures.{name}.adapters.{adapter}", adapter,
-                                           config.adapters, "adapters")
-            if adapter in config.adapters and config.adapters[adapter].method == "full":
+                                           adapters, "adapters")
+            if adapter in adapters and adapters[adapter].method == "full":
                 problems.append(f"mixtures.{name}.adapters.{adapter}: a full fine-tune has "
                                 "no LoRA weights to mix")
-            if adapter in config.adapters and adapter not in evaluated:
+            if adapter in adapters and adapter not in evaluated:
                 problems.append(f"mixtures.{name}.adapters.{adapter}: has no evaluation, so "
                                 "it is never promoted; declare one under evaluations")
     return problems

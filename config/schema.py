@@ -69,8 +69,14 @@ class FactoryConfig(Strict):
     @model_validator(mode="after")
     def _references(self) -> FactoryConfig:
         """Cross-references must point at declared entries (each section's rules beside it)."""
-        problems = [*adapter_problems(self), *dataset_problems(self), *evaluation_problems(self),
-                    *mixture_problems(self), *deployment_problems(self), *corpus_problems(self)]
+        problems = [
+            *adapter_problems(self.adapters, self.base_models, self.datasets, self.compute),
+            *dataset_problems(self.datasets, self.base_models, self.corpora),
+            *evaluation_problems(self.evaluations, self.adapters),
+            *mixture_problems(self.mixtures, self.base_models, self.adapters, self.evaluations),
+            *deployment_problems(self.deployments, self.base_models, self.adapters, self.mixtures,
+                                 self.evaluations, self.storage),
+            *corpus_problems(self.corpora, self.speech_deployments())]
         if problems:
             raise ConfigProblems(problems)
         return self
