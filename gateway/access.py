@@ -7,6 +7,7 @@ from __future__ import annotations
 from config.gateway import GatewaySettings
 from gateway.accounting import Outcome
 from gateway.admission import Admission
+from gateway.credentials import bearer_token
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -29,11 +30,12 @@ class Access:
         """The key's principal; failures count against the client address, and an address
         over its limit is refused before its key is even looked at."""
         self.admission.check_address(address)
-        if not authorization or not authorization.startswith("Bearer "):
+        token = bearer_token(authorization)
+        if token is None:
             self.admission.failed_authentication(address)
             raise GatewayError(401, "Missing API key: send 'Authorization: Bearer <key>'.",
                                "authentication_error", "missing_api_key")
-        principal = self.tenancy.authenticate(authorization.removeprefix("Bearer ").strip())
+        principal = self.tenancy.authenticate(token)
         if principal is None:
             self.admission.failed_authentication(address)
             raise GatewayError(401, "Invalid or revoked API key.", "authentication_error",

@@ -22,10 +22,11 @@ from pydantic import BaseModel
 
 from gateway import protocol as p
 from gateway.bodies import parse
+from gateway.credentials import bearer_token
 from gateway.db import AdminAuditRecord
 from gateway.routers import body_of, client_address, error_response, internal_error, is_admin
 from gateway.serving import Gateway
-from gateway.tenancy import Principal, QuotaError, TenancyError
+from gateway.tenancy import NotFound, Principal, QuotaError, TenancyError
 
 log = logging.getLogger("gateway.admin")
 
@@ -47,7 +48,7 @@ def clean(text: str | None, length: int) -> str | None:
 def parse_key_id(raw: str) -> int:
     # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > p.INT32:
-        raise TenancyError(f"no key with id {raw[:20]!r}")
+        raise NotFound(f"no key with id {raw[:20]!r}")
     return int(raw)
 
 
@@ -63,7 +64,7 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
         if is_admin(request, gateway):
             record.actor = "admin"
             return None
-        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        token = bearer_token(request.headers.get("authorization"))
         principal = tenancy.authenticate(token) if token else None
         if principal is None:
             admission.failed_authentication(address)
@@ -93,10 +94,10 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
             if key_id is not None:  # the key's project decides who may touch it
                 project = tenancy.project_of_key(parse_key_id(key_id))
                 if project is None or (principal and project != principal.project):
-                    raise TenancyError(f"no key with id {key_id}")  # same answer: no leak
+                    raise NotFound(f"no key with id {key_id}")  # same answer: no leak
                 record.project = project
             if project is not None and not p.PROJECT_NAME.fullmatch(project):
-                raise TenancyError(f"no project named {project[:64]!r}")
+                raise NotFound(f"no project named {project[:64]!r}")
             if principal is not None:
                 allow(principal, action, project)
             body = await parse(request, model, limits, ADMIN_BODY_BYTES) if model else None
@@ -106,7 +107,7 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
             return error_response(error)
         except TenancyError as error:
             status = 403 if isinstance(error, QuotaError) else (
-                404 if str(error).startswith("no ") else 400)
+                404 if isinstance(error, NotFound) else 400)
             record.status, record.error = status, "quota_exceeded" if status == 403 else (
                 "not_found" if status == 404 else "invalid_request")
             return error_response(p.GatewayError(status, str(error), "invalid_request_error",
@@ -163,7 +164,7 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
     async def revoke_grant(project: str, kind: str, name: str, request: Request) -> Response:
         def do(_: None) -> Any:
             if kind not in ("model", "collection") or not p.valid_name(name):
-                raise TenancyError(f"no {kind[:16]} grant {name[:128]!r} in {project!r}")
+                raise NotFound(f"no {kind[:16]} grant {name[:128]!r} in {project!r}")
             return tenancy.revoke_grant(project, name, kind)
         return await run(request, "grant.revoke", project, do, target=f"{kind}/{name}")
 

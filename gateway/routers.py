@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import protocol as p
 from gateway.accounting import Outcome
 from gateway.bodies import parse
+from gateway.credentials import bearer_token
 from gateway.serving import Gateway
 from gateway.tenancy import Principal
 from gateway.transcription import TranscriptionForm
@@ -76,7 +77,7 @@ def client_address(request: Request) -> str:
 def is_admin(request: Request, gateway: Gateway) -> bool:
     """The platform admin's token, compared in constant time."""
     admin = gateway.settings.admin_token
-    token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    token = bearer_token(request.headers.get("authorization")) or ""
     return bool(admin) and hmac.compare_digest(token.encode(), admin.encode())
 
 

@@ -34,6 +34,11 @@ class TenancyError(ValueError):
     """A request the admin API answers with 400/404: phrased for the person who made it."""
 
 
+class NotFound(TenancyError):
+    """No such project, key or grant for this caller (answered 404, the same whether it does
+    not exist or is another project's)."""
+
+
 class QuotaError(TenancyError):
     """A ceiling the platform admin set would be exceeded (answered 403)."""
 
@@ -102,7 +107,7 @@ class Tenancy:
     def _project(self, s: Session, name: str) -> Project:
         project = s.scalar(select(Project).where(Project.name == name))
         if project is None:
-            raise TenancyError(f"no project named {name!r}")
+            raise NotFound(f"no project named {name!r}")
         return project
 
     def has_project(self, name: str) -> bool:
@@ -206,7 +211,7 @@ class Tenancy:
         with self.sessions.begin() as s:
             key = s.get(ApiKey, key_id)
             if key is None:
-                raise TenancyError(f"no key with id {key_id}")
+                raise NotFound(f"no key with id {key_id}")
             key.revoked_at = key.revoked_at or time.time()
             return {"id": key_id, "revoked": True}
 
@@ -217,7 +222,7 @@ class Tenancy:
         with self.sessions.begin() as s:
             key = s.get(ApiKey, key_id)
             if key is None or key.revoked_at:
-                raise TenancyError(f"no active key with id {key_id}")
+                raise NotFound(f"no active key with id {key_id}")
             key.revoked_at = time.time()
             s.flush()
             member = s.get(Member, key.member_id)
@@ -284,7 +289,7 @@ class Tenancy:
             grant = s.scalar(select(Grant).where(Grant.project_id == p.id, Grant.kind == kind,
                                                  Grant.name == name))
             if grant is None:
-                raise TenancyError(f"no {kind} grant {name!r} in project {project!r}")
+                raise NotFound(f"no {kind} grant {name!r} in project {project!r}")
             s.delete(grant)
             return {"project": project, "kind": kind, "name": name, "revoked": True}
 

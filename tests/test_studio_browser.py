@@ -285,12 +285,17 @@ def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarnes
             stored["hyperparameters"]["lora_r"]) == ("standard", "classification", 12, 16)
 
 
+def launched(studio: StudioHarness, page: pw.Page, name: str) -> str:  # noqa: F811
+    """A training launched from the Train form, its run page open and queued; its run id."""
+    train_form(studio, page, name)
+    page.click("#launch")
+    pw.expect(page.locator("#run-title")).to_contain_text(f"({name}, train): QUEUED")
+    return studio.dagster.launches[-1].run_id
+
+
 def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
         studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
-    train_form(studio, page, "steady")
-    page.click("#launch")
-    pw.expect(page.locator("#run-title")).to_contain_text("(steady, train): QUEUED")
-    run_id = studio.dagster.launches[-1].run_id
+    run_id = launched(studio, page, "steady")
     refused = []
 
     def busy_once(route: pw.Route) -> None:
@@ -313,10 +318,7 @@ def test_the_run_page_follows_a_run_whose_list_ended_before_its_detail(
         studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
     """The detail is read before the list: a run that ends between the two reads showed its
     old status for good once the list said nothing was in flight (CI, stop 40's second try)."""
-    train_form(studio, page, "racing")
-    page.click("#launch")
-    pw.expect(page.locator("#run-title")).to_contain_text("(racing, train): QUEUED")
-    run_id = studio.dagster.launches[-1].run_id
+    run_id = launched(studio, page, "racing")
     stale = []
 
     def detail_one_read_behind(route: pw.Route) -> None:
