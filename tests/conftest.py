@@ -12,8 +12,11 @@ import httpx
 import pytest
 
 from config.schema import FactoryConfig
-from tests.live_server import free_port
-from tests.projects import materialized
+from tests.support.live_server import free_port
+from tests.support.projects import materialized
+
+# fixtures shared by several test modules, defined beside the helpers they use
+pytest_plugins = ["tests.support.studio"]
 
 # Tests that wait for the whole small graph (trained, evaluated, served) are slow by that alone;
 # other slow ones (real training runs, Dagster's daemon) carry @pytest.mark.slow themselves.
@@ -72,7 +75,7 @@ def small_project(
 
 @pytest.fixture(scope="session")
 def vllm_url(small_project: tuple[FactoryConfig, object]) -> str:
-    from tests.gateway_fixtures import ensure_deployment
+    from tests.support.gateway_fixtures import ensure_deployment
 
     return ensure_deployment(small_project[0])
 
@@ -84,7 +87,7 @@ def gateway_server(vllm_url: str, small_project: tuple[FactoryConfig, object],
     import os
 
     from config.gateway import GatewaySettings
-    from tests.gateway_fixtures import ADMIN_TOKEN, RunningGateway, serve, tenants
+    from tests.support.gateway_fixtures import ADMIN_TOKEN, RunningGateway, serve, tenants
 
     os.environ["FACTORY_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
     db = tmp_path_factory.mktemp("gateway") / "gateway.db"

@@ -13,8 +13,8 @@ from assets.ingest.sources import RawRecord
 from config.datasets import DatasetSpec
 from config.loading import load_config
 from pipelines.graph import resources_for
-from tests.data import gallery
-from tests.test_dataset_asset import project, run, version
+from tests.support import gallery
+from tests.support.dataset_projects import project, run, version
 
 # Written by the datasketch/pure-Python curation (commit c228e31) from the same gallery.
 REFERENCE_VERSION = "b2ce9ccc4276773e"

@@ -16,7 +16,7 @@ import yaml
 
 from config.loading import load_config
 from pipelines.graph import resources_for
-from tests.projects import REPO, TESTS, second_project
+from tests.support.projects import REPO, TESTS, second_project
 
 DG = Path(sys.executable).with_name("dg")
 

@@ -15,7 +15,7 @@ from assets.ingest.problems import InputFileError, Rejection
 from assets.ingest.sources import RawRecord, StoredCorpora, read_file, read_source
 from config.datasets import CorpusDatasetSource, DatasetSpec, FileSource, HFSource
 from resources.object_store import ObjectStore
-from tests.data import gallery
+from tests.support import gallery
 
 
 def spec(**overrides: object) -> DatasetSpec:

@@ -441,7 +441,7 @@ def test_the_demo_leaves_a_playground_and_a_key_that_signs_in(project: FactoryCo
     new key each time (the last one revoked), the gateway running with the playground; `stop`
     ends it."""
     from pipelines import playground
-    from tests.live_server import free_port
+    from tests.support.live_server import free_port
 
     earlier, key = playground.provision(project), playground.provision(project)
     url = playground.start(project, port=free_port())

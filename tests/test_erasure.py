@@ -25,7 +25,7 @@ from pipelines.scaffold import ticket_rows
 from resources.object_store import ObjectStore
 from resources.retrieval import open_index, retrieve
 from store.keys import transcript_key
-from tests.test_rag_index import DOCS
+from tests.support.documents import DOCS
 
 BAKER = "Marek Tamm"
 

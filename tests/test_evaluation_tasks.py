@@ -16,7 +16,7 @@ from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
 from config.loading import ConfigError, load_config
-from tests.recording_api import RecordingServer
+from tests.support.recording_api import RecordingServer
 from worker.chat import conversation, turn_end
 from worker.evaluate import check_references, task_rows
 from worker.harness_metrics import NO_ANSWER, exact, extract

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.db import AuditRecord
-from tests.gateway_fixtures import ADMIN_TOKEN, RunningGateway
+from tests.support.gateway_fixtures import ADMIN_TOKEN, RunningGateway
 
 QUESTION = "Ava has 3 pens. Ava gets 4 more pens. How many pens does Ava have now?"
 
@@ -295,7 +295,7 @@ def test_failover_to_a_live_replica_and_adapter_aware_choice(
         vllm_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from config.gateway import GatewaySettings
     from gateway.upstream import Replica, ReplicaPool
-    from tests.gateway_fixtures import serve, tenants
+    from tests.support.gateway_fixtures import serve, tenants
 
     monkeypatch.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
     dead = "http://127.0.0.1:9"  # nothing listens here
@@ -329,7 +329,7 @@ def test_a_hot_adapters_merged_replica_takes_its_requests_and_lora_replicas_back
     import asyncio
 
     from gateway.upstream import ReplicaPool
-    from tests.fake_vllm import FakeVLLM
+    from tests.support.fake_vllm import FakeVLLM
 
     engines = {"lora": FakeVLLM(models=("base", "hot", "cold")),
                "merged": FakeVLLM(models=("hot",), base="hot")}
@@ -411,8 +411,8 @@ def test_the_gateway_routes_to_the_replicas_the_deployments_published(
     from gateway.upstream import PublishedReplicas, ReplicaPool
     from resources.object_store import ObjectStore
     from store.reader import ArtifactReader
-    from tests.fake_vllm import FakeVLLM
-    from tests.gateway_fixtures import serve, tenants
+    from tests.support.fake_vllm import FakeVLLM
+    from tests.support.gateway_fixtures import serve, tenants
 
     monkeypatch.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
     store = ObjectStore(url=f"file://{tmp_path / 'store'}", root=str(tmp_path))

@@ -3,7 +3,7 @@
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.gateway_fixtures import RunningGateway
+from tests.support.gateway_fixtures import RunningGateway
 
 EXAMPLES = 40
 

@@ -6,25 +6,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from config.gateway import GatewaySettings
 from gateway.db import AuditRecord
-from tests.gateway_fixtures import serve, tenants
-
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def require_services() -> None:
-    try:
-        create_engine(PG_URL).connect().close()
-        redis.Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL (127.0.0.1:5432/test) and Redis (127.0.0.1:6379) are "
-                    f"expected on this machine: {exc}")
+from tests.support.gateway_fixtures import serve, tenants
+from tests.support.services import PG_URL, REDIS_URL, require_services
 
 
 @pytest.fixture

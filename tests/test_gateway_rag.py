@@ -1,23 +1,12 @@
 """RAG through the gateway: retrieval from a collection the key's project may read, the answer
 from the served adapter, citations in the response; another project's collection is invisible."""
 
-import json
 
 import httpx
 import openai
 
-from config.schema import FactoryConfig
-from pipelines.graph import resources_for
-from tests.gateway_fixtures import RunningGateway
-
-Project = tuple[FactoryConfig, object]
-
-
-def question(project: Project) -> dict[str, str]:
-    store = resources_for(project[0])["store"]
-    corpus = store.local_dir(store.read_ref("corpus/filings")["prefix"])
-    lines = (corpus / "questions.jsonl").read_text().splitlines()
-    return next(q for q in map(json.loads, lines) if "chief executive" in q["question"])
+from tests.support.gateway_fixtures import RunningGateway
+from tests.support.rag import Project, question
 
 
 def ask(gw: RunningGateway, key: str, q: str, top_k: int = 2, **kwargs: object) -> object:

@@ -28,9 +28,9 @@ from gateway.app import build_gateway
 from gateway.db import AdminAuditRecord, AuditRecord
 from gateway.serving import Gateway
 from gateway.upstream import ReplicaPool
-from tests.fake_vllm import PROMPT_TOKENS, FakeVLLM
-from tests.gateway_fixtures import fuzz_without_server_errors
-from tests.live_server import serve
+from tests.support.fake_vllm import PROMPT_TOKENS, FakeVLLM
+from tests.support.gateway_fixtures import fuzz_without_server_errors
+from tests.support.live_server import serve
 
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -132,7 +132,7 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     os.environ[ADMIN_ENV] = ADMIN_TOKEN
     os.environ["FACTORY_VLLM_API_KEY"] = VLLM_KEY
     if request.param == "postgres+redis":
-        from tests.test_gateway_production import require_services
+        from tests.support.services import require_services
         require_services()
     settings = settings_for(request.param, tmp_path_factory.mktemp("hostile"))
     fake = FakeVLLM()

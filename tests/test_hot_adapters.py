@@ -112,7 +112,7 @@ def test_the_hot_adapter_is_served_merged_and_answers_as_through_lora(
         vllm_url: str, small_project: tuple[FactoryConfig, object], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from config.gateway import GatewaySettings
-    from tests.gateway_fixtures import ADMIN_TOKEN, serve, tenants
+    from tests.support.gateway_fixtures import ADMIN_TOKEN, serve, tenants
 
     project = small_project[0]
     monkeypatch.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)

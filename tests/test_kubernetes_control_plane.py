@@ -18,7 +18,7 @@ from config.deployments import KubernetesTarget
 from config.loading import load_config
 from resources.kubernetes_replicas import Cluster, api_key_secret
 from resources.vllm_launch import PLATFORM_LABEL, Artifact, GpuLaunch, replica_image
-from tests.fake_kubernetes import FakeKubernetes
+from tests.support.fake_kubernetes import FakeKubernetes
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "infra" / "k8s"

@@ -11,7 +11,7 @@ import pytest
 from config.deployments import KubernetesTarget
 from resources.kubernetes_replicas import Cluster, RolloutTimeout, api_key_secret
 from resources.vllm_launch import Artifact, GpuLaunch
-from tests.fake_kubernetes import FakeKubernetes
+from tests.support.fake_kubernetes import FakeKubernetes
 
 LAUNCH = GpuLaunch("chat", Artifact("base", "s3://b/base/v1", "v1"), "s3://b", [8], 512, 4, [],
                    namespace="serving", replicas=2)

@@ -22,7 +22,7 @@ from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 from resources import vllm_replica
 from resources.object_store import ObjectStore
 from resources.vllm_launch import server_args
-from tests.live_server import free_port, wait_until_up
+from tests.support.live_server import free_port, wait_until_up
 
 SERVE_PYTHON = REPO_ROOT / ".venvs" / "serve" / "bin" / "python"
 PROMPT = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -201,7 +201,7 @@ def test_a_kubernetes_deployment_applies_waits_refreshes_scales_and_deletes(
     from click.testing import CliRunner
 
     from pipelines.cli import main
-    from tests.fake_kubernetes import FakeKubernetes
+    from tests.support.fake_kubernetes import FakeKubernetes
 
     host, port = replica.url.removeprefix("http://").split(":")
     api = FakeKubernetes(pods=[(host, int(port))])

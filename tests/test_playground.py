@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import playwright.sync_api as pw
 
-from tests.gateway_fixtures import RunningGateway
-from tests.test_gateway_rag import Project, question
+from tests.support.gateway_fixtures import RunningGateway
+from tests.support.rag import Project, question
 
 
 def shot(page: object, tmp_path: Path, name: str) -> Path:
@@ -131,8 +131,8 @@ def test_the_page_without_the_graph_errors_and_choices(browser: object, tmp_path
     from config.gateway import GatewaySettings
     from gateway.app import build_gateway
     from gateway.upstream import ReplicaPool
-    from tests.fake_vllm import FakeVLLM
-    from tests.live_server import serve
+    from tests.support.fake_vllm import FakeVLLM
+    from tests.support.live_server import serve
 
     settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
                                upstreams=["http://replica-1:8000"], refresh_seconds=3600,
@@ -171,7 +171,7 @@ def test_documents_name_the_passages_a_small_window_left_out(browser: object,
     """A 512-token model (a fake replica), the demo's settings (a system prompt, 64 tokens) and
     a long question: the answer comes with the passages that fitted, and the page says which
     were left out and why."""
-    from tests.test_gateway_rag_budget import LONG_QUESTION, SYSTEM, small_window_gateway
+    from tests.support.rag import LONG_QUESTION, SYSTEM, small_window_gateway
 
     for served in small_window_gateway(tmp_path):
         page = browser.new_page()  # type: ignore[attr-defined]
@@ -199,9 +199,9 @@ def test_speech_from_a_file_and_the_microphone_goes_to_chat(browser: object,
     from config.gateway import GatewaySettings, SpeechSettings
     from gateway.app import build_gateway
     from gateway.upstream import ReplicaPool
-    from tests.audio_files import encoded, signal
-    from tests.fake_vllm import FakeVLLM
-    from tests.live_server import serve
+    from tests.support.audio_files import encoded, signal
+    from tests.support.fake_vllm import FakeVLLM
+    from tests.support.live_server import serve
 
     settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
                                upstreams=["http://replica-1:8000"], refresh_seconds=3600,

@@ -26,16 +26,9 @@ from pipelines.cli import main
 from pipelines.graph import make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
 from tests.conftest import free_port, start_service
-from tests.live_server import wait_until_up
-
-DOCS = {
-    "harbour.txt": "Northwind Harbour Authority reported cargo volume of 41 million tonnes. "
-                   "The harbour master is Ingrid Solberg.",
-    "bakery.md": "# Blue Oven Bakery\n\nBlue Oven Bakery opened its ninth shop in Tartu. "
-                 "Its head baker is Marek Tamm, who favours rye sourdough.",
-    "orchard.html": "<html><body><nav>menu</nav><p>Sunny Slope Orchard harvested 800 crates "
-                    "of Antonovka apples. The orchard keeper is Liis Kask.</p></body></html>",
-}
+from tests.support.documents import DOCS
+from tests.support.live_server import wait_until_up
+from tests.support.ui import start_ui, stop_ui
 
 
 @pytest.fixture(scope="module")
@@ -189,23 +182,8 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
         stop_ui(ui)
 
 
-def start_ui(root: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("factory")), "ui", "--config",
-         str(root / "factory.yaml"), "--port", str(port)],
-        cwd=root, start_new_session=True, stdout=subprocess.DEVNULL,
-        env={**os.environ, "DAGSTER_HOME": str(root / "work" / "dagster_home")},
-        stderr=open(root / "dagster.log", "ab"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def stop_ui(ui: subprocess.Popen) -> None:
-    """As Ctrl-C would; killed if it does not stop within a minute."""
-    os.killpg(ui.pid, signal.SIGINT)
-    try:
-        ui.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(ui.pid, signal.SIGKILL)
 
 
 def wait_for_cursor(root: Path, sensor: str, ui: subprocess.Popen, timeout: float = 180

@@ -30,8 +30,8 @@ from config.loading import ConfigError, load_config
 from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, resources_for
 from store.backends import ArtifactMissing
-from tests.recording_api import RecordingServer
-from tests.test_training import FEW, materialize, metadata, write_project
+from tests.support.recording_api import RecordingServer
+from tests.support.training import FEW, materialize, metadata, write_project
 
 WORKER_PYTHON = f"{REPO_ROOT}/.venvs/train/bin/python"
 

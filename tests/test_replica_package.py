@@ -12,7 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.projects import REPO
+from tests.support.projects import REPO
 
 SHIPPED = ("store", "replica")
 

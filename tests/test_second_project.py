@@ -19,7 +19,7 @@ from assets.erasure import Ledger
 from config.loading import load_config
 from pipelines.cli import main
 from pipelines.graph import resources_for
-from tests.projects import second_project
+from tests.support.projects import second_project
 
 
 def latest(asset: str) -> dict[str, object]:

@@ -23,8 +23,8 @@ from config.gateway import GatewaySettings, SpeechSettings
 from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.speech_client import spoken_text
-from tests.gateway_fixtures import RunningGateway, serve, tenants
-from tests.projects import REPO, materialized
+from tests.support.gateway_fixtures import RunningGateway, serve, tenants
+from tests.support.projects import REPO, materialized
 
 pytestmark = pytest.mark.slow
 

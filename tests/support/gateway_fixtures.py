@@ -13,7 +13,7 @@ import httpx
 from config.schema import FactoryConfig
 from gateway.serving import Gateway
 from pipelines.graph import make_definitions, resources_for
-from tests.live_server import serve
+from tests.support.live_server import serve
 
 __all__ = ["serve"]
 

@@ -10,7 +10,7 @@ import re
 import threading
 from typing import Any
 
-from tests.recording_api import RecordingServer
+from tests.support.recording_api import RecordingServer
 
 ROUTE = re.compile(r"^/(?:api/v1|apis/apps/v1|apis/networking\.k8s\.io/v1)/namespaces/"
                    r"(?P<ns>[^/]+)/(?P<kind>[a-z]+)(?:/(?P<name>[^/]+))?(?P<status>/status)?$")

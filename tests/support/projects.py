@@ -14,9 +14,9 @@ import yaml
 from config.loading import load_config
 from config.schema import FactoryConfig
 from pipelines.scaffold import ticket_rows, write_project
-from tests.live_server import free_port
+from tests.support.live_server import free_port
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 
 
