@@ -196,7 +196,7 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
                 rejected.append(item.to_json())
                 continue
             digest = sha256(item.text)
-            if digest in forgotten or sha256(item.doc_id) in forgotten:
+            if published_corpus.is_forgotten(item.doc_id, digest, forgotten):
                 context.log.info(f"left out {item.doc_id}: erased (`factory forget`)")
                 erased += 1
                 continue

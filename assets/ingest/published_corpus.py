@@ -4,12 +4,19 @@ datasets built from a corpus and `factory forget` read it here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 LISTING = "documents.jsonl"
+
+
+def is_forgotten(doc_id: str, text_sha256: str, forgotten: frozenset[str]) -> bool:
+    """The erasure ledger's rule for a document (`Ledger.document_hashes`): the sha256 of its
+    text or of its id is listed. The corpus asset and datasets read from a corpus both apply it."""
+    return text_sha256 in forgotten or hashlib.sha256(doc_id.encode()).hexdigest() in forgotten
 
 
 def listing(root: Path) -> list[dict[str, Any]]:

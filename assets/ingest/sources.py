@@ -9,7 +9,6 @@ Markdown, TXT) give one {"text"} record each.
 from __future__ import annotations
 
 import glob
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +125,7 @@ class StoredCorpora:
         ref = current(self.store, "corpus", corpus)
         self.read[corpus] = ref["version"]
         for entry, text in published_corpus.documents(self.store.local_dir(ref["prefix"])):
-            if {entry["sha256"], hashlib.sha256(entry["doc_id"].encode()).hexdigest()} \
-                    & self.forgotten:
+            if published_corpus.is_forgotten(entry["doc_id"], entry["sha256"], self.forgotten):
                 continue
             spoken = Path(entry["doc_id"]).suffix.lower() in AUDIO_SUFFIXES
             yield RawRecord(f"corpus:{corpus}/{entry['doc_id']}", 1,
