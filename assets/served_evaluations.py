@@ -22,7 +22,7 @@ import httpx
 from assets.common import Definition, current, publish, version_of
 from assets.deployments import published
 from config.deployments import DeploymentSpec
-from config.metrics import METRICS
+from config.metrics import METRICS, SERVED
 from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
@@ -93,17 +93,17 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
         for model, score in scores.items():
             baselines.setdefault(f"{model}@{versions[model]}:{metrics[model]}", score)
         store.write_ref(f"served_baseline/{name}", baselines)
-        table = ["| served model | tracked on | exact match | ROUGE-L | TTFT mean (ms) | "
-                 "TTFT p95 (ms) | TPOT (ms) |", "|---|---|---|---|---|---|---|"]
-        table += [f"| {m} | {METRICS[metrics[m]].label} | {r['exact_match']:.3f} | "
-                  f"{r['rougeL']:.3f} | {r['ttft_mean_s'] * 1000:.0f} | "
-                  f"{r['ttft_p95_s'] * 1000:.0f} | {r['tpot_mean_s'] * 1000:.1f} |"
-                  for m, r in results.items()]
+        table = ["| served model | tracked on | " + " | ".join(METRICS[c].label for c in SERVED)
+                 + " | TTFT mean (ms) | TTFT p95 (ms) | TPOT (ms) |",
+                 "|---|---|" + "---|" * len(SERVED) + "---|---|---|"]
+        table += [f"| {m} | {METRICS[metrics[m]].label} | "
+                  + " | ".join(f"{r[c]:.3f}" for c in SERVED)
+                  + f" | {r['ttft_mean_s'] * 1000:.0f} | {r['ttft_p95_s'] * 1000:.0f} | "
+                  f"{r['tpot_mean_s'] * 1000:.1f} |" for m, r in results.items()]
         return dg.MaterializeResult(metadata={
             "url": dg.MetadataValue.url(f"{url}/v1"),
             "served": dg.MetadataValue.md("\n".join(table)),
-            **{f"{m}_exact_match": r["exact_match"] for m, r in results.items()},
-            **{f"{m}_rougeL": round(r["rougeL"], 4) for m, r in results.items()},
+            **{f"{m}_{c}": round(r[c], 4) for m, r in results.items() for c in SERVED},
             **{f"{m}_ttft_ms": round(r["ttft_mean_s"] * 1000, 1) for m, r in results.items()},
             **{f"{m}_tpot_ms": round(r["tpot_mean_s"] * 1000, 2) for m, r in results.items()},
             "seconds": round(time.monotonic() - started, 1),

@@ -23,10 +23,6 @@ from config.training import GPU_ATTENTION, PACKING_SAFE_ATTENTION, LoraSpec, Qlo
 MAX_TRIALS = 16
 
 
-# what an evaluation through the endpoint measures from the replies alone
-SERVED_METRICS = ("exact_match", "rougeL")
-
-
 VLLM_LORA_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                      "down_proj", "qkv_proj", "gate_up_proj"}
 

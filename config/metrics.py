@@ -1,11 +1,15 @@
 """Every metric the evaluation measures, in one table: how people read it, which way is better,
 what must be configured for it to be measured, and whether a promotion may use it. Config
-validation, the promotion gate and the evaluation report read this table; a new metric is a row.
+validation, the promotion gate and the evaluation report read this table. The metrics scored
+per reply come from worker/harness_metrics.py's table (a row and a scoring function there); the
+others are measured by the harness or the judge and are rows here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from worker.harness_metrics import REPLY_METRICS
 
 
 @dataclass(frozen=True)
@@ -23,10 +27,8 @@ class Metric:
 
 # The report's columns follow this order.
 METRICS: dict[str, Metric] = {
-    "exact_match": Metric("exact match", True),
+    **{name: Metric(m.label, m.higher_is_better) for name, m in REPLY_METRICS.items()},
     "mc_accuracy": Metric("MC accuracy", True, needs="multiple_choice"),
-    "rougeL": Metric("ROUGE-L", True),
-    "bleu": Metric("BLEU", True),
     "perplexity": Metric("perplexity", False),
     "seconds_per_sample": Metric("s / sample", False),
     "judge_score": Metric("judge score", True, needs="judge", in_table=False),
@@ -36,3 +38,4 @@ METRICS: dict[str, Metric] = {
 }
 
 DECLARED = tuple(name for name, metric in METRICS.items() if metric.declared)
+SERVED = tuple(name for name, metric in REPLY_METRICS.items() if metric.served)  # endpoint-scored

@@ -15,11 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from config.adapters import (
-    SERVED_METRICS,
-    AdapterSpec,
-    adapter_problems,
-)
+from config.adapters import AdapterSpec, adapter_problems
 from config.base_models import BaseModelSpec
 from config.common import ConfigProblems, Name, Strict
 from config.compute_spec import ComputeSpec
@@ -28,6 +24,7 @@ from config.datasets import CorpusDatasetSource, DatasetSpec, dataset_problems
 from config.deployments import DeploymentSpec, deployment_problems
 from config.evaluations import EvaluationSpec, evaluation_problems
 from config.gateway import GatewaySettings
+from config.metrics import SERVED
 from config.mixtures import MixtureSpec, mixture_problems
 from config.storage import Storage
 from config.training import TrackingSpec
@@ -114,7 +111,7 @@ class FactoryConfig(Strict):
         spec = next((e for e in self.evaluations.values() if e.adapter == adapter), None)
         pattern = spec.answer_pattern if spec else None
         primary = spec.promotion.primary if spec else None
-        if primary in SERVED_METRICS:
+        if primary in SERVED:
             return pattern, primary
         return pattern, "exact_match" if pattern else "rougeL"
 

@@ -288,22 +288,17 @@ def stop(deployment: str | None, config_path: str | None) -> None:
     """Stop one deployment's vLLM servers (all, and the demo's gateway, when none is named):
     local processes stop, a Kubernetes target's objects are deleted, servers of a hosts target
     keep running; gateways stop routing to it either way."""
+    from assets.deployment_targets import TARGETS
     from assets.deployments import unpublish
     from pipelines.graph import resources_for
-    from resources.kubernetes_replicas import Cluster
-    from resources.vllm_launch import kubernetes_name
 
     config = _config(config_path)
     resources = resources_for(config)
-    vllm = resources["vllm"]
     for name in [deployment] if deployment else list(config.deployments):
         spec = config.deployments.get(name)
-        if spec is not None and spec.target == "kubernetes":
-            deleted = Cluster(spec.kubernetes).delete(kubernetes_name(name))
-            click.echo(f"{name}: deleted {', '.join(deleted) or 'nothing (none was there)'}")
-        elif spec is None or spec.target == "local":
-            for server in vllm.servers_of(name):
-                click.echo(f"{server}: {'stopped' if vllm.stop(server) else 'was not running'}")
+        # a deployment no longer declared leaves only what it started on this machine
+        for line in TARGETS[spec.target if spec else "local"].stop(name, spec, resources["vllm"]):
+            click.echo(line)
         unpublish(resources["store"], name)  # gateways stop routing to it
     if deployment is None:
         from pipelines import playground
@@ -324,7 +319,7 @@ def render_deployment(deployment: str, config_path: str | None, out: str, image:
     """Write the GPU-host launch of a deployment: Kubernetes manifest, docker script, EC2
     user data. Same flags as the local server; the base model synced from the object store,
     adapters pulled by the replica's resolver."""
-    from assets.deployments import gpu_launch
+    from assets.deployment_targets.gpu_launch import gpu_launch
     from pipelines.graph import resources_for
 
     config = _config(config_path)

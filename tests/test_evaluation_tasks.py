@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 from config.loading import ConfigError, load_config
 from tests.support.recording_api import RecordingServer
 from worker.chat import conversation, turn_end
-from worker.evaluate import check_references, task_rows
+from worker.evaluate import check_references, task_rows, write_tasks
 from worker.harness_metrics import NO_ANSWER, exact, extract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +67,31 @@ def test_exact_match_follows_the_answer_pattern_or_compares_whole_replies() -> N
     # a reference without an answer is a miss for every model, never "no answer" == "no answer"
     assert extract(r"#### (\d+)", "no digits") == NO_ANSWER
     assert not exact(r"#### (\d+)", NO_ANSWER, "no digits either")
+
+
+def test_the_harness_task_scores_every_reply_metric_with_the_copied_scoring_file(
+        tmp_path: Path) -> None:
+    """lm-eval runs the task's `!function` from the copied file, loaded outside sys.modules."""
+    import yaml
+
+    rows = task_rows(TICKETS, 2, None, lambda history: history[-1]["content"])
+    write_tasks(tmp_path, rows, ["\n\n"], 16, [])
+    task = yaml.safe_load((tmp_path / "factory_generation.yaml").read_text().replace(
+        "!function", ""))
+    assert [m["metric"] for m in task["metric_list"]] == ["exact_match", "rougeL", "bleu"]
+    score = (  # in the worker's environment (ROUGE is lm-eval's dependency), as lm-eval loads it
+        "import importlib.util, json, sys\n"
+        "spec = importlib.util.spec_from_file_location('factory_utils', sys.argv[1])\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(json.dumps(module.generation_scores(json.loads(sys.argv[2]), [sys.argv[3]])))")
+    done = subprocess.run([str(ROOT / ".venvs/train/bin/python"), "-c", score,
+                           str(tmp_path / "factory_utils.py"), json.dumps(rows[1]),
+                           "Category: bug\nPriority: high"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout)
+    assert scores["exact_match"] == 1.0 and scores["rougeL"] == 1.0
+    assert scores["bleu"] == [rows[1]["reference"], "Category: bug\nPriority: high"]
 
 
 def test_a_pattern_that_matches_no_reference_is_an_error_not_a_zero() -> None:

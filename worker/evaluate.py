@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.chat import conversation, question_of, scored_rows, turn_end
-from worker.harness_metrics import NO_ANSWER, extract, rouge_l
+from worker.harness_metrics import NO_ANSWER, REPLY_METRICS, extract, rouge_l, scored_doc
 from worker.pipes import open_pipes
 
 TASK = "factory_generation"
@@ -41,9 +41,9 @@ def task_rows(test_rows: list[dict[str, Any]], choices: int, pattern: str | None
         others = sorted({r for j, r in enumerate(replies) if j != i and r != reply})
         options = [reply, *rng.sample(others, min(choices - 1, len(others)))]
         rng.shuffle(options)
-        out.append({"prompt": render(history), "question": question_of(history), "reference": reply,
-                    "answer": extract(pattern, reply), "pattern": pattern or "",
-                    "choices": options, "gold": options.index(reply)})
+        out.append({"prompt": render(history), "question": question_of(history),
+                    **scored_doc(pattern, reply), "choices": options,
+                    "gold": options.index(reply)})
     return out
 
 
@@ -78,10 +78,9 @@ def write_tasks(task_dir: Path, rows: list[dict[str, Any]], stops: list[str],
         **common, "output_type": "generate_until", "doc_to_target": "{{reference}}",
         "generation_kwargs": {"until": stops, "max_gen_toks": max_new_tokens,
                               "do_sample": False},
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean",
-                         "higher_is_better": True},
-                        {"metric": "rougeL", "aggregation": "mean", "higher_is_better": True},
-                        {"metric": "bleu", "aggregation": "bleu", "higher_is_better": True}],
+        "metric_list": [{"metric": name, "aggregation": metric.aggregation,
+                         "higher_is_better": metric.higher_is_better}
+                        for name, metric in REPLY_METRICS.items()],
     }}
     if "multiple_choice" in local_tasks:
         tasks[MC_TASK] = {
@@ -130,10 +129,8 @@ def run_harness(model_args: dict[str, Any], params: dict[str, Any], task_dir: Pa
               for task, m in out["results"].items() if task not in local}
     result = {
         "harness": others,
-        "exact_match": metrics["exact_match,none"],
+        **{name: metrics[f"{name},none"] for name in REPLY_METRICS},
         "exact_match_stderr": metrics.get("exact_match_stderr,none"),
-        "rougeL": metrics["rougeL,none"],
-        "bleu": metrics["bleu,none"],
         "samples": samples,
         "seconds": round(seconds, 1),
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.chat import conversation, question_of, scored_rows
-from worker.harness_metrics import exact, extract, rouge_l
+from worker.harness_metrics import REPLY_METRICS, extract, scored_doc
 from worker.pipes import open_pipes
 
 
@@ -35,10 +35,12 @@ def reply_of(client: Any, url: str, model: str, messages: list[dict[str, str]],
 
 def score_endpoint(url: str, model: str, rows: list[dict[str, Any]], params: dict[str, Any]
                    ) -> dict[str, Any]:
-    """Exact match and ROUGE-L of the served model on `rows`, four requests at a time."""
+    """The served model's replies to `rows` (four requests at a time) scored by every reply
+    metric that is a mean over replies (worker/harness_metrics.py)."""
     import httpx
 
     pattern = params.get("answer_pattern")
+    served = {name: metric for name, metric in REPLY_METRICS.items() if metric.served}
     split = [conversation(row) for row in rows]
     with (httpx.Client(timeout=300, headers=authorization()) as client,
           ThreadPoolExecutor(4) as pool):
@@ -46,12 +48,12 @@ def score_endpoint(url: str, model: str, rows: list[dict[str, Any]], params: dic
             client, url, model, item[0], params["max_new_tokens"]), split))
     samples = []
     for (history, reference), reply in zip(split, replies, strict=True):
-        answer = extract(pattern, reference)
-        samples.append({"question": question_of(history), "target": answer, "output": reply,
-                        "correct": exact(pattern, answer, reply),
-                        "rougeL": round(rouge_l(reference, reply), 4)})
-    return {"exact_match": sum(s["correct"] for s in samples) / len(samples),
-            "rougeL": statistics.fmean(s["rougeL"] for s in samples),
+        doc = scored_doc(pattern, reference)
+        scores = {name: round(metric.score(doc, reply), 4) for name, metric in served.items()}
+        samples.append({"question": question_of(history), "target": doc["answer"],
+                        "output": reply, "extracted": extract(pattern, reply),
+                        "correct": bool(scores["exact_match"]), **scores})
+    return {**{name: statistics.fmean(s[name] for s in samples) for name in served},
             "samples": samples}
 
 

@@ -1,15 +1,20 @@
-"""Per-sample scoring of a generated reply against the test row's reference, one definition for
-the offline harness task (copied beside the task YAML as `factory_utils.py`, where lm-eval's
-`!function` finds it) and the endpoint evaluation (worker/evaluate_endpoint.py).
+"""The metrics scored per reply against the test row's reference, one table (`REPLY_METRICS`)
+for the offline harness task (this file is copied beside the task YAML as `factory_utils.py`,
+where lm-eval's `!function` finds it), the endpoint evaluation (worker/evaluate_endpoint.py) and
+the control plane's metric table (config/metrics.py). A new reply metric is a scoring function
+and a row here; the harness task, the served evaluation, config validation, the promotion gate
+and the reports follow.
 
 Exact match compares the answer `answer_pattern`'s first group extracts (the demo: the integer
 after `####`), or without a pattern the whole reply, trimmed and case-folded. ROUGE-L is per
 sample; BLEU is corpus-level, so the harness gets the (reference, prediction) pair to aggregate.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: lm-eval executes this file without registering it in
+# sys.modules, and a dataclass with string annotations looks its module up there.
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -41,8 +46,33 @@ def rouge_l(reference: str, reply: str) -> float:
     return _rouge().score(reference, reply.strip())["rougeL"].fmeasure
 
 
+def scored_doc(pattern: str | None, reference: str) -> dict[str, str]:
+    """What a scoring function reads of a test row (the harness task's row has these fields)."""
+    return {"pattern": pattern or "", "reference": reference,
+            "answer": extract(pattern, reference)}
+
+
+@dataclass(frozen=True)
+class ReplyMetric:
+    label: str  # in reports
+    higher_is_better: bool
+    score: Callable[[dict[str, Any], str], Any]  # (test row, reply) -> this reply's value
+    aggregation: str = "mean"  # lm-eval's; "mean" ones are also scored through the endpoint
+
+    @property
+    def served(self) -> bool:
+        return self.aggregation == "mean"
+
+
+REPLY_METRICS: dict[str, ReplyMetric] = {
+    "exact_match": ReplyMetric(
+        "exact match", True,
+        lambda doc, reply: float(exact(doc["pattern"], doc["answer"], reply))),
+    "rougeL": ReplyMetric("ROUGE-L", True, lambda doc, reply: rouge_l(doc["reference"], reply)),
+    "bleu": ReplyMetric("BLEU", True, lambda doc, reply: (doc["reference"], reply.strip()),
+                        aggregation="bleu"),
+}
+
+
 def generation_scores(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
-    reply = results[0]
-    return {"exact_match": float(exact(doc["pattern"], doc["answer"], reply)),
-            "rougeL": rouge_l(doc["reference"], reply),
-            "bleu": (doc["reference"], reply.strip())}
+    return {name: metric.score(doc, results[0]) for name, metric in REPLY_METRICS.items()}
