@@ -24,10 +24,9 @@ import dagster as dg
 from assets.common import publish, reuse_if_complete
 from config.deployments import DeploymentSpec, HotAdapters
 from config.schema import FactoryConfig
-from gateway.db import make_engine, session_factory
-from gateway.tenancy import Tenancy
 from resources import vllm_replica
 from resources.compute import WorkerCompute
+from resources.gateway_admin import GatewayAdmin
 from resources.object_store import ObjectStore
 from resources.vllm_replica import AdapterToServe, LoraStore
 from resources.vllm_server import VLLMServer, rss_mib
@@ -82,12 +81,10 @@ def decide(traffic: dict[str, dict[str, int]], base_model: str, adapters: list[s
 
 
 def recent_traffic(config: FactoryConfig, policy: HotAdapters) -> dict[str, dict[str, int]]:
-    """Requests and generated tokens per model in the policy's window, from the gateway's
-    audit log (the database every gateway of this project writes)."""
-    settings = config.gateway_settings
-    tenancy = Tenancy(session_factory(make_engine(settings.database_url)),
-                      settings.default_rpm, settings.default_tpm, cache_seconds=0)
-    return tenancy.traffic_by_model(since=time.time() - policy.window_hours * 3600)
+    """Requests and generated tokens per model in the policy's window, as the gateway's admin
+    API reports them from its audit log (the database every gateway of this project writes)."""
+    return GatewayAdmin(config.gateway_settings).traffic_by_model(
+        since=time.time() - policy.window_hours * 3600)
 
 
 def merged_model(context: dg.AssetExecutionContext, store: ObjectStore, worker: WorkerCompute,

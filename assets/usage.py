@@ -1,7 +1,8 @@
 """Gateway usage as an asset: requests and tokens per day, project and key, from the audit log.
 
-The same query as `factory-gateway usage`, materialized so usage sits in the graph beside the
-deployments it measures (and can be scheduled, plotted and checked like everything else).
+Read through the gateway's admin API (`/admin/usage`, what `factory-gateway usage` prints), so
+usage sits in the graph beside the deployments it measures (scheduled, plotted and checked like
+everything else) while the gateway's database stays the gateway's.
 """
 
 import json
@@ -11,20 +12,22 @@ import dagster as dg
 
 from assets.common import Definition
 from config.schema import FactoryConfig
-from gateway.db import make_engine, session_factory
-from gateway.tenancy import Tenancy
+from resources.gateway_admin import GatewayAdmin
+
+USAGE = dg.AssetKey(["gateway", "usage"])
 
 
 def usage_asset(config: FactoryConfig) -> list[Definition]:
-    @dg.asset(key=["gateway", "usage"], group_name="serving", kinds={"sqlalchemy"},
-              description="Requests and tokens per day, project and key (gateway audit log).")
-    def _usage(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        from sqlalchemy.engine import make_url
+    settings = config.gateway_settings
 
-        settings = config.gateway_settings
-        engine = make_engine(settings.database_url)
-        rows = Tenancy(session_factory(engine), settings.default_rpm, settings.default_tpm,
-                       cache_seconds=0).usage()
+    cron = config.schedules.usage
+
+    @dg.asset(key=USAGE, group_name="serving", kinds={"fastapi"},
+              automation_condition=dg.AutomationCondition.on_cron(cron) if cron else None,
+              description="Requests and tokens per day, project and key (the gateway's audit "
+                          f"log, through {settings.base_url}/admin/usage).")
+    def _usage(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        rows = GatewayAdmin(settings).usage()
         out = config.work_dir / "runs" / "usage"
         out.mkdir(parents=True, exist_ok=True)
         partial = out / "usage.json.partial"
@@ -41,7 +44,7 @@ def usage_asset(config: FactoryConfig) -> list[Definition]:
             "completion_tokens": sum(r["completion_tokens"] for r in rows),
             "projects": len({r["project"] for r in rows}),
             "by_day_project_key": dg.MetadataValue.md("\n".join(table)),
-            "database": make_url(settings.database_url).render_as_string(hide_password=True),
+            "gateway": dg.MetadataValue.url(f"{settings.base_url}/admin/usage"),
             "file": dg.MetadataValue.path(str(out / "usage.json")),
             "as_of": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         })

@@ -93,6 +93,9 @@ class GatewaySettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    url: str | None = Field(
+        None, pattern=r"^https?://", description="the gateway as the control plane reaches it "
+        "(the usage asset and hot_adapters read its admin API); default http://host:port")
     database_url: str = Field("sqlite:///.factory/gateway.db",
                               description="postgresql+psycopg2://... in production")
     database_url_env: str = Field(
@@ -131,6 +134,10 @@ class GatewaySettings(BaseModel):
         description="audit rows the database refused, one JSON object per line")
     admin_token_env: str = Field("FACTORY_GATEWAY_ADMIN_TOKEN",
                                  description="environment variable holding the admin token")
+
+    @property
+    def base_url(self) -> str:
+        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def with_environment(self) -> GatewaySettings:
         """The settings with what the environment sets (the database URL, when its variable is

@@ -37,6 +37,9 @@ class SchedulesSpec(Strict):
         "0 2 * * *", description="re-score served adapters; a regression fails a check")
     retrain: str | None = Field(
         None, description="rebuild datasets and retrain downstream (e.g. '0 3 * * 0' weekly)")
+    usage: str | None = Field(
+        None, description="materialize gateway/usage from the running gateway's admin API "
+                          "(needs gateway.admin_token_env set here too), e.g. '0 * * * *'")
     regression_tolerance: float = Field(
         0.05, ge=0, description="allowed drop of served exact match below the promoted score")
 

@@ -5,6 +5,8 @@ Who may do what (one table, `RULES`):
 - the platform admin (admin token, compared in constant time): everything;
 - a project owner's key: members and keys of its own project, reading its quota and grants;
 - any key of a project (viewers too): reading that project's usage, quota and grants.
+The control plane reads usage and the traffic per model here (resources/gateway_admin.py), not
+in the database: this API is the one contract between the two programs.
 Grants and quotas are the platform admin's alone: a tenant never decides what it may reach or
 how much it may spend. Failed authentication counts against the client address, as on /v1.
 """
@@ -12,6 +14,7 @@ how much it may spend. Failed authentication counts against the client address, 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -35,7 +38,7 @@ RULES: dict[str, Who] = {
     "project.create": "admin", "quota.set": "admin", "grant.create": "admin",
     "grant.revoke": "admin", "member.add": "owner", "key.create": "owner", "key.list": "owner",
     "key.rotate": "owner", "key.revoke": "owner", "quota.read": "member",
-    "grant.list": "member", "usage.read": "member",
+    "grant.list": "member", "usage.read": "member", "traffic.read": "admin",
 }
 ADMIN_BODY_BYTES = 65_536
 
@@ -188,5 +191,19 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
                 raise TenancyError("day must be a calendar day written YYYY-MM-DD")
             return tenancy.usage(project, day)
         return await run(request, "usage.read", project, do)
+
+    @router.get("/traffic")
+    async def traffic(request: Request, since: str = "0") -> Response:
+        """Answered requests and generated tokens per model since `since` (epoch seconds):
+        what a deployment's hot-adapter policy weighs."""
+        def do(_: None) -> Any:
+            try:
+                start = float(since)
+            except ValueError:
+                start = float("nan")
+            if not math.isfinite(start) or start < 0:
+                raise TenancyError("since is a time in seconds since the epoch, e.g. 1764979200")
+            return {"since": start, "models": tenancy.traffic_by_model(start)}
+        return await run(request, "traffic.read", None, do)
 
     return router

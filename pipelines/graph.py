@@ -21,7 +21,7 @@ from assets.mixtures import mixture_asset
 from assets.served_evaluations import served_evaluation_asset
 from assets.speech_evaluation import transcription_eval_asset
 from assets.sweeps import sweep_assets
-from assets.usage import usage_asset
+from assets.usage import USAGE, usage_asset
 from config.adapters import AdapterSpec
 from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
@@ -101,8 +101,10 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
         assets=assets,
         asset_checks=checks,
         jobs=[
-            dg.define_asset_job("everything", selection=dg.AssetSelection.all(), tags=limit,
-                                description="Materialize the whole graph end to end."),
+            dg.define_asset_job(
+                "everything", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(USAGE),
+                tags=limit, description="Materialize the whole graph end to end (but "
+                                        "gateway/usage, which a running gateway answers)."),
             dg.define_asset_job("rag", selection=dg.AssetSelection.groups("rag")),
             *jobs,
         ],

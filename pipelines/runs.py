@@ -46,7 +46,10 @@ def materialize(config: FactoryConfig, keys: list[str] | None = None,
 
     dagster_home(config)
     defs = make_definitions(config)
-    job = defs.resolve_job_def("everything")
+    # the whole graph is `everything`; a selection may also name what it leaves out (gateway/usage)
+    job = defs.resolve_implicit_global_asset_job_def() if keys else defs.resolve_job_def(
+        "everything")
+    tags = {"dagster/max_runtime": str(config.compute.max_runtime_s), **(tags or {})}
     with dg.DagsterInstance.get() as instance:
         selection = None
         if keys:

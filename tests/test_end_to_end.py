@@ -43,8 +43,7 @@ def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, obj
                             "adapter/math-lora-b", "evaluation/math-eval",
                             "evaluation/math-eval-b", "promotion/math-lora",
                             "promotion/math-lora-b", "mixture/math-mix", "deployment/local",
-                            "served_evaluation/local", "corpus/filings", "index/filings",
-                            "gateway/usage"}
+                            "served_evaluation/local", "corpus/filings", "index/filings"}
     checks = {c.check_name: c.passed
               for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
     assert checks == {"schema_valid": True, "rejected_fraction": True,

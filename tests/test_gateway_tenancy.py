@@ -682,6 +682,21 @@ def test_usage_days_must_be_calendar_days(hostile: Hostile) -> None:
         assert c.get("/admin/usage", params={"day": "2026-13-45"}).status_code == 400
 
 
+def test_traffic_per_model_is_the_platform_admins_to_read(hostile: Hostile) -> None:
+    """What hot_adapters weighs: every project's traffic, so never a tenant's to read."""
+    tenant = hostile.tenant()
+    with hostile.client(tenant.key) as c:
+        assert c.post("/v1/chat/completions", json=chat()).status_code == 200
+        assert_error(c.get("/admin/traffic"), 403, "not_allowed")
+    hostile.gateway.audit.drain()
+    with hostile.client(ADMIN_TOKEN) as c:
+        traffic = c.get("/admin/traffic", params={"since": "0"}).json()
+        for since in ("yesterday", "nan", "-1", "inf"):
+            assert_error(c.get("/admin/traffic", params={"since": since}), 400,
+                         "invalid_request")
+    assert traffic["models"]["adapter-a"]["requests"] >= 1
+
+
 # -- the playground's reads: cards and collections stay inside the project ----------------------
 def test_model_cards_and_collections_are_the_projects_own(hostile: Hostile, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch

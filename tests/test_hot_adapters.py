@@ -117,7 +117,8 @@ def test_the_hot_adapter_is_served_merged_and_answers_as_through_lora(
     project = small_project[0]
     monkeypatch.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
     database = f"sqlite:///{tmp_path / 'gw.db'}"
-    # the usage records: what applications asked through a gateway on this database
+    # the usage records: what applications asked through a gateway on this database; the
+    # deployment reads them through that gateway's admin API
     for url, gateway in serve(GatewaySettings(database_url=database, upstreams=[vllm_url])):
         _, key, _, _ = tenants(gateway, ["tiny", "math-lora"])
         for i in range(12):
@@ -127,34 +128,33 @@ def test_the_hot_adapter_is_served_merged_and_answers_as_through_lora(
                 "model": model, "prompt": PROMPTS[i % 4], "max_tokens": 8, "min_tokens": 8,
                 "ignore_eos": True}).status_code == 200
         gateway.audit.drain()
-
-    spec = project.deployments["local"].model_copy(
-        update={"hot_adapters": HotAdapters(min_share=0.5, min_requests=10)})
-    hot = project.model_copy(update={
-        "deployments": {"local": spec},
-        "gateway": project.gateway.model_copy(update={"database_url": database})})
-    vllm = resources_for(project)["vllm"]
-    try:
-        metadata = materialize(hot).metadata
-        table = metadata["hot_adapters"].value
-        assert "| math-lora | 9 | 72 | 75% | yes |" in table, table
-        assert "| tiny | 3 | 24 | 25% |  |" in table, table
-        merged_url = metadata["merged"].value["math-lora"]
-        assert merged_url.endswith(f":{spec.port + 1}")
-        listing = httpx.get(f"{merged_url}/v1/models", timeout=10).json()["data"]
-        assert [(m["id"], m.get("parent")) for m in listing] == [("math-lora", None)]
-        # PEFT's merge and vLLM's LoRA kernels: the same tokens, with the same probabilities
-        # (float32), where the base model's differ: the merged weights are the adapter's
-        through_lora = greedy(vllm_url, "math-lora")
-        assert same_answers(greedy(merged_url, "math-lora"), through_lora, within=1e-3)
-        assert not same_answers(greedy(vllm_url, "tiny"), through_lora, within=1e-2)
-        published = resources_for(project)["store"].get_json("deployments/local.json")
-        assert {"url": merged_url, "models": ["math-lora"], "merged": "math-lora"} in (
-            published["replicas"])
-        again = materialize(hot).metadata  # same traffic, same version: kept as it is
-        assert [r["action"] for r in again["replicas"].value] == ["unchanged", "unchanged"]
-    finally:
-        materialize(project)  # no policy: the merged replica stops, the gateways drop it
+        spec = project.deployments["local"].model_copy(
+            update={"hot_adapters": HotAdapters(min_share=0.5, min_requests=10)})
+        hot = project.model_copy(update={
+            "deployments": {"local": spec},
+            "gateway": project.gateway.model_copy(update={"url": url})})
+        vllm = resources_for(project)["vllm"]
+        try:
+            metadata = materialize(hot).metadata
+            table = metadata["hot_adapters"].value
+            assert "| math-lora | 9 | 72 | 75% | yes |" in table, table
+            assert "| tiny | 3 | 24 | 25% |  |" in table, table
+            merged_url = metadata["merged"].value["math-lora"]
+            assert merged_url.endswith(f":{spec.port + 1}")
+            listing = httpx.get(f"{merged_url}/v1/models", timeout=10).json()["data"]
+            assert [(m["id"], m.get("parent")) for m in listing] == [("math-lora", None)]
+            # PEFT's merge and vLLM's LoRA kernels: the same tokens, with the same probabilities
+            # (float32), where the base model's differ: the merged weights are the adapter's
+            through_lora = greedy(vllm_url, "math-lora")
+            assert same_answers(greedy(merged_url, "math-lora"), through_lora, within=1e-3)
+            assert not same_answers(greedy(vllm_url, "tiny"), through_lora, within=1e-2)
+            published = resources_for(project)["store"].get_json("deployments/local.json")
+            assert {"url": merged_url, "models": ["math-lora"], "merged": "math-lora"} in (
+                published["replicas"])
+            again = materialize(hot).metadata  # same traffic, same version: kept as it is
+            assert [r["action"] for r in again["replicas"].value] == ["unchanged", "unchanged"]
+        finally:
+            materialize(project)  # no policy: the merged replica stops, the gateways drop it
     assert vllm.merged_servers("local") == []
     assert [r["url"] for r in resources_for(project)["store"].get_json(
         "deployments/local.json")["replicas"]] == [vllm_url]

@@ -1,0 +1,46 @@
+"""The gateway's admin API as the control plane reads it: usage per day, project and key, and
+the traffic per model (what hot_adapters weighs). Two programs, one contract: the control plane
+never opens the gateway's database."""
+
+from typing import Any
+
+import httpx
+
+from config.gateway import GatewaySettings
+
+
+class GatewayUnavailable(RuntimeError):
+    """The gateway could not answer; the message says which setting or step fixes it."""
+
+
+class GatewayAdmin:
+    def __init__(self, settings: GatewaySettings, timeout_s: float = 30) -> None:
+        self.url, self.timeout_s = settings.base_url, timeout_s
+        self.token, self.token_env = settings.admin_token, settings.admin_token_env
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        if not self.token:
+            raise GatewayUnavailable(
+                f"reading {path} from the gateway's admin API needs its admin token: set "
+                f"{self.token_env} (gateway.admin_token_env) as the gateway has it")
+        try:
+            response = httpx.get(f"{self.url}/admin{path}", params=params, timeout=self.timeout_s,
+                                 headers={"authorization": f"Bearer {self.token}"})
+        except httpx.HTTPError as exc:
+            raise GatewayUnavailable(
+                f"the gateway at {self.url} did not answer {path} ({exc}); start it "
+                "(`factory-gateway serve`, or `factory demo`) or set gateway.url to where it "
+                "runs") from exc
+        if response.status_code != 200:
+            raise GatewayUnavailable(
+                f"the gateway at {self.url} answered {path} with {response.status_code}: "
+                f"{response.text[:300]}")
+        return response.json()
+
+    def usage(self) -> list[dict[str, Any]]:
+        """Requests, tokens and audio seconds per day, project and key."""
+        return self.get("/usage")
+
+    def traffic_by_model(self, since: float) -> dict[str, dict[str, int]]:
+        """Answered requests and generated tokens per model since `since` (epoch seconds)."""
+        return self.get("/traffic", {"since": repr(since)})["models"]
