@@ -23,6 +23,7 @@ from assets.axolotl_config import (
 )
 from assets.checkpoints import Checkpoints
 from assets.common import (
+    WITH_ITS_ASSET,
     Definition,
     current,
     fail_if_axolotl_rejects,
@@ -187,7 +188,8 @@ def peft_format_check(name: str, spec: AdapterSpec, asset: dg.AssetsDefinition
 
     @dg.asset_check(name="peft_format", asset=asset, blocking=True,
                     description="The adapter is in PEFT format and servable by vLLM multi-LoRA "
-                                "(a full fine-tune: a complete model folder).")
+                                "(a full fine-tune: a complete model folder).",
+                    automation_condition=WITH_ITS_ASSET)
     def _peft_format(store: ObjectStore) -> dg.AssetCheckResult:
         root = store.local_dir(current(store, "adapter", name)["prefix"])
         if spec.method == "full":

@@ -15,6 +15,7 @@ import dagster as dg
 
 from assets.axolotl_config import render_pretrain
 from assets.common import (
+    WITH_ITS_ASSET,
     Definition,
     current,
     fail_if_axolotl_rejects,
@@ -257,7 +258,8 @@ def reproduces_source_check(name: str, how: Conversion, asset: dg.AssetsDefiniti
                                 "recorded from the source by other paths at conversion (a GGUF: "
                                 "tensors as the gguf package dequantises them, ids from the "
                                 "tokenizer transformers derives from the file, its greedy "
-                                "tokens on fixed prompts).")
+                                "tokens on fixed prompts).",
+                    automation_condition=WITH_ITS_ASSET)
     def _reproduces(context: dg.AssetCheckExecutionContext, store: ObjectStore,
                     worker: WorkerCompute) -> dg.AssetCheckResult:
         folder = store.local_dir(current(store, "base_model", name)["prefix"])

@@ -16,6 +16,11 @@ from resources.object_store import ObjectStore
 from store.backends import ArtifactMissing
 from store.keys import artifact_prefix
 
+# Every check's automation condition: it runs whenever Dagster's automation requests the asset
+# it checks, in the same run, so a blocking check still gates what follows (sensors/automation.py)
+WITH_ITS_ASSET = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.will_be_requested()).with_label("with the asset it checks")
+
 Definition = dg.AssetsDefinition | dg.AssetChecksDefinition
 
 

@@ -25,6 +25,7 @@ from assets.ingest.documents import DOCUMENTS, extract_text
 from assets.ingest.listings import corpus_suffixes, listing_metadata, watched_listings
 from assets.ingest.problems import Rejection
 from assets.ingest.sources import local_files, s3_files
+from assets.ingest.watched import corpus_is_watched, watched_key
 from assets.model_sources import content_hash
 from config.corpora import CorpusSpec, GeneratedCorpus
 from config.datasets import FileSource
@@ -173,8 +174,10 @@ def named_questions(path: Path, doc_ids: list[str]
 
 
 def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Definition]:
-    @dg.asset(key=["corpus", name], group_name="rag", kinds={"text"},
-              deps=[dg.AssetKey(["deployment", spec.transcribe])] if spec.transcribe else [],
+    deps = [dg.AssetKey(["deployment", spec.transcribe])] if spec.transcribe else []
+    deps += [watched_key("corpus", name)] if corpus_is_watched(spec) else []
+
+    @dg.asset(key=["corpus", name], group_name="rag", kinds={"text"}, deps=deps,
               description=f"Parsed documents of corpus '{name}' (+ quarantine, QA pairs).")
     def _corpus(context: dg.AssetExecutionContext, store: ObjectStore) -> dg.MaterializeResult:
         out = config.work_dir / "runs" / "corpus" / name
@@ -183,7 +186,7 @@ def corpus_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Def
             shutil.rmtree(folder, ignore_errors=True)
         seen = listing_metadata(watched_listings(  # before reading: a later change is news
             [spec.source], config.root, config.storage.s3_endpoint_url, corpus_suffixes(spec))) \
-            if spec.watch.enabled and not isinstance(spec.source, GeneratedCorpus) else {}
+            if corpus_is_watched(spec) else {}
         (out / "docs").mkdir(parents=True)
         listing, rejected, erased = [], [], 0
         forgotten = Ledger.read(store).document_hashes()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.common import Definition, current, file_digest, publish, store_link
+from assets.common import WITH_ITS_ASSET, Definition, current, file_digest, publish, store_link
 from assets.curation import dedupe, formats
 from assets.curation.pipeline import CURATION_REASONS, Curated, curate
 from assets.curation.splits import SPLITS
@@ -22,6 +22,7 @@ from assets.curation.tokens import TokenCounter, length_histogram, percentiles
 from assets.erasure import Ledger, without_erased
 from assets.ingest.listings import listing_metadata, watched_listings
 from assets.ingest.sources import Item, StoredCorpora, read_source
+from assets.ingest.watched import dataset_is_watched, watched_key
 from config.datasets import CorpusDatasetSource, DatasetSpec
 from config.schema import FactoryConfig
 from resources.object_store import ObjectStore
@@ -65,6 +66,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
     deps = [dg.AssetKey(["base_model", spec.base_model])] if spec.base_model else []
     deps += [dg.AssetKey(["corpus", s.corpus]) for s in spec.sources
              if isinstance(s, CorpusDatasetSource)]
+    deps += [watched_key("dataset", name)] if dataset_is_watched(spec) else []
     key = dg.AssetKey(["dataset", name])
 
     @dg.asset(
@@ -77,7 +79,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         run_dir = config.work_dir / "runs" / "dataset" / name
         seen = listing_metadata(watched_listings(  # before reading: a later change is news
             spec.sources, config.root, config.storage.s3_endpoint_url)) \
-            if spec.watch and spec.watch.enabled else {}
+            if dataset_is_watched(spec) else {}
         counter, max_tokens = token_budget(store, spec)
         ledger = Ledger.read(store)
         corpora = StoredCorpora(store, ledger.document_hashes())
@@ -137,7 +139,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         return rows, ref
 
     @dg.asset_check(name="schema_valid", asset=key, blocking=True,
-                    description="Every curated row is a valid example of the dataset's kind.")
+                    description="Every curated row is a valid example of the dataset's kind.",
+                    automation_condition=WITH_ITS_ASSET)
     def _schema(store: ObjectStore) -> dg.AssetCheckResult:
         rows, _ = load(store)
         bad = [(s, i) for s in SPLITS for i, r in enumerate(rows[s])
@@ -146,7 +149,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
                                                              "first": str(bad[:5])})
 
     @dg.asset_check(name="rejected_fraction", asset=key, blocking=True,
-                    description="Bad input stays under quality.max_rejected_fraction.")
+                    description="Bad input stays under quality.max_rejected_fraction.",
+                    automation_condition=WITH_ITS_ASSET)
     def _rejected(store: ObjectStore) -> dg.AssetCheckResult:
         fraction = current(store, "dataset", name)["invalid_fraction"]
         limit = spec.quality.max_rejected_fraction
@@ -159,7 +163,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         )
 
     @dg.asset_check(name="min_rows_per_split", asset=key, blocking=True,
-                    description="Each split has at least the configured number of examples.")
+                    description="Each split has at least the configured number of examples.",
+                    automation_condition=WITH_ITS_ASSET)
     def _min_rows(store: ObjectStore) -> dg.AssetCheckResult:
         counts = current(store, "dataset", name)["counts"]
         minimum = {"train": spec.quality.min_train, "val": spec.quality.min_val,
@@ -170,7 +175,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
                                              "short": short})
 
     @dg.asset_check(name="splits_disjoint", asset=key, blocking=True,
-                    description="No prompt appears in two splits (no train/test leak).")
+                    description="No prompt appears in two splits (no train/test leak).",
+                    automation_condition=WITH_ITS_ASSET)
     def _disjoint(store: ObjectStore) -> dg.AssetCheckResult:
         rows, _ = load(store)
         prompts = {s: {dedupe.exact_key(formats.prompt_text(r)) for r in rows[s]}

@@ -15,7 +15,15 @@ from typing import Any
 
 import dagster as dg
 
-from assets.common import Definition, current, png_markdown, publish, store_link, version_of
+from assets.common import (
+    WITH_ITS_ASSET,
+    Definition,
+    current,
+    png_markdown,
+    publish,
+    store_link,
+    version_of,
+)
 from assets.judging import judge_score, safety_rate
 from assets.model_cards import write_card
 from assets.promotion import Decision, Registry, decide, promotion_asset
@@ -183,7 +191,8 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
 
     @dg.asset_check(name="promotion_gate", asset=key, blocking=True,
                     description="The candidate beats the champion (or base) by the margin and "
-                                "regresses no guard metric beyond its tolerance.")
+                                "regresses no guard metric beyond its tolerance.",
+                    automation_condition=WITH_ITS_ASSET)
     def _gate(store: ObjectStore) -> dg.AssetCheckResult:
         ref = current(store, "evaluation", name)
         return dg.AssetCheckResult(passed=ref["gate_passed"], description=ref["gate"],

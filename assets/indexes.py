@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.common import Definition, current, store_link
+from assets.common import WITH_ITS_ASSET, Definition, current, store_link
 from assets.ingest import published_corpus
 from config.corpora import CorpusSpec
 from config.schema import FactoryConfig
@@ -144,7 +144,8 @@ def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Defi
         description=f"hit@{spec.top_k} over the corpus's questions reaches "
                     f"{spec.retrieval_check.min_hit_rate:g}, and every question names a document "
                     "the corpus has (" + ("blocking" if spec.retrieval_check.blocking
-                                          else "a warning") + ")")
+                                          else "a warning") + ")",
+        automation_condition=WITH_ITS_ASSET)
     def _retrieval(store: ObjectStore, chroma: ChromaResource) -> dg.AssetCheckResult:
         root = store.local_dir(current(store, "corpus", name)["prefix"])
         questions = read_jsonl(root / "questions.jsonl")

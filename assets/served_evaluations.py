@@ -19,7 +19,7 @@ import time
 import dagster as dg
 import httpx
 
-from assets.common import Definition, current, publish, version_of
+from assets.common import WITH_ITS_ASSET, Definition, current, publish, version_of
 from assets.deployments import published
 from config.deployments import DeploymentSpec
 from config.metrics import METRICS, SERVED
@@ -111,7 +111,8 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
 
     @dg.asset_check(asset=_served, name="no_regression",
                     description="Each served model's tracked metric has not dropped below its "
-                                "first score by more than schedules.regression_tolerance.")
+                                "first score by more than schedules.regression_tolerance.",
+                    automation_condition=WITH_ITS_ASSET)
     def _no_regression(store: ObjectStore) -> dg.AssetCheckResult:
         latest = current(store, "served_evaluation", name)
         baselines = read_baselines(store, name)

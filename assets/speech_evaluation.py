@@ -19,7 +19,7 @@ import dagster as dg
 import jiwer
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from assets.common import Definition, current
+from assets.common import WITH_ITS_ASSET, Definition, current
 from assets.demo_data import filings
 from assets.deployments import published
 from config.deployments import DeploymentSpec, TranscriptionEvalSpec
@@ -167,7 +167,8 @@ def transcription_eval_asset(name: str, spec: DeploymentSpec, config: FactoryCon
             "seconds": round(time.monotonic() - started, 1)})
 
     @dg.asset_check(asset=_evaluation, name="word_error_rate", blocking=True,
-                    description=f"Word error rate at most {evaluation.max_wer}.")
+                    description=f"Word error rate at most {evaluation.max_wer}.",
+                    automation_condition=WITH_ITS_ASSET)
     def _bound(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         event = context.instance.get_latest_materialization_event(
             dg.AssetKey(["transcription_eval", name]))

@@ -20,10 +20,7 @@ USAGE = dg.AssetKey(["gateway", "usage"])
 def usage_asset(config: FactoryConfig) -> list[Definition]:
     settings = config.gateway_settings
 
-    cron = config.schedules.usage
-
     @dg.asset(key=USAGE, group_name="serving", kinds={"fastapi"},
-              automation_condition=dg.AutomationCondition.on_cron(cron) if cron else None,
               description="Requests and tokens per day, project and key (the gateway's audit "
                           f"log, through {settings.base_url}/admin/usage).")
     def _usage(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

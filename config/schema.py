@@ -40,6 +40,8 @@ class SchedulesSpec(Strict):
     usage: str | None = Field(
         None, description="materialize gateway/usage from the running gateway's admin API "
                           "(needs gateway.admin_token_env set here too), e.g. '0 * * * *'")
+    automation_interval_s: int = Field(
+        30, ge=5, description="how often the automation sensor evaluates what to rebuild")
     regression_tolerance: float = Field(
         0.05, ge=0, description="allowed drop of served exact match below the promoted score")
 

@@ -30,7 +30,7 @@ from resources.remote_compute import RemoteCompute
 from resources.retrieval import chroma_server
 from resources.vector_store import ChromaResource
 from resources.vllm_server import VLLMServer
-from sensors.automation import automation_for
+from sensors.automation import automation_for, conditions_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,10 +95,13 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
     # AssetChecksDefinition subclasses AssetsDefinition: test for checks first.
     checks = [d for d in defs if isinstance(d, dg.AssetChecksDefinition)]
     assets = [d for d in defs if not isinstance(d, dg.AssetChecksDefinition)]
-    jobs, sensors, schedules = automation_for(config)
+    watched, sensors = automation_for(config)
+    conditions = conditions_for(config, [spec for a in assets for spec in a.specs])
+    automated = dg.map_asset_specs(lambda spec: spec.replace_attributes(
+        automation_condition=conditions.get(spec.key)), assets)
     limit = {"dagster/max_runtime": str(config.compute.max_runtime_s)}
     return dg.Definitions(
-        assets=assets,
+        assets=[*automated, *watched],
         asset_checks=checks,
         jobs=[
             dg.define_asset_job(
@@ -106,10 +109,7 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
                 tags=limit, description="Materialize the whole graph end to end (but "
                                         "gateway/usage, which a running gateway answers)."),
             dg.define_asset_job("rag", selection=dg.AssetSelection.groups("rag")),
-            *jobs,
         ],
         sensors=sensors,
-        schedules=schedules,
         resources=resources_for(config),
     )
-

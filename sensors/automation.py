@@ -1,89 +1,80 @@
-"""The automation of a project: watch sensors and schedules, generated from factory.yaml.
+"""The automation of a project, declared on the assets: one table of automation conditions and
+the sensors that evaluate and feed them, generated from factory.yaml.
 
-Each corpus with a folder/S3 source gets a re-index job and a sensor; each dataset with `watch:`
-gets a retrain job (the dataset and everything downstream: adapters, evaluations, promotions,
-deployments) and a sensor. Schedules re-evaluate what is served, optionally retrain, and
-re-apply each deployment's hot-adapter policy to the latest traffic.
+- What depends on a changed input rebuilds by itself: every asset downstream of the user's data
+  and models (adapters, evaluations, promotions, mixtures, deployments, served evaluations,
+  indexes) is requested when one of its inputs updated, once none is missing or in progress and
+  every blocking check of its inputs passed (a failed promotion gate stops the chain there).
+  Assets requested on one tick run together, so a changed dataset retrains, evaluates, promotes
+  and hot-loads in one run.
+- A corpus or dataset with `watch:` rebuilds when its watched listing changed (the watch sensor
+  records it: sensors/watchers.py); one fed by a corpus rebuilds when the corpus did.
+- Cron expressions in `schedules` (and each deployment's `hot_adapters.review`) are conditions
+  too: retrain the datasets, re-score what is served, re-apply the hot-adapter policy, read usage.
+- The Studio's own trainings are not automated: a member launches them and an owner promotes.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets.ingest.listings import corpus_suffixes, watched_listings
-from config.datasets import FileSource, S3Source
+from assets.ingest.watched import watched_asset, watches
+from assets.usage import USAGE
+from config.common import STUDIO_SEPARATOR
 from config.schema import FactoryConfig
 from sensors.watchers import watch_sensor
 
-
-def reindex_job(corpus: str) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        f"reindex_{corpus.replace('-', '_')}",
-        selection=dg.AssetSelection.assets(["corpus", corpus], ["index", corpus]),
-        description=f"Parse corpus '{corpus}' and re-index only what changed.")
+Condition = dg.AutomationCondition
+# inputs that only the user (or a watch) changes: never rebuilt on their own
+ROOTS = {"base_model", "corpus", "dataset", "watched", "gateway"}
 
 
-def retrain_job(dataset: str, max_runtime_s: int) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        f"retrain_{dataset.replace('-', '_')}",
-        selection=dg.AssetSelection.assets(["dataset", dataset]).downstream(),
-        tags={"dagster/max_runtime": str(max_runtime_s)},
-        description=f"Rebuild dataset '{dataset}'; adapters on it retrain when its content "
-                    "changed, are evaluated and gated, and promoted ones are hot-loaded.")
+def rebuild() -> dg.AutomationCondition:
+    return (Condition.eager() & Condition.all_deps_blocking_checks_passed()).with_label(
+        "an input changed (its blocking checks passed)")
 
 
-def automation_for(config: FactoryConfig) -> tuple[list[dg.UnresolvedAssetJobDefinition],
-                                                   list[dg.SensorDefinition],
-                                                   list[dg.ScheduleDefinition]]:
-    jobs, sensors = [], []
-    endpoint = config.storage.s3_endpoint_url
-    for name, spec in config.corpora.items():
-        job = reindex_job(name)
-        jobs.append(job)
-        if isinstance(spec.source, FileSource | S3Source) and spec.watch.enabled:
-            sensors.append(watch_sensor(
-                f"watch_corpus_{name.replace('-', '_')}", job, dg.AssetKey(["corpus", name]),
-                watched_listings([spec.source], config.root, endpoint, corpus_suffixes(spec)),
-                spec.watch.interval_s))
-    for name, spec in config.datasets.items():
-        job = retrain_job(name, config.compute.max_runtime_s)
-        jobs.append(job)
-        if spec.watch and spec.watch.enabled:
-            sensors.append(watch_sensor(
-                f"watch_dataset_{name.replace('-', '_')}", job, dg.AssetKey(["dataset", name]),
-                watched_listings(spec.sources, config.root, endpoint), spec.watch.interval_s))
+def on_tick(cron: str) -> dg.AutomationCondition:
+    return Condition.cron_tick_passed(cron, "UTC").since_last_handled().with_label(
+        f"cron {cron} (UTC)")
 
-    schedules = []
+
+def conditions_for(config: FactoryConfig, specs: list[dg.AssetSpec]
+                   ) -> dict[dg.AssetKey, dg.AutomationCondition]:
+    """Each automated asset's condition: the table the graph applies to `specs`."""
+    watched_readers = {w.reader for w in watches(config)}
     plan = config.schedules
-    served = [dg.AssetKey(["served_evaluation", d]) for d, spec in config.deployments.items()
-              if spec.evaluate]
-    if plan.reevaluate and served:
-        job = dg.define_asset_job("reevaluate", selection=dg.AssetSelection.assets(*served),
-                                  description="Score what is served; regressions fail a check.")
-        jobs.append(job)
-        schedules.append(dg.ScheduleDefinition(
-            name="nightly_reevaluation", job=job, cron_schedule=plan.reevaluate,
-            default_status=dg.DefaultScheduleStatus.RUNNING))
-    if plan.retrain and config.datasets:
-        job = dg.define_asset_job(
-            "retrain_all", selection=dg.AssetSelection.assets(
-                *[["dataset", d] for d in config.datasets]).downstream(),
-            tags={"dagster/max_runtime": str(config.compute.max_runtime_s)},
-            description="Rebuild every dataset and retrain what depends on it.")
-        jobs.append(job)
-        schedules.append(dg.ScheduleDefinition(
-            name="scheduled_retrain", job=job, cron_schedule=plan.retrain,
-            default_status=dg.DefaultScheduleStatus.RUNNING))
-    for name, spec in config.deployments.items():
-        if spec.hot_adapters is not None and spec.hot_adapters.review:
-            job = dg.define_asset_job(
-                f"review_hot_adapters_{name.replace('-', '_')}",
-                selection=dg.AssetSelection.assets(["deployment", name]),
-                description=f"Materialize deployment '{name}' again: its hot adapters follow "
-                            "the latest traffic (each change shown in its metadata).")
-            jobs.append(job)
-            schedules.append(dg.ScheduleDefinition(
-                name=f"review_hot_adapters_{name.replace('-', '_')}", job=job,
-                cron_schedule=spec.hot_adapters.review,
-                default_status=dg.DefaultScheduleStatus.RUNNING))
-    return jobs, sensors, schedules
+    conditions: dict[dg.AssetKey, dg.AutomationCondition] = {}
+    for spec in specs:
+        family, name = spec.key.path[0], spec.key.path[-1]
+        if STUDIO_SEPARATOR in name:
+            continue
+        fed_by_a_corpus = family == "dataset" and any(
+            dep.asset_key.path[0] == "corpus" for dep in spec.deps)
+        if family not in ROOTS or spec.key in watched_readers or fed_by_a_corpus:
+            conditions[spec.key] = rebuild()
+    crons: list[tuple[dg.AssetKey, str | None]] = [(USAGE, plan.usage)]
+    crons += [(dg.AssetKey(["dataset", d]), plan.retrain) for d in config.datasets]
+    crons += [(dg.AssetKey(["served_evaluation", d]), plan.reevaluate)
+              for d, spec in config.deployments.items() if spec.evaluate]
+    crons += [(dg.AssetKey(["deployment", d]), spec.hot_adapters.review)
+              for d, spec in config.deployments.items() if spec.hot_adapters]
+    for key, cron in crons:
+        if cron:
+            conditions[key] = (conditions[key] | on_tick(cron)).with_label(
+                f"an input changed, or cron {cron} (UTC)") if key in conditions else on_tick(cron)
+    return conditions
+
+
+def automation_for(config: FactoryConfig) -> tuple[list[dg.SourceAsset],
+                                                   list[dg.SensorDefinition]]:
+    """The watched listings (observable source assets), their watch sensors, and the sensor
+    that evaluates every asset's condition (running by default, as the watch sensors are)."""
+    found = watches(config)
+    evaluator = dg.AutomationConditionSensorDefinition(
+        "automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=config.schedules.automation_interval_s,
+        run_tags={"dagster/max_runtime": str(config.compute.max_runtime_s)},
+        description="Rebuilds what depends on a changed input (the conditions of "
+                    "sensors/automation.py), gated by the inputs' blocking checks.")
+    return [watched_asset(w) for w in found], [watch_sensor(w) for w in found] + [evaluator]

@@ -1,16 +1,24 @@
-"""Sensors that watch folders and S3 prefixes and start runs when files change.
+"""Sensors that watch folders and S3 prefixes and record what changed as an observation.
 
-One mechanism for both uses: a corpus's documents (-> re-index only what changed) and a dataset's
-files (-> rebuild the dataset; adapters downstream retrain only if its content hash changed, are
-evaluated, gated and, when promoted, hot-loaded into the running deployment).
+One mechanism for both uses: a corpus's documents and a dataset's files. Each sensor lists its
+sources, diffs the listing against its cursor and, when something was added, changed or removed,
+records an observation of the watched asset (assets/ingest/watched.py) whose data version is the
+new listing. The corpus or dataset reading the files rebuilds by its automation condition
+(sensors/automation.py), and so does what depends on it: re-index only what changed, or rebuild
+the dataset (adapters retrain only if its content hash changed, are evaluated, gated and, when
+promoted, hot-loaded). A crash between the observation and the cursor write re-records the same
+version, which Dagster's automation counts once.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets.ingest.listings import LISTING_KEY, Listing, listing_digest
+from assets.ingest.listings import LISTING_KEY, listing_digest
+from assets.ingest.watched import Watch
 from sensors.changes import diff
+
+DATA_VERSION_TAG = "dagster/data_version"  # what Dagster reads an observation's version from
 
 
 def materialized_listing(instance: dg.DagsterInstance, asset: dg.AssetKey) -> str | None:
@@ -21,27 +29,33 @@ def materialized_listing(instance: dg.DagsterInstance, asset: dg.AssetKey) -> st
     return str(recorded.value) if recorded is not None else None
 
 
-def watch_sensor(name: str, job: dg.UnresolvedAssetJobDefinition, asset: dg.AssetKey,
-                 listings: list[Listing], interval_s: int) -> dg.SensorDefinition:
-    @dg.sensor(name=name, job=job, minimum_interval_seconds=interval_s,
+def watch_sensor(watch: Watch) -> dg.SensorDefinition:
+    reader = watch.reader.to_user_string()
+
+    @dg.sensor(name=watch.sensor_name, minimum_interval_seconds=watch.interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Starts {job.name} when watched files are added, changed or "
-                           f"removed (cursor: the last listing; with none yet, what "
-                           f"{asset.to_user_string()} last read).")
+               description=f"Records an observation of {watch.key.to_user_string()} when "
+                           f"watched files are added, changed or removed, so {reader} and what "
+                           "depends on it rebuild (cursor: the last listing; with none yet, "
+                           f"what {reader} last read).")
     def _watch(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        entries = [e for listing in listings for e in listing()]
+        entries = [e for listing in watch.listings for e in listing()]
         changes = diff(entries, context.cursor)
+        digest = listing_digest(entries)
         if context.cursor is None and changes.any and materialized_listing(
-                context.instance, asset) == listing_digest(entries):
+                context.instance, watch.reader) == digest:
             return dg.SensorResult(
-                skip_reason=f"first look: the {len(entries)} files are what "
-                            f"{asset.to_user_string()} last materialized", cursor=changes.cursor())
+                skip_reason=f"first look: the {len(entries)} files are what {reader} last "
+                            "materialized", cursor=changes.cursor())
         if not changes.any:
             return dg.SensorResult(skip_reason=f"no change in {len(entries)} files",
                                    cursor=changes.cursor())
-        context.log.info(f"{name}: {changes.summary()}")
-        run = dg.RunRequest(run_key=changes.run_key(), tags={
-            "factory/trigger": name, "factory/changes": changes.summary()})
-        return dg.SensorResult(run_requests=[run], cursor=changes.cursor())
+        context.log.info(f"{watch.sensor_name}: {changes.summary()}")
+        observation = dg.AssetObservation(
+            asset_key=watch.key, tags={DATA_VERSION_TAG: digest},
+            metadata={"changes": changes.summary(), "files": len(entries),
+                      "added": changes.added[:50], "updated": changes.updated[:50],
+                      "removed": changes.removed[:50]})
+        return dg.SensorResult(asset_events=[observation], cursor=changes.cursor())
 
     return _watch

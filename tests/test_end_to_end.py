@@ -15,6 +15,7 @@ from config.loading import load_config
 from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
+from tests.support.projects import run_assets
 
 TRAIN_PYTHON = REPO_ROOT / ".venvs" / "train" / "bin" / "python"
 
@@ -171,16 +172,17 @@ def test_endpoint_evaluation_measures_what_is_served(
 
 def test_nightly_reevaluation_flags_a_served_regression(
         small_project: tuple[FactoryConfig, object]) -> None:
-    """The schedule's job re-scores what is served; a score below the first one fails."""
+    """The nightly re-scoring (a cron condition on the asset) re-scores what is served; a
+    score below the first one fails."""
     project, _ = small_project
     store = resources_for(project)["store"]
     baselines = store.read_ref("served_baseline/local")
     inflated = {k: 1.01 if k.startswith("math-lora@") else v for k, v in baselines.items()}
     store.write_ref("served_baseline/local", inflated)  # as if the adapter once scored 1.01
     try:
-        job = make_definitions(project).resolve_job_def("reevaluate")
         with dg.DagsterInstance.get() as instance:
-            result = job.execute_in_process(instance=instance, raise_on_error=False)
+            result = run_assets(make_definitions(project), "served_evaluation/local",
+                                instance=instance, raise_on_error=False)
         (check,) = result.get_asset_check_evaluations()
         assert check.check_name == "no_regression" and not check.passed
         assert check.description.startswith("math-lora: ")

@@ -69,13 +69,11 @@ def test_a_deployment_with_the_policy_is_reviewed_on_its_schedule(tmp_path: Path
         "deployments:\n"
         "  chat: {base_model: tiny, hot_adapters: {review: '*/15 * * * *'}}\n"
         "  batch: {base_model: tiny, port: 8050}\n")
-    defs = make_definitions(load_config(tmp_path / "factory.yaml"))
-    schedules = {s.name: s for s in defs.schedules or []}
-    review = schedules["review_hot_adapters_chat"]
-    assert review.cron_schedule == "*/15 * * * *"
-    assert defs.resolve_job_def(review.job_name).asset_layer.executable_asset_keys == {
-        dg.AssetKey(["deployment", "chat"])}
-    assert "review_hot_adapters_batch" not in schedules  # no policy, no review
+    graph = make_definitions(load_config(tmp_path / "factory.yaml")).resolve_asset_graph()
+    chat = graph.get(dg.AssetKey(["deployment", "chat"])).automation_condition
+    batch = graph.get(dg.AssetKey(["deployment", "batch"])).automation_condition
+    assert chat is not None and "*/15 * * * *" in chat.get_label()
+    assert batch is not None and "cron" not in str(batch.get_label())  # no policy, no review
 
 
 PROMPTS = ["Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?",

@@ -28,6 +28,7 @@ from resources.retrieval import open_index, retrieve
 from tests.conftest import free_port, start_service
 from tests.support.documents import DOCS
 from tests.support.live_server import wait_until_up
+from tests.support.projects import run_assets
 from tests.support.ui import start_ui, stop_ui
 
 
@@ -63,8 +64,7 @@ def project(root: Path, chroma_url: str | None = None) -> FactoryConfig:
 def reindex(config: FactoryConfig) -> dict[str, Any]:
     """Each materialization's metadata by asset, and each check's as `<asset>:<check>` (with
     `passed` and `severity` added)."""
-    job = make_definitions(config).resolve_job_def("reindex_notes")
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = run_assets(make_definitions(config), "corpus/notes", "index/notes")
     assert result.success
     out: dict[str, Any] = {e.asset_key.to_user_string(): {
         k: v.value for k, v in e.materialization.metadata.items()}
@@ -159,7 +159,8 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
         "storage": {"object_store": "file://store", "work_dir": "work",
                     "s3_endpoint_url": s3_endpoint},
         "corpora": {"notes": {"source": {"s3": "s3://inbox/docs/"},
-                              "watch": {"interval_s": 5}}}}))
+                              "watch": {"interval_s": 5}}},
+        "schedules": {"automation_interval_s": 5}}))
     config = load_config(tmp_path / "factory.yaml")
     port = free_port()
     ui = start_ui(tmp_path, port)
@@ -170,8 +171,8 @@ def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: 
             b"Hill Gate Vineyard bottled 12,000 bottles. The winemaker is Toomas Ilves."))
         runs = wait_for_runs(config, 2, ui, tmp_path)
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        assert runs[0].tags["factory/changes"] == "1 added, 0 updated, 0 removed"
-        assert runs[0].tags["dagster/sensor_name"] == "watch_corpus_notes"
+        assert observed_changes(tmp_path) == "1 added, 0 updated, 0 removed"
+        assert runs[0].tags["dagster/sensor_name"] == "automation"  # the index's condition
         assert sources(config, "Who is the winemaker?")[0] == "s3://inbox/docs/vineyard.txt"
         with dg.DagsterInstance.from_config(str(tmp_path / "work" / "dagster_home")) as instance:
             event = instance.get_latest_materialization_event(dg.AssetKey(["index", "notes"]))
@@ -214,6 +215,7 @@ def test_changes_made_while_the_daemon_was_down_converge_in_one_run(
         {"question": "Who keeps the orchard?", "source": "orchard.html"}])
     raw = yaml.safe_load((tmp_path / "factory.yaml").read_text())
     raw["corpora"]["notes"]["watch"] = {"interval_s": 5}
+    raw["schedules"] = {"automation_interval_s": 5}
     (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp_path / "factory.yaml")
     home = tmp_path / "work" / "dagster_home"
@@ -226,6 +228,7 @@ def test_changes_made_while_the_daemon_was_down_converge_in_one_run(
     try:
         wait_until_serving(port, ui, tmp_path)
         wait_for_cursor(tmp_path, "watch_corpus_notes", ui)
+        wait_for_cursor(tmp_path, "automation", ui)  # its first tick is its baseline
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert len(instance.get_runs()) == 1  # only `factory materialize`'s own run
     finally:
@@ -246,7 +249,7 @@ def test_changes_made_while_the_daemon_was_down_converge_in_one_run(
             record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
                 [key])[key]
         assert len(runs) == 2 and runs[0].status == dg.DagsterRunStatus.SUCCESS
-        assert runs[0].tags["factory/changes"] == "1 added, 0 updated, 1 removed"
+        assert observed_changes(tmp_path) == "1 added, 0 updated, 1 removed"
         collection = resources_for(config)["chroma"].client().get_collection("notes")
         stored = {m["source"] for m in collection.get(include=["metadatas"])["metadatas"]}
         assert stored == {"docs/harbour.txt", "docs/bakery.md", "docs/vineyard.txt"}
@@ -264,6 +267,15 @@ def wait_until_serving(port: int, ui: subprocess.Popen, root: Path, timeout: flo
     webserver: opening the instance from here any earlier races that migration (seen as
     alembic's "more than one head")."""
     wait_until_up(f"http://127.0.0.1:{port}/server_info", ui, root / "dagster.log", timeout)
+
+
+def observed_changes(root: Path) -> str:
+    """What the watch sensor last recorded of the folder it watches."""
+    with dg.DagsterInstance.from_config(str(root / "work" / "dagster_home")) as instance:
+        (record,) = instance.fetch_observations(
+            dg.AssetKey(["watched", "corpus", "notes"]), limit=1).records
+        assert record.asset_observation is not None
+        return str(record.asset_observation.metadata["changes"].value)
 
 
 def wait_for_runs(config: FactoryConfig, count: int, ui: subprocess.Popen, root: Path,
@@ -362,9 +374,8 @@ def test_a_blocking_retrieval_check_fails_the_run(tmp_path: Path) -> None:
     raw["corpora"]["notes"]["retrieval_check"] = {"blocking": True}
     (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp_path / "factory.yaml")
-    job = make_definitions(config).resolve_job_def("reindex_notes")
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(),
-                                    raise_on_error=False)
+    result = run_assets(make_definitions(config), "corpus/notes", "index/notes",
+                        raise_on_error=False)
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert not result.success  # the index itself was still applied:

@@ -10,7 +10,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import dagster as dg
 import openai
 import pytest
 
@@ -24,7 +23,7 @@ from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
 from resources.speech_client import spoken_text
 from tests.support.gateway_fixtures import RunningGateway, serve, tenants
-from tests.support.projects import REPO, materialized
+from tests.support.projects import REPO, materialized, run_assets
 
 pytestmark = pytest.mark.slow
 
@@ -158,10 +157,9 @@ def test_a_dropped_recording_is_cited_in_a_rag_answer(
 
 
 def reindex_meetings(config: FactoryConfig) -> dict:
-    """What the corpus's watch sensor runs when a file in its folder changes; each asset's
+    """What the automation runs when a file in the corpus's folder changes; each asset's
     metadata."""
-    job = make_definitions(config).resolve_job_def("reindex_meetings")
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = run_assets(make_definitions(config), "corpus/meetings", "index/meetings")
     assert result.success
     return {e.asset_key.to_user_string(): {k: v.value for k, v in
                                            e.materialization.metadata.items()}

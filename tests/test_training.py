@@ -209,7 +209,8 @@ def test_training_runs_share_a_pool_and_have_a_max_runtime(tmp_path: Path) -> No
     defs = make_definitions(config)
     adapter = defs.resolve_assets_def(dg.AssetKey(["adapter", "sft"]))
     assert adapter.op.pool == "train-local-cpu"
-    assert defs.resolve_job_def("retrain_chat").tags["dagster/max_runtime"] == "21600"
+    automation = defs.resolve_sensor_def("automation")
+    assert automation.run_tags["dagster/max_runtime"] == "21600"  # what it launches, too
     settings = yaml.safe_load((dagster_home(config) / "dagster.yaml").read_text())
     assert settings["run_monitoring"]["enabled"] is True
     assert settings["concurrency"]["pools"]["default_limit"] == 1

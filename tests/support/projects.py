@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import yaml
 
 from config.loading import load_config
@@ -103,3 +104,12 @@ def second_project(root: Path) -> None:
         "base_model": "base", "adapters": ["triage", "triage-mix"], "port": free_port(),
         "evaluate": {"limit": 40, "max_new_tokens": 24, "timing_requests": 4}}}
     (root / "factory.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def run_assets(defs: dg.Definitions, *keys: str, instance: dg.DagsterInstance | None = None,
+               raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """One run of the assets named ("corpus/notes") with their checks, as the automation sensor
+    launches them when their inputs changed."""
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error,
+        asset_selection=[dg.AssetKey(key.split("/")) for key in keys])
