@@ -84,19 +84,19 @@ def vllm_url(small_project: tuple[FactoryConfig, object]) -> str:
 def gateway_server(vllm_url: str, small_project: tuple[FactoryConfig, object],
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The gateway on SQLite + in-memory limits (the embedded default) before the real vLLM."""
-    import os
 
     from config.gateway import GatewaySettings
     from tests.support.gateway_fixtures import ADMIN_TOKEN, RunningGateway, serve, tenants
 
-    os.environ["FACTORY_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
-    db = tmp_path_factory.mktemp("gateway") / "gateway.db"
-    settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url],
-                               chroma_path=str(small_project[0].work_dir / "chroma"),
-                               object_store=small_project[0].gateway_settings.object_store)
-    for url, gateway in serve(settings):
-        ours, key, theirs, other_key = tenants(gateway, ["tiny", "math-lora"])
-        yield RunningGateway(url, gateway, ours, key, theirs, other_key)
+    with pytest.MonkeyPatch.context() as env:  # restored after the session
+        env.setenv("FACTORY_GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        db = tmp_path_factory.mktemp("gateway") / "gateway.db"
+        settings = GatewaySettings(database_url=f"sqlite:///{db}", upstreams=[vllm_url],
+                                   chroma_path=str(small_project[0].work_dir / "chroma"),
+                                   object_store=small_project[0].gateway_settings.object_store)
+        for url, gateway in serve(settings):
+            ours, key, theirs, other_key = tenants(gateway, ["tiny", "math-lora"])
+            yield RunningGateway(url, gateway, ours, key, theirs, other_key)
 
 
 # -- a real browser (Debian's Chromium driven by Playwright) for the playground and the Studio --

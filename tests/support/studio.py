@@ -4,7 +4,6 @@ member's helpers: the `studio` fixture (a pytest plugin, tests/conftest.py)."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,24 +106,25 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioHarness]:
     for folder in ("docs", "policies", "notes", "lessons"):
         (root / folder).mkdir()
         (root / folder / "welcome.txt").write_text("Welcome to the support handbook.")
-    os.environ[ADMIN_ENV] = "studio-admin-" + uuid.uuid4().hex
-    settings = GatewaySettings(
-        database_url=f"sqlite:///{root / 'gateway.db'}", upstreams=["http://replica-1:8000"],
-        refresh_seconds=3600, admin_token_env=ADMIN_ENV, object_store=f"file://{root}/store",
-        chroma_path=str(root / "work" / "chroma"),
-        audit_dead_letter=str(root / "dead-letter.jsonl"),
-        studio=StudioSettings(platform_config=str(root / "factory.yaml"),
-                              max_upload_bytes=200_000, max_project_bytes=400_000,
-                              max_uploads=4, max_rows=500, max_columns=16,
-                              max_line_bytes=8192, max_steps=200, max_runs_in_flight=1,
-                              max_unpacked_bytes=10_000_000, max_trainings=3))
-    fake = FakeVLLM()
-    gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
-                                                  transport=fake.transport()))
-    dagster = RecordingDagster()
-    studio = Studio(settings, gateway.tenancy, gateway.retriever, dagster)  # type: ignore[arg-type]
-    for url, running in serve(settings, gateway, studio):
-        yield StudioHarness(url, running, dagster, root / "store", studio.scratch, root)
+    with pytest.MonkeyPatch.context() as env:  # restored after the module
+        env.setenv(ADMIN_ENV, "studio-admin-" + uuid.uuid4().hex)
+        settings = GatewaySettings(
+            database_url=f"sqlite:///{root / 'gateway.db'}", upstreams=["http://replica-1:8000"],
+            refresh_seconds=3600, admin_token_env=ADMIN_ENV, object_store=f"file://{root}/store",
+            chroma_path=str(root / "work" / "chroma"),
+            audit_dead_letter=str(root / "dead-letter.jsonl"),
+            studio=StudioSettings(platform_config=str(root / "factory.yaml"),
+                                  max_upload_bytes=200_000, max_project_bytes=400_000,
+                                  max_uploads=4, max_rows=500, max_columns=16,
+                                  max_line_bytes=8192, max_steps=200, max_runs_in_flight=1,
+                                  max_unpacked_bytes=10_000_000, max_trainings=3))
+        fake = FakeVLLM()
+        gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
+                                                      transport=fake.transport()))
+        dagster = RecordingDagster()
+        studio = Studio(settings, gateway.tenancy, gateway.retriever, dagster)  # type: ignore[arg-type]
+        for url, running in serve(settings, gateway, studio):
+            yield StudioHarness(url, running, dagster, root / "store", studio.scratch, root)
 
 
 def upload(c: httpx.Client, name: str, data: bytes, kind: str = "sft") -> httpx.Response:

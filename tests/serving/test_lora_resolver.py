@@ -55,41 +55,42 @@ def replica(small_project: tuple[FactoryConfig, object], s3_endpoint: str,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     """Versions v1 (math-lora), v2 (math-lora-b's weights), v3 (v1 with a byte changed after
     publishing) and v4 (never promoted) in an S3 store; a vLLM replica started with none."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "test")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    tmp = tmp_path_factory.mktemp("resolver")
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="resolver-test")
-    store = ObjectStore(url="s3://resolver-test/factory", root=str(tmp), cache_dir="cache",
-                        endpoint_url=s3_endpoint)
-    source = resources_for(small_project[0])["store"]
-    base_ref = source.read_ref("base_model/tiny")
-    base = f"tiny@{base_ref['version']}"
-    for version, adapter in (("v1", "math-lora"), ("v2", "math-lora-b"), ("v3", "math-lora"),
-                             ("v4", "math-lora")):
-        folder = source.local_dir(source.read_ref(f"adapter/{adapter}")["prefix"])
-        store.put_dir(f"adapter/math-lora/{version}", folder, base_model=base)
-    weights = store.backend.get_bytes("adapter/math-lora/v3/adapter_model.safetensors")
-    store.backend.put_bytes("adapter/math-lora/v3/adapter_model.safetensors",
-                            weights[:-1] + bytes([weights[-1] ^ 1]))
-    port, log = free_port(), tmp / "vllm.log"
-    args = server_args(model=str(source.local_dir(base_ref["prefix"])), served_name="tiny",
-                       host="127.0.0.1", port=port, dtype="float32", max_model_len=1024,
-                       max_loras=2, ranks=[8], extra_args=[])
-    env = {**os.environ, "FACTORY_LORA_STORE": "s3://resolver-test/factory",
-           "FACTORY_LORA_CACHE": str(tmp / "loras"), "FACTORY_BASE_MODEL": base,
-           "AWS_ENDPOINT_URL_S3": s3_endpoint, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-           "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
-    url = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(SERVE_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-                                 *args], stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_until_up(f"{url}/health", proc, log, 600)
-        yield Replica(url, store, log)
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    with pytest.MonkeyPatch.context() as aws:  # moto's credentials, restored after the module
+        for name, default in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                              ("AWS_DEFAULT_REGION", "us-east-1")):
+            aws.setenv(name, os.environ.get(name, default))
+        tmp = tmp_path_factory.mktemp("resolver")
+        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="resolver-test")
+        store = ObjectStore(url="s3://resolver-test/factory", root=str(tmp), cache_dir="cache",
+                            endpoint_url=s3_endpoint)
+        source = resources_for(small_project[0])["store"]
+        base_ref = source.read_ref("base_model/tiny")
+        base = f"tiny@{base_ref['version']}"
+        for version, adapter in (("v1", "math-lora"), ("v2", "math-lora-b"), ("v3", "math-lora"),
+                                 ("v4", "math-lora")):
+            folder = source.local_dir(source.read_ref(f"adapter/{adapter}")["prefix"])
+            store.put_dir(f"adapter/math-lora/{version}", folder, base_model=base)
+        weights = store.backend.get_bytes("adapter/math-lora/v3/adapter_model.safetensors")
+        store.backend.put_bytes("adapter/math-lora/v3/adapter_model.safetensors",
+                                weights[:-1] + bytes([weights[-1] ^ 1]))
+        port, log = free_port(), tmp / "vllm.log"
+        args = server_args(model=str(source.local_dir(base_ref["prefix"])), served_name="tiny",
+                           host="127.0.0.1", port=port, dtype="float32", max_model_len=1024,
+                           max_loras=2, ranks=[8], extra_args=[])
+        env = {**os.environ, "FACTORY_LORA_STORE": "s3://resolver-test/factory",
+               "FACTORY_LORA_CACHE": str(tmp / "loras"), "FACTORY_BASE_MODEL": base,
+               "AWS_ENDPOINT_URL_S3": s3_endpoint, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+               "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+        url = f"http://127.0.0.1:{port}"
+        with log.open("w") as out:
+            proc = subprocess.Popen([str(SERVE_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
+                                     *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until_up(f"{url}/health", proc, log, 600)
+            yield Replica(url, store, log)
+        finally:
+            proc.terminate()
+            proc.wait(60)
 
 
 def top_logprobs(response: httpx.Response) -> dict[str, float]:

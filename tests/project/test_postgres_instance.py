@@ -30,7 +30,7 @@ def pg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_materializations_are_recorded_in_postgres(pg_home: Path, tmp_path: Path) -> None:
     config_path = tmp_path / "factory.yaml"
-    shutil.copy(Path(__file__).parent / "configs" / "small.yaml", config_path)
+    shutil.copy(Path(__file__).parents[1] / "configs" / "small.yaml", config_path)
     defs = make_definitions(load_config(config_path))
     key = dg.AssetKey(["corpus", "filings"])
     tag = str(uuid.uuid4())

@@ -226,7 +226,7 @@ def test_a_killed_run_resumes_from_the_stored_checkpoint(tmp_path: Path) -> None
     first = subprocess.Popen([sys.executable, "-c", (
         "from config.loading import load_config; from tests.support.training import materialize;"
         f"materialize(load_config({str(tmp_path / 'factory.yaml')!r}), 'adapter/long', "
-        "raise_on_error=False)")], cwd=Path(__file__).parents[1])
+        "raise_on_error=False)")], cwd=Path(__file__).parents[2])
     deadline = time.monotonic() + 300
     while not [k for k in store.list("checkpoints/adapter/long/") if k.endswith("_MANIFEST.json")]:
         assert time.monotonic() < deadline and first.poll() is None, "no checkpoint was stored"

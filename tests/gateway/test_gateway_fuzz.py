@@ -15,7 +15,7 @@ def test_schema_fuzzing_finds_no_server_errors(gateway_server: RunningGateway) -
     schema = schemathesis.openapi.from_dict(openapi)
     auth = {"Authorization": f"Bearer {gateway_server.key}"}
     # the Studio's routes need Dagster's webserver, which this project does not run: they are
-    # fuzzed against a recording one in tests/test_studio_api.py
+    # fuzzed against a recording one in tests/studio/test_studio_api.py
     operations = [result.ok() for result in schema.get_all_operations()
                   if not result.ok().path.startswith("/studio")]
     assert {f"{o.method.upper()} {o.path}" for o in operations} >= {

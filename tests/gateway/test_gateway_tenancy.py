@@ -129,17 +129,17 @@ def hostile_gateway(settings: GatewaySettings, fake: FakeVLLM, clock: float) -> 
 @pytest.fixture(scope="module", params=["sqlite+memory", "postgres+redis"])
 def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Hostile]:
-    os.environ[ADMIN_ENV] = ADMIN_TOKEN
-    os.environ["FACTORY_VLLM_API_KEY"] = VLLM_KEY
-    if request.param == "postgres+redis":
-        from tests.support.services import require_services
-        require_services()
-    settings = settings_for(request.param, tmp_path_factory.mktemp("hostile"))
-    fake = FakeVLLM()
-    clock = (time.time() // 60) * 60 + 1  # one pinned minute: Retry-After is 59
-    for url, gateway in serve(settings, hostile_gateway(settings, fake, clock)):
-        yield Hostile(url, gateway, fake, request.param)
-    del os.environ["FACTORY_VLLM_API_KEY"]
+    with pytest.MonkeyPatch.context() as env:  # restored after the module
+        env.setenv(ADMIN_ENV, ADMIN_TOKEN)
+        env.setenv("FACTORY_VLLM_API_KEY", VLLM_KEY)
+        if request.param == "postgres+redis":
+            from tests.support.services import require_services
+            require_services()
+        settings = settings_for(request.param, tmp_path_factory.mktemp("hostile"))
+        fake = FakeVLLM()
+        clock = (time.time() // 60) * 60 + 1  # one pinned minute: Retry-After is 59
+        for url, gateway in serve(settings, hostile_gateway(settings, fake, clock)):
+            yield Hostile(url, gateway, fake, request.param)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from config.adapters import AdapterSpec
 from config.loading import ConfigError, load_config
 from config.training import TrackingSpec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_PYTHON = REPO / ".venvs" / "train" / "bin" / "python"
 LLAMA_1B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,
             "hidden_size": 2048, "num_hidden_layers": 16, "intermediate_size": 8192,

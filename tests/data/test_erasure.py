@@ -180,7 +180,7 @@ def ticket_project(root: Path) -> Path:
     (root / "data" / "tickets.jsonl").write_text("".join(
         json.dumps(ticket_of(r, f"C-{i % 40:03d}")) + "\n"
         for i, r in enumerate(ticket_rows(160, seed=3))))
-    small = yaml.safe_load((Path(__file__).parent / "configs" / "small.yaml").read_text())
+    small = yaml.safe_load((Path(__file__).parents[1] / "configs" / "small.yaml").read_text())
     (root / "factory.yaml").write_text(yaml.safe_dump({
         "storage": {"object_store": "file://store", "work_dir": "work"},
         "base_models": {"tiny": small["base_models"]["tiny"]},

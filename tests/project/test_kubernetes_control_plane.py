@@ -20,7 +20,7 @@ from resources.kubernetes_replicas import Cluster, api_key_secret
 from resources.vllm_launch import PLATFORM_LABEL, Artifact, GpuLaunch, replica_image
 from tests.support.fake_kubernetes import FakeKubernetes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
 VALUES = yaml.safe_load((K8S / "dagster-values.yaml").read_text())

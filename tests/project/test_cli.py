@@ -55,7 +55,8 @@ def test_an_asset_whose_input_was_never_made_names_it(tmp_path: Path) -> None:
 
 
 def test_init_writes_a_valid_project_and_never_overwrites_one(tmp_path: Path) -> None:
-    """That the sample runs end to end is tests/test_second_project.py's (it starts from it)."""
+    """That the sample runs end to end is tests/project/test_second_project.py's (it starts
+    from it)."""
     root = tmp_path / "support"
     made = CliRunner().invoke(main, ["init", str(root)])
     assert made.exit_code == 0, made.output

@@ -195,7 +195,7 @@ def test_speech_from_a_file_and_the_microphone_goes_to_chat(browser: object,
     """The speech tab before a fake engine: an uploaded Ogg and a microphone recording (Chromium's
     fake device, recorded as WebM) are transcribed through the gateway, whose engine receives 16 kHz
     WAV of the recording's length; the transcript goes to the chat box; usage counts the seconds;
-    a file that is not audio shows the API's message. Real Whisper: tests/test_speech.py."""
+    a file that is not audio shows the API's message. Real Whisper: tests/speech/test_speech.py."""
     from config.gateway import GatewaySettings, SpeechSettings
     from gateway.app import build_gateway
     from gateway.upstream import ReplicaPool

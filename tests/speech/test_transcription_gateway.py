@@ -1,7 +1,7 @@
 """/v1/audio/transcriptions against a hostile tenant, before a fake engine (httpx.MockTransport):
 what reaches the engine (16 kHz WAV windows asking for segments), what never does (every bad
 upload is a 4xx in OpenAI's format), tenancy like chat's, and audio seconds in usage, audit and
-the daily quota. The real Whisper behind vLLM is tests/test_speech.py."""
+the daily quota. The real Whisper behind vLLM is tests/speech/test_speech.py."""
 
 from __future__ import annotations
 

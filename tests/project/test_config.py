@@ -10,7 +10,7 @@ from config.loading import ConfigError, load_config
 from pipelines.cli import main
 from resources.vllm_launch import server_args
 
-SMALL = Path(__file__).parent / "configs" / "small.yaml"
+SMALL = Path(__file__).parents[1] / "configs" / "small.yaml"
 
 
 def write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]

@@ -93,7 +93,7 @@ def test_the_sdk_transcribes_held_out_speech_through_the_gateway(
 
 def test_another_projects_key_gets_the_404_of_a_missing_model(
         speech_gateway: RunningGateway, tmp_path: Path) -> None:
-    audio = Path(__file__).parents[1] / "data" / "recordings" / "board-meeting.ogg"
+    audio = Path(__file__).parents[2] / "data" / "recordings" / "board-meeting.ogg"
     theirs = client(speech_gateway, speech_gateway.other_key)
     errors = []
     for model in ("whisper", "no-such-model"):

@@ -21,7 +21,7 @@ from worker.chat import conversation, turn_end
 from worker.evaluate import check_references, task_rows, write_tasks
 from worker.harness_metrics import NO_ANSWER, exact, extract
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 TICKETS = [

@@ -11,7 +11,7 @@ import pytest
 from resources.vllm_replica import LoraStore
 from resources.vllm_server import ServerStartError, VLLMServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_port_taken_by_another_process_is_an_error_not_a_healthy_server(
