@@ -343,13 +343,14 @@ def render_deployment(deployment: str, config_path: str | None, out: str, image:
 @click.option("--config", "config_path", default=None)
 @click.option("--port", default=3000)
 def ui(config_path: str | None, port: int) -> None:
-    """Open this project's graph in the Dagster UI (`dagster dev` on workspace.yaml)."""
+    """Open this project's graph in the Dagster UI, with the daemon that runs its sensors and
+    automation (`dg dev` on this repository's Dagster project)."""
     config = _config(config_path)
     dagster_home(config)
     os.environ["FACTORY_CONFIG"] = str(config.root / Path(config_path or "factory.yaml").name)
-    root = Path(__file__).resolve().parents[1]
-    os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w",
-                               str(root / "workspace.yaml"), "-p", str(port)])
+    dg = str(Path(sys.executable).with_name("dg"))
+    os.execv(dg, [dg, "dev", "--target-path", str(Path(__file__).resolve().parents[1]),
+                  "--port", str(port)])
 
 
 if __name__ == "__main__":

@@ -104,14 +104,15 @@ def start(config: FactoryConfig, port: int | None = None, timeout_s: float = 60)
 
 
 def start_dagster(config: FactoryConfig, home: Path, timeout_s: float = 180) -> str:
-    """Dagster's webserver and daemon (`dagster dev`) where the Studio launches its runs
-    (`gateway.studio.dagster_url`), unless they already answer there."""
+    """Dagster's webserver and daemon (`dg dev` on this repository's Dagster project) where the
+    Studio launches its runs (`gateway.studio.dagster_url`), unless they already answer there."""
     url = config.gateway_settings.studio.dagster_url
     if not _healthy(f"{url}/server_info"):
-        workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
         _start_process(config, "dagster", [
-            sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h",
-            urlsplit(url).hostname or "127.0.0.1", "-p", str(urlsplit(url).port or 3000)],
+            str(Path(sys.executable).with_name("dg")), "dev",
+            "--target-path", str(Path(__file__).resolve().parents[1]),
+            "--host", urlsplit(url).hostname or "127.0.0.1",
+            "--port", str(urlsplit(url).port or 3000)],
             f"{url}/server_info", timeout_s, env={
                 **os.environ, "DAGSTER_HOME": str(home),
                 "FACTORY_CONFIG": str(config.root / "factory.yaml")})

@@ -148,7 +148,7 @@ def test_s3_corpus_indexes_objects(tmp_path: Path, s3_endpoint: str, s3_env: Non
 @pytest.mark.slow
 def test_daemon_sensor_reindexes_a_dropped_s3_file(tmp_path: Path, s3_endpoint: str,
                                                    s3_env: None) -> None:
-    """The whole loop with Dagster's own daemon and webserver (`factory ui` = `dagster dev`):
+    """The whole loop with Dagster's own daemon and webserver (`factory ui` = `dg dev`):
     an object lands in S3, the sensor fires, the index changes, a query finds it."""
     import boto3
 
@@ -263,7 +263,7 @@ def test_changes_made_while_the_daemon_was_down_converge_in_one_run(
 
 
 def wait_until_serving(port: int, ui: subprocess.Popen, root: Path, timeout: float = 180) -> None:
-    """`dagster dev` creates (and migrates) the instance's SQLite storage before it starts the
+    """`dg dev` creates (and migrates) the instance's SQLite storage before it starts the
     webserver: opening the instance from here any earlier races that migration (seen as
     alembic's "more than one head")."""
     wait_until_up(f"http://127.0.0.1:{port}/server_info", ui, root / "dagster.log", timeout)
