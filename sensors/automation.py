@@ -29,8 +29,14 @@ Condition = dg.AutomationCondition
 ROOTS = {"base_model", "corpus", "dataset", "watched", "gateway"}
 
 
-def rebuild() -> dg.AutomationCondition:
-    return (Condition.eager() & Condition.all_deps_blocking_checks_passed()).with_label(
+def rebuild(optional: list[dg.AssetKey]) -> dg.AutomationCondition:
+    """eager(), once every blocking check of the inputs passed; inputs in `optional` may be
+    missing (a deployment serves the Studio adapters that have a champion and skips the rest:
+    an unpromoted Studio training must not hold back a declared adapter's new champion)."""
+    missing = Condition.any_deps_missing()
+    eager = Condition.eager().replace(missing.get_label() or "any_deps_missing", missing.ignore(
+        dg.AssetSelection.assets(*optional))) if optional else Condition.eager()
+    return (eager & Condition.all_deps_blocking_checks_passed()).with_label(
         "an input changed (its blocking checks passed)")
 
 
@@ -52,7 +58,8 @@ def conditions_for(config: FactoryConfig, specs: list[dg.AssetSpec]
         fed_by_a_corpus = family == "dataset" and any(
             dep.asset_key.path[0] == "corpus" for dep in spec.deps)
         if family not in ROOTS or spec.key in watched_readers or fed_by_a_corpus:
-            conditions[spec.key] = rebuild()
+            conditions[spec.key] = rebuild([dep.asset_key for dep in spec.deps
+                                            if STUDIO_SEPARATOR in dep.asset_key.path[-1]])
     crons: list[tuple[dg.AssetKey, str | None]] = [(USAGE, plan.usage)]
     crons += [(dg.AssetKey(["dataset", d]), plan.retrain) for d in config.datasets]
     crons += [(dg.AssetKey(["served_evaluation", d]), plan.reevaluate)

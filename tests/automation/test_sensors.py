@@ -227,3 +227,31 @@ def test_a_recording_dropped_into_a_transcribing_corpus_folder_starts_a_run(
     assert calls.asset_events[0].metadata["changes"].value == "1 added, 0 updated, 0 removed"
     memos, _ = tick(defs, "watch_corpus_memos", cursors["memos"])
     assert not memos.asset_events
+
+
+def test_an_unpromoted_studio_training_does_not_hold_back_a_deployment() -> None:
+    """A deployment lists the Studio's adapters too; one never promoted is an input that may be
+    missing, while a missing declared input still holds the rebuild back."""
+    from sensors.automation import rebuild
+
+    @dg.asset(key=["promotion", "declared"])
+    def declared() -> None: ...
+
+    @dg.asset(key=["promotion", "team--draft"])
+    def studio_draft() -> None: ...
+
+    def deployment(optional: list[dg.AssetKey]) -> dg.AssetsDefinition:
+        @dg.asset(key=["deployment", "local"], deps=[declared, studio_draft],
+                  automation_condition=rebuild(optional))
+        def _deployment() -> None: ...
+
+        return _deployment
+
+    for optional, expected in (([studio_draft.key], 1), ([], 0)):
+        assets = [declared, studio_draft, deployment(optional)]
+        with dg.DagsterInstance.ephemeral() as instance:
+            first = dg.evaluate_automation_conditions(defs=assets, instance=instance)
+            instance.report_runless_asset_event(dg.AssetMaterialization(["promotion", "declared"]))
+            result = dg.evaluate_automation_conditions(defs=assets, instance=instance,
+                                                       cursor=first.cursor)
+        assert result.get_num_requested(dg.AssetKey(["deployment", "local"])) == expected
