@@ -33,8 +33,7 @@ def rebuild(optional: list[dg.AssetKey]) -> dg.AutomationCondition:
     """eager(), once every blocking check of the inputs passed; inputs in `optional` may be
     missing (a deployment serves the Studio adapters that have a champion and skips the rest:
     an unpromoted Studio training must not hold back a declared adapter's new champion)."""
-    missing = Condition.any_deps_missing()
-    eager = Condition.eager().replace(missing.get_label() or "any_deps_missing", missing.ignore(
+    eager = Condition.eager().replace("any_deps_missing", Condition.any_deps_missing().ignore(
         dg.AssetSelection.assets(*optional))) if optional else Condition.eager()
     return (eager & Condition.all_deps_blocking_checks_passed()).with_label(
         "an input changed (its blocking checks passed)")
