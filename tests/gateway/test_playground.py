@@ -96,8 +96,11 @@ def test_compare_streams_two_models_side_by_side(gateway_server: RunningGateway,
     for i in range(2):
         pw.expect(columns.nth(i).locator(".stats")).to_contain_text("TTFT")
         assert columns.nth(i).locator(".answer").inner_text().strip()
-    assert sorted(columns.nth(i).get_attribute("data-model") for i in range(2)) == [
-        "math-lora", "tiny"]
+    answers = {columns.nth(i).get_attribute("data-model"):
+               columns.nth(i).locator(".answer").inner_text().strip() for i in range(2)}
+    assert sorted(answers) == ["math-lora", "tiny"]
+    # streamed in parallel, so batched together: the base must not answer with the adapter
+    assert answers["tiny"] != answers["math-lora"], answers
     path = shot(page, tmp_path, "compare")
     if os.environ.get("FACTORY_PLAYGROUND_SCREENSHOT"):
         shutil.copy(path, os.environ["FACTORY_PLAYGROUND_SCREENSHOT"])

