@@ -52,24 +52,24 @@ class Ask:
         return "".join(parts)
 
 
-def project_with(gateway: object, owner: str, models: list[str]) -> str:
+def project_with(gateway: object, owner: str, models: list[str]) -> dict[str, str]:
+    """A project granted `models`, with a key of its own for each (a key has at most 8
+    requests in flight)."""
     tenancy = gateway.tenancy  # type: ignore[attr-defined]
     name = f"{owner}-{uuid.uuid4().hex[:8]}"
     tenancy.create_project(name, owner=owner)
     for model in models:
         tenancy.grant(name, model)
-    return tenancy.create_key(name, owner)["key"]
+    return {model: tenancy.create_key(name, owner)["key"] for model in models}
 
 
 def test_a_tenants_base_requests_batched_with_anothers_adapters_answer_as_alone(
         gateway_server: object) -> None:
     url, gateway = gateway_server.url, gateway_server.gateway  # type: ignore[attr-defined]
-    adapters_key = project_with(gateway, "alice", ["math-lora", "math-mix"])
-    base_key = project_with(gateway, "bob", ["tiny"])
-    asks = [Ask(key, model, question, chat, stream)
-            for key, models in ((base_key, ["tiny"]), (adapters_key, ["math-lora", "math-mix"]))
-            for model in models for question in QUESTIONS
-            for chat, stream in ((True, False), (False, True))]
+    keys = {**project_with(gateway, "alice", ["math-lora", "math-mix"]),
+            **project_with(gateway, "bob", ["tiny"])}
+    asks = [Ask(key, model, question, chat, stream) for model, key in keys.items()
+            for question in QUESTIONS for chat, stream in ((True, False), (False, True))]
     alone = [ask.send(url) for ask in asks]
     start = threading.Barrier(len(asks))
 

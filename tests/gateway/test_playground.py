@@ -89,7 +89,9 @@ def test_compare_streams_two_models_side_by_side(gateway_server: RunningGateway,
     boxes = page.locator("#compare-models input")  # type: ignore[attr-defined]
     for i in range(boxes.count()):
         boxes.nth(i).set_checked(boxes.nth(i).get_attribute("value") in ("math-lora", "tiny"))
-    page.fill("#compare-input", "Ann has 5 pens and gives away 2. How many are left?")  # type: ignore
+    question = "Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?"
+    page.fill("#max-tokens", "16")  # type: ignore[attr-defined]
+    page.fill("#compare-input", question)  # type: ignore[attr-defined]
     page.click("#compare-form button")  # type: ignore[attr-defined]
     columns = page.locator("#compare-answers .column")  # type: ignore[attr-defined]
     pw.expect(columns).to_have_count(2)
@@ -97,10 +99,17 @@ def test_compare_streams_two_models_side_by_side(gateway_server: RunningGateway,
         pw.expect(columns.nth(i).locator(".stats")).to_contain_text("TTFT")
         assert columns.nth(i).locator(".answer").inner_text().strip()
     answers = {columns.nth(i).get_attribute("data-model"):
-               columns.nth(i).locator(".answer").inner_text().strip() for i in range(2)}
-    assert sorted(answers) == ["math-lora", "tiny"]
-    # streamed in parallel, so batched together: the base must not answer with the adapter
-    assert answers["tiny"] != answers["math-lora"], answers
+               " ".join(columns.nth(i).locator(".answer").inner_text().split())
+               for i in range(2)}
+    # streamed in parallel, so batched together: each column is what its model answers alone
+    # (temperature 0, the playground's default). The CI-size models may agree on a reply; the
+    # demo's differ (docs/playground.png)
+    with gw.client() as client:
+        alone = {model: " ".join(client.post("/v1/chat/completions", json={
+            "model": model, "temperature": 0, "max_tokens": 16,
+            "messages": [{"role": "user", "content": question}]}).json()[
+                "choices"][0]["message"]["content"].split()) for model in ("math-lora", "tiny")}
+    assert answers == alone
     path = shot(page, tmp_path, "compare")
     if os.environ.get("FACTORY_PLAYGROUND_SCREENSHOT"):
         shutil.copy(path, os.environ["FACTORY_PLAYGROUND_SCREENSHOT"])
