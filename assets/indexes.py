@@ -6,6 +6,11 @@ re-index embeds only added and changed documents and deletes removed ones from t
 of any document the corpus no longer has (a docstore lost or older than the collection), so the
 collection always converges to its source: what a user deletes is never retrieved again.
 
+The docstore's hashes see only the documents: every chunk also depends on the chunking and the
+embedding model, which the collection records when it is created. When they change, the
+collection and the docstore are dropped and every chunk is rebuilt, and the index's data version
+(the corpus version plus these settings) changes with them.
+
 Retrieval quality (hit@k over the corpus's questions) is the `retrieval_quality` check, a
 warning by default: it reports, never prevents, the index following its source.
 """
@@ -19,13 +24,19 @@ from typing import Any
 
 import dagster as dg
 
-from assets.common import WITH_ITS_ASSET, Definition, current, store_link
+from assets.common import WITH_ITS_ASSET, Definition, current, store_link, version_of
 from assets.ingest import published_corpus
 from config.corpora import CorpusSpec
 from config.schema import FactoryConfig
 from resources.embeddings import llama_index_embedding
 from resources.object_store import ObjectStore
-from resources.retrieval import collection, open_index, retrieve
+from resources.retrieval import (
+    EMBEDDING_KEY,
+    changed_settings,
+    collection,
+    open_index,
+    retrieve,
+)
 from resources.vector_store import ChromaResource
 
 
@@ -65,6 +76,12 @@ def sweep_removed(chunks: Any, doc_ids: set[str]) -> tuple[int, int]:
     return len(stale), len(set(owners) & doc_ids)
 
 
+def built_with(spec: CorpusSpec) -> dict[str, Any]:
+    """What every chunk depends on besides its document's text."""
+    return {EMBEDDING_KEY: spec.embedding_model, "chunk_size": spec.chunk_size,
+            "chunk_overlap": spec.chunk_overlap}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
@@ -87,8 +104,14 @@ def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Defi
         root = store.local_dir(corpus["prefix"])
         documents = load_documents(root)
         client = chroma.client()
-        chunks = collection(client, name, spec.embedding_model)
         docstore_path = config.work_dir / "indexes" / name / "docstore.json"
+        settings = built_with(spec)
+        rebuilt = changed_settings(client, name, settings)
+        if rebuilt:
+            context.log.warning(f"index {name}: {', '.join(rebuilt)}: every chunk is rebuilt")
+            client.delete_collection(name)
+            docstore_path.unlink(missing_ok=True)
+        chunks = collection(client, name, settings)
         docstore = SimpleDocumentStore()
         if docstore_path.exists() and chunks.count() > 0:
             docstore = SimpleDocumentStore.from_persist_path(str(docstore_path))
@@ -135,8 +158,10 @@ def index_asset(name: str, spec: CorpusSpec, config: FactoryConfig) -> list[Defi
                 "chroma": chroma.location,
                 "corpus_version": corpus["version"],
                 "corpus": store_link(store, corpus["prefix"]),
+                **settings,
+                "rebuilt_because": "; ".join(rebuilt) or "nothing changed",
             },
-            data_version=dg.DataVersion(corpus["version"]),
+            data_version=dg.DataVersion(f"{corpus['version']}-{version_of(settings)}"),
         )
 
     @dg.asset_check(

@@ -94,7 +94,7 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
             worker.run(context, "batch_canary", {
                 "output_dir": str(report), "url": url, "models": [base_model, *adapters],
                 "test_path": test_paths[0], "rows": evaluate.canary_rows,
-                "max_new_tokens": evaluate.max_new_tokens}, secrets=secrets)
+                "max_new_tokens": evaluate.canary_tokens}, secrets=secrets)
             canary = json.loads((report / "canary.json").read_text())
         (report / "results.json").write_text(json.dumps(
             {"url": url, "adapters": adapters, "results": results, "canary": canary}, indent=1))
@@ -154,7 +154,12 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
                                 "computed with another's adapter.",
                     automation_condition=WITH_ITS_ASSET)
     def _batch_isolation(store: ObjectStore) -> dg.AssetCheckResult:
-        canary = current(store, "served_evaluation", name).get("canary")
+        served = current(store, "served_evaluation", name)
+        if "canary" not in served:
+            return dg.AssetCheckResult(passed=False, description=(
+                f"served_evaluation/{name} {served['version']} predates the canary; "
+                f"materialize served_evaluation/{name}"))
+        canary = served["canary"]
         if canary is None:
             return dg.AssetCheckResult(passed=True, description="only the base model is "
                                        "served: nothing to batch it with")

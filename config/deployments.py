@@ -26,6 +26,9 @@ class EndpointEvalSpec(Strict):
     canary_rows: int = Field(4, ge=1, le=16, description=(
         "test rows the batch-isolation canary asks every served model alone and then all at "
         "once (worker/batch_canary.py); a changed answer fails the batch_isolation check"))
+    canary_tokens: int = Field(16, ge=1, le=256, description=(
+        "greedy tokens per canary answer: a borrowed adapter shows in the first few, while "
+        "long answers give float noise between batch shapes more chances to flip a near-tie"))
 
 
 WHISPER_DECODER_TOKENS = 448  # Whisper's decoder window: a speech deployment's max_model_len

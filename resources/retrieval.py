@@ -61,9 +61,24 @@ def mark_written(path: str | Path) -> None:
     os.replace(partial, Path(path, WRITTEN))
 
 
-def collection(client: Any, name: str, embedding_model: str) -> Any:
-    return client.get_or_create_collection(
-        name, metadata={"hnsw:space": "cosine", EMBEDDING_KEY: embedding_model})
+def collection(client: Any, name: str, built_with: dict[str, Any]) -> Any:
+    """The collection `name`, created with `built_with` (the embedding model under
+    EMBEDDING_KEY, the chunking) recorded in its metadata when it does not exist."""
+    return client.get_or_create_collection(name, metadata={"hnsw:space": "cosine", **built_with})
+
+
+def changed_settings(client: Any, name: str, built_with: dict[str, Any]) -> list[str]:
+    """How the existing collection `name` was built differently from `built_with`, one line per
+    setting (none when it does not exist yet)."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        recorded = client.get_collection(name).metadata or {}
+    except NotFoundError:
+        return []
+    return [f"{key} {recorded[key]!r} -> {value!r}" if key in recorded
+            else f"{key} (not recorded) -> {value!r}"
+            for key, value in built_with.items() if recorded.get(key) != value]
 
 
 def open_index(client: Any, name: str) -> Any:

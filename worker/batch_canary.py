@@ -28,7 +28,11 @@ def streamed_reply_of(client: Any, url: str, model: str, messages: list[dict[str
         response.raise_for_status()
         for line in response.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
-                choices = json.loads(line[6:]).get("choices") or [{}]
+                chunk = json.loads(line[6:])
+                if "error" in chunk:  # vLLM reports a failure inside a 200 stream
+                    raise RuntimeError(f"{model}: the stream ended in an error: "
+                                       f"{chunk['error']}")
+                choices = chunk.get("choices") or [{}]
                 parts.append(choices[0].get("delta", {}).get("content") or "")
     return "".join(parts)
 
@@ -38,12 +42,14 @@ def replay(url: str, models: list[str], conversations: list[list[dict[str, str]]
     """Each model's answers alone and in one concurrent batch, and where they differ."""
     import httpx
 
+    if not conversations:
+        raise ValueError("the batch canary needs at least one conversation to ask")
     asks = [(model, i, messages) for model in models
             for i, messages in enumerate(conversations)]
     with httpx.Client(timeout=300, headers=authorization()) as client:
         alone = [reply_of(client, url, model, messages, max_tokens)
                  for model, _, messages in asks]
-        start = threading.Barrier(len(asks))
+        start = threading.Barrier(len(asks), timeout=120)
 
         def together(index: int) -> str:
             model, _, messages = asks[index]

@@ -353,6 +353,27 @@ def test_a_deleted_document_is_never_retrieved_after_the_run_that_saw_it_go(
     assert "'orchard.html'" in check["description"] and check["hit_at_2"] == 1.0
 
 
+def test_new_chunking_rebuilds_every_chunk_of_unchanged_documents(tmp_path: Path) -> None:
+    """The docstore's hashes see only the documents: a new chunk_size must still re-chunk
+    every document (it once reported success with the old chunks), and says so."""
+    config = project(tmp_path)
+    first = reindex(config)["index/notes"]
+    raw = yaml.safe_load((tmp_path / "factory.yaml").read_text())
+    raw["corpora"]["notes"] |= {"chunk_size": 32, "chunk_overlap": 0}
+    (tmp_path / "factory.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(tmp_path / "factory.yaml")
+    second = reindex(config)["index/notes"]
+    assert second["rebuilt_because"] == "chunk_size 64 -> 32; chunk_overlap 8 -> 0"
+    # every chunk made anew, none left from the old chunking
+    assert second["chunks_embedded_this_run"] == second["chunks_in_collection"] >= 3
+    assert second["documents_added"] == 3 and first["chunks_embedded_this_run"] >= 3
+    assert (second["chunk_size"], second["chunk_overlap"]) == (32, 0)
+    assert sources(config, "Who is the harbour master?")[0] == "docs/harbour.txt"
+    again = reindex(config)["index/notes"]
+    assert again["chunks_embedded_this_run"] == 0 and again["rebuilt_because"] == (
+        "nothing changed")
+
+
 def test_a_collection_converges_even_when_the_docstore_was_lost(tmp_path: Path) -> None:
     """The docstore lives on the control plane's disk, the collection in Chroma: a new machine
     (or a cleaned work dir) must not leave chunks of documents deleted meanwhile."""

@@ -57,12 +57,14 @@ last = x[0] @ a[1, 0].T @ b[1, 0].T
 print("vllm_base_rows_took_last_slot", torch.allclose(theirs[0], last, atol=1e-4))
 print("ours_base_rows_untouched", bool((mine[:2] == 0).all()))
 print("ours_adapter_rows_exact", torch.allclose(mine, reference, atol=1e-4))
+print("self_test", ours.leaks(vllm_ops), ours.leaks(ours))
 """
     out = subprocess.run([str(SERVE_PYTHON), "-c", script], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2]).stdout
     assert "vllm_base_rows_took_last_slot True" in out
     assert "ours_base_rows_untouched True" in out
     assert "ours_adapter_rows_exact True" in out
+    assert "self_test True False" in out  # what the plugin tries before patching
 
 
 @pytest.fixture(scope="module")
