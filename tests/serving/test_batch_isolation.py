@@ -105,6 +105,7 @@ def base_answers_beside(url: str, other: str) -> tuple[list[str], list[str]]:
     return alone, batched[:len(CONVERSATIONS)]
 
 
+@pytest.mark.slow  # two vLLM servers start (about a minute)
 def test_unpatched_vllm_cpu_answers_base_requests_with_an_adapter(servers: dict[str, str]
                                                                   ) -> None:
     alone, batched = base_answers_beside(servers["unpatched"], "alpha")
@@ -112,12 +113,14 @@ def test_unpatched_vllm_cpu_answers_base_requests_with_an_adapter(servers: dict[
     assert changed >= len(PROMPTS) // 2, (alone, batched)
 
 
+@pytest.mark.slow  # two vLLM servers start (about a minute)
 def test_patched_vllm_answers_base_requests_with_the_base(servers: dict[str, str]) -> None:
     alone, batched = base_answers_beside(servers["patched"], "alpha")
     assert batched == alone
     assert alone != [ask(servers["patched"], "alpha", c) for c in CONVERSATIONS]  # it can differ
 
 
+@pytest.mark.slow  # two vLLM servers start (about a minute)
 def test_the_canary_catches_the_unpatched_server_and_passes_the_patched_one(
         servers: dict[str, str]) -> None:
     models = ["base", *ADAPTERS]
@@ -147,6 +150,7 @@ def completions(url: str, asks: list[tuple[str, str, int]], together: bool) -> l
         return list(pool.map(one, asks))
 
 
+@pytest.mark.slow  # two vLLM servers start (about a minute)
 def test_patched_completions_mixing_prefill_and_decode_answer_as_alone(
         servers: dict[str, str]) -> None:
     """Long prompts still in prefill while short ones decode, across base and both adapters:
