@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from bench.demo_champion import demo_champion, scratch_registry
 from config.loading import load_config
 from replica.batch_isolation import SWITCH
 from resources.vllm_replica import AdapterToServe
+from worker.batch_canary import alone_then_together
 from worker.chat import conversation, scored_rows
 
 QUESTIONS = 6
@@ -41,18 +41,11 @@ def base_beside_adapter(url: str, base: str, adapter: str,
                         conversations: list[list[dict[str, str]]]) -> dict[str, list[str]]:
     """The base's answers alone, the adapter's alone, and the base's sent together with the
     adapter's (every request leaves at the same moment)."""
-    alone = [answer(url, base, c) for c in conversations]
-    adapter_alone = [answer(url, adapter, c) for c in conversations]
-    asks = [(base, c) for c in conversations] + [(adapter, c) for c in conversations]
-    start = threading.Barrier(len(asks), timeout=120)
-
-    def together(ask: tuple[str, list[dict[str, str]]]) -> str:
-        start.wait()
-        return answer(url, *ask)
-
-    with ThreadPoolExecutor(len(asks)) as pool:
-        batched = list(pool.map(together, asks))[:len(conversations)]
-    return {"alone": alone, "adapter": adapter_alone, "batched": batched}
+    for_base = [partial(answer, url, base, c) for c in conversations]
+    for_adapter = [partial(answer, url, adapter, c) for c in conversations]
+    alone, batched = alone_then_together(for_base + for_adapter)
+    n = len(conversations)
+    return {"alone": alone[:n], "adapter": alone[n:], "batched": batched[:n]}
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,23 @@ def streamed_reply_of(client: Any, url: str, model: str, messages: list[dict[str
     return "".join(parts)
 
 
+def alone_then_together(alone: Sequence[Callable[[], str]],
+                        together: Sequence[Callable[[], str]] | None = None
+                        ) -> tuple[list[str], list[str]]:
+    """Each request sent one at a time, then all of them (`together`, default the same
+    requests) at the same moment, so the engine batches them; the answers of both rounds."""
+    together = together or alone
+    alone_answers = [ask() for ask in alone]
+    start = threading.Barrier(len(together), timeout=120)
+
+    def at_once(ask: Callable[[], str]) -> str:
+        start.wait()  # every request leaves at the same moment: one batch
+        return ask()
+
+    with ThreadPoolExecutor(len(together)) as pool:
+        return alone_answers, list(pool.map(at_once, together))
+
+
 def replay(url: str, models: list[str], conversations: list[list[dict[str, str]]],
            max_tokens: int) -> dict[str, Any]:
     """Each model's answers alone and in one concurrent batch, and where they differ."""
@@ -47,18 +66,11 @@ def replay(url: str, models: list[str], conversations: list[list[dict[str, str]]
     asks = [(model, i, messages) for model in models
             for i, messages in enumerate(conversations)]
     with httpx.Client(timeout=300, headers=authorization()) as client:
-        alone = [reply_of(client, url, model, messages, max_tokens)
-                 for model, _, messages in asks]
-        start = threading.Barrier(len(asks), timeout=120)
-
-        def together(index: int) -> str:
-            model, _, messages = asks[index]
-            start.wait()  # every request leaves at the same moment: one batch
-            ask = streamed_reply_of if index % 2 else reply_of
-            return ask(client, url, model, messages, max_tokens)
-
-        with ThreadPoolExecutor(len(asks)) as pool:
-            batched = list(pool.map(together, range(len(asks))))
+        alone, batched = alone_then_together(
+            [partial(reply_of, client, url, model, messages, max_tokens)
+             for model, _, messages in asks],
+            [partial(streamed_reply_of if n % 2 else reply_of, client, url, model, messages,
+                     max_tokens) for n, (model, _, messages) in enumerate(asks)])
     mismatches = [{"model": model, "row": i, "alone": a, "batched": b, "streamed": bool(n % 2)}
                   for n, ((model, i, _), a, b) in enumerate(zip(asks, alone, batched,
                                                                 strict=True)) if a != b]

@@ -8,12 +8,13 @@ project A's adapter's words."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
+
+from worker.batch_canary import alone_then_together
 
 QUESTIONS = ["Ava has 7 apples. Ava gets 5 more apples. How many apples does Ava have now?",
              "Tom had 20 marbles and lost 8. How many marbles are left?",
@@ -70,15 +71,7 @@ def test_a_tenants_base_requests_batched_with_anothers_adapters_answer_as_alone(
             **project_with(gateway, "bob", ["tiny"])}
     asks = [Ask(key, model, question, chat, stream) for model, key in keys.items()
             for question in QUESTIONS for chat, stream in ((True, False), (False, True))]
-    alone = [ask.send(url) for ask in asks]
-    start = threading.Barrier(len(asks))
-
-    def together(ask: Ask) -> str:
-        start.wait()  # one moment: the engine batches all of them
-        return ask.send(url)
-
-    with ThreadPoolExecutor(len(asks)) as pool:
-        batched = list(pool.map(together, asks))
+    alone, batched = alone_then_together([partial(ask.send, url) for ask in asks])
     changed = [(a.model, a.question[:30], a.chat, a.stream, x, y)
                for a, x, y in zip(asks, alone, batched, strict=True) if x != y]
     assert changed == []

@@ -8,9 +8,8 @@ patch, and checked with the served evaluation's canary (worker/batch_canary.py).
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -24,7 +23,7 @@ from tests.support.bare_vllm import (
     build_adapter,
     build_model,
 )
-from worker.batch_canary import replay
+from worker.batch_canary import alone_then_together, replay
 
 PROMPTS = [" ".join(WORDS[i:i + 4 + i]) for i in range(6)]
 CONVERSATIONS = [[{"role": "user", "content": prompt}] for prompt in PROMPTS]
@@ -92,16 +91,9 @@ def ask(url: str, model: str, messages: list[dict[str, str]]) -> str:
 def base_answers_beside(url: str, other: str) -> tuple[list[str], list[str]]:
     """The base model's answers to PROMPTS alone, and sent at the same moment as the same
     prompts for the adapter `other`."""
-    alone = [ask(url, "base", c) for c in CONVERSATIONS]
-    asks = [("base", c) for c in CONVERSATIONS] + [(other, c) for c in CONVERSATIONS]
-    start = threading.Barrier(len(asks))
-
-    def together(item: tuple[str, list[dict[str, str]]]) -> str:
-        start.wait()
-        return ask(url, *item)
-
-    with ThreadPoolExecutor(len(asks)) as pool:
-        batched = list(pool.map(together, asks))
+    base = [partial(ask, url, "base", c) for c in CONVERSATIONS]
+    alone, batched = alone_then_together(
+        base, base + [partial(ask, url, other, c) for c in CONVERSATIONS])
     return alone, batched[:len(CONVERSATIONS)]
 
 
@@ -132,22 +124,11 @@ def test_the_canary_catches_the_unpatched_server_and_passes_the_patched_one(
     assert passed["requests"] == 12
 
 
-def completions(url: str, asks: list[tuple[str, str, int]], together: bool) -> list[str]:
-    """Plain completions of (model, prompt, max_tokens), one at a time or all at once."""
-    def one(item: tuple[str, str, int]) -> str:
-        model, prompt, tokens = item
-        if together:
-            start.wait()
-        response = httpx.post(f"{url}/v1/completions", timeout=120, json={
-            "model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0})
-        response.raise_for_status()
-        return response.json()["choices"][0]["text"]
-
-    start = threading.Barrier(len(asks))
-    if not together:
-        return [one(item) for item in asks]
-    with ThreadPoolExecutor(len(asks)) as pool:
-        return list(pool.map(one, asks))
+def completion(url: str, model: str, prompt: str, tokens: int) -> str:
+    response = httpx.post(f"{url}/v1/completions", timeout=120, json={
+        "model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0})
+    response.raise_for_status()
+    return response.json()["choices"][0]["text"]
 
 
 @pytest.mark.slow  # two vLLM servers start (about a minute)
@@ -158,5 +139,6 @@ def test_patched_completions_mixing_prefill_and_decode_answer_as_alone(
     long_prompt = " ".join(WORDS * 3)  # about 150 tokens of prefill
     asks = [(model, prompt, tokens) for model in ("base", *ADAPTERS)
             for prompt, tokens in ((PROMPTS[0], 24), (long_prompt, 4), (PROMPTS[3], 16))]
-    url = servers["patched"]
-    assert completions(url, asks, together=True) == completions(url, asks, together=False)
+    alone, together = alone_then_together(
+        [partial(completion, servers["patched"], *item) for item in asks])
+    assert together == alone
