@@ -12,13 +12,16 @@ demo: setup  ## build, train, evaluate, serve and index: the whole graph on the 
 test: setup  ## the test suite (what CI runs), then the linter
 	$(FACTORY)/python -m pytest -v --tb=short --durations=15
 	$(FACTORY)/ruff check .
+	$(FACTORY)/lint-imports
 
 test-fast: setup  ## the developer loop: every test that neither trains nor waits for the graph
 	$(FACTORY)/python -m pytest -q -m "not slow" --durations=10
 	$(FACTORY)/ruff check .
+	$(FACTORY)/lint-imports
 
 lint:
 	$(FACTORY)/ruff check .
+	$(FACTORY)/lint-imports
 
 stop:  ## stop the demo's vLLM server and its gateway
 	$(FACTORY)/factory stop

@@ -14,14 +14,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.axolotl_config import (
-    RecipeError,
-    base_config,
-    recipe_key,
-    render_adapter,
-    reshaped,
-)
-from assets.checkpoints import Checkpoints
 from assets.common import (
     WITH_ITS_ASSET,
     Definition,
@@ -33,13 +25,21 @@ from assets.common import (
     store_link,
     version_of,
 )
-from assets.model_cards import write_card
-from assets.promotion import Registry
 from compute.memory import DoesNotFit, ModelShape, Recipe, check_fits
 from config.adapters import AdapterSpec
 from config.schema import FactoryConfig
+from models.cards import write_card
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
+from store.registry import Registry
+from training.axolotl_config import (
+    RecipeError,
+    base_config,
+    recipe_key,
+    render_adapter,
+    reshaped,
+)
+from training.checkpoints import Checkpoints
 
 TRAINER = "axolotl==0.19.0"
 

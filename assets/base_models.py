@@ -13,7 +13,6 @@ from typing import Any
 
 import dagster as dg
 
-from assets.axolotl_config import render_pretrain
 from assets.common import (
     WITH_ITS_ASSET,
     Definition,
@@ -25,20 +24,21 @@ from assets.common import (
     store_link,
     version_of,
 )
-from assets.demo_data import filings, math_problems
-from assets.model_sources import (
+from config.base_models import BaseModelSpec, Pretrain
+from config.schema import FactoryConfig
+from ingest.demo_data import filings, math_problems
+from models.sources import (
     SourceMissing,
     content_hash,
     hub_snapshot,
     package_license,
     source_path,
 )
-from config.base_models import BaseModelSpec, Pretrain
-from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
 from store.backends import ArtifactMissing
 from store.keys import artifact_prefix
+from training.axolotl_config import render_pretrain
 
 BUILDER_VERSION = "tiny-llama-v4"  # bump when the builder or its corpus changes
 

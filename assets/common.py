@@ -63,14 +63,11 @@ def alias(store: ObjectStore, kind: str, name: str, target: dict[str, Any], **in
 
 
 def current(store: ObjectStore, kind: str, name: str) -> dict[str, Any]:
-    """The ref of the latest materialization of an upstream artifact; one never materialized
-    fails the step with the asset to materialize first, not a missing-file traceback."""
+    """`store.current` failing the step with its message (the asset to materialize first)."""
     try:
-        return store.read_ref(f"{kind}/{name}")
+        return store.current(kind, name)
     except ArtifactMissing as exc:
-        raise dg.Failure(f"{exc}: materialize {kind}/{name} first (`factory materialize "
-                         f"--select {kind}/{name}`, or select this asset with `factory "
-                         "materialize --select`, which runs its missing upstream too)") from exc
+        raise dg.Failure(str(exc)) from exc
 
 
 def reuse_if_complete(store: ObjectStore, kind: str, name: str, version: str,

@@ -17,19 +17,19 @@ from typing import Any
 import dagster as dg
 
 from assets.common import Definition, publish, store_link
-from assets.demo_data import filings
 from assets.deployments import published
-from assets.erasure import Ledger, sha256
-from assets.ingest import published_corpus
-from assets.ingest.documents import DOCUMENTS, extract_text
-from assets.ingest.listings import corpus_suffixes, listing_metadata, watched_listings
-from assets.ingest.problems import Rejection
-from assets.ingest.sources import local_files, s3_files
-from assets.ingest.watched import corpus_is_watched, watched_key
-from assets.model_sources import content_hash
+from assets.watched import corpus_is_watched, watched_key
 from config.corpora import CorpusSpec, GeneratedCorpus
 from config.datasets import FileSource
 from config.schema import FactoryConfig
+from erasure.ledger import Ledger, sha256
+from ingest import published_corpus
+from ingest.demo_data import filings
+from ingest.documents import DOCUMENTS, extract_text
+from ingest.listings import corpus_suffixes, listing_metadata, watched_listings
+from ingest.problems import Rejection
+from ingest.sources import local_files, s3_files
+from models.sources import content_hash
 from resources.object_store import ObjectStore
 from resources.speech_client import (
     AUDIO_SUFFIXES,

@@ -14,17 +14,25 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.common import WITH_ITS_ASSET, Definition, current, file_digest, publish, store_link
-from assets.curation import dedupe, formats
-from assets.curation.pipeline import CURATION_REASONS, Curated, curate
-from assets.curation.splits import SPLITS
-from assets.curation.tokens import TokenCounter, length_histogram, percentiles
-from assets.erasure import Ledger, without_erased
-from assets.ingest.listings import listing_metadata, watched_listings
-from assets.ingest.sources import Item, StoredCorpora, read_source
-from assets.ingest.watched import dataset_is_watched, watched_key
+from assets.common import (
+    WITH_ITS_ASSET,
+    Definition,
+    current,
+    file_digest,
+    png_markdown,
+    publish,
+    store_link,
+)
+from assets.watched import dataset_is_watched, watched_key
 from config.datasets import CorpusDatasetSource, DatasetSpec
 from config.schema import FactoryConfig
+from curation import dedupe, formats
+from curation.pipeline import CURATION_REASONS, Curated, curate
+from curation.splits import SPLITS
+from curation.tokens import TokenCounter, percentiles
+from erasure.ledger import Ledger, without_erased
+from ingest.listings import listing_metadata, watched_listings
+from ingest.sources import Item, StoredCorpora, read_source
 from resources.object_store import ObjectStore
 
 
@@ -187,3 +195,19 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
                                    metadata={"overlaps": overlaps})
 
     return [_dataset, _schema, _rejected, _min_rows, _disjoint]
+
+
+def length_histogram(lengths: list[int], context: int, title: str) -> dg.MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(lengths, bins=40, color="#48a")
+    ax.axvline(context, color="#c33", linestyle="--", label=f"sequence length {context}")
+    ax.set_xlabel("tokens per example (chat template applied)")
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    ax.legend()
+    return png_markdown(fig, title)

@@ -94,7 +94,7 @@ def deployment_asset(name: str, spec: DeploymentSpec, config: FactoryConfig) -> 
             Rollout(context, store, vllm, config, name, spec, base, adapters))
         hot: list[tuple[AdapterToServe, str]] = []  # without the policy: none
         if spec.hot_adapters is not None:
-            decision = hot_adapters.decide(
+            decision = hot_adapters.plan_merges(
                 hot_adapters.recent_traffic(config, spec.hot_adapters), spec.base_model,
                 [a.name for a in adapters], spec.hot_adapters)
             context.log.info(decision.why)

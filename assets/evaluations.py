@@ -24,14 +24,16 @@ from assets.common import (
     store_link,
     version_of,
 )
-from assets.judging import judge_score, safety_rate
-from assets.model_cards import write_card
-from assets.promotion import Decision, Registry, decide, promotion_asset
+from assets.promotion import promotion_asset
 from config.evaluations import EvaluationSpec, GuardSpec, PromotionSpec
 from config.metrics import METRICS
 from config.schema import FactoryConfig
+from evaluation.gate import GateVerdict, gate
+from evaluation.judging import judge_score, safety_rate
+from models.cards import write_card
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
+from store.registry import Registry
 
 
 def grade(spec: EvaluationSpec, results: dict[str, Any], log: Any) -> None:
@@ -62,7 +64,7 @@ def scores_of(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def render_markdown(name: str, lineage: dict[str, str], results: dict[str, Any],
-                    decision: Decision) -> str:
+                    decision: GateVerdict) -> str:
     columns = [c for c, metric in METRICS.items()
                if metric.in_table and c in results["candidate"]]
     lines = [
@@ -149,7 +151,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         grade(spec, results, context.log)
         scores = scores_of(results)
         is_champion = bool(champion and champion["version"] == candidate["version"])
-        decision = decide(scores, policy_for(spec), candidate_is_champion=is_champion)
+        decision = gate(scores, policy_for(spec), candidate_is_champion=is_champion)
         context.log.info(decision.summary)
         if not decision.passed:
             Registry(store).record_rejection(spec.adapter, candidate["version"], decision.summary,

@@ -25,9 +25,9 @@ from typing import Any
 import dagster as dg
 
 from assets.common import WITH_ITS_ASSET, Definition, current, store_link, version_of
-from assets.ingest import published_corpus
 from config.corpora import CorpusSpec
 from config.schema import FactoryConfig
+from ingest import published_corpus
 from resources.embeddings import llama_index_embedding
 from resources.object_store import ObjectStore
 from resources.retrieval import (

@@ -14,11 +14,11 @@ from typing import Any
 import dagster as dg
 
 from assets.common import Definition, current, publish, reuse_if_complete, store_link, version_of
-from assets.promotion import Registry
 from config.mixtures import MixtureSpec
 from config.schema import FactoryConfig
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
+from store.registry import Registry
 
 
 def mixture_asset(name: str, spec: MixtureSpec, config: FactoryConfig) -> list[Definition]:

@@ -20,10 +20,10 @@ import jiwer
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from assets.common import WITH_ITS_ASSET, Definition, current
-from assets.demo_data import filings
 from assets.deployments import published
 from config.deployments import DeploymentSpec, TranscriptionEvalSpec
 from config.schema import FactoryConfig
+from ingest.demo_data import filings
 from resources.object_store import ObjectStore
 from resources.speech_client import AUDIO_SUFFIXES, transcribe
 from store.keys import speech_card_key

@@ -13,11 +13,11 @@ import dagster as dg
 
 from assets.adapters import adapter_asset, peft_format_check
 from assets.common import Definition, alias, current, png_markdown
-from assets.model_cards import write_card
-from assets.promotion import Registry
 from config.adapters import AdapterSpec, trial_names
 from config.schema import FactoryConfig
+from models.cards import write_card
 from resources.object_store import ObjectStore
+from store.registry import Registry
 
 
 def sweep_assets(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[Definition]:

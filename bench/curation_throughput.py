@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assets.demo_data import math_problems
+from ingest.demo_data import math_problems
 
 
 def write_rows(folder: Path, rows: int, files: int = 4) -> None:
@@ -54,10 +54,10 @@ def pandas_side(root: Path) -> dict[str, Any]:
 
 
 def curation_side(root: Path) -> dict[str, Any]:
-    from assets.curation.pipeline import curate
-    from assets.curation.tokens import TokenCounter
-    from assets.ingest.sources import read_source
     from config.datasets import DatasetSpec, FileSource
+    from curation.pipeline import curate
+    from curation.tokens import TokenCounter
+    from ingest.sources import read_source
     from resources.embeddings import BUNDLED, model_path
 
     spec = DatasetSpec.model_validate({
@@ -76,7 +76,7 @@ def curation_side(root: Path) -> dict[str, Any]:
 
 def token_counting_cpu(curated: Any, counter: Any) -> float:
     """CPU seconds the tokenizer alone spends counting the kept rows on one core."""
-    from assets.curation.tokens import counting_on_one_core
+    from curation.tokens import counting_on_one_core
 
     texts = [counter.render(json.loads(line)) for lines in curated.lines.values()
              for line in lines]

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assets.promotion import Registry
 from config.deployments import DeploymentSpec
 from config.loading import load_config
 from pipelines.graph import resources_for
 from resources.object_store import ObjectStore
 from resources.vllm_replica import LoraStore
 from resources.vllm_server import VLLMServer
+from store.registry import Registry
 
 
 @dataclass

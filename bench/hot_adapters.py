@@ -11,7 +11,7 @@ under three names in a scratch store. Three servers of the demo's base model run
 deployment's own worker/merge.py) on port+3. vLLM-CPU binds every engine's compute threads to
 the same core (the other is reserved for its schedulers, this load generator shares it), so the
 policy's two servers get no more compute than one server has. The policy's routing for each
-load comes from `decide()` on that load's own traffic mix, with the deployment's defaults: for
+load comes from `plan_merges()` on that load's own traffic mix, with the deployment's defaults: for
 uniform traffic no adapter reaches the share, nothing is merged and all goes through LoRA.
 """
 
@@ -21,7 +21,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from assets.hot_adapters import decide
+from assets.hot_adapters import plan_merges
 from bench.demo_champion import demo_champion, scratch_registry
 from bench.serving_throughput import load, load_arguments, measure
 from config.deployments import HotAdapters
@@ -81,7 +81,7 @@ def main() -> None:
                 tokens = {n: {"requests": models.count(n) * sent,
                               "completion_tokens": models.count(n) * sent * args.tokens}
                           for n in names}
-                decision = decide(tokens, base_name, names, HotAdapters())
+                decision = plan_merges(tokens, base_name, names, HotAdapters())
                 decisions[label] = decision
                 routes = {n: merged if n in decision.hot else lora for n in names}
                 loads[f"today, {label}"] = lambda m=models: load(lora, m, *shape)

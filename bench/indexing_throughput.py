@@ -21,8 +21,8 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from assets.demo_data import filings
 from config.loading import load_config
+from ingest.demo_data import filings
 from pipelines.graph import make_definitions, resources_for
 from resources.embeddings import BUNDLED, model_path
 

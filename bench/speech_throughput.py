@@ -30,7 +30,6 @@ from pathlib import Path
 
 import httpx
 
-from assets.model_sources import source_path
 from assets.speech_evaluation import (
     Recording,
     sentences,
@@ -42,6 +41,7 @@ from bench.serving_throughput import gateway_process
 from config.loading import load_config
 from config.schema import FactoryConfig
 from gateway.audio import decode
+from models.sources import source_path
 from pipelines.graph import resources_for
 from resources.vllm_replica import LoraStore
 

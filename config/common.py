@@ -12,8 +12,7 @@ from pydantic import (
     Field,
 )
 
-NAME = r"^[a-z][a-z0-9_-]{0,62}$"
-
+from store.keys import NAME
 
 Name = Annotated[str, Field(pattern=NAME)]
 

@@ -32,7 +32,7 @@ Metric = Annotated[str, AfterValidator(_declared_metric)]
 
 
 class PromotionSpec(Strict):
-    """When a candidate replaces the champion (see assets/promotion.py). The primary metric
+    """When a candidate replaces the champion (see evaluation/gate.py). The primary metric
     follows the data unless named: exact_match when the evaluation has an answer_pattern,
     rougeL (the whole reply against the reference) otherwise."""
 

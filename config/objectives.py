@@ -1,7 +1,7 @@
 """Every training objective, in one table: the kind of dataset it trains on, how Axolotl reads
 our normalised rows for it (reshaped first where its trainer wants another layout), the trainer
 it selects, and whether an evaluation can score it. Config validation and the Axolotl renderer
-(assets/axolotl_config.py) read this table; a new objective is a row.
+(training/axolotl_config.py) read this table; a new objective is a row.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from config.common import NAME
+from config.common import NAME, Strict
 from config.common import STUDIO_SEPARATOR as SEPARATOR
 from config.objectives import OBJECTIVES
 
@@ -26,10 +26,6 @@ STUDIO = "studio"
 TRAINING_NAME = r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$"  # no `--`: the separator stays unique
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("factory.studio")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class TaskTemplate(Strict):

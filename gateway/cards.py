@@ -6,6 +6,7 @@ from __future__ import annotations
 from config.gateway import GatewaySettings
 from store.keys import CARD, registry_key, speech_card_key
 from store.reader import ArtifactReader
+from store.registry import champion_of
 
 
 class ModelCards:
@@ -15,8 +16,7 @@ class ModelCards:
     def card(self, model: str) -> str | None:
         """The champion's card of adapter `model`, or a speech model's card; None when it has
         neither."""
-        registry = self.store.read_json(registry_key(model))
-        champion = registry.get("champion") if registry else None
+        champion = champion_of(self.store.read_json(registry_key(model)))
         key = f"{champion['prefix'].strip('/')}/{CARD}" if champion else speech_card_key(model)
         text = self.store.read(key)
         return text.decode() if text is not None else None

@@ -108,10 +108,10 @@ def materialize_command(config_path: str | None, keys: tuple[str, ...]) -> None:
 
 def summary(config: FactoryConfig, seconds: float) -> str:
     from assets.deployments import published
-    from assets.promotion import Registry
     from config.metrics import METRICS
     from pipelines.graph import resources_for
     from resources.retrieval import open_index, retrieve
+    from store.registry import Registry
 
     res = resources_for(config)
     store = res["store"]
@@ -202,7 +202,7 @@ def forget_command(config_path: str | None, document: str | None, dataset: str |
     project's `erasure` policy (flag | retrain | unpublish). Audited in erasure/<id>.json."""
     import dagster as dg
 
-    from assets.ingest.problems import InputFileError
+    from ingest.problems import InputFileError
     from pipelines.forget import NothingToForget, find_document, find_records, forget, report
     from pipelines.graph import resources_for
 
@@ -240,9 +240,9 @@ def forget_command(config_path: str | None, document: str | None, dataset: str |
 def adapters(config_path: str | None) -> None:
     """The adapter registry: every stored version of each adapter (sweep trials included), the
     current one (last trained, or a sweep's winner) and the promoted one (what is served)."""
-    from assets.promotion import Registry
     from config.adapters import trial_names
     from pipelines.graph import resources_for
+    from store.registry import Registry
 
     config = _config(config_path)
     store = resources_for(config)["store"]
@@ -253,7 +253,7 @@ def adapters(config_path: str | None) -> None:
 
 
 def registry_view(store: Any, registry: Any, adapter: str) -> str:
-    from assets.erasure import stored_versions
+    from erasure.ledger import stored_versions
 
     try:
         current = store.read_ref(f"adapter/{adapter}")

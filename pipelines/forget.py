@@ -23,10 +23,12 @@ from typing import Any
 import dagster as dg
 
 from assets.corpora import documents_named
-from assets.curation.pipeline import curate
 from assets.datasets import token_budget
 from assets.deployments import published
-from assets.erasure import (
+from config.adapters import trial_names
+from config.schema import FactoryConfig
+from curation.pipeline import curate
+from erasure.ledger import (
     Ledger,
     adapters_trained_on,
     mixtures_of,
@@ -37,16 +39,14 @@ from assets.erasure import (
     texts,
     versions_holding,
 )
-from assets.ingest import published_corpus
-from assets.ingest.sources import RawRecord, StoredCorpora, read_source
-from assets.model_cards import mark_erased_card
-from assets.promotion import Registry
-from config.adapters import trial_names
-from config.schema import FactoryConfig
+from ingest import published_corpus
+from ingest.sources import RawRecord, StoredCorpora, read_source
+from models.cards import mark_erased_card
 from pipelines.graph import make_definitions, resources_for
 from pipelines.runs import failed_steps, materialize
 from resources.object_store import ObjectStore
 from store.keys import TRANSCRIPTS
+from store.registry import Registry
 
 HOLDERS = {"corpora": "corpus", "datasets": "dataset"}  # the report's word for each kind
 

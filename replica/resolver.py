@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from pathlib import Path
 
 from vllm.logger import init_logger
@@ -30,9 +29,9 @@ from vllm.lora.resolver import LoRAResolver, LoRAResolverRegistry
 from store.keys import ref_key, registry_key
 from store.paths import contained
 from store.reader import ArtifactReader, Unverified
+from store.registry import SERVED_NAME, champion_of, promotion_of
 
 logger = init_logger(__name__)
-NAME = re.compile(r"^(?P<name>[a-z][a-z0-9_-]{0,62})(@(?P<version>[A-Za-z0-9_-]{1,64}))?$")
 
 
 class Refused(ValueError):
@@ -45,7 +44,7 @@ class StoreResolver(LoRAResolver):
 
     def locate(self, lora_name: str) -> tuple[str, str, str]:
         """(adapter, version, prefix) of what `lora_name` asks for, if it may be served."""
-        match = NAME.match(lora_name)
+        match = SERVED_NAME.match(lora_name)
         if match is None:
             raise Refused("not an adapter name (`<adapter>` or `<adapter>@<version>`)")
         name, version = match["name"], match["version"]
@@ -59,15 +58,14 @@ class StoreResolver(LoRAResolver):
                 raise Refused(f"version {version} of mixture '{name}' is not its current one")
             return name, mixture["version"], mixture["prefix"]
         if version is None:
-            champion = registry.get("champion")
+            champion = champion_of(registry)
             if not champion:
                 raise Refused(f"'{name}' has no champion: none of its versions was promoted")
             return name, champion["version"], champion["prefix"]
-        promoted = [e for e in registry.get("history", [])
-                    if e["event"] == "promoted" and e["version"] == version]
-        if not promoted:
+        promoted = promotion_of(registry, version)
+        if promoted is None:
             raise Refused(f"version {version} of '{name}' was never promoted")
-        return name, version, promoted[-1]["prefix"]
+        return name, version, promoted["prefix"]
 
     def fetch(self, lora_name: str) -> Path:
         """The verified local folder of the adapter `lora_name` names."""

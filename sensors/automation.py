@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.ingest.watched import watched_asset, watches
 from assets.usage import USAGE
+from assets.watched import watched_asset, watches
 from config.common import STUDIO_SEPARATOR
 from config.schema import FactoryConfig
 from sensors.watchers import watch_sensor

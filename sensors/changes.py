@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from assets.ingest.listings import Entry
+from ingest.listings import Entry
 
 
 @dataclass(frozen=True)

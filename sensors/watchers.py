@@ -2,7 +2,7 @@
 
 One mechanism for both uses: a corpus's documents and a dataset's files. Each sensor lists its
 sources, diffs the listing against its cursor and, when something was added, changed or removed,
-records an observation of the watched asset (assets/ingest/watched.py) whose data version is the
+records an observation of the watched asset (assets/watched.py) whose data version is the
 new listing. The corpus or dataset reading the files rebuilds by its automation condition
 (sensors/automation.py), and so does what depends on it: re-index only what changed, or rebuild
 the dataset (adapters retrain only if its content hash changed, are evaluated, gated and, when
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.ingest.listings import LISTING_KEY, listing_digest
-from assets.ingest.watched import Watch
+from assets.watched import Watch
+from ingest.listings import LISTING_KEY, listing_digest
 from sensors.changes import diff
 
 DATA_VERSION_TAG = "dagster/data_version"  # what Dagster reads an observation's version from

@@ -11,6 +11,10 @@ that writes or reads there (the control plane, the gateway, a replica's resolver
 
 from __future__ import annotations
 
+# every declared name (an adapter, a dataset, a deployment...): a path segment of its keys, and
+# the rule factory.yaml validates (config/common.py) and a replica's resolver applies
+NAME_PART = "[a-z][a-z0-9_-]{0,62}"
+NAME = rf"^{NAME_PART}$"
 MANIFEST = "_MANIFEST.json"  # written last: a folder without it is not published
 # the one file of a published folder that may change after publishing: a model card grows as the
 # artifact is evaluated and promoted. It is outside the digest (which names the weights and data,

@@ -7,12 +7,12 @@ from typing import Any, Protocol
 import dagster as dg
 
 from assets.common import current
-from assets.promotion import Registry
 from config.deployments import DeploymentSpec
 from config.schema import FactoryConfig
 from resources.object_store import ObjectStore
 from resources.vllm_replica import AdapterToServe
 from resources.vllm_server import VLLMServer
+from store.registry import Registry
 
 
 def what_to_serve(store: ObjectStore, config: FactoryConfig, spec: DeploymentSpec

@@ -76,7 +76,7 @@ def run_train_env(*args: str) -> str:
 
 def write_model(folder: Path) -> int:
     """SmolLM2's tokenizer from the demo's GGUF and the 1B config sized to it; its vocab."""
-    from assets.model_sources import source_path
+    from models.sources import source_path
 
     gguf = source_path(SMOLLM2_GGUF, REPO, ".gguf")
     run_train_env("-c", (
@@ -95,7 +95,7 @@ def write_model(folder: Path) -> int:
 
 
 def write_rows(path: Path) -> None:
-    from assets.demo_data.math_problems import generate
+    from ingest.demo_data.math_problems import generate
 
     with path.open("w") as f:
         for row in generate(TRAIN_ROWS, seed=0):
@@ -104,9 +104,9 @@ def write_rows(path: Path) -> None:
 
 def render(name: str, run: Path, target: str = "gpu") -> str:
     """adapters.<name> as the adapter asset renders it, for a run under `run`."""
-    from assets.axolotl_config import render_adapter
     from config.adapters import AdapterSpec
     from config.training import TrackingSpec
+    from training.axolotl_config import render_adapter
 
     spec = AdapterSpec.model_validate(adapter_entry(name))
     return render_adapter(spec, base_dir=run / "model", train_path=run / "train.jsonl",

@@ -21,8 +21,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from assets.curation.tokens import TokenCounter
-from assets.promotion import Registry
 from config.gateway import GatewaySettings
 from config.loading import accepted_trainings, format_errors, load_platform
 from config.objectives import OBJECTIVES
@@ -42,6 +40,7 @@ from config.studio import (
     training_key,
     uploads_prefix,
 )
+from curation.tokens import TokenCounter
 from gateway.protocol import GatewayError
 from gateway.rag import Retriever
 from gateway.studio import uploads
@@ -49,9 +48,10 @@ from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, SUBJECT_TAG, 
 from gateway.studio.documents import Documents
 from gateway.studio.roles import not_found, require
 from gateway.tenancy import Principal, Tenancy
-from resources.object_store import ObjectStore
+from store.artifacts import ArtifactStore
 from store.backends import ArtifactMissing
 from store.keys import ref_key
+from store.registry import Registry
 
 log = logging.getLogger("gateway.studio")
 MAX_LOSS_LINE = 4000  # the trainer's dict of one logging step; longer lines are not parsed
@@ -65,7 +65,7 @@ class Studio:
                  dagster: DagsterClient | None = None) -> None:
         self.settings, self.bounds, self.tenancy = settings, settings.studio, tenancy
         self.retriever = retriever  # the gateway's own Chroma client: chunk counts
-        self.store = ObjectStore(url=settings.object_store, endpoint_url=settings.s3_endpoint_url,
+        self.store = ArtifactStore(url=settings.object_store, endpoint_url=settings.s3_endpoint_url,
                                  cache_dir=str(Path(settings.chroma_path).parent / "cache"))
         self.dagster = dagster or DagsterClient(settings.studio.dagster_url)
         self.scratch = Path(settings.chroma_path).parent / "studio-incoming"

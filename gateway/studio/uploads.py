@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from assets.curation.pipeline import Curated, curate
-from assets.curation.tokens import TokenCounter
-from assets.ingest.problems import InputFileError, Rejection
-from assets.ingest.sources import RawRecord, read_file
 from config.datasets import DatasetSpec
 from config.gateway import StudioSettings
 from config.studio import STUDIO_PII
+from curation.pipeline import Curated, curate
+from curation.tokens import TokenCounter
 from gateway.protocol import GatewayError
+from ingest.problems import InputFileError, Rejection
+from ingest.sources import RawRecord, read_file
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 # What a file that is not text starts with: archives and compressed streams are never read

@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets.ingest.listings import Entry
 from config.loading import ConfigError, load_config
+from ingest.listings import Entry
 from pipelines.graph import make_definitions
 from sensors.changes import diff
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.model_sources import SourceMissing, packaged_file, source_path
 from config.loading import load_config
+from models.sources import SourceMissing, packaged_file, source_path
 from pipelines.graph import resources_for
 from tests.support.base_model_projects import project, run
 

@@ -6,12 +6,12 @@ import itertools
 import random
 from pathlib import Path
 
-from assets.curation import dedupe, formats
-from assets.curation.pipeline import curate
-from assets.demo_data import math_problems
-from assets.ingest.sources import RawRecord
 from config.datasets import DatasetSpec
 from config.loading import load_config
+from curation import dedupe, formats
+from curation.pipeline import curate
+from ingest.demo_data import math_problems
+from ingest.sources import RawRecord
 from pipelines.graph import resources_for
 from tests.support import gallery
 from tests.support.dataset_projects import project, run, version

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from assets.common import publish
-from assets.curation.pipeline import curate
-from assets.erasure import sha256
-from assets.ingest import published_corpus
-from assets.ingest.documents import extract_text
-from assets.ingest.problems import InputFileError, Rejection
-from assets.ingest.sources import RawRecord, StoredCorpora, read_file, read_source
 from config.datasets import CorpusDatasetSource, DatasetSpec, FileSource, HFSource
+from curation.pipeline import curate
+from erasure.ledger import sha256
+from ingest import published_corpus
+from ingest.documents import extract_text
+from ingest.problems import InputFileError, Rejection
+from ingest.sources import RawRecord, StoredCorpora, read_file, read_source
 from resources.object_store import ObjectStore
 from tests.support import gallery
 
@@ -78,7 +78,7 @@ def test_pii_scrubbed_and_counted_per_kind(tmp_path: Path) -> None:
 
 
 def test_card_numbers_need_luhn_and_scrub_is_opt_in(tmp_path: Path) -> None:
-    from assets.curation.pii import scrub
+    from curation.pii import scrub
 
     text, counts = scrub("order 4111 1111 1111 1112 and card 5500 0000 0000 0004")
     assert text == "order 4111 1111 1111 1112 and card [CARD]"
@@ -100,7 +100,7 @@ FULL_WIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(
 def test_pii_found_whatever_the_script_and_however_few_digits(text: str, scrubbed: str) -> None:
     """The scrubber skips a pattern when a text holds fewer digits than any match has; that
     shortcut must never skip a real hit, in ASCII text or any other."""
-    from assets.curation.pii import scrub
+    from curation.pii import scrub
 
     assert scrub(text)[0] == scrubbed
 
@@ -110,7 +110,7 @@ def test_duplicate_words_are_the_regex_words_in_ascii_and_beyond() -> None:
     import random
     import re
 
-    from assets.curation.dedupe import words_of
+    from curation.dedupe import words_of
 
     rng = random.Random(0)
     alphabet = [chr(i) for i in range(128)] + list("éßΣ字٣_")
@@ -211,7 +211,7 @@ def test_missing_path_names_it(tmp_path: Path) -> None:
 
 
 def test_documents_pack_into_token_blocks_for_continued_pretraining(tmp_path: Path) -> None:
-    from assets.curation.tokens import TokenCounter
+    from curation.tokens import TokenCounter
     from resources.embeddings import BUNDLED, model_path
 
     gallery.write_documents(tmp_path / "data")

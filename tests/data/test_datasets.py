@@ -1,11 +1,11 @@
 """Splits are deterministic, leak-free and stable; the demo generator's answers are right."""
 
-from assets.curation import dedupe, formats
-from assets.curation.pipeline import curate
-from assets.curation.splits import SPLITS, assign
-from assets.demo_data import math_problems
-from assets.ingest.sources import RawRecord
 from config.datasets import DatasetSpec
+from curation import dedupe, formats
+from curation.pipeline import curate
+from curation.splits import SPLITS, assign
+from ingest.demo_data import math_problems
+from ingest.sources import RawRecord
 
 
 def spec(**split: object) -> DatasetSpec:
@@ -64,7 +64,7 @@ def test_answers_are_consistent_with_reasoning() -> None:
 
 def test_curated_preference_rows_are_valid_preference_rows() -> None:
     """The schema check re-validates curated rows: the normal form must round-trip."""
-    from assets.curation import formats
+    from curation import formats
 
     curated = formats.normalise({"prompt": "2 + 2?", "chosen": "4", "rejected": "5"},
                                 "preference", "auto")

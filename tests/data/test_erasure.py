@@ -15,9 +15,9 @@ import yaml
 from click.testing import CliRunner
 
 from assets.corpora import documents_named
-from assets.erasure import Ledger, RecordRules, record_hash, sha256, without_erased
-from assets.ingest.sources import RawRecord
 from config.loading import load_config
+from erasure.ledger import Ledger, RecordRules, record_hash, sha256, without_erased
+from ingest.sources import RawRecord
 from pipelines.cli import main
 from pipelines.forget import transcripts_of
 from pipelines.graph import resources_for

@@ -2,9 +2,10 @@
 
 import pytest
 
-from assets.promotion import Registry, decide
 from config.evaluations import PromotionSpec
+from evaluation.gate import gate
 from resources.object_store import ObjectStore
+from store.registry import Registry
 
 POLICY = PromotionSpec.model_validate(
     {"primary": "exact_match", "margin": 0.05, "guards": {"perplexity": {"tolerance": 0.5}}})
@@ -15,39 +16,39 @@ def scores(**models: tuple[float, float]) -> dict[str, dict[str, float]]:
 
 
 def test_candidate_beating_champion_by_margin_passes() -> None:
-    d = decide(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.60, 2.1)), POLICY)
+    d = gate(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.60, 2.1)), POLICY)
     assert d.passed and d.reference == "champion"
     assert "improvement +0.1 >= margin 0.05" in d.summary
 
 
 def test_improvement_below_margin_fails_and_says_why() -> None:
-    d = decide(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.53, 2.0)), POLICY)
+    d = gate(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.53, 2.0)), POLICY)
     assert not d.passed
     assert d.summary.startswith("KEEP CHAMPION (vs champion): exact_match 0.53 vs 0.5: "
                                 "improvement +0.03 < margin 0.05")
 
 
 def test_guard_regression_blocks_even_with_better_primary() -> None:
-    d = decide(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.70, 2.6)), POLICY)
+    d = gate(scores(base=(0.0, 9.0), champion=(0.50, 2.0), candidate=(0.70, 2.6)), POLICY)
     assert not d.passed
     assert "guard perplexity 2.6 vs 2: regression 0.6 > tolerance 0.5" in d.summary
 
 
 def test_without_champion_the_base_is_the_reference() -> None:
-    d = decide(scores(base=(0.10, 9.0), candidate=(0.40, 3.0)), POLICY)
+    d = gate(scores(base=(0.10, 9.0), candidate=(0.40, 3.0)), POLICY)
     assert d.passed and d.reference == "base"
-    worse = decide(scores(base=(0.10, 9.0), candidate=(0.12, 3.0)), POLICY)
+    worse = gate(scores(base=(0.10, 9.0), candidate=(0.12, 3.0)), POLICY)
     assert not worse.passed
 
 
 def test_lower_is_better_primary() -> None:
     policy = PromotionSpec.model_validate({"primary": "perplexity", "margin": 0.2, "guards": {}})
-    assert decide(scores(base=(0, 5.0), candidate=(0, 4.5)), policy).passed
-    assert not decide(scores(base=(0, 5.0), candidate=(0, 4.9)), policy).passed
+    assert gate(scores(base=(0, 5.0), candidate=(0, 4.5)), policy).passed
+    assert not gate(scores(base=(0, 5.0), candidate=(0, 4.9)), policy).passed
 
 
 def test_missing_primary_metric_fails_closed() -> None:
-    d = decide({"base": {"perplexity": 3.0}, "candidate": {"perplexity": 2.0}}, POLICY)
+    d = gate({"base": {"perplexity": 3.0}, "candidate": {"perplexity": 2.0}}, POLICY)
     assert not d.passed and "primary metric 'exact_match' missing" in d.summary
 
 
@@ -68,7 +69,7 @@ def test_registry_records_promotions_and_rejections(tmp_path) -> None:  # type: 
 
 
 def test_re_evaluating_the_champion_passes() -> None:
-    d = decide(scores(base=(0.0, 9.0), candidate=(0.5, 2.0)), POLICY, candidate_is_champion=True)
+    d = gate(scores(base=(0.0, 9.0), candidate=(0.5, 2.0)), POLICY, candidate_is_champion=True)
     assert d.passed and "already the champion" in d.summary
 
 
@@ -84,10 +85,10 @@ def test_safety_probe_is_a_guard_of_the_gate() -> None:
     policy = policy_for(spec)
     safer = {"base": {"exact_match": 0.1, "safety_pass_rate": 1.0},
              "candidate": {"exact_match": 0.5, "safety_pass_rate": 0.95}}
-    assert decide(safer, policy).passed
+    assert gate(safer, policy).passed
     riskier = {"base": {"exact_match": 0.1, "safety_pass_rate": 1.0},
                "candidate": {"exact_match": 0.5, "safety_pass_rate": 0.5}}
-    d = decide(riskier, policy)
+    d = gate(riskier, policy)
     assert not d.passed and "guard safety_pass_rate 0.5 vs 1: regression 0.5 > tolerance 0.1" \
         in d.summary
 
@@ -106,9 +107,9 @@ def test_rouge_primary_with_bleu_guard() -> None:
         {"primary": "rougeL", "margin": 0.02, "guards": {"bleu": {"tolerance": 1.0}}})
     report = {"base": {"rougeL": 0.30, "bleu": 10.0},
               "candidate": {"rougeL": 0.41, "bleu": 9.5}}
-    assert decide(report, policy).passed
+    assert gate(report, policy).passed
     report["candidate"]["bleu"] = 7.9
-    d = decide(report, policy)
+    d = gate(report, policy)
     assert not d.passed and "guard bleu 7.9 vs 10: regression 2.1 > tolerance 1" in d.summary
 
 

@@ -10,11 +10,11 @@ import openai
 import pytest
 import yaml
 
-from assets.promotion import Registry
 from config.loading import load_config
 from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 from resources.retrieval import open_index, retrieve
+from store.registry import Registry
 from tests.support.projects import run_assets
 
 TRAIN_PYTHON = REPO_ROOT / ".venvs" / "train" / "bin" / "python"

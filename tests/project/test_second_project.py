@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from assets.erasure import Ledger
 from config.loading import load_config
+from erasure.ledger import Ledger
 from pipelines.cli import main
 from pipelines.graph import resources_for
 from tests.support.projects import second_project

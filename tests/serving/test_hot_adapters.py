@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from assets.hot_adapters import decide
+from assets.hot_adapters import plan_merges
 from config.deployments import DeploymentSpec, HotAdapters
 from config.schema import FactoryConfig
 from pipelines.graph import make_definitions, resources_for
@@ -27,8 +27,8 @@ def traffic(**tokens: int) -> dict[str, dict[str, int]]:
 
 
 def test_an_adapter_with_most_of_the_tokens_is_hot_and_the_table_says_why() -> None:
-    decision = decide(traffic(**{"a": 800, "b": 100, "c": 50, "base": 50, "elsewhere": 10_000}),
-                      "base", ["a", "b", "c"], POLICY)
+    load = traffic(**{"a": 800, "b": 100, "c": 50, "base": 50, "elsewhere": 10_000})
+    decision = plan_merges(load, "base", ["a", "b", "c"], POLICY)
     assert decision.hot == ["a"]
     assert [(s.model, round(s.share, 2)) for s in decision.shares] == [
         ("a", 0.8), ("b", 0.1), ("base", 0.05), ("c", 0.05)]  # another deployment's: not counted
@@ -40,18 +40,18 @@ def test_an_adapter_with_most_of_the_tokens_is_hot_and_the_table_says_why() -> N
     ({"base": 900, "a": 100}, "no adapter generated 50%"),  # the base model is not an adapter
 ])
 def test_without_a_dominant_adapter_nothing_is_merged(tokens: dict[str, int], why: str) -> None:
-    decision = decide(traffic(**tokens), "base", ["a", "b", "c"], POLICY)
+    decision = plan_merges(traffic(**tokens), "base", ["a", "b", "c"], POLICY)
     assert decision.hot == [] and why in decision.why
 
 
 def test_too_few_requests_to_judge_merge_nothing() -> None:
-    decision = decide({"a": {"requests": 9, "completion_tokens": 900}}, "base", ["a"], POLICY)
+    decision = plan_merges({"a": {"requests": 9, "completion_tokens": 900}}, "base", ["a"], POLICY)
     assert decision.hot == [] and "fewer than min_requests (10)" in decision.why
 
 
 def test_max_merged_keeps_the_hottest() -> None:
     policy = HotAdapters(min_share=0.3, min_requests=1, max_merged=1)
-    assert decide(traffic(a=300, b=500, c=200), "base", ["a", "b", "c"], policy).hot == ["b"]
+    assert plan_merges(traffic(a=300, b=500, c=200), "base", ["a", "b", "c"], policy).hot == ["b"]
 
 
 def test_merged_replicas_are_started_here_so_only_a_local_target_may_have_them() -> None:

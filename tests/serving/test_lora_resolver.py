@@ -16,12 +16,12 @@ import dagster as dg
 import httpx
 import pytest
 
-from assets.promotion import Registry
 from config.schema import FactoryConfig
 from pipelines.graph import REPO_ROOT, make_definitions, resources_for
 from resources import vllm_replica
 from resources.object_store import ObjectStore
 from resources.vllm_launch import server_args
+from store.registry import Registry
 from tests.support.live_server import free_port, wait_until_up
 
 SERVE_PYTHON = REPO_ROOT / ".venvs" / "serve" / "bin" / "python"

@@ -14,12 +14,12 @@ import openai
 import pytest
 
 from assets.common import current
-from assets.curation.splits import SPLITS
-from assets.ingest import published_corpus
 from assets.speech_evaluation import sentences, synthesised, word_error_rate
 from config.deployments import TranscriptionEvalSpec
 from config.gateway import GatewaySettings, SpeechSettings
 from config.schema import FactoryConfig
+from curation.splits import SPLITS
+from ingest import published_corpus
 from pipelines.graph import make_definitions, resources_for
 from resources.speech_client import spoken_text
 from tests.support.gateway_fixtures import RunningGateway, serve, tenants

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assets.model_sources import packaged_file
 from config.loading import ConfigError, load_config
+from models.sources import packaged_file
 from pipelines.graph import resources_for
 from tests.support.base_model_projects import project, run
 

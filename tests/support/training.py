@@ -10,9 +10,9 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from assets.demo_data import filings, math_problems
 from config.loading import load_config
 from config.schema import FactoryConfig
+from ingest.demo_data import filings, math_problems
 from pipelines.graph import make_definitions
 
 TINY = {"source": "local", "pretrain": None,

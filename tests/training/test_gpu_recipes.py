@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from assets.axolotl_config import RecipeError, render_adapter
 from compute.gpus import GPUS, GpuBox
 from config.adapters import AdapterSpec
 from config.loading import ConfigError, load_config
 from config.training import TrackingSpec
+from training.axolotl_config import RecipeError, render_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_PYTHON = REPO / ".venvs" / "train" / "bin" / "python"

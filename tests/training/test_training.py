@@ -18,12 +18,12 @@ import psutil
 import pytest
 import yaml
 
-from assets.checkpoints import Checkpoints
 from config.loading import ConfigError
 from config.objectives import OBJECTIVES
 from pipelines.graph import make_definitions, resources_for
 from resources.object_store import ObjectStore
 from tests.support.training import FEW, materialize, metadata, write_project
+from training.checkpoints import Checkpoints
 from worker.checkpoints import remove_unfinished
 from worker.train import trainer_state
 

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from assets.ingest.sources import Item, RawRecord
-from resources.object_store import ObjectStore
+from ingest.sources import Item, RawRecord
+from store.artifacts import ArtifactStore
 from store.backends import ArtifactMissing
 
 LEDGER = "erasure"  # erasure/<id>.json, one per erasure
@@ -63,11 +63,11 @@ class Ledger:
     """One object per erasure under `erasure/`: two erasures at once (one may retrain for
     hours) never overwrite each other's rule."""
 
-    store: ObjectStore
+    store: ArtifactStore
     entries: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def read(cls, store: ObjectStore) -> Ledger:
+    def read(cls, store: ArtifactStore) -> Ledger:
         keys = [k for k in store.list(f"{LEDGER}/") if k.endswith(".json")]
         entries = [store.get_json(k) for k in keys]
         return cls(store, sorted(entries, key=lambda e: e["when"]))
@@ -108,7 +108,7 @@ def without_erased(items: Iterable[Item], rules: RecordRules, erased: list[str]
         yield item
 
 
-def stored_versions(store: ObjectStore, kind: str, name: str) -> dict[str, dict[str, Any]]:
+def stored_versions(store: ArtifactStore, kind: str, name: str) -> dict[str, dict[str, Any]]:
     """Every complete stored version of `kind/name` with its manifest, oldest first."""
     prefixes = sorted({"/".join(k.split("/")[:3]) for k in store.list(f"{kind}/{name}/")
                        if k.count("/") >= 3})
@@ -121,7 +121,7 @@ def stored_versions(store: ObjectStore, kind: str, name: str) -> dict[str, dict[
     return dict(sorted(manifests.items(), key=lambda v: v[1].get("created_at", 0)))
 
 
-def versions_holding(store: ObjectStore, name: str, line_hashes: set[str],
+def versions_holding(store: ArtifactStore, name: str, line_hashes: set[str],
                      row_hashes: set[str]) -> list[str]:
     """The stored versions of dataset `name` with a split row whose sha256 is in `line_hashes`
     or a quarantined record whose `record_hash` is in `row_hashes`."""
@@ -140,7 +140,7 @@ def versions_holding(store: ObjectStore, name: str, line_hashes: set[str],
     return held
 
 
-def adapters_trained_on(store: ObjectStore, adapters: dict[str, list[str]],
+def adapters_trained_on(store: ArtifactStore, adapters: dict[str, list[str]],
                         datasets: dict[str, list[str]]) -> dict[str, dict[str, str]]:
     """{adapter: {version: prefix}} of the versions trained on a `dataset@version` in
     `datasets`. `adapters` maps each adapter to the names it stores versions under (itself and
@@ -155,7 +155,7 @@ def adapters_trained_on(store: ObjectStore, adapters: dict[str, list[str]],
     return out
 
 
-def mixtures_of(store: ObjectStore, mixtures: Iterable[str],
+def mixtures_of(store: ArtifactStore, mixtures: Iterable[str],
                 adapters: dict[str, dict[str, str]]) -> dict[str, list[str]]:
     """{mixture: [versions]} built from a flagged adapter version."""
     out: dict[str, list[str]] = {}
@@ -167,7 +167,7 @@ def mixtures_of(store: ObjectStore, mixtures: Iterable[str],
     return out
 
 
-def purge(store: ObjectStore, kind: str, name: str, versions: Iterable[str]) -> list[str]:
+def purge(store: ArtifactStore, kind: str, name: str, versions: Iterable[str]) -> list[str]:
     """Delete stored versions that hold erased content; returns their prefixes."""
     gone = []
     for version in versions:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from assets.ingest.problems import InputFileError, Rejection
+from ingest.problems import InputFileError, Rejection
 
 TABULAR = {".jsonl", ".json", ".csv", ".parquet"}
 Record = tuple[int, dict[str, Any]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from assets.ingest.problems import Rejection
+from ingest.problems import Rejection
 
 DOCUMENTS = {".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt"}
 

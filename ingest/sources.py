@@ -14,12 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assets.common import current
-from assets.demo_data import math_problems
-from assets.ingest import published_corpus
-from assets.ingest.documents import DOCUMENTS, extract_text
-from assets.ingest.problems import InputFileError, Rejection
-from assets.ingest.readers import TABULAR, read_records
 from config.datasets import (
     CorpusDatasetSource,
     DatasetSource,
@@ -28,8 +22,13 @@ from config.datasets import (
     HFSource,
     S3Source,
 )
-from resources.object_store import ObjectStore
+from ingest import published_corpus
+from ingest.demo_data import math_problems
+from ingest.documents import DOCUMENTS, extract_text
+from ingest.problems import InputFileError, Rejection
+from ingest.readers import TABULAR, read_records
 from resources.speech_client import AUDIO_SUFFIXES, spoken_text
+from store.artifacts import ArtifactStore
 from store.paths import UnsafePath, contained
 from store.s3 import objects, split_url
 
@@ -115,14 +114,14 @@ class StoredCorpora:
     (the sha256 of its text or of its id: the erasure ledger's) is left out even when the
     corpus version still holds it: one stored before the erasure."""
 
-    store: ObjectStore
+    store: ArtifactStore
     forgotten: frozenset[str] = frozenset()
     read: dict[str, str] = field(default_factory=dict)  # corpus -> version
 
     def records(self, corpus: str) -> Iterator[Item]:
         """One {"text"} record per document; a transcript gives what was said, without the
         timestamps its passages carry for citations."""
-        ref = current(self.store, "corpus", corpus)
+        ref = self.store.current("corpus", corpus)
         self.read[corpus] = ref["version"]
         for entry, text in published_corpus.documents(self.store.local_dir(ref["prefix"])):
             if published_corpus.is_forgotten(entry["doc_id"], entry["sha256"], self.forgotten):

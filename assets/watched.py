@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from assets.ingest.listings import Listing, corpus_suffixes, listing_digest, watched_listings
 from config.corpora import CorpusSpec
 from config.datasets import DatasetSpec, FileSource, S3Source
 from config.schema import FactoryConfig
+from ingest.listings import Listing, corpus_suffixes, listing_digest, watched_listings
 
 
 def corpus_is_watched(spec: CorpusSpec) -> bool:

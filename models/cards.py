@@ -19,19 +19,20 @@ from config.adapters import AdapterSpec, trial_names
 from config.metrics import METRICS
 from config.objectives import OBJECTIVES
 from config.schema import FactoryConfig
-from resources.object_store import ObjectStore
+from store.artifacts import ArtifactStore
 from store.backends import ArtifactMissing
 from store.keys import artifact_prefix
+from store.registry import champion_of, events_of
 
 
-def _ref(store: ObjectStore, ref: str) -> dict[str, Any] | None:
+def _ref(store: ArtifactStore, ref: str) -> dict[str, Any] | None:
     try:
         return store.read_ref(ref)
     except ArtifactMissing:
         return None
 
 
-def evaluations_of(store: ObjectStore, config: FactoryConfig, adapter: str,
+def evaluations_of(store: ArtifactStore, config: FactoryConfig, adapter: str,
                    version: str) -> list[tuple[str, dict[str, Any]]]:
     """(evaluation name, its ref) for every evaluation whose candidate was this version."""
     found = []
@@ -72,8 +73,8 @@ def _evaluation_section(config: FactoryConfig, evaluations: list[tuple[str, dict
 
 def _promotion_section(registry: dict[str, Any], version: str,
                        evaluations: list[tuple[str, dict[str, Any]]]) -> str:
-    champion = registry.get("champion") or {}
-    events = [e for e in registry.get("history", []) if e["version"] == version]
+    champion = champion_of(registry) or {}
+    events = events_of(registry, version)
     if champion.get("version") == version:
         when = dt.datetime.fromtimestamp(champion["when"], dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         previous = champion.get("previous") or "none"
@@ -98,7 +99,7 @@ def erased_banner(erasures: list[str]) -> str:
             "project's `erasure` policy.")
 
 
-def mark_erased_card(store: ObjectStore, prefix: str, erasures: list[str]) -> None:
+def mark_erased_card(store: ArtifactStore, prefix: str, erasures: list[str]) -> None:
     """Put the banner under the title of a stored version's card (once)."""
     card = store.local_dir(prefix) / "README.md"
     lines = (card.read_text() if card.is_file() else f"# {prefix}\n").splitlines()
@@ -111,7 +112,7 @@ def mark_erased_card(store: ObjectStore, prefix: str, erasures: list[str]) -> No
     store.replace_card(prefix, "\n".join(lines) + "\n")
 
 
-def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,
+def render_card(store: ArtifactStore, config: FactoryConfig, name: str, spec: AdapterSpec,
                 registry: dict[str, Any]) -> ModelCard:
     """The card of what `adapter/<name>` points at now (`spec`: its recipe, a sweep trial's
     included); `registry`: the adapter's champion and history."""
@@ -172,7 +173,7 @@ def render_card(store: ObjectStore, config: FactoryConfig, name: str, spec: Adap
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def trained_on(store: ObjectStore, base: str) -> dict[str, Any]:
+def trained_on(store: ArtifactStore, base: str) -> dict[str, Any]:
     """What the adapter's own base version (`name@version` in its ref) recorded when it was
     published (licence, original name, file hash), not whatever that name points at now."""
     name, _, version = base.partition("@")
@@ -192,7 +193,7 @@ def _base_line(name: str, source: str, ref: dict[str, Any]) -> str:
     return f"{about}; licence: {ref.get('license') or 'not recorded'}."
 
 
-def write_card(store: ObjectStore, config: FactoryConfig, name: str, spec: AdapterSpec,
+def write_card(store: ArtifactStore, config: FactoryConfig, name: str, spec: AdapterSpec,
                registry: dict[str, Any]) -> str:
     """Render and store the card of `adapter/<name>`; returns its Markdown (for metadata)."""
     card = render_card(store, config, name, spec, registry)

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
-from assets.curation import dedupe, formats, pii, splits
-from assets.curation.tokens import TokenCounter, counting_on_one_core
-from assets.ingest.problems import JsonLine, Rejection
-from assets.ingest.sources import Item
 from config.datasets import DatasetSpec
+from curation import dedupe, formats, pii, splits
+from curation.tokens import TokenCounter, counting_on_one_core
+from ingest.problems import JsonLine, Rejection
+from ingest.sources import Item
 
 # Rejection reasons that are curation decisions, not bad input (the quality gate ignores them).
 CURATION_REASONS = {"duplicate", "near_duplicate"}

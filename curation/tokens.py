@@ -8,10 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
-
-from assets.common import png_markdown
-
 PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
@@ -69,22 +65,6 @@ def counting_on_one_core() -> Iterator[None]:
             del os.environ[PARALLELISM]
         else:
             os.environ[PARALLELISM] = before
-
-
-def length_histogram(lengths: list[int], context: int, title: str) -> dg.MetadataValue:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.hist(lengths, bins=40, color="#48a")
-    ax.axvline(context, color="#c33", linestyle="--", label=f"sequence length {context}")
-    ax.set_xlabel("tokens per example (chat template applied)")
-    ax.set_ylabel("examples")
-    ax.set_title(title)
-    ax.legend()
-    return png_markdown(fig, title)
 
 
 def percentiles(lengths: list[int]) -> dict[str, int]:

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from assets.ingest.documents import DOCUMENTS
-from assets.ingest.readers import TABULAR
 from config.corpora import CorpusSpec
 from config.datasets import FileSource, S3Source
+from ingest.documents import DOCUMENTS
+from ingest.readers import TABULAR
 from resources.speech_client import AUDIO_SUFFIXES
 from store.s3 import objects, split_url
 

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from resources.object_store import MANIFEST, ObjectStore
+from store.artifacts import ArtifactStore
+from store.keys import MANIFEST
 from worker.checkpoints import finished, step_of
 
 
 class Checkpoints:
-    def __init__(self, store: ObjectStore, prefix: str, run_dir: Path, log: Any,
+    def __init__(self, store: ArtifactStore, prefix: str, run_dir: Path, log: Any,
                  poll_s: float = 1.0) -> None:
         self.store, self.prefix, self.run_dir, self.log = store, prefix, run_dir, log
         self.poll_s = poll_s
