@@ -174,5 +174,91 @@ def usage(ctx: click.Context, project_name: str | None, day: str | None) -> None
     _echo(_tenancy(ctx).usage(project_name, day))
 
 
+@main.group()
+def db() -> None:
+    """The gateway database's schema: Alembic migrations (docs/operations.md)."""
+
+
+def _engine(ctx: click.Context):  # type: ignore[no-untyped-def]
+    """The database as it is: these commands must not upgrade it on opening."""
+    from gateway.db import connect
+
+    return connect(_settings(ctx).database_url)
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.option("--sql", is_flag=True, help="print the SQL for the URL's dialect, run nothing "
+                                          "(a range such as 0002:head from a known revision)")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str, sql: bool) -> None:
+    """Upgrade to REVISION (default: head); a database made before migrations is stamped with
+    the revision its tables match first."""
+    from gateway import migrate
+
+    if sql:
+        migrate.render_sql(_settings(ctx).database_url, revision)
+        return
+    before, after = migrate.upgrade(_engine(ctx), revision)
+    _echo({"before": before, "after": after})
+
+
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})  # `-1`
+@click.argument("revision")
+@click.option("--sql", is_flag=True, help="print the SQL (REVISION a range such as 0003:0002)")
+@click.pass_context
+def db_downgrade(ctx: click.Context, revision: str, sql: bool) -> None:
+    """Downgrade to REVISION (`-1` for one step, `base` drops every gateway table)."""
+    from gateway import migrate
+
+    if sql:
+        migrate.render_sql(_settings(ctx).database_url, revision, downgrading=True)
+        return
+    before, after = migrate.downgrade(_engine(ctx), revision)
+    _echo({"before": before, "after": after})
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """The database's revision and this code's head (null: empty, or made before migrations)."""
+    from gateway import migrate
+
+    with _engine(ctx).connect() as connection:
+        _echo({"current": migrate.current(connection), "head": migrate.head(),
+               "made_before_migrations": migrate.legacy_revision(connection)})
+
+
+@db.command("check")
+@click.pass_context
+def db_check(ctx: click.Context) -> None:
+    """Exit 1 unless the database is at head and its tables match the models."""
+    from gateway import migrate
+    from gateway.db import Base
+
+    engine = _engine(ctx)
+    with engine.connect() as connection:
+        revision = migrate.current(connection)
+    differences = [migrate.describe(d) for d in migrate.differences(engine, Base.metadata)]
+    _echo({"current": revision, "head": migrate.head(), "differences": differences})
+    if revision != migrate.head() or differences:
+        ctx.exit(1)
+
+
+@db.command("revision")
+@click.argument("message")
+def db_revision(message: str) -> None:
+    """For developers: write the next revision from the models' difference to head (review it
+    before committing)."""
+    import tempfile
+
+    from gateway import migrate
+    from gateway.db import connect
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = migrate.new_revision(message, connect(f"sqlite:///{scratch}/head.db"))
+    _echo({"written": path})
+
+
 if __name__ == "__main__":
     main()

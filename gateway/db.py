@@ -1,7 +1,9 @@
 """The gateway's own database: projects, members, API keys, grants and the audit log.
 
 SQLite by default (one file beside the project), PostgreSQL in production; the same SQLAlchemy
-models serve both, and the tests run against both.
+models serve both, and the tests run against both. The schema itself is made and changed by the
+migrations in gateway/migrations/ (docs/operations.md "The gateway's database"): a model change
+needs a revision there, which tests/gateway/test_migrations.py enforces.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    inspect,
-    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from gateway.migrate import upgrade_at_start
 
 Role = Literal["owner", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("owner", "member", "viewer")
@@ -127,34 +129,22 @@ class AdminAuditRecord(Base):
     error: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-def make_engine(url: str) -> Engine:
-    """The engine, with the tables created; a SQLite file's folder is created too."""
+def connect(url: str) -> Engine:
+    """The engine alone, the schema untouched (what `factory-gateway db` works on); a SQLite
+    file's folder is created."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {
         "pool_pre_ping": True}
-    engine = create_engine(url, **kwargs)
-    Base.metadata.create_all(engine)
-    add_new_columns(engine)
+    return create_engine(url, **kwargs)
+
+
+def make_engine(url: str) -> Engine:
+    """The engine, the database upgraded to the migrations' head first (gateway/migrate.py):
+    tables and columns come from gateway/migrations/ only, never from the models."""
+    engine = connect(url)
+    upgrade_at_start(engine)
     return engine
-
-
-def add_new_columns(engine: Engine) -> None:
-    """Columns added to a table after a database was created (the audio seconds of the speech
-    route), added with their server default: `create_all` creates missing tables only."""
-    present = inspect(engine)
-    with engine.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            have = {c["name"] for c in present.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have:
-                    if column.server_default is None:
-                        raise RuntimeError(f"{table.name}.{column.name} is new and has no "
-                                           "server_default to fill existing rows with")
-                    kind = column.type.compile(engine.dialect)
-                    default = column.server_default.arg  # type: ignore[union-attr]
-                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN '
-                                            f'{column.name} {kind} NOT NULL DEFAULT {default}'))
 
 
 def session_factory(engine: Engine) -> sessionmaker:

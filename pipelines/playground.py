@@ -23,10 +23,12 @@ PROJECT = "demo"
 def provision(config: FactoryConfig) -> str:
     """Grants for the demo project (created once) and a new key, the earlier one revoked;
     returns the key's secret."""
-    from gateway.db import make_engine, session_factory
+    from gateway.db import connect, make_engine, session_factory
+    from gateway.migrate import upgrade
     from gateway.tenancy import Tenancy
 
     s = config.gateway_settings
+    upgrade(connect(s.database_url))  # `factory-gateway db upgrade`, before the gateway starts
     tenancy = Tenancy(session_factory(make_engine(s.database_url)), s.default_rpm,
                       s.default_tpm, default_quota=s.project_quota)
     if not tenancy.has_project(PROJECT):  # else made by an earlier demo: grants refreshed below
