@@ -1,48 +1,12 @@
 // The playground: chat, compare, ask documents and transcribe speech through the gateway's own
-// API, signed in with a project key. Plain modern JS (no build step, no CDN): the gateway serves these three files.
+// API, signed in with a project key. Plain modern JS modules (no build step, no CDN), served by
+// the gateway; what the Studio shares with this page is in common.js.
 
-const $ = (selector) => document.querySelector(selector);
-const KEY = "adapter-factory-key";  // sessionStorage: gone when the tab closes
-const state = { key: sessionStorage.getItem(KEY), models: [], conversation: [], controller: null,
-                audio: null, recorder: null };
+import { $, ApiError, api, clearError, element, getJson, row, setOptions, showError,
+         showSignedIn, state, useKey, wireSignIn } from "./common.js";
 
-class ApiError extends Error {
-  constructor(status, message, retryAfter = null) {
-    super(message);
-    this.status = status;
-    this.retryAfter = retryAfter;
-  }
-}
-
-// -- the API ---------------------------------------------------------------------------------
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    // a FormData body (an audio upload) sets its own multipart content type
-    headers: { authorization: `Bearer ${state.key}`,
-               ...(options.body instanceof FormData ? {} : { "content-type": "application/json" }) },
-  });
-  if (!response.ok) {
-    let message = `${response.status} ${response.statusText}`;
-    try {
-      message = (await response.json()).error?.message ?? message;
-    } catch { /* not JSON: keep the status line */ }
-    throw new ApiError(response.status, message, response.headers.get("retry-after"));
-  }
-  return response;
-}
-
-const getJson = async (path) => (await api(path)).json();
-
-function showError(error) {
-  if (error.name === "AbortError") return;  // the stop button
-  let text = error instanceof ApiError ? `${error.status}: ${error.message}` : String(error);
-  if (error.retryAfter) text += ` (try again in ${error.retryAfter} s)`;
-  $("#error").textContent = text;
-  $("#error").hidden = false;
-}
-
-const clearError = () => { $("#error").hidden = true; };
+Object.assign(state, { models: [], conversation: [], controller: null, audio: null,
+                       recorder: null });
 
 function settings() {
   const system = $("#system").value.trim();
@@ -99,13 +63,6 @@ function statsLine(result) {
   if (result.ttft !== null) parts.push(`TTFT ${result.ttft.toFixed(2)} s`);
   if (result.tokensPerSecond !== null) parts.push(`${result.tokensPerSecond.toFixed(1)} tokens/s`);
   return parts.join(" · ");
-}
-
-function element(tag, className, text = "") {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  node.textContent = text;
-  return node;
 }
 
 // -- model cards: a small Markdown subset, escaped first ---------------------------------------
@@ -169,12 +126,7 @@ async function refreshUsage() {
     ["completion tokens", sum(mine, "completion_tokens"), sum(usage.data, "completion_tokens")],
     ["audio seconds", sum(mine, "audio_seconds").toFixed(1),
      sum(usage.data, "audio_seconds").toFixed(1)]];
-  const tbody = $("#usage tbody");
-  tbody.replaceChildren(...rows.map((cells) => {
-    const tr = document.createElement("tr");
-    tr.replaceChildren(...cells.map((c) => element("td", "", String(c))));
-    return tr;
-  }));
+  $("#usage tbody").replaceChildren(...rows.map((cells) => row(cells.map(String))));
 }
 
 // the audit log is written in batches: read usage again once this request has landed
@@ -182,39 +134,23 @@ const usageSoon = () => setTimeout(() => refreshUsage().catch(showError), 1500);
 
 // -- sign in -----------------------------------------------------------------------------------
 async function signIn(key) {
-  state.key = key;
-  const models = await getJson("/v1/models");
-  sessionStorage.setItem(KEY, key);
+  const models = await useKey(key, () => getJson("/v1/models"));
   // chat models only: an embedding model cannot answer a chat (/v1/models says which is which)
   state.models = models.data.filter((m) => m.type === "chat").map((m) => m.id);
   const speechModels = models.data.filter((m) => m.type === "speech").map((m) => m.id);
-  $("#speech-model").replaceChildren(...speechModels.map((id) => {
-    const option = element("option", "", id);
-    option.value = id;
-    return option;
-  }));
+  setOptions($("#speech-model"), speechModels.map((id) => [id, id]));
   $("#no-speech").hidden = speechModels.length > 0;
-  $("#model").replaceChildren(...state.models.map((id) => {
-    const option = element("option", "", id);
-    option.value = id;
-    return option;
-  }));
+  setOptions($("#model"), state.models.map((id) => [id, id]));
   $("#compare-models").replaceChildren(...state.models.map((id, i) => {
-    const label = element("label", "");
+    const label = element("label");
     const box = document.createElement("input");
     Object.assign(box, { type: "checkbox", value: id, checked: i < 2 });
     label.append(box, ` ${id}`);
     return label;
   }));
   const collections = await getJson("/v1/collections");
-  $("#collection").replaceChildren(...collections.data.map((c) => {
-    const option = element("option", "", c.id);
-    option.value = c.id;
-    return option;
-  }));
-  $("#sign-in").hidden = true;
-  $("#app").hidden = false;
-  $("#sign-out").hidden = false;
+  setOptions($("#collection"), collections.data.map((c) => [c.id, c.id]));
+  showSignedIn($("#app"));
   // the Studio links here with #model=<adapter>, or #tab=documents&collection=<name>
   const wanted = new URLSearchParams(location.hash.slice(1));
   if (state.models.includes(wanted.get("model"))) $("#model").value = wanted.get("model");
@@ -226,14 +162,9 @@ async function signIn(key) {
   await refreshUsage();
 }
 
-function signOut() {
-  sessionStorage.removeItem(KEY);
-  location.reload();
-}
-
 // -- chat --------------------------------------------------------------------------------------
 function addMessage(role, text) {
-  const node = element("div", `message ${role}`, text);
+  const node = element("div", text, `message ${role}`);
   $("#conversation").append(node);
   return node;
 }
@@ -248,7 +179,7 @@ async function chat(event) {
   state.conversation.push({ role: "user", content });
   addMessage("user", content);
   const bubble = addMessage("assistant", "");
-  const stats = element("div", "stats");
+  const stats = element("div", "", "stats");
   bubble.after(stats);
   state.controller = new AbortController();
   $("#stop").disabled = false;
@@ -281,11 +212,11 @@ async function compare(event) {
   }
   const messages = [{ role: "user", content: $("#compare-input").value.trim() }];
   const columns = chosen.map((model) => {
-    const column = element("div", "column");
+    const column = element("div", "", "column");
     column.dataset.model = model;
-    const answer = element("div", "answer");
-    const stats = element("div", "stats", "…");
-    column.append(element("h3", "", model), answer, stats);
+    const answer = element("div", "", "answer");
+    const stats = element("div", "…", "stats");
+    column.append(element("h3", model), answer, stats);
     return { model, column, answer, stats };
   });
   $("#compare-answers").replaceChildren(...columns.map((c) => c.column));
@@ -318,12 +249,11 @@ async function askDocuments(event) {
                                     { rag: { collection: $("#collection").value, top_k: 4 } },
                                     (text) => { answer.textContent = text; });
     list.replaceChildren(...(result.citations ?? []).map((c) => {
-      const item = element("li", "citation");
+      const item = element("li", "", "citation");
       const details = document.createElement("details");
-      const summary = element("summary", "",
-        `[${c.index}] ${c.source} · characters ${c.start}–${c.end} · `
-        + `score ${Number(c.score).toFixed(3)}`);
-      details.append(summary, element("div", "passage", c.text));
+      const summary = element("summary", `[${c.index}] ${c.source} · characters `
+        + `${c.start}–${c.end} · score ${Number(c.score).toFixed(3)}`);
+      details.append(summary, element("div", c.text, "passage"));
       item.append(details);
       return item;
     }));
@@ -402,8 +332,8 @@ async function transcribe() {
     transcript.textContent = result.text;
     transcript.hidden = false;
     $("#segments").replaceChildren(...(result.segments ?? []).map((segment) => {
-      const item = element("li", "segment");
-      item.append(element("span", "at", clock(segment.start)), segment.text.trim());
+      const item = element("li", "", "segment");
+      item.append(element("span", clock(segment.start), "at"), segment.text.trim());
       return item;
     }));
     $("#transcript-stats").textContent = `${result.duration.toFixed(1)} s of audio in `
@@ -426,14 +356,7 @@ function sendTranscriptToChat() {
 
 // -- wiring ------------------------------------------------------------------------------------
 function selectTab(name) {
-  $("#audio-file").addEventListener("change", (event) => {
-  const [file] = event.target.files;
-  if (file) chooseAudio(file, file.name);
-});
-$("#record").addEventListener("click", () => toggleRecording().catch(showError));
-$("#transcribe").addEventListener("click", transcribe);
-$("#to-chat").addEventListener("click", sendTranscriptToChat);
-for (const button of document.querySelectorAll("nav button")) {
+  for (const button of document.querySelectorAll("nav button")) {
     button.classList.toggle("active", button.dataset.tab === name);
   }
   for (const tab of document.querySelectorAll(".tab")) tab.hidden = tab.id !== `tab-${name}`;
@@ -443,15 +366,8 @@ for (const button of document.querySelectorAll("nav button")) {
   if (shown) showCard(shown).catch(showError);
 }
 
-$("#sign-in-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  clearError();
-  signIn($("#key").value.trim()).catch((error) => {
-    sessionStorage.removeItem(KEY);
-    showError(error);
-  });
-});
-$("#sign-out").addEventListener("click", signOut);
+// Every listener is added once, here at load: one added on each tab switch would run once per
+// switch (a click on Record would start as many recordings).
 $("#model").addEventListener("change", () => showCard($("#model").value));
 $("#speech-model").addEventListener("change", () => showCard($("#speech-model").value));
 $("#chat-form").addEventListener("submit", chat);
@@ -472,4 +388,4 @@ $("#to-chat").addEventListener("click", sendTranscriptToChat);
 for (const button of document.querySelectorAll("nav button")) {
   button.addEventListener("click", () => selectTab(button.dataset.tab));
 }
-if (state.key) signIn(state.key).catch(showError);
+wireSignIn(signIn);

@@ -1,56 +1,21 @@
 // The Studio: datasets, training, runs and results through the gateway's /studio/api, signed in
 // with the same project key as the playground. Everything a tenant wrote (file names, columns,
-// rows, replies, log lines, card text) goes into the page as text, never as HTML.
+// rows, replies, log lines, card text) goes into the page as text, never as HTML. What the
+// playground shares with this page (the key, the API client, sign-in) is in common.js.
 
-const $ = (selector) => document.querySelector(selector);
-const KEY = "adapter-factory-key";  // shared with the playground, sessionStorage only
+import { $, apiError, clearError, element, getJson, row, setOptions, showError,
+         showSignedIn, state, useKey, wireSignIn } from "./common.js";
+
 const API = "/studio/api";
 const SVG = "http://www.w3.org/2000/svg";
-const IN_FLIGHT = new Set(["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]);
-const state = { key: sessionStorage.getItem(KEY), options: null, datasets: [], trainings: [],
-                openDataset: null, openRun: null, timer: null, estimates: 0 };
+Object.assign(state, { options: null, datasets: [], trainings: [], openDataset: null,
+                       openRun: null, timer: null, estimates: 0 });
 
-class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(API + path, { ...options, headers: {
-    authorization: `Bearer ${state.key}`, "content-type": "application/json" } });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    throw new ApiError(response.status, body.error?.message ?? response.statusText);
-  }
-  return body;
-}
-
-function showError(error) {
-  $("#error").textContent = error instanceof ApiError ? `${error.status}: ${error.message}`
-    : String(error);
-  $("#error").hidden = false;
-}
-const clearError = () => { $("#error").hidden = true; };
+const api = (path, options = {}) => getJson(API + path, options);
 const guarded = (fn) => async (...args) => {
   clearError();
   try { await fn(...args); } catch (error) { showError(error); }
 };
-
-function element(tag, text = "", className = "") {
-  const node = document.createElement(tag);
-  node.textContent = text;
-  if (className) node.className = className;
-  return node;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const cell of cells) {
-    const td = document.createElement("td");
-    if (cell instanceof Node) td.append(cell); else td.textContent = cell ?? "";
-    tr.append(td);
-  }
-  return tr;
-}
 
 function fill(tbody, rows) { tbody.replaceChildren(...rows); }
 const when = (seconds) => seconds ? new Date(seconds * 1000).toLocaleString() : "";
@@ -100,11 +65,12 @@ function upload(path, file, bar) {
     });
     request.addEventListener("load", () => {
       bar.hidden = true;
-      let body = {};
-      try { body = JSON.parse(request.responseText); } catch { /* keep the status */ }
       if (request.status >= 400) {
-        reject(new ApiError(request.status, body.error?.message ?? request.statusText));
-      } else resolve(body);
+        reject(apiError(request.status, request.statusText, request.responseText,
+                        request.getResponseHeader("retry-after")));
+        return;
+      }
+      try { resolve(JSON.parse(request.responseText)); } catch { resolve({}); }
     });
     request.addEventListener("error", () => {
       bar.hidden = true;
@@ -141,11 +107,7 @@ async function openDataset(id) {
     const label = element("label", `${field} ← `);
     const select = document.createElement("select");
     select.name = field;
-    select.append(...report.columns.map((c) => {
-      const option = element("option", c);
-      option.value = c;
-      return option;
-    }));
+    setOptions(select, report.columns.map((c) => [c, c]));
     label.append(select);
     return label;
   }));
@@ -180,25 +142,17 @@ function drawHistogram(histogram, tokenizer) {
 }
 
 // -- train -------------------------------------------------------------------------------------
-function options(select, entries) {
-  select.replaceChildren(...entries.map(([value, text]) => {
-    const option = element("option", text);
-    option.value = value;
-    return option;
-  }));
-}
-
 async function loadTrain() {
   state.options ??= await api("/options");
   const o = state.options;
   await loadDatasets();
-  options($("#train-dataset"), state.datasets.filter((d) => !d.needs_mapping)
+  setOptions($("#train-dataset"), state.datasets.filter((d) => !d.needs_mapping)
     .map((d) => [d.id, `${d.label} (${d.rows_kept} rows)`]));
-  options($("#train-base"), o.base_models.map((m) => [m, m]));
-  options($("#train-task"), Object.entries(o.tasks).map(([name, t]) => [name, t.label]));
-  options($("#train-objective"), Object.entries(o.objectives)
+  setOptions($("#train-base"), o.base_models.map((m) => [m, m]));
+  setOptions($("#train-task"), Object.entries(o.tasks).map(([name, t]) => [name, t.label]));
+  setOptions($("#train-objective"), Object.entries(o.objectives)
     .map(([name, x]) => [name, `${name}: ${x.description}`]));
-  options($("#train-preset"), Object.keys(o.presets).map((p) => [p, p]));
+  setOptions($("#train-preset"), Object.keys(o.presets).map((p) => [p, p]));
   $("#hp-max_steps").max = o.bounds.max_steps;
   await applyPreset();
 }
@@ -279,7 +233,7 @@ async function loadRuns(openRunInFlight = false) {
     return row([link, r.subject, r.kind, element("span", r.status, `status ${r.status}`),
                 `${done} of ${r.steps.length || r.assets.length}`]);
   }));
-  schedule(openRunInFlight || runs.some((r) => IN_FLIGHT.has(r.status)));
+  schedule(openRunInFlight || runs.some((r) => r.in_flight));
 }
 
 function schedule(again) {
@@ -311,8 +265,8 @@ async function openRun(id) {
   if (failures.length) $("#run-log").textContent += `\n\nFAILED: ${failures.at(-1).message}`;
   $("#run-log").scrollTop = $("#run-log").scrollHeight;  // the newest lines in view
   drawLoss(detail.loss);
-  $("#cancel-run").hidden = !IN_FLIGHT.has(run.status);
-  await loadRuns(IN_FLIGHT.has(run.status));
+  $("#cancel-run").hidden = !run.in_flight;
+  await loadRuns(run.in_flight);
 }
 
 function drawLoss(loss) {
@@ -341,7 +295,7 @@ async function loadResults() {
   state.trainings = (await api("/trainings")).data;
   const select = $("#results-training");
   const chosen = select.value;
-  options(select, state.trainings.map((t) => [t.name, `${t.name} (${t.model})`]));
+  setOptions(select, state.trainings.map((t) => [t.name, `${t.name} (${t.model})`]));
   if (chosen) select.value = chosen;
   if (select.value) await openResults(select.value);
 }
@@ -388,7 +342,8 @@ async function loadDocuments() {
   const collections = (await api("/collections")).data;
   const select = $("#document-collection");
   const chosen = select.value;
-  options(select, collections.map((c) => [c.id, c.uploads ? c.id : `${c.id} (read-only)`]));
+  setOptions(select, collections.map((c) => [c.id,
+                                          c.uploads ? c.id : `${c.id} (read-only)`]));
   if (chosen) select.value = chosen;
   const collection = select.value;
   $("#ask-documents").href = `index.html#tab=documents&collection=${encodeURIComponent(collection)}`;
@@ -410,27 +365,13 @@ async function loadDocuments() {
 
 // -- sign in -----------------------------------------------------------------------------------
 async function signIn(key) {
-  state.key = key;
-  state.options = await api("/options");
-  sessionStorage.setItem(KEY, key);
-  $("#sign-in").hidden = true;
-  $("#studio").hidden = false;
-  $("#sign-out").hidden = false;
+  state.options = await useKey(key, () => api("/options"));
+  showSignedIn($("#studio"));
   $("#whoami").hidden = false;
   $("#whoami").textContent = `key ${key.slice(0, 10)}…`;
   showPage("datasets");
 }
 
-function signOut() {
-  sessionStorage.removeItem(KEY);
-  location.reload();
-}
-
-$("#sign-in-form").addEventListener("submit", guarded(async (event) => {
-  event.preventDefault();
-  await signIn($("#key").value.trim());
-}));
-$("#sign-out").addEventListener("click", signOut);
 for (const button of document.querySelectorAll("nav button")) {
   button.addEventListener("click", guarded(async () => showPage(button.dataset.page)));
 }
@@ -479,4 +420,4 @@ $("#results-training").addEventListener("change", guarded(async () =>
   openResults($("#results-training").value)));
 $("#promote").addEventListener("click", guarded(promote));
 
-if (state.key) guarded(signIn)(state.key);
+wireSignIn(signIn);

@@ -104,6 +104,12 @@ mutation Terminate($runId: String!) {
 }"""
 
 
+# Dagster's run states that count against a project's runs in flight; the page follows (polls)
+# and offers to cancel exactly these, reading each run's `in_flight`
+IN_FLIGHT = frozenset({"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED",
+                       "SUSPENDED"})
+
+
 class DagsterUnavailable(RuntimeError):
     """The webserver did not answer, or refused the request; the message says which."""
 
@@ -119,11 +125,15 @@ class Run:
     assets: list[str]
     steps: list[dict[str, Any]]
 
+    @property
+    def in_flight(self) -> bool:
+        return self.status in IN_FLIGHT
+
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.run_id, "status": self.status, "created": self.created,
-                "started": self.started, "ended": self.ended, "assets": self.assets,
-                "kind": self.tags.get(KIND_TAG), "subject": self.tags.get(SUBJECT_TAG),
-                "steps": self.steps}
+        return {"id": self.run_id, "status": self.status, "in_flight": self.in_flight,
+                "created": self.created, "started": self.started, "ended": self.ended,
+                "assets": self.assets, "kind": self.tags.get(KIND_TAG),
+                "subject": self.tags.get(SUBJECT_TAG), "steps": self.steps}
 
 
 class DagsterClient:

@@ -56,8 +56,6 @@ from store.registry import Registry
 log = logging.getLogger("gateway.studio")
 MAX_LOSS_LINE = 4000  # the trainer's dict of one logging step; longer lines are not parsed
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING", "MANAGED",
-             "SUSPENDED"}
 
 
 class Studio:
@@ -325,7 +323,7 @@ class Studio:
             ) from exc
 
     async def _check_in_flight(self, principal: Principal) -> None:
-        busy = [r for r in await self.dagster.runs(principal.project) if r.status in IN_FLIGHT]
+        busy = [r for r in await self.dagster.runs(principal.project) if r.in_flight]
         if len(busy) >= self.bounds.max_runs_in_flight:
             raise GatewayError(429, f"This project has {len(busy)} run(s) in flight, its limit; "
                                     "wait for one to finish or cancel it.",

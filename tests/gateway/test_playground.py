@@ -52,7 +52,7 @@ def test_the_page_is_served_whole_by_the_gateway_with_a_strict_policy(
         page = client.get("/playground/")
         assert page.status_code == 200
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for asset in ("playground.js", "playground.css"):
+        for asset in ("playground.js", "common.js", "playground.css"):
             assert client.get(f"/playground/{asset}").status_code == 200
     assert "http" not in page.text.replace(gateway_server.url, "")
 
@@ -268,4 +268,66 @@ def test_speech_from_a_file_and_the_microphone_goes_to_chat(browser: object,
         pw.expect(page.locator("#error")).to_contain_text(
             "400: file 'notes.ogg' is not an audio file this endpoint reads")
         assert len(fake.sent("/v1/audio/transcriptions")) == 2
+        page.close()
+
+
+def test_one_click_on_record_makes_one_recording_however_often_the_tabs_were_switched(
+        browser: object, tmp_path: Path) -> None:
+    """The speech tab's buttons are wired once: after many tab switches one click on Record and
+    one on stop make one recording (Chromium's fake microphone), and one click on Transcribe
+    sends it once."""
+    from config.gateway import GatewaySettings, SpeechSettings
+    from gateway.app import build_gateway
+    from gateway.upstream import ReplicaPool
+    from tests.support.fake_vllm import FakeVLLM
+    from tests.support.live_server import serve
+
+    settings = GatewaySettings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}",
+                               upstreams=["http://replica-1:8000"], refresh_seconds=3600,
+                               audit_dead_letter=str(tmp_path / "dead-letter.jsonl"),
+                               speech=SpeechSettings(models=["whisper"]))
+    fake = FakeVLLM(models=("chatty", "whisper"), base="chatty")
+    gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
+                                                  transport=fake.transport()))
+    for url, gw in serve(settings, gateway):
+        gw.tenancy.create_project("team", owner="alice")
+        for model in ("chatty", "whisper"):
+            gw.tenancy.grant("team", model)
+        page = browser.new_page()  # type: ignore[attr-defined]
+        # counts the recordings the page starts and the transcriptions it asks for (Playwright's
+        # script, not the page's: the page's policy does not apply to it)
+        page.add_init_script("""
+            window.recordings = 0;
+            window.transcriptions = 0;
+            const start = MediaRecorder.prototype.start;
+            MediaRecorder.prototype.start = function (...args) {
+              window.recordings += 1;
+              return start.apply(this, args);
+            };
+            const fetch = window.fetch;
+            window.fetch = (url, ...rest) => {
+              if (String(url).endsWith("/v1/audio/transcriptions")) window.transcriptions += 1;
+              return fetch(url, ...rest);
+            };""")
+        sign_in(page, url, gw.tenancy.create_key("team", "alice")["key"])
+        for tab in ("speech", "chat", "compare", "documents", "speech", "chat", "speech"):
+            page.click(f"nav button[data-tab={tab}]")
+        pw.expect(page.locator("#tab-speech")).to_be_visible()
+
+        page.click("#record")
+        pw.expect(page.locator("#record")).to_have_text("Stop recording")
+        page.wait_for_timeout(1000)
+        page.click("#record")
+        pw.expect(page.locator("#audio-chosen")).to_contain_text("recording.webm")
+        page.wait_for_timeout(500)  # any other recorder would have toggled the button by now
+        pw.expect(page.locator("#record")).to_have_text("Record")
+        assert page.evaluate("() => window.recordings") == 1
+
+        page.click("#transcribe")
+        pw.expect(page.locator("#transcript")).to_have_text("window 1")
+        pw.expect(page.locator("#transcript-stats")).to_contain_text("of audio in")
+        page.wait_for_timeout(500)  # a second request would have been sent by now
+        assert page.evaluate("() => window.transcriptions") == 1
+        assert len(fake.sent("/v1/audio/transcriptions")) == 1
+        shot(page, tmp_path, "speech-after-tab-switches")
         page.close()
