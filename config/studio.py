@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from config.common import NAME, Strict
 from config.common import STUDIO_SEPARATOR as SEPARATOR
@@ -56,7 +56,9 @@ class Hyperparameters(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
-PRESETS: dict[str, Hyperparameters] = {
+# how hard a member's training works: each effort a set of hyperparameters the form starts from
+# (an adapter's size `preset` in factory.yaml is another thing: config/size_presets.py)
+EFFORTS: dict[str, Hyperparameters] = {
     "quick": Hyperparameters(max_steps=30, learning_rate=2e-3, lora_r=8, micro_batch_size=8),
     "standard": Hyperparameters(max_steps=120, learning_rate=1e-3, lora_r=16, micro_batch_size=8),
     "thorough": Hyperparameters(max_steps=300, learning_rate=5e-4, lora_r=32, micro_batch_size=8),
@@ -78,10 +80,19 @@ class TrainingRequest(Strict):
     base_model: str = Field(pattern=NAME)
     task: Literal[tuple(TASKS)] = "chat"  # type: ignore[valid-type]
     objective: Literal[STUDIO_OBJECTIVES] = "sft"  # type: ignore[valid-type]
-    preset: Literal[tuple(PRESETS)] = "quick"  # type: ignore[valid-type]
+    effort: Literal[tuple(EFFORTS)] = "quick"  # type: ignore[valid-type]
     hyperparameters: Hyperparameters | None = Field(
-        None, description="the preset's values, edited; default: the preset as it is")
+        None, description="the effort's values, edited; default: the effort as it is")
     answer_pattern: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stored_before_efforts(cls, data: Any) -> Any:
+        """A training stored before 2026-12-07 names its effort `preset`: read it as one."""
+        if isinstance(data, dict) and "preset" in data and "effort" not in data:
+            data = {**data, "effort": data["preset"]}
+            del data["preset"]
+        return data
 
     @field_validator("answer_pattern")
     @classmethod
@@ -99,7 +110,7 @@ class TrainingRequest(Strict):
         return pattern
 
     def chosen(self) -> Hyperparameters:
-        return self.hyperparameters or PRESETS[self.preset]
+        return self.hyperparameters or EFFORTS[self.effort]
 
 
 class StoredTraining(Strict):

@@ -1,5 +1,5 @@
 """docs/studio.md's pictures and figures, from the running demo: a support lead's CSV of
-tickets (with a few broken rows) uploaded, mapped, trained on SmolLM2 with the quick preset,
+tickets (with a few broken rows) uploaded, mapped, trained on SmolLM2 with the quick effort,
 evaluated, promoted and asked, all in Debian's Chromium through the Studio's pages.
 
     .venvs/factory/bin/python docs/screenshot_studio.py KEY [--out docs] [--name triage]
@@ -81,7 +81,7 @@ def main() -> None:
         page.fill("#train-name", args.name)
         page.select_option("#train-task", "extraction")
         page.fill("#train-pattern", PATTERN)
-        page.select_option("#train-preset", "quick")
+        page.select_option("#train-effort", "quick")
         page.screenshot(path=str(out / "studio-train.png"), full_page=True)
         page.click("#launch")
         status, seconds = wait_for_run(page)

@@ -152,14 +152,14 @@ async function loadTrain() {
   setOptions($("#train-task"), Object.entries(o.tasks).map(([name, t]) => [name, t.label]));
   setOptions($("#train-objective"), Object.entries(o.objectives)
     .map(([name, x]) => [name, `${name}: ${x.description}`]));
-  setOptions($("#train-preset"), Object.keys(o.presets).map((p) => [p, p]));
+  setOptions($("#train-effort"), Object.keys(o.efforts).map((p) => [p, p]));
   $("#hp-max_steps").max = o.bounds.max_steps;
-  await applyPreset();
+  await applyEffort();
 }
 
-async function applyPreset() {
-  const preset = state.options.presets[$("#train-preset").value];
-  for (const [name, value] of Object.entries(preset)) {
+async function applyEffort() {
+  const effort = state.options.efforts[$("#train-effort").value];
+  for (const [name, value] of Object.entries(effort)) {
     const input = $(`#hp-${name}`);
     if (input) input.value = value;
   }
@@ -167,8 +167,8 @@ async function applyPreset() {
 }
 
 function hyperparameters() {
-  const preset = state.options.presets[$("#train-preset").value];
-  const out = { ...preset };
+  const effort = state.options.efforts[$("#train-effort").value];
+  const out = { ...effort };
   for (const name of ["max_steps", "learning_rate", "lora_r", "micro_batch_size"]) {
     out[name] = Number($(`#hp-${name}`).value);
   }
@@ -197,7 +197,7 @@ async function launch(event) {
   const body = {
     name: $("#train-name").value, dataset: $("#train-dataset").value,
     base_model: $("#train-base").value, task: $("#train-task").value,
-    objective: $("#train-objective").value, preset: $("#train-preset").value,
+    objective: $("#train-objective").value, effort: $("#train-effort").value,
     hyperparameters: hyperparameters(),
   };
   if (!$("#pattern-box").hidden && $("#train-pattern").value) {
@@ -397,7 +397,7 @@ $("#delete-dataset").addEventListener("click", guarded(async () => {
   $("#report").hidden = true;
   await loadDatasets();
 }));
-$("#train-preset").addEventListener("change", guarded(applyPreset));
+$("#train-effort").addEventListener("change", guarded(applyEffort));
 $("#document-collection").addEventListener("change", guarded(loadDocuments));
 $("#document-form").addEventListener("submit", guarded(async (event) => {
   event.preventDefault();

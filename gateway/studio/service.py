@@ -26,7 +26,7 @@ from config.loading import accepted_trainings, format_errors, load_platform
 from config.objectives import OBJECTIVES
 from config.schema import FactoryConfig
 from config.studio import (
-    PRESETS,
+    EFFORTS,
     STUDIO_OBJECTIVES,
     TASKS,
     TRAINING_NAME,
@@ -98,7 +98,7 @@ class Studio:
             "tasks": {name: t.model_dump() for name, t in TASKS.items()},
             "objectives": {o: {"description": OBJECTIVES[o].description,
                                "data": list(OBJECTIVES[o].data)} for o in STUDIO_OBJECTIVES},
-            "presets": {name: p.model_dump() for name, p in PRESETS.items()},
+            "efforts": {name: p.model_dump() for name, p in EFFORTS.items()},
             "bounds": {"max_steps": self.bounds.max_steps,
                        "max_upload_bytes": self.bounds.max_upload_bytes,
                        "max_rows": self.bounds.max_rows,

@@ -40,7 +40,7 @@ def assert_error(r: httpx.Response, status: int, code: str) -> dict:
 
 def training(dataset: str, name: str = "triage", **extra: object) -> dict:
     return {"name": name, "dataset": dataset, "base_model": "tiny", "task": "classification",
-            "preset": "quick", **extra}
+            "effort": "quick", **extra}
 
 
 # -- what a member sees ------------------------------------------------------------------------
@@ -443,3 +443,12 @@ def test_a_collection_the_platform_trains_on_takes_no_uploads(studio: StudioHarn
     assert not list((studio.root / "lessons").glob("x*"))
 
 
+
+
+def test_a_training_stored_before_efforts_were_named_reads_its_preset_as_its_effort() -> None:
+    from config.studio import EFFORTS, TrainingRequest
+
+    stored = TrainingRequest.model_validate(
+        {"name": "triage", "dataset": uuid.uuid4().hex, "base_model": "tiny", "preset": "thorough"})
+    assert stored.effort == "thorough"
+    assert stored.chosen() == EFFORTS["thorough"]

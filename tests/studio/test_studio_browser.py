@@ -265,7 +265,7 @@ def train_form(studio: StudioHarness, page: pw.Page, name: str) -> Member:
 def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarness,
                                                             page: pw.Page) -> None:
     member = train_form(studio, page, "triage")
-    page.select_option("#train-preset", "standard")
+    page.select_option("#train-effort", "standard")
     pw.expect(page.locator("#hp-max_steps")).to_have_value("120")
     page.fill("#hp-max_steps", "12")
     page.click("#launch")  # the field's change event fires on the way: the button stays put
@@ -274,7 +274,7 @@ def test_the_train_page_launches_exactly_what_the_form_says(studio: StudioHarnes
     assert launch.tags["studio/project"] == member.project
     with studio.client(member) as c:
         (stored,) = c.get("/trainings").json()["data"]
-    assert (stored["preset"], stored["task"], stored["hyperparameters"]["max_steps"],
+    assert (stored["effort"], stored["task"], stored["hyperparameters"]["max_steps"],
             stored["hyperparameters"]["lora_r"]) == ("standard", "classification", 12, 16)
 
 
