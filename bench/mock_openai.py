@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,7 +62,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _json(send, 404, {"error": {"message": f"no route {path}", "type": "not_found"}})
         return
     body = json.loads(await _body(receive))
-    head = {"id": "chatcmpl-bench", "created": int(time.time()), "model": body["model"]}
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
+            "model": body["model"]}
     if not body.get("stream"):
         await _json(send, 200, {**head, "object": "chat.completion", "usage": _usage(),
                                 "choices": [{"index": 0, "finish_reason": "length", "message": {

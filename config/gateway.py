@@ -42,6 +42,11 @@ class ProjectQuota(BaseModel):
     max_in_flight: int = Field(32, ge=1, le=100_000, description="requests in flight, all keys")
     audio_seconds_per_day: int = Field(
         36_000, ge=0, le=INT32, description="seconds of audio transcribed per UTC day, all keys")
+    # kept chats (gateway/capture.py): past any bound the oldest go first
+    capture_rows: int = Field(100_000, ge=0, le=INT32, description="stored completions kept")
+    capture_bytes: int = Field(200_000_000, ge=0, le=INT32,
+                               description="bytes of stored completions kept")
+    capture_days: int = Field(30, ge=1, le=3650, description="days a stored completion is kept")
 
 
 class SpeechSettings(BaseModel):

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from config.gateway import GatewaySettings
 from gateway.admission import Admission
 from gateway.audit import AuditWriter
+from gateway.capture import Capture
 from gateway.db import AuditRecord
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import valid_name
@@ -39,6 +41,7 @@ class Outcome:
     reserved: int = 0  # tokens reserved at admission
     prompt_estimate: int = 0  # billed as the prompt when the engine never said its count
     audio_seconds: float = 0.0  # decoded audio a transcription was charged for
+    captures: list[Capture] = field(default_factory=list)  # answers the project keeps
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -78,6 +81,9 @@ class Accounting:
             if outcome.completion_tokens > 1:
                 decode = latency - outcome.ttft_ms / 1000
                 self.metrics.tpot.labels(model).observe(decode / (outcome.completion_tokens - 1))
+        if outcome.status == 200 and not outcome.error:
+            for capture in outcome.captures:
+                self.audit.add_later(partial(capture.row, latency * 1000, outcome.ttft_ms))
         self.audit.add(AuditRecord(
             ts=time.time(), day=time.strftime("%Y-%m-%d", time.gmtime()),
             key_id=p.key_id if p else None, project_id=p.project_id if p else None,

@@ -39,6 +39,8 @@ RULES: dict[str, Who] = {
     "grant.revoke": "admin", "member.add": "owner", "key.create": "owner", "key.list": "owner",
     "key.rotate": "owner", "key.revoke": "owner", "quota.read": "member",
     "grant.list": "member", "usage.read": "member", "traffic.read": "admin",
+    "capture.set": "owner", "capture.read": "member", "feedback.export": "admin",
+    "feedback.count": "admin", "completions.purge": "admin",
 }
 ADMIN_BODY_BYTES = 65_536
 
@@ -52,6 +54,22 @@ def parse_key_id(raw: str) -> int:
     # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > p.INT32:
         raise NotFound(f"no key with id {raw[:20]!r}")
+    return int(raw)
+
+
+def epoch(raw: str, param: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise TenancyError(f"{param} is a time in seconds since the epoch, e.g. 1764979200")
+    return value
+
+
+def whole(raw: str, param: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > p.INT32:
+        raise TenancyError(f"{param} is a whole number")
     return int(raw)
 
 
@@ -183,6 +201,39 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
                          lambda _: tenancy.revoke_key(parse_key_id(key_id)),
                          target=key_id, key_id=key_id)
 
+    @router.get("/projects/{project}/capture")
+    async def get_capture(project: str, request: Request) -> Response:
+        return await run(request, "capture.read", project, lambda _: tenancy.capture(project))
+
+    @router.put("/projects/{project}/capture", openapi_extra=body_of(p.CapturePolicy))
+    async def set_capture(project: str, request: Request) -> Response:
+        """What the project's endpoint keeps: off, request (`store: true`) or all."""
+        return await run(request, "capture.set", project, lambda b: tenancy.set_capture(
+            project, b.policy, b.scrub_pii), p.CapturePolicy)
+
+    @router.get("/projects/{project}/feedback")
+    async def export_feedback(project: str, request: Request, model: str | None = None,
+                              since: str = "0", after: str = "0") -> Response:
+        """Feedback with the completions it is about, oldest first, after feedback id
+        `after`: what a dataset from traffic reads."""
+        def do(_: None) -> Any:
+            return gateway.stored.export(tenancy.project_id(project), model,
+                                         epoch(since, "since"), whole(after, "after"))
+        return await run(request, "feedback.export", project, do)
+
+    @router.get("/projects/{project}/feedback/count")
+    async def count_feedback(project: str, request: Request, model: str | None = None
+                             ) -> Response:
+        return await run(request, "feedback.count", project, lambda _: gateway.stored
+                         .feedback_count(tenancy.project_id(project), model))
+
+    @router.post("/completions/purge", openapi_extra=body_of(p.CompletionsPurge))
+    async def purge_completions(request: Request) -> Response:
+        """Erasure: stored completions holding any of `contains`, or made by `user`, and
+        their feedback, in every project."""
+        return await run(request, "completions.purge", None, lambda b: gateway.stored.purge(
+            b.contains, b.user, b.dry_run), p.CompletionsPurge)
+
     @router.get("/usage")
     async def usage(request: Request, project: str | None = None, day: str | None = None
                     ) -> Response:
@@ -197,12 +248,7 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
         """Answered requests and generated tokens per model since `since` (epoch seconds):
         what a deployment's hot-adapter policy weighs."""
         def do(_: None) -> Any:
-            try:
-                start = float(since)
-            except ValueError:
-                start = float("nan")
-            if not math.isfinite(start) or start < 0:
-                raise TenancyError("since is a time in seconds since the epoch, e.g. 1764979200")
+            start = epoch(since, "since")
             return {"since": start, "models": tenancy.traffic_by_model(start)}
         return await run(request, "traffic.read", None, do)
 

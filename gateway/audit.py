@@ -6,6 +6,8 @@ dropped). When it is reachable but refuses the batch (a value it cannot store), 
 retried one by one, once, and a row refused again goes to the dead-letter file (one JSON object
 per line, with the database's reason): one bad row never blocks the rows behind it.
 Shutdown writes what is left; `drain()` is also the synchronous flush for tests and tools.
+Stored completions (gateway/capture.py) ride the same queue, queued as builders so that their
+rows are made here, off the request path; `after_write` then holds each project to its bounds.
 """
 
 from __future__ import annotations
@@ -38,17 +40,24 @@ def as_dict(record: Base) -> dict[str, Any]:
             **{c.key: getattr(record, c.key) for c in inspect(record).mapper.column_attrs}}
 
 
+Later = Callable[[], Base | None]  # a row made when the batch is written (None: nothing)
+
+
 class AuditWriter:
     def __init__(self, sessions: sessionmaker, dead_letter: str | Path,
                  interval_s: float = 0.25) -> None:
         self.sessions, self.interval_s = sessions, interval_s
         self.dead_letter = Path(dead_letter)
-        self._pending: deque[Base] = deque()
+        self.after_write: Callable[[list[Base]], None] | None = None
+        self._pending: deque[Base | Later] = deque()
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def add(self, record: Base) -> None:
         self._pending.append(record)
+
+    def add_later(self, build: Later) -> None:
+        self._pending.append(build)
 
     def counted_audio_seconds(self, project_id: int, day: str,
                               written: Callable[[int, str], float]) -> float:
@@ -64,12 +73,14 @@ class AuditWriter:
     def drain(self) -> int:
         """Write everything queued now; returns how many records were written."""
         with self._lock:
-            batch = [self._pending.popleft() for _ in range(len(self._pending))]
+            batch = [self._built(self._pending.popleft()) for _ in range(len(self._pending))]
+            batch = [record for record in batch if record is not None]
             if not batch:
                 return 0
             try:
                 with self.sessions.begin() as s:
                     s.add_all(batch)
+                self._written(batch)
                 return len(batch)
             except UNREACHABLE:
                 log.exception("audit write of %d records failed; will retry", len(batch))
@@ -80,6 +91,22 @@ class AuditWriter:
                               "them one by one", len(batch))
             return self._one_by_one(batch)
 
+    def _built(self, item: Base | Later) -> Base | None:
+        if isinstance(item, Base):
+            return item
+        try:
+            return item()
+        except Exception:
+            log.exception("a stored completion could not be made into a row; it is not kept")
+            return None
+
+    def _written(self, batch: list[Base]) -> None:
+        if self.after_write is not None:
+            try:
+                self.after_write(batch)
+            except Exception:  # the rows are written; the bounds are held on the next batch
+                log.exception("after-write hook failed")
+
     def _one_by_one(self, batch: list[Base]) -> int:
         written = 0
         for i, record in enumerate(batch):
@@ -89,6 +116,7 @@ class AuditWriter:
                 with self.sessions.begin() as s:
                     s.add(fresh)
                 written += 1
+                self._written([fresh])
             except UNREACHABLE:
                 self._pending.extendleft(reversed(batch[i:]))
                 raise

@@ -42,6 +42,11 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     log_prompts: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # what the endpoint keeps of its chats (gateway/capture.py): off | request | all
+    capture: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
+    capture_scrub_pii: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                    server_default="0")
+    capture_evicted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Member(Base):
@@ -80,6 +85,10 @@ class Quota(Base):
     max_in_flight: Mapped[int] = mapped_column(Integer)
     audio_seconds_per_day: Mapped[int] = mapped_column(Integer, default=36_000,
                                                        server_default="36000")
+    capture_rows: Mapped[int] = mapped_column(Integer, default=100_000, server_default="100000")
+    capture_bytes: Mapped[int] = mapped_column(Integer, default=200_000_000,
+                                               server_default="200000000")
+    capture_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
 
 
 class Grant(Base):
@@ -112,6 +121,54 @@ class AuditRecord(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     replica: Mapped[str | None] = mapped_column(String(256), nullable=True)
     prompt_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class StoredCompletion(Base):
+    """A chat the project kept (OpenAI's stored completions): what was asked, what was answered
+    by which model and replica, and how fast. `completion_id` is the engine's id, the one the
+    client saw; the row id orders them."""
+
+    __tablename__ = "gw_completions"
+    __table_args__ = (Index("ix_gw_completions_project_cid", "project_id", "completion_id"),
+                      Index("ix_gw_completions_project_session", "project_id", "session"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    completion_id: Mapped[str] = mapped_column(String(96))
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    user: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[float] = mapped_column(Float, index=True)
+    model: Mapped[str] = mapped_column(String(128))  # as requested (the served name)
+    served: Mapped[str | None] = mapped_column(String(256), nullable=True)  # engine's answer
+    replica: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    messages: Mapped[str] = mapped_column(Text)  # JSON list of {role, content}
+    choices: Mapped[str] = mapped_column(Text)  # JSON list of {index, message, finish_reason}
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    session: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(Integer, default=0)  # bytes kept, for the bound
+
+
+class Feedback(Base):
+    """What a person said about a stored completion: a thumb, a score, a comment, the reply it
+    should have been, or that it is better than another answer to the same prompt."""
+
+    __tablename__ = "gw_feedback"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    completion_row: Mapped[int] = mapped_column(Integer, index=True)  # gw_completions.id
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    user: Mapped[str] = mapped_column(String(128))
+    ts: Mapped[float] = mapped_column(Float, index=True)
+    rating: Mapped[str | None] = mapped_column(String(8), nullable=True)  # up | down
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    better_than: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a completion row
 
 
 class AdminAuditRecord(Base):

@@ -9,7 +9,14 @@ import datetime
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # Matched whole (re.fullmatch): `$` alone would let a trailing newline through.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -137,8 +144,33 @@ class RagOptions(BaseModel):
     mmr: float | None = Field(None, ge=0, le=1)
 
 
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
+
+
+def checked_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's bounds on `metadata`: at most 16 pairs, keys up to 64 characters, values up to
+    512, no control characters (they are filters in a query string later)."""
+    if metadata is None:
+        return None
+    if len(metadata) > METADATA_PAIRS:
+        raise ValueError(f"metadata has at most {METADATA_PAIRS} pairs")
+    for key, value in metadata.items():
+        if not 0 < len(key) <= METADATA_KEY or len(value) > METADATA_VALUE:
+            raise ValueError(f"metadata keys are 1 to {METADATA_KEY} characters and values at "
+                             f"most {METADATA_VALUE}")
+        if any(ord(c) < 32 for c in key + value):
+            raise ValueError("metadata may not hold control characters")
+    return metadata
+
+
+Metadata = Annotated[dict[str, str] | None, AfterValidator(checked_metadata)]
+
+
 class ChatCompletionRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    store: bool = Field(False, description="keep this chat (if the project's capture policy "
+                                           "allows): GET /v1/chat/completions lists it")
+    metadata: Metadata = Field(None, description="up to 16 string pairs, filters of the list")
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     compare_with: str | None = Field(None, max_length=256,
@@ -150,6 +182,35 @@ class CompletionRequest(Sampling):
     prompt: str | list[str] = Field(min_length=1)
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool | None = None
+
+
+class MetadataUpdate(BaseModel):
+    """POST /v1/chat/completions/{id}: the stored completion's metadata, replaced whole."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metadata: Metadata = None
+
+
+class FeedbackCreate(BaseModel):
+    """What a person says about a stored completion; any of these, at least one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Literal["up", "down"] | None = None
+    score: float | None = Field(None, ge=0, le=1)
+    comment: str | None = Field(None, max_length=4000)
+    correction: str | None = Field(None, min_length=1, max_length=32_000,
+                                   description="the reply it should have been")
+    better_than: str | None = Field(None, max_length=96,
+                                    description="another stored answer to the same prompt")
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackCreate:
+        if all(v is None for v in (self.rating, self.score, self.comment, self.correction,
+                                   self.better_than)):
+            raise ValueError("give a rating, a score, a comment, a correction or better_than")
+        return self
 
 
 class EmbeddingRequest(Request):
@@ -184,6 +245,9 @@ class QuotaUpdate(BaseModel):
     max_keys: int | None = Field(None, ge=1, le=100_000)
     max_in_flight: int | None = Field(None, ge=1, le=100_000)
     audio_seconds_per_day: int | None = Field(None, ge=0, le=INT32)
+    capture_rows: int | None = Field(None, ge=0, le=INT32)
+    capture_bytes: int | None = Field(None, ge=0, le=INT32)
+    capture_days: int | None = Field(None, ge=1, le=3650)
 
 
 class ProjectCreate(BaseModel):
@@ -200,6 +264,28 @@ class MemberAdd(BaseModel):
 
     user: str = USER
     role: Literal["owner", "member", "viewer"]
+
+
+class CapturePolicy(BaseModel):
+    """What a project's endpoint keeps: nothing (off), chats sent with `store: true`
+    (request) or every chat (all); PII scrubbed before it is written when asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["off", "request", "all"]
+    scrub_pii: bool = False
+
+
+class CompletionsPurge(BaseModel):
+    """Erasure (`factory forget`): stored completions whose text contains any of these, or
+    that a user made; their feedback goes with them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contains: list[Annotated[str, Field(min_length=3, max_length=512)]] = Field(
+        default_factory=list, max_length=1000)
+    user: str | None = Field(None, max_length=128)
+    dry_run: bool = False
 
 
 class GrantCreate(BaseModel):

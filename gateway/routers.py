@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import protocol as p
 from gateway.accounting import Outcome
 from gateway.bodies import parse
+from gateway.capture import Capture
 from gateway.credentials import bearer_token
 from gateway.serving import Gateway
 from gateway.tenancy import Principal
@@ -99,6 +100,23 @@ class RelayResponse(StreamingResponse):
                 await self._on_close()
 
 
+def query_int(raw: str | None, param: str) -> int | None:
+    """An integer query parameter, read inside the request's handling (so a bad one is a 400
+    with an audit row, like any bad input)."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise p.GatewayError(400, f"{param} is a whole number.", "invalid_request_error",
+                             "invalid_request", param)
+    return int(raw)
+
+
+def metadata_filter(request: Request) -> dict[str, str]:
+    """`metadata[key]=value` query pairs (how the openai SDK sends a metadata filter)."""
+    return {k[9:-1]: v for k, v in request.query_params.multi_items()
+            if k.startswith("metadata[") and k.endswith("]")}
+
+
 def error_response(error: p.GatewayError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
@@ -138,6 +156,9 @@ def make_router(gateway: Gateway) -> APIRouter:
     async def streamed(path: str, body: p.ChatCompletionRequest | p.CompletionRequest,
                        principal: Principal, outcome: Outcome) -> Response:
         upstream = await gateway.prepare(principal, body, outcome)
+        if isinstance(body, p.ChatCompletionRequest):
+            capture = Capture.of(principal, body)
+            outcome.captures.extend([capture] if capture else [])
         wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = await gateway.open_stream(path, upstream, wants_usage, outcome)
         return RelayResponse(events, lambda: gateway.accounting.finish(outcome))
@@ -189,6 +210,86 @@ def make_router(gateway: Gateway) -> APIRouter:
                 return await streamed("/v1/chat/completions", body, principal, outcome)
             return JSONResponse(await gateway.chat(body, principal, outcome))
         return await handle("chat.completions", request, work)
+
+    stored = gateway.stored
+
+    @router.get("/v1/chat/completions", responses=ERRORS)
+    async def list_stored(request: Request, model: str | None = None, after: str | None = None,
+                          limit: str | None = None, order: str | None = None) -> Response:
+        """The project's stored completions (`store: true`), oldest first unless
+        order=desc; `metadata[key]=value` pairs filter."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            wanted = metadata_filter(request)
+            return JSONResponse(await asyncio.to_thread(
+                stored.list, principal, model, wanted, after, query_int(limit, "limit"),
+                order))
+        return await handle("chat.completions.list", request, work)
+
+    @router.get("/v1/chat/completions/{completion_id}", responses=ERRORS)
+    async def retrieve_stored(completion_id: str, request: Request) -> Response:
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return JSONResponse(await asyncio.to_thread(stored.retrieve, principal,
+                                                        completion_id))
+        return await handle("chat.completions.retrieve", request, work)
+
+    @router.post("/v1/chat/completions/{completion_id}", responses=ERRORS,
+                 openapi_extra=body_of(p.MetadataUpdate))
+    async def update_stored(completion_id: str, request: Request) -> Response:
+        """Replace a stored completion's metadata."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            body = await parse(request, p.MetadataUpdate, limits)
+            return JSONResponse(await asyncio.to_thread(stored.update, principal,
+                                                        completion_id, body.metadata))
+        return await handle("chat.completions.update", request, work)
+
+    @router.delete("/v1/chat/completions/{completion_id}", responses=ERRORS)
+    async def delete_stored(completion_id: str, request: Request) -> Response:
+        """Delete a stored completion and its feedback (the project's owner)."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return JSONResponse(await asyncio.to_thread(stored.delete, principal,
+                                                        completion_id))
+        return await handle("chat.completions.delete", request, work)
+
+    @router.get("/v1/chat/completions/{completion_id}/messages", responses=ERRORS)
+    async def stored_messages(completion_id: str, request: Request, after: str | None = None,
+                              limit: str | None = None, order: str | None = None) -> Response:
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return JSONResponse(await asyncio.to_thread(
+                stored.messages, principal, completion_id, after, query_int(limit, "limit"),
+                order))
+        return await handle("chat.completions.messages", request, work)
+
+    @router.post("/v1/chat/completions/{completion_id}/feedback", responses=ERRORS,
+                 openapi_extra=body_of(p.FeedbackCreate))
+    async def give_feedback(completion_id: str, request: Request) -> Response:
+        """A thumb, a score in [0, 1], a comment, a correction, or `better_than` another
+        stored answer to the same conversation."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            body = await parse(request, p.FeedbackCreate, limits)
+            return JSONResponse(await asyncio.to_thread(stored.feedback, principal,
+                                                        completion_id, body))
+        return await handle("chat.completions.feedback", request, work)
+
+    @router.get("/v1/chat/completions/{completion_id}/feedback", responses=ERRORS)
+    async def read_feedback(completion_id: str, request: Request) -> Response:
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return JSONResponse(await asyncio.to_thread(stored.feedback_of, principal,
+                                                        completion_id))
+        return await handle("chat.completions.feedback.list", request, work)
+
+    @router.get("/v1/chat/sessions", responses=ERRORS)
+    async def chat_sessions(request: Request) -> Response:
+        """The caller's conversations (stored turns sharing `metadata.session`) and those
+        shared with the project."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return JSONResponse(await asyncio.to_thread(stored.sessions_of, principal))
+        return await handle("chat.sessions", request, work)
+
+    @router.post("/v1/chat/sessions/{session}/share", responses=ERRORS)
+    async def share_session(session: str, request: Request) -> Response:
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            return JSONResponse(await asyncio.to_thread(stored.share, principal, session))
+        return await handle("chat.sessions.share", request, work)
 
     @router.post("/v1/completions", responses=ERRORS,
                  openapi_extra=body_of(p.CompletionRequest))

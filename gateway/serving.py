@@ -22,6 +22,7 @@ from gateway.access import Access
 from gateway.accounting import Accounting, Outcome
 from gateway.admission import CHARS_PER_TOKEN, Admission, estimate_tokens
 from gateway.audit import AuditWriter
+from gateway.capture import Capture
 from gateway.cards import ModelCards
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
@@ -42,6 +43,7 @@ from gateway.rag import (
     question_of,
     upper_bound_tokens,
 )
+from gateway.stored_completions import StoredCompletions
 from gateway.tenancy import Principal, Tenancy
 from gateway.transcription import Transcriber
 from gateway.upstream import (
@@ -79,12 +81,13 @@ class Gateway:
         self.cards = ModelCards(settings)
         self.accounting = Accounting(settings, admission, pool, metrics, audit)
         self.transcriber = Transcriber(settings, self.access, tenancy, pool, audit)
+        self.stored = StoredCompletions(sessions, audit, settings.project_quota)
 
     # -- inference ----------------------------------------------------------------------------
     def _upstream_body(self, request: ChatCompletionRequest | CompletionRequest,
                        max_tokens: int) -> dict:
         body = request.model_dump(exclude_none=True, exclude={
-            "compare_with", "rag", "stream_options", "max_completion_tokens"})
+            "compare_with", "rag", "stream_options", "max_completion_tokens", "store", "metadata"})
         body["max_tokens"] = max_tokens
         if request.stream:
             body["stream_options"] = {"include_usage": True}
@@ -163,7 +166,9 @@ class Gateway:
             pass
         return upper_bound_tokens(messages), False
 
-    async def complete(self, path: str, body: dict, outcome: Outcome) -> dict:
+    async def complete(self, path: str, body: dict, outcome: Outcome,
+                       capture: Capture | None = None) -> dict:
+        """One engine request; what it answered is kept when `capture` says so."""
         try:
             response, replica = await self.pool.post(body["model"], path, body)
         except UPSTREAM_FAULTS as exc:
@@ -179,19 +184,25 @@ class Gateway:
         except (ValueError, AttributeError, TypeError) as exc:
             raise GatewayError(502, "The replica's answer was not an OpenAI response.",
                                "server_error", "upstream_error") from exc
+        if capture is not None:
+            capture.reply(data)
+            capture.replica = replica
+            outcome.captures.append(capture)
         return data
 
     async def chat(self, request: ChatCompletionRequest, principal: Principal,
                    outcome: Outcome) -> dict:
         body = await self.prepare(principal, request, outcome)
-        data = await self.complete("/v1/chat/completions", body, outcome)
+        data = await self.complete("/v1/chat/completions", body, outcome,
+                                   Capture.of(principal, request))
         if outcome.citations is not None:
             data["citations"], data["left_out"] = outcome.citations, outcome.left_out
         if request.compare_with:
             other = await self.complete("/v1/chat/completions",
-                                        {**body, "model": request.compare_with}, outcome)
-            data["comparison"] = [{"model": other["model"], "choices": other["choices"],
-                                   "usage": other.get("usage")}]
+                                        {**body, "model": request.compare_with}, outcome,
+                                        Capture.of(principal, request, request.compare_with))
+            data["comparison"] = [{"id": other.get("id"), "model": other["model"],
+                                   "choices": other["choices"], "usage": other.get("usage")}]
         return data
 
     async def completions(self, request: CompletionRequest, principal: Principal,
@@ -208,6 +219,8 @@ class Gateway:
         except UPSTREAM_FAULTS as exc:
             raise upstream_error(exc, body["model"]) from exc
         outcome.replica = upstream.replica.url
+        for capture in outcome.captures:
+            capture.replica = upstream.replica.url
         if upstream.response.status_code != 200:
             try:
                 text = (await upstream.response.aread()).decode(errors="replace")
@@ -229,6 +242,8 @@ class Gateway:
                 payload = line[6:]
                 if payload != "[DONE]":
                     chunk = json.loads(payload)
+                    for capture in outcome.captures:
+                        capture.chunk(chunk)
                     if chunk.get("usage"):
                         outcome.prompt_tokens = chunk["usage"]["prompt_tokens"]
                         outcome.completion_tokens = chunk["usage"]["completion_tokens"]

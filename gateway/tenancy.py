@@ -25,7 +25,16 @@ from sqlalchemy import func, not_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.gateway import ProjectQuota
-from gateway.db import ROLES, ApiKey, AuditRecord, Grant, Member, Project, Quota
+from gateway.db import (
+    ROLES,
+    ApiKey,
+    AuditRecord,
+    Grant,
+    Member,
+    Project,
+    Quota,
+    StoredCompletion,
+)
 
 KEY_PREFIX = "af-"
 
@@ -57,9 +66,16 @@ class Principal:
     tpm: int
     log_prompts: bool
     quota: ProjectQuota
+    capture: str = "off"  # what the endpoint keeps of its chats: off | request | all
+    capture_scrub_pii: bool = False
 
     @property
     def can_infer(self) -> bool:
+        return self.role in ("owner", "member")
+
+    @property
+    def can_write(self) -> bool:
+        """Rate, correct, relabel kept chats: what members do; viewers read."""
         return self.role in ("owner", "member")
 
     @property
@@ -109,6 +125,10 @@ class Tenancy:
         if project is None:
             raise NotFound(f"no project named {name!r}")
         return project
+
+    def project_id(self, name: str) -> int:
+        with self.sessions() as s:
+            return self._project(s, name).id
 
     def has_project(self, name: str) -> bool:
         with self.sessions() as s:
@@ -160,6 +180,29 @@ class Tenancy:
                 for field, value in quota.model_dump().items():
                     setattr(row, field, value)
             return {"project": project, **quota.model_dump()}
+
+    # -- capture --------------------------------------------------------------------------------
+    @invalidates
+    def set_capture(self, project: str, policy: str, scrub_pii: bool) -> dict[str, Any]:
+        """The project's capture policy; keys see it within `cache_seconds`."""
+        with self.sessions.begin() as s:
+            p = self._project(s, project)
+            p.capture, p.capture_scrub_pii = policy, scrub_pii
+        return self.capture(project)
+
+    def capture(self, project: str) -> dict[str, Any]:
+        """The policy, the bounds, and what is kept and was evicted to hold them."""
+        with self.sessions() as s:
+            p = self._project(s, project)
+            quota = self._quota(s, p.id)
+            rows, size = s.execute(select(func.count(StoredCompletion.id),
+                                          func.sum(StoredCompletion.size))
+                                   .where(StoredCompletion.project_id == p.id)).one()
+            return {"project": project, "policy": p.capture, "scrub_pii": p.capture_scrub_pii,
+                    "kept": {"rows": rows, "bytes": int(size or 0)},
+                    "evicted": p.capture_evicted,
+                    "bounds": {"rows": quota.capture_rows, "bytes": quota.capture_bytes,
+                               "days": quota.capture_days}}
 
     @invalidates
     def add_member(self, project: str, user: str, role: str) -> dict[str, Any]:
@@ -268,7 +311,7 @@ class Tenancy:
             quota = self._quota(s, project.id)
         return Principal(key.id, project.id, project.name, member.user, member.role,
                          min(key.rpm, quota.rpm), min(key.tpm, quota.tpm), project.log_prompts,
-                         quota)
+                         quota, project.capture, project.capture_scrub_pii)
 
     # -- grants ---------------------------------------------------------------------------------
     @invalidates

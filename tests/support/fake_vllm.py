@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +69,8 @@ class FakeVLLM:
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
                                   content=self._events(body, chat, tokens, choices, usage))
         return httpx.Response(200, json={
-            "id": "cmpl-fake", "object": "chat.completion" if chat else "text_completion",
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": body["model"], "usage": usage,
             "choices": [{"index": i, "finish_reason": "length",
                          **({"message": {"role": "assistant", "content": "tok " * tokens}}
@@ -102,13 +104,15 @@ class FakeVLLM:
         def event(payload: dict[str, Any]) -> bytes:
             return f"data: {json.dumps(payload)}\n\n".encode()
 
-        for _ in range(tokens):
+        stream_id = f"chatcmpl-{uuid.uuid4().hex}"  # one id for all of a stream's events
+        for step in range(tokens):
             for i in range(choices):
                 await asyncio.sleep(self.chunk_delay_s)
                 piece = {"delta": {"content": "tok "}} if chat else {"text": "tok "}
-                yield event({"id": "cmpl-fake", "model": body["model"],
-                             "choices": [{"index": i, "finish_reason": None, **piece}]})
+                finish = "length" if step == tokens - 1 else None
+                yield event({"id": stream_id, "model": body["model"],
+                             "choices": [{"index": i, "finish_reason": finish, **piece}]})
         if (body.get("stream_options") or {}).get("include_usage"):
-            yield event({"id": "cmpl-fake", "model": body["model"], "choices": [],
+            yield event({"id": stream_id, "model": body["model"], "choices": [],
                          "usage": usage})
         yield b"data: [DONE]\n\n"
