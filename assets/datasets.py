@@ -23,7 +23,13 @@ from assets.common import (
     publish,
     store_link,
 )
-from assets.watched import dataset_is_watched, watched_key
+from assets.watched import (
+    FEEDBACK_KEY,
+    dataset_is_watched,
+    feedback_key,
+    traffic_sources,
+    watched_key,
+)
 from config.datasets import CorpusDatasetSource, DatasetSpec
 from config.schema import FactoryConfig
 from curation import dedupe, formats
@@ -33,6 +39,8 @@ from curation.tokens import TokenCounter, percentiles
 from erasure.ledger import Ledger, without_erased
 from ingest.listings import listing_metadata, watched_listings
 from ingest.sources import Item, StoredCorpora, read_source
+from ingest.traffic import GatewayTraffic
+from resources.gateway_admin import GatewayAdmin
 from resources.object_store import ObjectStore
 
 
@@ -75,6 +83,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
     deps += [dg.AssetKey(["corpus", s.corpus]) for s in spec.sources
              if isinstance(s, CorpusDatasetSource)]
     deps += [watched_key("dataset", name)] if dataset_is_watched(spec) else []
+    deps += [feedback_key(name)] if traffic_sources(spec) else []
     key = dg.AssetKey(["dataset", name])
 
     @dg.asset(
@@ -91,11 +100,16 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         counter, max_tokens = token_budget(store, spec)
         ledger = Ledger.read(store)
         corpora = StoredCorpora(store, ledger.document_hashes())
+        admin = GatewayAdmin(config.gateway_settings)
+        traffic = GatewayTraffic(admin.feedback, spec.kind)
+        # the feedback there is now, before reading: what the feedback sensor counts from
+        feedback_seen = sum(admin.feedback_count(s.traffic, s.model)["count"]
+                            for s in traffic_sources(spec))
 
         def items() -> Iterator[Item]:
             for source in spec.sources:
                 yield from read_source(source, config.root, run_dir / "staging",
-                                       config.storage.s3_endpoint_url, corpora)
+                                       config.storage.s3_endpoint_url, corpora, traffic)
 
         erased: list[str] = []
         curated = curate(without_erased(items(), ledger.record_rules(name), erased),
@@ -108,7 +122,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
         counts = {s: len(curated.lines[s]) for s in SPLITS}
         publish(store, "dataset", name, version, run_dir / "out", counts=counts,
                 invalid_fraction=curated.invalid_fraction, dataset_kind=spec.kind,
-                **({"corpora": corpora.read} if corpora.read else {}))
+                **({"corpora": corpora.read} if corpora.read else {}),
+                **({"traffic": traffic.read} if traffic.read else {}))
         ref = current(store, "dataset", name)
         context.log.info(f"dataset {name}@{version}: {curated.rows_in} rows in, {counts}, "
                          f"quarantined {dict(curated.reasons)}")
@@ -126,6 +141,8 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
             "stage_seconds": {k: round(v, 2) for k, v in curated.seconds.items()},
             "location": store_link(store, ref["prefix"]),
             **seen,
+            **({"traffic_read": traffic.read, FEEDBACK_KEY: feedback_seen}
+               if traffic.read else {}),
         }
         if curated.lengths and max_tokens:
             meta |= {

@@ -6,6 +6,11 @@ observation whenever the listing changed since its cursor, and the corpus or dat
 the watched asset, so its automation condition (sensors/automation.py) rebuilds it, and what
 follows, when the version changed. An observation recorded twice with the same version (a crash
 before the sensor's cursor was stored) is one change, never a second run.
+
+`feedback/dataset/<name>` is the same for a dataset read from traffic (a {traffic} source): the
+feedback people gave the chats the gateway kept. Its sensor (sensors/watchers.py) records an
+observation once `rebuild_after` new feedback arrived, so retrain, gate, promote and hot-load
+follow on their own.
 """
 
 import warnings
@@ -14,9 +19,11 @@ from dataclasses import dataclass
 import dagster as dg
 
 from config.corpora import CorpusSpec
-from config.datasets import DatasetSpec, FileSource, S3Source
+from config.datasets import DatasetSpec, FileSource, S3Source, TrafficSource
+from config.gateway import GatewaySettings
 from config.schema import FactoryConfig
 from ingest.listings import Listing, corpus_suffixes, listing_digest, watched_listings
+from resources.gateway_admin import GatewayAdmin
 
 
 def corpus_is_watched(spec: CorpusSpec) -> bool:
@@ -79,3 +86,72 @@ def _observable(watch: Watch) -> dg.SourceAsset:
         return dg.DataVersion(watch.digest())
 
     return _listing
+
+
+FEEDBACK_KEY = "traffic_feedback"  # a dataset's metadata: the feedback there was when it read
+
+
+def traffic_sources(spec: DatasetSpec) -> list[TrafficSource]:
+    return [s for s in spec.sources if isinstance(s, TrafficSource)]
+
+
+def feedback_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey(["feedback", "dataset", dataset])
+
+
+@dataclass(frozen=True)
+class FeedbackWatch:
+    """The feedback a dataset's {traffic} sources read, and when it is enough to rebuild."""
+
+    dataset: str
+    sources: tuple[TrafficSource, ...]
+    gateway: GatewaySettings
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return feedback_key(self.dataset)
+
+    @property
+    def reader(self) -> dg.AssetKey:
+        return dg.AssetKey(["dataset", self.dataset])
+
+    @property
+    def sensor_name(self) -> str:
+        return f"feedback_dataset_{self.dataset.replace('-', '_')}"
+
+    @property
+    def rebuild_after(self) -> int:
+        return min(s.rebuild_after for s in self.sources)
+
+    @property
+    def poll_s(self) -> int:
+        return min(s.poll_s for s in self.sources)
+
+    def count(self) -> tuple[int, int]:
+        """All feedback the sources could read, and the newest's id (the gateway's admin API)."""
+        admin = GatewayAdmin(self.gateway)
+        counts = [admin.feedback_count(s.traffic, s.model) for s in self.sources]
+        return sum(c["count"] for c in counts), max(c["newest_id"] for c in counts)
+
+
+def feedback_watches(config: FactoryConfig) -> list[FeedbackWatch]:
+    return [FeedbackWatch(name, tuple(traffic_sources(spec)), config.gateway_settings)
+            for name, spec in config.datasets.items() if traffic_sources(spec)]
+
+
+def feedback_asset(watch: FeedbackWatch) -> dg.SourceAsset:
+    """Observing it by hand ("Observe" in the UI) versions all feedback there is now, so the
+    dataset rebuilds without waiting for `rebuild_after`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+
+        @dg.observable_source_asset(
+            key=watch.key, group_name="data",
+            description=f"The feedback dataset/{watch.dataset} is made from (the gateway's kept "
+                        f"chats); {watch.sensor_name} records it every {watch.rebuild_after} "
+                        "new ratings, corrections or choices.")
+        def _feedback() -> dg.DataVersion:
+            count, newest = watch.count()
+            return dg.DataVersion(f"{count}:{newest}")
+
+    return _feedback

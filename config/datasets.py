@@ -60,7 +60,25 @@ class CorpusDatasetSource(Strict):
     corpus: Name
 
 
-DatasetSource = GeneratedSource | FileSource | S3Source | HFSource | CorpusDatasetSource
+class TrafficSource(Strict):
+    """Chats a gateway project kept (stored completions) and what people said about them:
+    corrections and replies rated up make SFT rows, thumbs KTO rows, `better_than` choices and
+    corrections DPO pairs (ingest/traffic.py). Read through the gateway's admin API."""
+
+    traffic: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="gateway project")
+    model: str | None = Field(None, description="only chats answered by this model or adapter")
+    since_days: int | None = Field(None, ge=1, description="only chats of the last N days")
+    metadata: dict[str, str] = Field(default_factory=dict,
+                                     description="only chats whose metadata has these pairs")
+    good_score: float = Field(0.8, ge=0, le=1,
+                              description="a score at least this counts as a reply rated up")
+    rebuild_after: int = Field(20, ge=1, description="new feedback that rebuilds the dataset "
+                                                     "(and what trains on it)")
+    poll_s: int = Field(60, ge=5, description="seconds between looks for new feedback")
+
+
+DatasetSource = (GeneratedSource | FileSource | S3Source | HFSource | CorpusDatasetSource
+                 | TrafficSource)
 
 
 class Split(Strict):
@@ -125,6 +143,13 @@ class DatasetSpec(Strict):
                                            for s in self.sources):
             raise ValueError("a {corpus: ...} source gives text without prompts or answers; "
                              "use it in a kind: pretrain dataset")
+        return self
+
+    @model_validator(mode="after")
+    def _traffic_is_rated(self) -> DatasetSpec:
+        if self.kind == "pretrain" and any(isinstance(s, TrafficSource) for s in self.sources):
+            raise ValueError("a {traffic: ...} source gives rated chats; use it in a kind: sft, "
+                             "preference or feedback dataset")
         return self
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ import glob
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from config.datasets import (
     CorpusDatasetSource,
@@ -21,6 +21,7 @@ from config.datasets import (
     GeneratedSource,
     HFSource,
     S3Source,
+    TrafficSource,
 )
 from ingest import published_corpus
 from ingest.demo_data import math_problems
@@ -31,6 +32,12 @@ from resources.speech_client import AUDIO_SUFFIXES, spoken_text
 from store.artifacts import ArtifactStore
 from store.paths import UnsafePath, contained
 from store.s3 import objects, split_url
+
+
+class TrafficReader(Protocol):
+    """What reads a {traffic} source (ingest/traffic.py's GatewayTraffic)."""
+
+    def records(self, source: TrafficSource) -> Iterator[Item]: ...
 
 
 @dataclass(frozen=True)
@@ -132,8 +139,10 @@ class StoredCorpora:
 
 
 def read_source(source: DatasetSource, root: Path, staging: Path, s3_endpoint_url: str | None,
-                corpora: StoredCorpora | None = None) -> Iterator[Item]:
-    """`corpora`: where a {corpus} source is read; the other sources never need it."""
+                corpora: StoredCorpora | None = None,
+                traffic: TrafficReader | None = None) -> Iterator[Item]:
+    """`corpora`: where a {corpus} source is read, `traffic` a {traffic} source (the gateway's
+    export: ingest/traffic.py); the other sources never need them."""
     if isinstance(source, GeneratedSource):
         for i, row in enumerate(math_problems.generate(source.rows, source.seed), start=1):
             yield RawRecord(f"generator:{source.generator}", i, row)
@@ -150,3 +159,7 @@ def read_source(source: DatasetSource, root: Path, staging: Path, s3_endpoint_ur
         if corpora is None:
             raise ValueError(f"a {{corpus: {source.corpus}}} source is read from the store")
         yield from corpora.records(source.corpus)
+    elif isinstance(source, TrafficSource):
+        if traffic is None:
+            raise ValueError(f"a {{traffic: {source.traffic}}} source is read from the gateway")
+        yield from traffic.records(source)

@@ -1,5 +1,6 @@
-"""The gateway's admin API as the control plane reads it: usage per day, project and key, and
-the traffic per model (what hot_adapters weighs). Two programs, one contract: the control plane
+"""The gateway's admin API as the control plane reads it: usage per day, project and key, the
+traffic per model (what hot_adapters weighs), the feedback datasets are made from, and the purge
+of kept chats an erasure asks for. Two programs, one contract: the control plane
 never opens the gateway's database."""
 
 from typing import Any
@@ -19,13 +20,18 @@ class GatewayAdmin:
         self.token, self.token_env = settings.admin_token, settings.admin_token_env
 
     def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        return self.call("GET", path, params)
+
+    def call(self, method: str, path: str, params: dict[str, str] | None = None,
+             body: dict[str, Any] | None = None) -> Any:
         if not self.token:
             raise GatewayUnavailable(
                 f"reading {path} from the gateway's admin API needs its admin token: set "
                 f"{self.token_env} (gateway.admin_token_env) as the gateway has it")
         try:
-            response = httpx.get(f"{self.url}/admin{path}", params=params, timeout=self.timeout_s,
-                                 headers={"authorization": f"Bearer {self.token}"})
+            response = httpx.request(method, f"{self.url}/admin{path}", params=params,
+                                     json=body, timeout=self.timeout_s,
+                                     headers={"authorization": f"Bearer {self.token}"})
         except httpx.HTTPError as exc:
             raise GatewayUnavailable(
                 f"the gateway at {self.url} did not answer {path} ({exc}); start it "
@@ -44,3 +50,22 @@ class GatewayAdmin:
     def traffic_by_model(self, since: float) -> dict[str, dict[str, int]]:
         """Answered requests and generated tokens per model since `since` (epoch seconds)."""
         return self.get("/traffic", {"since": repr(since)})["models"]
+
+    def feedback(self, project: str, model: str | None, since: float, after: int
+                 ) -> dict[str, Any]:
+        """One page of a project's feedback with the chats it is about (ingest/traffic.py)."""
+        params = {"since": repr(since), "after": str(after)}
+        return self.get(f"/projects/{project}/feedback",
+                        params | ({"model": model} if model else {}))
+
+    def feedback_count(self, project: str, model: str | None) -> dict[str, int]:
+        """How much feedback the project has (on `model`): what the feedback sensor polls."""
+        return self.get(f"/projects/{project}/feedback/count",
+                        {"model": model} if model else None)
+
+    def purge_completions(self, contains: list[str], user: str | None = None,
+                          dry_run: bool = False) -> dict[str, Any]:
+        """Erasure: stored completions naming any of `contains` (or made by `user`) and their
+        feedback, in every project."""
+        return self.call("POST", "/completions/purge", body={
+            "contains": contains, "user": user, "dry_run": dry_run})

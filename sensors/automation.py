@@ -8,7 +8,8 @@ the sensors that evaluate and feed them, generated from factory.yaml.
   Assets requested on one tick run together, so a changed dataset retrains, evaluates, promotes
   and hot-loads in one run.
 - A corpus or dataset with `watch:` rebuilds when its watched listing changed (the watch sensor
-  records it: sensors/watchers.py); one fed by a corpus rebuilds when the corpus did.
+  records it: sensors/watchers.py); one fed by a corpus rebuilds when the corpus did; one read
+  from traffic rebuilds when `rebuild_after` new feedback arrived (the feedback sensor).
 - Cron expressions in `schedules` (and each deployment's `hot_adapters.review`) are conditions
   too: retrain the datasets, re-score what is served, re-apply the hot-adapter policy, read usage.
 - The Studio's own trainings are not automated: a member launches them and an owner promotes.
@@ -19,14 +20,14 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.usage import USAGE
-from assets.watched import watched_asset, watches
+from assets.watched import feedback_asset, feedback_watches, watched_asset, watches
 from config.common import STUDIO_SEPARATOR
 from config.schema import FactoryConfig
-from sensors.watchers import watch_sensor
+from sensors.watchers import feedback_sensor, watch_sensor
 
 Condition = dg.AutomationCondition
 # inputs that only the user (or a watch) changes: never rebuilt on their own
-ROOTS = {"base_model", "corpus", "dataset", "watched", "gateway"}
+ROOTS = {"base_model", "corpus", "dataset", "watched", "feedback", "gateway"}
 
 
 def rebuild(optional: list[dg.AssetKey]) -> dg.AutomationCondition:
@@ -47,7 +48,7 @@ def on_tick(cron: str) -> dg.AutomationCondition:
 def conditions_for(config: FactoryConfig, specs: list[dg.AssetSpec]
                    ) -> dict[dg.AssetKey, dg.AutomationCondition]:
     """Each automated asset's condition: the table the graph applies to `specs`."""
-    watched_readers = {w.reader for w in watches(config)}
+    watched_readers = {w.reader for w in [*watches(config), *feedback_watches(config)]}
     plan = config.schedules
     conditions: dict[dg.AssetKey, dg.AutomationCondition] = {}
     for spec in specs:
@@ -76,11 +77,12 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.SourceAsset],
                                                    list[dg.SensorDefinition]]:
     """The watched listings (observable source assets), their watch sensors, and the sensor
     that evaluates every asset's condition (running by default, as the watch sensors are)."""
-    found = watches(config)
+    found, rated = watches(config), feedback_watches(config)
     evaluator = dg.AutomationConditionSensorDefinition(
         "automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=config.schedules.automation_interval_s,
         run_tags={"dagster/max_runtime": str(config.compute.max_runtime_s)},
         description="Rebuilds what depends on a changed input (the conditions of "
                     "sensors/automation.py), gated by the inputs' blocking checks.")
-    return [watched_asset(w) for w in found], [watch_sensor(w) for w in found] + [evaluator]
+    return ([watched_asset(w) for w in found] + [feedback_asset(w) for w in rated],
+            [watch_sensor(w) for w in found] + [feedback_sensor(w) for w in rated] + [evaluator])

@@ -12,21 +12,30 @@ version, which Dagster's automation counts once.
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 
-from assets.watched import Watch
+from assets.watched import FEEDBACK_KEY, FeedbackWatch, Watch
 from ingest.listings import LISTING_KEY, listing_digest
+from resources.gateway_admin import GatewayUnavailable
 from sensors.changes import diff
 
 DATA_VERSION_TAG = "dagster/data_version"  # what Dagster reads an observation's version from
 
 
-def materialized_listing(instance: dg.DagsterInstance, asset: dg.AssetKey) -> str | None:
+def materialized(instance: dg.DagsterInstance, asset: dg.AssetKey, key: str) -> object:
+    """A metadata value of the asset's latest materialization (None: none, or not recorded)."""
     event = instance.get_latest_materialization_event(asset)
     if event is None or event.asset_materialization is None:
         return None
-    recorded = event.asset_materialization.metadata.get(LISTING_KEY)
-    return str(recorded.value) if recorded is not None else None
+    recorded = event.asset_materialization.metadata.get(key)
+    return recorded.value if recorded is not None else None
+
+
+def materialized_listing(instance: dg.DagsterInstance, asset: dg.AssetKey) -> str | None:
+    recorded = materialized(instance, asset, LISTING_KEY)
+    return None if recorded is None else str(recorded)
 
 
 def watch_sensor(watch: Watch) -> dg.SensorDefinition:
@@ -59,3 +68,37 @@ def watch_sensor(watch: Watch) -> dg.SensorDefinition:
         return dg.SensorResult(asset_events=[observation], cursor=changes.cursor())
 
     return _watch
+
+
+def feedback_sensor(watch: FeedbackWatch) -> dg.SensorDefinition:
+    reader = watch.reader.to_user_string()
+
+    @dg.sensor(name=watch.sensor_name, minimum_interval_seconds=watch.poll_s,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Records an observation of {watch.key.to_user_string()} once "
+                           f"{watch.rebuild_after} new feedback arrived at the gateway, so "
+                           f"{reader} and what trains on it rebuild (cursor: the feedback "
+                           f"counted at the last observation; with none yet, what {reader} "
+                           "last read).")
+    def _feedback(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        try:
+            count, newest = watch.count()
+        except GatewayUnavailable as exc:
+            context.log.warning(f"{watch.sensor_name}: {exc}")
+            return dg.SensorResult(skip_reason=f"the gateway did not answer: {exc}")
+        if context.cursor is not None:
+            baseline = int(json.loads(context.cursor)["count"])
+        else:
+            baseline = int(materialized(context.instance, watch.reader, FEEDBACK_KEY) or 0)
+        fresh = count - baseline
+        if fresh < watch.rebuild_after:
+            return dg.SensorResult(
+                skip_reason=f"{max(fresh, 0)} new feedback of the {watch.rebuild_after} that "
+                            f"rebuild {reader}", cursor=json.dumps({"count": baseline}))
+        context.log.info(f"{watch.sensor_name}: {fresh} new feedback; {reader} rebuilds")
+        observation = dg.AssetObservation(
+            asset_key=watch.key, tags={DATA_VERSION_TAG: f"{count}:{newest}"},
+            metadata={"feedback": count, "new": fresh, "newest_id": newest})
+        return dg.SensorResult(asset_events=[observation], cursor=json.dumps({"count": count}))
+
+    return _feedback

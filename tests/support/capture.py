@@ -58,6 +58,21 @@ class Running:
     def openai(self, tenant: Tenant) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=tenant.key, max_retries=0)
 
+    def ask(self, tenant: Tenant, text: str, **extra: object) -> dict:
+        """A kept chat (`store: true`); the gateway's answer."""
+        with self.http(tenant.key) as http:
+            r = http.post("/v1/chat/completions", json={
+                "model": "adapter-a", "max_tokens": 4, "store": True,
+                "messages": [{"role": "user", "content": text}], **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def rate(self, tenant: Tenant, completion_id: str, **feedback: object) -> dict:
+        with self.http(tenant.key) as http:
+            r = http.post(f"/v1/chat/completions/{completion_id}/feedback", json=feedback)
+        assert r.status_code == 200, r.text
+        return r.json()
+
     def http(self, key: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {key or ADMIN_TOKEN}"}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
