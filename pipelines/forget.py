@@ -25,6 +25,7 @@ import dagster as dg
 from assets.corpora import documents_named
 from assets.datasets import token_budget
 from assets.deployments import published
+from assets.watched import traffic_sources
 from config.adapters import trial_names
 from config.schema import FactoryConfig
 from curation.pipeline import curate
@@ -41,9 +42,11 @@ from erasure.ledger import (
 )
 from ingest import published_corpus
 from ingest.sources import RawRecord, StoredCorpora, read_source
+from ingest.traffic import GatewayTraffic
 from models.cards import mark_erased_card
 from pipelines.graph import make_definitions, resources_for
 from pipelines.runs import failed_steps, materialize
+from resources.gateway_admin import GatewayAdmin
 from resources.object_store import ObjectStore
 from store.keys import TRANSCRIPTS
 from store.registry import Registry
@@ -66,6 +69,7 @@ class Found:
     datasets: dict[str, list[str]] = field(default_factory=dict)  # dataset -> versions holding it
     doc_ids: list[str] = field(default_factory=list)  # the erased documents, as indexes name them
     transcripts: list[str] = field(default_factory=list)  # stored transcripts of the recordings
+    phrases: list[str] = field(default_factory=list)  # kept chats holding one are purged too
 
 
 def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found:
@@ -96,7 +100,7 @@ def find_document(store: ObjectStore, config: FactoryConfig, name: str) -> Found
                   "text_sha256": sorted(named)},
                  f"{len(doc_ids)} document(s): {', '.join(sorted(doc_ids))}", corpora=corpora,
                  datasets=datasets_read_from(store, config, corpora), doc_ids=sorted(doc_ids),
-                 transcripts=transcripts_of(store, doc_ids, named))
+                 transcripts=transcripts_of(store, doc_ids, named), phrases=sorted(doc_ids))
 
 
 def transcripts_of(store: ObjectStore, doc_ids: set[str], texts: set[str]) -> list[str]:
@@ -126,11 +130,13 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
     spec = config.datasets[dataset]
     ledger = Ledger.read(store)
     staging = config.work_dir / "staging" / "forget" / dataset
+    traffic = GatewayTraffic(GatewayAdmin(config.gateway_settings).feedback, spec.kind)
     try:
         matched = [item for source in spec.sources
                    for item in read_source(source, config.root, staging,
                                            config.storage.s3_endpoint_url,
-                                           StoredCorpora(store, ledger.document_hashes()))
+                                           StoredCorpora(store, ledger.document_hashes()),
+                                           traffic)
                    if isinstance(item, RawRecord) and (
                        (where is not None and where[0] in item.data
                         and str(item.data[where[0]]) == where[1])
@@ -150,7 +156,24 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
     places = ", ".join(f"{i.file}:{i.row}" for i in matched[:20])
     return Found(subject, f"{len(matched)} record(s) of dataset {dataset}"
                           + (f" ({places})" if places else ""),
-                 datasets={dataset: held} if held else {})
+                 datasets={dataset: held} if held else {}, phrases=[match] if match else [])
+
+
+def kept_chats(config: FactoryConfig, found: Found, dry_run: bool) -> dict[str, Any]:
+    """Stored completions (and their feedback) holding the erased text, purged in the gateway
+    (its admin API). Without the admin token the gateway is not asked, and the report says so,
+    unless a dataset reads traffic: then the erasure cannot be whole and fails."""
+    settings = config.gateway_settings
+    if not found.phrases:
+        return {}
+    reads_traffic = any(traffic_sources(spec) for spec in config.datasets.values())
+    if settings.admin_token is None and not reads_traffic:
+        return {"checked": False, "why": f"the gateway's kept chats were not searched: set "
+                                         f"{settings.admin_token_env} to its admin token"}
+    done = GatewayAdmin(settings).purge_completions(
+        [p for p in found.phrases if len(p) >= 3], dry_run=dry_run)
+    return {"checked": True, "completions": done["completions"], "feedback": done["feedback"],
+            "projects": sorted({row["project"] for row in done["data"]})}
 
 
 def lineage(store: ObjectStore, config: FactoryConfig, found: Found
@@ -196,9 +219,10 @@ def forget(config: FactoryConfig, store: ObjectStore, found: Found, who: str | N
         "held_by": {"corpora": found.corpora, "datasets": found.datasets},
         "flagged": flagged, "materialize": affected_assets(config, found, policy)}
     if dry_run:
-        return entry
+        return entry | {"kept_chats": kept_chats(config, found, dry_run=True)}
     ledger = Ledger.read(store)
     ledger.write({**entry, "state": "started"})  # from here on every run leaves it out
+    entry["kept_chats"] = kept_chats(config, found, dry_run=False)
     for key in found.transcripts:
         store.backend.delete(key)
     entry["purged"] = found.transcripts + [p for kind, held in (("corpus", found.corpora),
@@ -271,6 +295,14 @@ def report(entry: dict[str, Any]) -> str:
                          f"version(s) {', '.join(versions)}")
     for prefix in entry.get("purged", []):
         lines.append(f"  purged {prefix}")
+    chats = entry.get("kept_chats") or {}
+    if chats.get("checked"):
+        verb = "purged" if "state" in entry else "would purge"
+        lines.append(f"  kept chats: {verb} {chats['completions']} stored completion(s) and "
+                     f"{chats['feedback']} feedback"
+                     + (f" in {', '.join(chats['projects'])}" if chats["projects"] else ""))
+    elif chats:
+        lines.append(f"  kept chats: {chats['why']}")
     for adapter, versions in flagged["adapters"].items():
         lines.append(f"  adapter {adapter}: trained on erased data in {', '.join(versions)}")
     for mixture, versions in flagged["mixtures"].items():

@@ -40,7 +40,7 @@ def project(root: Path, kept: Running, tenant: Tenant, rebuild_after: int = 20,
               "poll_s": 5}
     common = {"sources": [source], "dedupe": {"near": False},
               "split": {"val": 0.0, "test": 0.2},
-              "quality": {"min_test": 0, "max_rejected_fraction": 0.6}}
+              "quality": {"min_train": 0, "min_test": 0, "max_rejected_fraction": 0.6}}
     (root / "factory.yaml").write_text(yaml.safe_dump({
         "storage": {"object_store": "file://store", "work_dir": "work"},
         "gateway": {"url": kept.url, "admin_token_env": token_env},
@@ -146,3 +146,31 @@ def test_a_gateway_that_refuses_the_admin_token_fails_the_dataset_clearly(
         failure.error)
     skipped, _ = tick(defs, "feedback_dataset_rated", None)
     assert "the gateway did not answer" in skipped.skip_message
+
+
+def test_forget_purges_the_kept_chat_its_feedback_and_the_dataset_rows(
+        kept: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    tenant = kept.project("request")
+    secret = kept.ask(tenant, "My card ends 4242 and my name is Zebra Umbrella")["id"]
+    spared = kept.ask(tenant, "What time do you open tomorrow morning?")["id"]
+    kept.rate(tenant, secret, correction="Thanks, Zebra Umbrella, noted.")
+    kept.rate(tenant, spared, rating="up")
+    defs = project(tmp_path, kept, tenant)
+    assert run_assets(defs, "dataset/rated").success
+    assert len(rows(tmp_path, "rated")) == 2
+
+    result = CliRunner().invoke(main, ["forget", "--config", str(tmp_path / "factory.yaml"),
+                                       "--dataset", "rated", "--match", "Zebra Umbrella"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "kept chats: purged 1 stored completion(s) and 1 feedback" in result.output
+    with kept.http(tenant.key) as http:
+        assert http.get(f"/v1/chat/completions/{secret}").status_code == 404
+        assert http.get(f"/v1/chat/completions/{spared}").status_code == 200
+    assert [r["messages"][0]["content"] for r in rows(tmp_path, "rated")] == [
+        "What time do you open tomorrow morning?"]
