@@ -1,12 +1,19 @@
 // The playground: chat, compare, ask documents and transcribe speech through the gateway's own
 // API, signed in with a project key. Plain modern JS modules (no build step, no CDN), served by
-// the gateway; what the Studio shares with this page is in common.js.
+// the gateway; what the Studio shares with this page is in common.js. When the project keeps
+// chats (its capture policy), each reply can be rated and corrected, compare mode says which
+// side is better, and conversations are kept server-side (Sessions).
 
 import { $, ApiError, api, clearError, element, getJson, row, setOptions, showError,
          showSignedIn, state, useKey, wireSignIn } from "./common.js";
 
 Object.assign(state, { models: [], conversation: [], controller: null, audio: null,
-                       recorder: null });
+                       recorder: null, keeps: false, session: newSession() });
+
+// a conversation's id: every turn is stored with metadata {session} (the Sessions tab)
+function newSession() {
+  return `pg-${crypto.randomUUID()}`;
+}
 
 function settings() {
   const system = $("#system").value.trim();
@@ -25,10 +32,12 @@ async function streamChat(model, messages, extra, onText, signal) {
   const response = await api("/v1/chat/completions", {
     method: "POST", signal,
     body: JSON.stringify({ model, messages: [...system, ...messages], temperature, max_tokens,
-                           stream: true, stream_options: { include_usage: true }, ...extra }),
+                           stream: true, stream_options: { include_usage: true },
+                           ...(state.keeps ? { store: true } : {}), ...extra }),
   });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "", text = "", first = null, usage = null, citations = null, leftOut = null;
+  let id = null;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -39,6 +48,7 @@ async function streamChat(model, messages, extra, onText, signal) {
       if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
       const chunk = JSON.parse(line.slice(6));
       if (chunk.error) throw new ApiError(chunk.error.code ?? "stream", chunk.error.message);
+      id ??= chunk.id;
       citations = chunk.citations ?? citations;
       leftOut = chunk.left_out ?? leftOut;
       usage = chunk.usage ?? usage;
@@ -52,7 +62,7 @@ async function streamChat(model, messages, extra, onText, signal) {
   }
   const ended = performance.now();
   const tokens = usage?.completion_tokens ?? 0;
-  return { text, usage, citations, leftOut, tokens,
+  return { id, text, usage, citations, leftOut, tokens,
            ttft: first === null ? null : (first - started) / 1000,
            tokensPerSecond: first === null || ended === first ? null
              : tokens / ((ended - first) / 1000) };
@@ -112,6 +122,42 @@ async function showCard(model) {
   }
 }
 
+// -- feedback on kept replies ------------------------------------------------------------------
+async function giveFeedback(id, body) {
+  return getJson(`/v1/chat/completions/${encodeURIComponent(id)}/feedback`, {
+    method: "POST", body: JSON.stringify(body) });
+}
+
+// Good / Bad / Correct under a reply the project kept; what was said shows beside them.
+function feedbackBar(id, reply) {
+  const bar = element("div", "", "feedback");
+  const said = element("span", "", "said");
+  const say = (body, text) => giveFeedback(id, body)
+    .then(() => { said.textContent = text; }).catch(showError);
+  const good = element("button", "Good");
+  const bad = element("button", "Bad");
+  const correct = element("button", "Correct");
+  good.type = bad.type = correct.type = "button";
+  good.addEventListener("click", () => say({ rating: "up" }, "rated good"));
+  bad.addEventListener("click", () => say({ rating: "down" }, "rated bad"));
+  correct.addEventListener("click", () => {
+    const editor = element("textarea", "", "correction");
+    editor.value = reply;
+    editor.rows = 3;
+    const save = element("button", "Save correction");
+    save.type = "button";
+    save.addEventListener("click", () => {
+      const text = editor.value.trim();
+      if (!text) return;
+      say({ correction: text }, "correction saved").then(() => { editor.remove(); save.remove(); });
+    });
+    bar.append(editor, save);
+    editor.focus();
+  });
+  bar.append(good, bad, correct, said);
+  return bar;
+}
+
 // -- usage -------------------------------------------------------------------------------------
 async function refreshUsage() {
   const today = new Date().toISOString().slice(0, 10);
@@ -148,6 +194,11 @@ async function signIn(key) {
     label.append(box, ` ${id}`);
     return label;
   }));
+  const usage = await getJson("/v1/usage");
+  // whether this project keeps chats: rating, corrections and sessions need the stored reply
+  const capture = await getJson(`/admin/projects/${encodeURIComponent(usage.project)}/capture`);
+  state.keeps = capture.policy !== "off";
+  $("#no-capture").hidden = state.keeps;
   const collections = await getJson("/v1/collections");
   setOptions($("#collection"), collections.data.map((c) => [c.id, c.id]));
   showSignedIn($("#app"));
@@ -158,7 +209,7 @@ async function signIn(key) {
     $("#collection").value = wanted.get("collection");
   }
   const tab = wanted.get("tab");
-  selectTab(["chat", "compare", "documents", "speech"].includes(tab) ? tab : "chat");
+  selectTab(["chat", "compare", "documents", "speech", "sessions"].includes(tab) ? tab : "chat");
   await refreshUsage();
 }
 
@@ -185,11 +236,13 @@ async function chat(event) {
   $("#stop").disabled = false;
   $("#send").disabled = true;
   try {
-    const result = await streamChat($("#model").value, state.conversation, {},
+    const result = await streamChat($("#model").value, state.conversation,
+                                    state.keeps ? { metadata: { session: state.session } } : {},
                                     (text) => { bubble.textContent = text; },
                                     state.controller.signal);
     state.conversation.push({ role: "assistant", content: result.text });
     stats.textContent = statsLine(result);
+    if (state.keeps && result.id) stats.after(feedbackBar(result.id, result.text));
   } catch (error) {
     if (error.name === "AbortError") stats.textContent = "stopped";
     else { bubble.remove(); state.conversation.pop(); showError(error); }
@@ -225,12 +278,69 @@ async function compare(event) {
       const result = await streamChat(c.model, messages, {},
                                       (text) => { c.answer.textContent = text; });
       c.stats.textContent = statsLine(result);
+      c.id = result.id;
     } catch (error) {
       c.stats.textContent = error instanceof ApiError ? `${error.status}: ${error.message}`
         : String(error);
     }
   }));
+  const answered = columns.filter((c) => c.id);
+  if (state.keeps && answered.length > 1) {
+    for (const c of answered) c.column.append(betterButton(c, answered));
+  }
   usageSoon();
+}
+
+// "This side is better": one preference against each other answer to the same message
+function betterButton(chosen, answered) {
+  const button = element("button", "This side is better", "better");
+  button.type = "button";
+  button.addEventListener("click", async () => {
+    try {
+      for (const other of answered.filter((c) => c !== chosen)) {
+        await giveFeedback(chosen.id, { better_than: other.id });
+      }
+      for (const c of answered) c.column.querySelector(".better").disabled = true;
+      chosen.column.append(element("div", "preferred", "said"));
+    } catch (error) { showError(error); }
+  });
+  return button;
+}
+
+// -- sessions: conversations kept server-side, reopened and continued, shared -----------------
+async function listSessions() {
+  const sessions = await getJson("/v1/chat/sessions");
+  $("#sessions-empty").hidden = sessions.data.length > 0;
+  $("#sessions tbody").replaceChildren(...sessions.data.map((s) => {
+    const open = element("button", "Open");
+    open.type = "button";
+    open.addEventListener("click", () => openSession(s.id).catch(showError));
+    const actions = element("span");
+    actions.append(open);
+    if (!s.shared) {
+      const share = element("button", "Share with the project");
+      share.type = "button";
+      share.addEventListener("click", () => getJson(
+        `/v1/chat/sessions/${encodeURIComponent(s.id)}/share`, { method: "POST" })
+        .then(listSessions).catch(showError));
+      actions.append(share);
+    }
+    return row([s.title, String(s.turns), new Date(s.updated * 1000).toLocaleString(), s.user,
+                s.shared ? "shared" : "only you", actions]);
+  }));
+}
+
+async function openSession(id) {
+  const turns = await getJson(`/v1/chat/completions?metadata[session]=${encodeURIComponent(id)}`
+                              + "&order=desc&limit=1");
+  const [last] = turns.data;
+  if (!last) return;
+  state.session = id;
+  state.conversation = [...last.messages.filter((m) => m.role !== "system"),
+                        { role: "assistant", content: last.choices[0].message.content }];
+  $("#conversation").replaceChildren(...state.conversation.map((m) =>
+    element("div", m.content, `message ${m.role}`)));
+  selectTab("chat");
 }
 
 // -- documents: retrieval through the gateway, numbered citations that open the passage -------
@@ -364,6 +474,7 @@ function selectTab(name) {
   $("#settings").hidden = name === "speech";
   const shown = name === "speech" ? $("#speech-model").value : $("#model").value;
   if (shown) showCard(shown).catch(showError);
+  if (name === "sessions" && state.keeps) listSessions().catch(showError);
 }
 
 // Every listener is added once, here at load: one added on each tab switch would run once per
@@ -374,6 +485,7 @@ $("#chat-form").addEventListener("submit", chat);
 $("#stop").addEventListener("click", () => state.controller?.abort());
 $("#clear").addEventListener("click", () => {
   state.conversation = [];
+  state.session = newSession();
   $("#conversation").replaceChildren();
 });
 $("#compare-form").addEventListener("submit", compare);
