@@ -116,7 +116,8 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None,
                studio: Studio | None = None) -> FastAPI:
     """`studio` replaces the Studio (a test's, with a recording Dagster)."""
     gateway = gateway or build_gateway(settings)
-    studio = studio or Studio(settings, gateway.tenancy, gateway.retriever)
+    studio = studio or Studio(settings, gateway.tenancy, gateway.retriever,
+                              kept=gateway.stored)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -383,6 +383,21 @@ $("#upload-form").addEventListener("submit", guarded(async (event) => {
   await loadDatasets();
   await openDataset(meta.id);
 }));
+$("#feedback-preview").addEventListener("click", guarded(async () => {
+  const kind = $("#feedback-kind").value;
+  const preview = await api(`/datasets/from-feedback?kind=${encodeURIComponent(kind)}`);
+  $("#feedback-counts").textContent =
+    `${preview.rows} row(s) from ${preview.feedback} piece(s) of feedback`;
+  $("#feedback-examples").replaceChildren(...preview.examples.map((example) =>
+    element("pre", exampleText(example), "example")));
+}));
+$("#feedback-form").addEventListener("submit", guarded(async (event) => {
+  event.preventDefault();
+  const meta = await api("/datasets/from-feedback", {
+    method: "POST", body: JSON.stringify({ kind: $("#feedback-kind").value }) });
+  await loadDatasets();
+  await openDataset(meta.id);
+}));
 $("#mapping-form").addEventListener("submit", guarded(async (event) => {
   event.preventDefault();
   const mapping = Object.fromEntries([...$("#mapping-fields").querySelectorAll("select")]

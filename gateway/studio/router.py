@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -32,6 +32,13 @@ class ColumnMapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mapping: dict[str, str] = Field(max_length=8)
+
+
+class FeedbackData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sft", "preference", "feedback"] = "sft"
+    model: str | None = Field(None, max_length=128, description="only chats of this model")
 
 
 def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
@@ -84,6 +91,22 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
             label = filename.replace("\x00", "")[:200]
             return await studio.create_upload(principal, label, kind, request.stream())
         return await handle("datasets.upload", request, filename[:64] or None, work, 201)
+
+    @router.get("/datasets/from-feedback")
+    async def feedback_preview(request: Request, kind: str = "sft", model: str | None = None
+                               ) -> Response:
+        """What a data file from the project's feedback would hold: counts and examples."""
+        async def work(principal: Principal) -> Any:
+            return await asyncio.to_thread(studio.feedback_preview, principal, kind, model)
+        return await handle("datasets.feedback.preview", request, None, work)
+
+    @router.post("/datasets/from-feedback", openapi_extra=body_of(FeedbackData))
+    async def from_feedback(request: Request) -> Response:
+        """A data file made of the project's ratings, corrections and choices."""
+        async def work(principal: Principal) -> Any:
+            body = await parsed(request, FeedbackData)
+            return await studio.dataset_from_feedback(principal, body.kind, body.model)
+        return await handle("datasets.feedback", request, None, work, 201)
 
     @router.get("/datasets/{upload_id}")
     async def dataset(upload_id: str, request: Request) -> Response:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from config.datasets import TrafficSource
 from config.gateway import GatewaySettings
 from config.loading import accepted_trainings, format_errors, load_platform
 from config.objectives import OBJECTIVES
@@ -43,11 +44,14 @@ from config.studio import (
 from curation.tokens import TokenCounter
 from gateway.protocol import GatewayError
 from gateway.rag import Retriever
+from gateway.stored_completions import StoredCompletions
 from gateway.studio import uploads
 from gateway.studio.dagster import KEY_TAG, KIND_TAG, PROJECT_TAG, SUBJECT_TAG, DagsterClient
 from gateway.studio.documents import Documents
 from gateway.studio.roles import not_found, require
 from gateway.tenancy import Principal, Tenancy
+from ingest.sources import RawRecord
+from ingest.traffic import GatewayTraffic
 from store.artifacts import ArtifactStore
 from store.backends import ArtifactMissing
 from store.keys import ref_key
@@ -60,8 +64,10 @@ RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 class Studio:
     def __init__(self, settings: GatewaySettings, tenancy: Tenancy, retriever: Retriever,
-                 dagster: DagsterClient | None = None) -> None:
+                 dagster: DagsterClient | None = None,
+                 kept: StoredCompletions | None = None) -> None:
         self.settings, self.bounds, self.tenancy = settings, settings.studio, tenancy
+        self.kept = kept  # the gateway's stored completions: datasets from feedback
         self.retriever = retriever  # the gateway's own Chroma client: chunk counts
         self.store = ArtifactStore(url=settings.object_store, endpoint_url=settings.s3_endpoint_url,
                                  cache_dir=str(Path(settings.chroma_path).parent / "cache"))
@@ -145,11 +151,7 @@ class Studio:
         if kind not in uploads.MAPPABLE:
             raise uploads.bad_upload(f"kind must be one of {', '.join(uploads.MAPPABLE)}.",
                                      "invalid_request", "kind")
-        existing = self.list_uploads(principal)
-        if len(existing) >= self.bounds.max_uploads:
-            raise GatewayError(403, f"This project has {len(existing)} data files, its limit; "
-                                    "delete one first.", "permission_error", "quota_exceeded")
-        room = self.bounds.max_project_bytes - sum(m["bytes"] for m in existing)
+        room = self._room(principal)
         self.scratch.mkdir(parents=True, exist_ok=True)
         path = await uploads.receive(chunks, min(self.bounds.max_upload_bytes, room),
                                      self.scratch, suffix)
@@ -160,6 +162,64 @@ class Studio:
         finally:
             path.unlink(missing_ok=True)
         return meta
+
+    def _room(self, principal: Principal) -> int:
+        """Bytes the project may still upload; a 403 at its count of data files."""
+        existing = self.list_uploads(principal)
+        if len(existing) >= self.bounds.max_uploads:
+            raise GatewayError(403, f"This project has {len(existing)} data files, its limit; "
+                                    "delete one first.", "permission_error", "quota_exceeded")
+        return self.bounds.max_project_bytes - sum(m["bytes"] for m in existing)
+
+    # -- data files from feedback ---------------------------------------------------------------
+    def feedback_rows(self, principal: Principal, kind: str, model: str | None
+                      ) -> tuple[list[dict[str, Any]], int]:
+        """The project's feedback as rows of `kind` (ingest/traffic.py's rules), and how much
+        feedback there was."""
+        if kind not in uploads.MAPPABLE:
+            raise uploads.bad_upload(f"kind must be one of {', '.join(uploads.MAPPABLE)}.",
+                                     "invalid_request", "kind")
+        if self.kept is None:
+            raise GatewayError(404, "This gateway keeps no chats.", "invalid_request_error",
+                               "not_found")
+        kept = self.kept
+        traffic = GatewayTraffic(lambda _, m, since, after: kept.export(
+            principal.project_id, m, since, after), kind)
+        source = TrafficSource(traffic=principal.project, model=model)
+        rows = [item.data for item in traffic.records(source) if isinstance(item, RawRecord)]
+        return rows, traffic.read[principal.project]["feedback"]
+
+    def feedback_preview(self, principal: Principal, kind: str, model: str | None
+                         ) -> dict[str, Any]:
+        rows, feedback = self.feedback_rows(principal, kind, model)
+        return {"kind": kind, "model": model, "feedback": feedback, "rows": len(rows),
+                "examples": rows[:uploads.PREVIEW_ROWS]}
+
+    async def dataset_from_feedback(self, principal: Principal, kind: str, model: str | None
+                                    ) -> dict[str, Any]:
+        """A data file made of the project's feedback, curated and reported like an upload:
+        train on it as on any other."""
+        require(principal, "member", "make data")
+        async with self._lock(principal):
+            rows, _ = await asyncio.to_thread(self.feedback_rows, principal, kind, model)
+            if not rows:
+                raise GatewayError(400, f"No feedback of this project makes {kind} rows yet: "
+                                        "rate, correct or compare replies in the playground.",
+                                   "invalid_request_error", "no_feedback", "kind")
+            room = self._room(principal)
+            self.scratch.mkdir(parents=True, exist_ok=True)
+            path = self.scratch / f"{uuid.uuid4().hex}.jsonl"
+            try:
+                path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                if path.stat().st_size > min(self.bounds.max_upload_bytes, room):
+                    raise GatewayError(413, "The feedback makes a file larger than this project "
+                                            "may upload; filter by model.",
+                                       "invalid_request_error", "too_large")
+                label = f"feedback-{kind}{'-' + model if model else ''}.jsonl"
+                return await asyncio.to_thread(self._curate_and_store, principal,
+                                               uuid.uuid4().hex, path, label, kind, ".jsonl")
+            finally:
+                path.unlink(missing_ok=True)
 
     def token_budget(self) -> tuple[TokenCounter | None, int | None, str | None]:
         """The first offered base model's tokenizer and context, once it has been built: a

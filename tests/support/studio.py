@@ -122,7 +122,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioHarness]:
         gateway = build_gateway(settings, ReplicaPool(settings.upstreams, 3600,
                                                       transport=fake.transport()))
         dagster = RecordingDagster()
-        studio = Studio(settings, gateway.tenancy, gateway.retriever, dagster)  # type: ignore[arg-type]
+        studio = Studio(settings, gateway.tenancy, gateway.retriever, dagster,  # type: ignore[arg-type]
+                        kept=gateway.stored)
         for url, running in serve(settings, gateway, studio):
             yield StudioHarness(url, running, dagster, root / "store", studio.scratch, root)
 
