@@ -56,6 +56,9 @@ def demo(config_path: str | None) -> None:
         spoken = playground.transcribe_sample(config, url, key)
         if spoken:
             click.echo(f"\nSpeech: {spoken}")
+        loop = playground.close_the_loop(config, url, key)
+        if loop:
+            click.echo(f"\nThe loop: {loop}")
         click.echo(f"\nPlayground: {url}/playground/   sign in with the key {key}\n"
                    f"Studio:     {url}/studio   the same key (project "
                    f"'{playground.PROJECT}', owner): upload data, train, promote\n"

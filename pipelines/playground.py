@@ -1,7 +1,8 @@
 """The demo's way into the playground and the Studio: a `demo` project granted every model the
-deployments serve and every corpus, a fresh key for it (the previous demo's key revoked), and the
-gateway and Dagster's webserver and daemon running in the background (left running like the vLLM
-servers; `factory stop` stops them)."""
+deployments serve and every corpus, keeping the chats sent with `store: true`, a fresh key for
+it (the previous demo's key revoked), and the gateway and Dagster's webserver and daemon running
+in the background (left running like the vLLM servers; `factory stop` stops them). The demo then
+closes the loop once: a kept reply rated, one corrected, and a Studio data file made of them."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def provision(config: FactoryConfig) -> str:
         ("collection", c) for c in config.corpora}
     for kind, name in sorted(wanted - granted):
         tenancy.grant(PROJECT, name, kind=kind)
+    tenancy.set_capture(PROJECT, "request", scrub_pii=True)
     for key in tenancy.list_keys(PROJECT):  # one live demo key: reruns never pile keys up
         if not key["revoked"]:
             tenancy.revoke_key(key["id"])
@@ -67,6 +69,48 @@ def transcribe_sample(config: FactoryConfig, url: str, key: str) -> str | None:
                     f"  heard: {heard.strip()}\n  said:  {said.strip()}\n"
                     f"  word error rate {word_error_rate([said], [heard]):.3f}")
     return None
+
+
+def close_the_loop(config: FactoryConfig, url: str, key: str) -> str | None:
+    """Two demo questions asked of the first served adapter and kept; the first reply rated
+    (good when it holds the right answer, else bad), the second corrected with the worked
+    answer; then the Studio's "Make a dataset from feedback". What happened, for the summary;
+    None without a served adapter."""
+    from ingest.demo_data import math_problems
+
+    served = [a for d in config.deployments.values() for a in d.adapters]
+    if not served:
+        return None
+    model = served[0]
+    headers = {"authorization": f"Bearer {key}"}
+    lines = []
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as http:
+        asked = []
+        for row in math_problems.generate(2, seed=4242):
+            messages = row["messages"][:-1]  # type: ignore[index]
+            reply = http.post("/v1/chat/completions", json={
+                "model": model, "messages": messages, "max_tokens": 96, "temperature": 0,
+                "store": True, "metadata": {"source": "factory demo"}})
+            reply.raise_for_status()
+            asked.append((reply.json(), row))
+        (first, row1), (second, row2) = asked
+        text = first["choices"][0]["message"]["content"]
+        good = f"#### {row1['answer']}" in text
+        feedback = [(first["id"], {"rating": "up" if good else "down"}),
+                    (second["id"], {"correction": row2["messages"][-1]["content"]})]  # type: ignore[index]
+        for completion, body in feedback:
+            http.post(f"/v1/chat/completions/{completion}/feedback", json=body).raise_for_status()
+        question = row1["messages"][1]["content"]  # type: ignore[index]
+        lines.append(f"{model} answered {question[:60]!r}... and one more; reply "
+                     f"{first['id']} rated {'good' if good else 'bad'}, {second['id']} "
+                     "corrected with the worked answer")
+        made = http.post("/studio/api/datasets/from-feedback", json={"kind": "feedback"})
+        made.raise_for_status()
+        report = made.json()["report"]
+        lines.append(f"Studio data file {made.json()['label']} made of them: "
+                     f"{report['rows_kept']} of {report['rows_in']} rated replies kept "
+                     "(train on it in the Studio; GET /v1/chat/completions lists the chats)")
+    return "\n  ".join(lines)
 
 
 def _pid_file(config: FactoryConfig, name: str) -> Path:

@@ -467,8 +467,8 @@ def test_replicas_and_recycling_a_server_whose_memory_grew(project: FactoryConfi
 
 def test_the_demo_leaves_a_playground_and_a_key_that_signs_in(project: FactoryConfig) -> None:
     """What `factory demo` ends with: a demo project granted every served model and corpus, a
-    new key each time (the last one revoked), the gateway running with the playground; `stop`
-    ends it."""
+    new key each time (the last one revoked), the gateway running with the playground, a kept
+    reply rated and one corrected, and a Studio data file made of them; `stop` ends it."""
     from pipelines import playground
     from tests.support.live_server import free_port
 
@@ -484,6 +484,15 @@ def test_the_demo_leaves_a_playground_and_a_key_that_signs_in(project: FactoryCo
         # a rerun's key replaces the last one: keys never pile up to the project's max_keys
         old = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {earlier}"})
         assert old.status_code == 401
+        loop = playground.close_the_loop(project, url, key)
+        assert loop is not None and "corrected with the worked answer" in loop
+        assert "Studio data file feedback-feedback.jsonl made of them: 3 of 3" in loop
+        kept = httpx.get(f"{url}/v1/chat/completions?metadata[source]=factory%20demo",
+                         headers=auth).json()["data"]
+        assert len(kept) == 2 and {c["model"] for c in kept} == {"math-lora"}
+        rated = httpx.get(f"{url}/v1/chat/completions/{kept[0]['id']}/feedback",
+                          headers=auth).json()["data"]
+        assert rated[0]["rating"] in ("up", "down")
     finally:
         assert playground.stop(project)
     with pytest.raises(httpx.HTTPError):
