@@ -71,6 +71,43 @@ def test_streaming_relays_chunks_and_usage(gateway_server: RunningGateway) -> No
     assert streamed and streamed[-1].completion_tokens == chunks[-1].usage.completion_tokens
 
 
+def test_kept_chats_through_the_sdk_against_vllm(gateway_server: RunningGateway) -> None:
+    """Stored completions against the real engine: a chat and a stream kept with their
+    metadata, listed, filtered, retrieved (the stream whole), their messages read, deleted;
+    the other project sees none of it."""
+    gw = gateway_server
+    gw.gateway.tenancy.set_capture(gw.project, "request", False)
+    client = sdk(gw)
+    try:
+        asked = client.chat.completions.create(
+            model="math-lora", messages=[{"role": "user", "content": QUESTION}], max_tokens=16,
+            temperature=0, store=True, metadata={"case": "sdk-vllm", "turn": "1"})
+        stream = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": QUESTION}], max_tokens=12,
+            temperature=0, stream=True, store=True, metadata={"case": "sdk-vllm", "turn": "2"})
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        deadline = time.monotonic() + 10
+        while len(kept := client.chat.completions.list(metadata={"case": "sdk-vllm"}).data) < 2:
+            assert time.monotonic() < deadline, kept  # a stream is kept just after its end
+            time.sleep(0.1)
+        assert [c.metadata["turn"] for c in kept] == ["1", "2"]
+        assert kept[0].id == asked.id and kept[0].model == "math-lora"
+        assert kept[0].choices[0].message.content == asked.choices[0].message.content
+        assert kept[1].choices[0].message.content == streamed and streamed
+        assert [c.id for c in client.chat.completions.list(
+            metadata={"case": "sdk-vllm"}, model="tiny").data] == [kept[1].id]
+        messages = client.chat.completions.messages.list(asked.id).data
+        assert [(m.role, m.content) for m in messages] == [("user", QUESTION)]
+        assert sdk(gw, gw.other_key).chat.completions.list().data == []
+        with pytest.raises(openai.NotFoundError):
+            sdk(gw, gw.other_key).chat.completions.retrieve(asked.id)
+        for chat in kept:
+            assert client.chat.completions.delete(chat.id).deleted
+        assert client.chat.completions.list(metadata={"case": "sdk-vllm"}).data == []
+    finally:
+        gw.gateway.tenancy.set_capture(gw.project, "off", False)
+
+
 def test_vllm_sampling_extras_reach_the_engine(gateway_server: RunningGateway) -> None:
     """What the SDK sends as `extra_body` (vLLM's own options) is validated and forwarded, not
     dropped: a repetition penalty changes what greedy decoding writes."""
