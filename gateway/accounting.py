@@ -5,6 +5,7 @@ the audit row, whose status is the status the client got.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +20,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.protocol import valid_name
 from gateway.tenancy import Principal
 from gateway.upstream import ReplicaPool
+
+log = logging.getLogger("gateway.accounting")
 
 
 @dataclass
@@ -51,6 +54,16 @@ class Accounting:
         self.settings, self.admission, self.pool = settings, admission, pool
         self.metrics, self.audit = metrics, audit
 
+    def keep(self, outcome: Outcome, captures: list[Capture] | None = None) -> None:
+        """Queue the answers the project keeps (all of them unless `captures` says which);
+        a stream's are queued before its last event is relayed, so a client that has read the
+        stream finds its chat kept."""
+        latency_ms = (time.perf_counter() - outcome.started) * 1000
+        for capture in outcome.captures if captures is None else captures:
+            self.audit.add_later(partial(capture.row, latency_ms, outcome.ttft_ms))
+        if captures is None:
+            outcome.captures.clear()
+
     def metric_label(self, model: str | None) -> str:
         """Model names the gateway serves, anything else one `other`: clients choose the names
         they send, and every label value is a time series kept for ever."""
@@ -82,8 +95,10 @@ class Accounting:
                 decode = latency - outcome.ttft_ms / 1000
                 self.metrics.tpot.labels(model).observe(decode / (outcome.completion_tokens - 1))
         if outcome.status == 200 and not outcome.error:
-            for capture in outcome.captures:
-                self.audit.add_later(partial(capture.row, latency * 1000, outcome.ttft_ms))
+            if any(c.streamed for c in outcome.captures):
+                log.info("a stream ended before its last event: its reply is not kept")
+            self.keep(outcome, [c for c in outcome.captures if not c.streamed])
+        outcome.captures.clear()
         self.audit.add(AuditRecord(
             ts=time.time(), day=time.strftime("%Y-%m-%d", time.gmtime()),
             key_id=p.key_id if p else None, project_id=p.project_id if p else None,

@@ -13,6 +13,7 @@ how much it may spend. Failed authentication counts against the client address, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -105,7 +106,10 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
 
     async def run(request: Request, action: str, project: str | None,
                   do: Callable[[Any], Any], model: type[BaseModel] | None = None,
-                  target: str | None = None, key_id: str | None = None) -> Response:
+                  target: str | None = None, key_id: str | None = None,
+                  offload: bool = False) -> Response:
+        """`offload`: `do` reads or changes many rows (kept chats), so it runs in a worker
+        thread, off the event loop every request shares."""
         record = AdminAuditRecord(ts=time.time(), actor="unauthenticated",
                                   client=clean(client_address(request), 64), action=action,
                                   project=clean(project, 64), target=clean(target, 160),
@@ -122,7 +126,7 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
             if principal is not None:
                 allow(principal, action, project)
             body = await parse(request, model, limits, ADMIN_BODY_BYTES) if model else None
-            return JSONResponse(do(body))
+            return JSONResponse(await asyncio.to_thread(do, body) if offload else do(body))
         except p.GatewayError as error:
             record.status, record.error = error.status, error.code
             return error_response(error)
@@ -203,7 +207,8 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
 
     @router.get("/projects/{project}/capture")
     async def get_capture(project: str, request: Request) -> Response:
-        return await run(request, "capture.read", project, lambda _: tenancy.capture(project))
+        return await run(request, "capture.read", project, lambda _: tenancy.capture(project),
+                         offload=True)
 
     @router.put("/projects/{project}/capture", openapi_extra=body_of(p.CapturePolicy))
     async def set_capture(project: str, request: Request) -> Response:
@@ -219,20 +224,20 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
         def do(_: None) -> Any:
             return gateway.stored.export(tenancy.project_id(project), model,
                                          epoch(since, "since"), whole(after, "after"))
-        return await run(request, "feedback.export", project, do)
+        return await run(request, "feedback.export", project, do, offload=True)
 
     @router.get("/projects/{project}/feedback/count")
     async def count_feedback(project: str, request: Request, model: str | None = None
                              ) -> Response:
         return await run(request, "feedback.count", project, lambda _: gateway.stored
-                         .feedback_count(tenancy.project_id(project), model))
+                         .feedback_count(tenancy.project_id(project), model), offload=True)
 
     @router.post("/completions/purge", openapi_extra=body_of(p.CompletionsPurge))
     async def purge_completions(request: Request) -> Response:
         """Erasure: stored completions holding any of `contains`, or made by `user`, and
         their feedback, in every project."""
         return await run(request, "completions.purge", None, lambda b: gateway.stored.purge(
-            b.contains, b.user, b.dry_run), p.CompletionsPurge)
+            b.contains, b.user, b.dry_run), p.CompletionsPurge, offload=True)
 
     @router.get("/usage")
     async def usage(request: Request, project: str | None = None, day: str | None = None

@@ -6,8 +6,11 @@ dropped). When it is reachable but refuses the batch (a value it cannot store), 
 retried one by one, once, and a row refused again goes to the dead-letter file (one JSON object
 per line, with the database's reason): one bad row never blocks the rows behind it.
 Shutdown writes what is left; `drain()` is also the synchronous flush for tests and tools.
-Stored completions (gateway/capture.py) ride the same queue, queued as builders so that their
-rows are made here, off the request path; `after_write` then holds each project to its bounds.
+Stored completions (gateway/capture.py) ride the same writes, queued as builders: their rows
+are made here, off the request path and outside the lock (scrubbing a long chat must not hold up
+a transcription's quota count, which takes the lock on the event loop); `after_write` then holds
+each project to its bounds, outside the lock too. A row the database refuses twice goes to the
+dead-letter file with its text left out (a kept chat's text belongs to the bounds and erasure).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def as_dict(record: Base) -> dict[str, Any]:
 
 
 Later = Callable[[], Base | None]  # a row made when the batch is written (None: nothing)
+# what a dead-letter line never holds: a kept chat's text and what people wrote about it
+TEXT_LEFT_OUT = {"messages", "choices", "metadata_json", "session", "comment", "correction"}
 
 
 class AuditWriter:
@@ -49,7 +54,10 @@ class AuditWriter:
         self.sessions, self.interval_s = sessions, interval_s
         self.dead_letter = Path(dead_letter)
         self.after_write: Callable[[list[Base]], None] | None = None
-        self._pending: deque[Base | Later] = deque()
+        self.sweep: Callable[[], None] | None = None  # every sweep_s, beside the writes
+        self.sweep_s = 600.0
+        self._pending: deque[Base] = deque()
+        self._later: deque[Later] = deque()
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -57,7 +65,7 @@ class AuditWriter:
         self._pending.append(record)
 
     def add_later(self, build: Later) -> None:
-        self._pending.append(build)
+        self._later.append(build)
 
     def counted_audio_seconds(self, project_id: int, day: str,
                               written: Callable[[int, str], float]) -> float:
@@ -72,16 +80,16 @@ class AuditWriter:
 
     def drain(self) -> int:
         """Write everything queued now; returns how many records were written."""
+        built = [row for row in (self._built(self._later.popleft())
+                                 for _ in range(len(self._later))) if row is not None]
         with self._lock:
-            batch = [self._built(self._pending.popleft()) for _ in range(len(self._pending))]
-            batch = [record for record in batch if record is not None]
+            self._pending.extend(built)
+            batch = [self._pending.popleft() for _ in range(len(self._pending))]
             if not batch:
                 return 0
             try:
                 with self.sessions.begin() as s:
                     s.add_all(batch)
-                self._written(batch)
-                return len(batch)
             except UNREACHABLE:
                 log.exception("audit write of %d records failed; will retry", len(batch))
                 self._pending.extendleft(reversed(batch))
@@ -89,13 +97,16 @@ class AuditWriter:
             except Exception:
                 log.exception("the database refused a batch of %d audit records; retrying "
                               "them one by one", len(batch))
-            return self._one_by_one(batch)
+                written = self._one_by_one(batch)
+            else:
+                written = len(batch)
+        self._written(batch)
+        return written
 
-    def _built(self, item: Base | Later) -> Base | None:
-        if isinstance(item, Base):
-            return item
+    @staticmethod
+    def _built(build: Later) -> Base | None:
         try:
-            return item()
+            return build()
         except Exception:
             log.exception("a stored completion could not be made into a row; it is not kept")
             return None
@@ -116,7 +127,6 @@ class AuditWriter:
                 with self.sessions.begin() as s:
                     s.add(fresh)
                 written += 1
-                self._written([fresh])
             except UNREACHABLE:
                 self._pending.extendleft(reversed(batch[i:]))
                 raise
@@ -129,14 +139,23 @@ class AuditWriter:
         self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
         row = {**as_dict(record), "refused_at": time.time(), "reason": str(exc)[:500]}
         row.pop("id", None)
+        for text in TEXT_LEFT_OUT.intersection(row):
+            row[text] = f"(left out: {len(str(row[text] or ''))} characters)"
         with self.dead_letter.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
 
     async def _loop(self) -> None:
+        swept = time.monotonic()
         while True:
             await asyncio.sleep(self.interval_s)
             with contextlib.suppress(Exception):  # logged in drain(); the batch is kept
                 await asyncio.to_thread(self.drain)
+            if self.sweep is not None and time.monotonic() - swept > self.sweep_s:
+                swept = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.sweep)
+                except Exception:  # the next sweep tries again
+                    log.exception("the periodic sweep failed")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())

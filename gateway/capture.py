@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,34 @@ from gateway.protocol import ChatCompletionRequest
 from gateway.tenancy import Principal
 
 POLICIES = ("off", "request", "all")
+
+
+def as_json(value: Any) -> str:
+    """Kept text as JSON with its characters as they are (what metadata filters and the
+    erasure search match against); control characters are escaped, so NUL never reaches the
+    database."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def scrubbed(text: str) -> str:
+    return scrub(text)[0]
 SESSION_KEY = "session"  # the metadata pair that groups a conversation's turns
+
+
+def text_or_none(value: Any) -> str | None:
+    return value[:256] if isinstance(value, str) else None
+
+
+def choices_of(data: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """An answer's choices by index, whatever shape the engine sent them in."""
+    choices = data.get("choices")
+    found = []
+    for position, choice in enumerate(choices if isinstance(choices, list) else ()):
+        if isinstance(choice, dict):
+            index = choice.get("index")
+            found.append((index if isinstance(index, int) and 0 <= index < 128 else position,
+                          choice))
+    return found
 
 
 def wanted(principal: Principal, request: ChatCompletionRequest) -> bool:
@@ -56,26 +84,36 @@ class Capture:
                    dict(request.metadata or {}), streamed=request.stream)
 
     def reply(self, data: dict[str, Any]) -> None:
-        """A whole answer (not streamed)."""
-        self.completion_id, self.served = data.get("id"), data.get("model")
-        self.usage = data.get("usage") or {}
-        for choice in data.get("choices") or ():
-            index = int(choice.get("index", 0))
-            self.pieces[index] = [(choice.get("message") or {}).get("content") or ""]
-            self.finish[index] = choice.get("finish_reason")
+        """A whole answer (not streamed). Read defensively: whatever an engine sends, keeping it
+        never fails the chat."""
+        self._answer(data)
+        for index, choice in choices_of(data):
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, dict) else None
+            self.pieces[index] = [text if isinstance(text, str) else ""]
+            self.finish[index] = text_or_none(choice.get("finish_reason"))
 
     def chunk(self, chunk: dict[str, Any]) -> None:
         """One event of a stream."""
-        self.completion_id = self.completion_id or chunk.get("id")
-        self.served = self.served or chunk.get("model")
-        self.usage = chunk.get("usage") or self.usage
-        for choice in chunk.get("choices") or ():
-            index = int(choice.get("index", 0))
-            text = (choice.get("delta") or {}).get("content")
-            if text:
+        if self.completion_id is None:
+            self._answer(chunk)
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for index, choice in choices_of(chunk):
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(text, str) and text:
                 self.pieces.setdefault(index, []).append(text)
             if choice.get("finish_reason"):
-                self.finish[index] = choice["finish_reason"]
+                self.finish[index] = text_or_none(choice["finish_reason"])
+
+    def _answer(self, data: dict[str, Any]) -> None:
+        """The answer's id (the engine's; one of ours when it sent none), model and usage."""
+        given = data.get("id")
+        self.completion_id = given[:96] if isinstance(given, str) and given.isprintable() \
+            and given else f"chatcmpl-gw-{uuid.uuid4().hex}"
+        self.served = text_or_none(data.get("model"))
+        self.usage = data["usage"] if isinstance(data.get("usage"), dict) else self.usage
 
     def row(self, latency_ms: float,
             ttft_ms: float | None) -> StoredCompletion | None:
@@ -83,18 +121,19 @@ class Capture:
         caller's wait); None when no answer came."""
         if not self.completion_id or not self.pieces:
             return None
-        clean = (lambda text: scrub(text)[0]) if self.principal.capture_scrub_pii else str
+        clean = scrubbed if self.principal.capture_scrub_pii else str
         messages = [{"role": m["role"], "content": clean(m["content"])} for m in self.messages]
         choices = [{"index": i, "message": {"role": "assistant",
                                             "content": clean("".join(self.pieces[i]))},
                     "finish_reason": self.finish.get(i)} for i in sorted(self.pieces)]
-        texts = (json.dumps(messages), json.dumps(choices), json.dumps(self.metadata))
+        metadata = {k: clean(v) for k, v in self.metadata.items()}
+        texts = tuple(as_json(v) for v in (messages, choices, metadata))
         return StoredCompletion(
             completion_id=self.completion_id[:96], project_id=self.principal.project_id,
             key_id=self.principal.key_id, user=self.principal.user, ts=self.ts,
             model=self.model, served=(self.served or "")[:256] or None,
             replica=(self.replica or "")[:256] or None, messages=texts[0], choices=texts[1],
-            metadata_json=texts[2], session=self.metadata.get(SESSION_KEY), shared=False,
+            metadata_json=texts[2], session=metadata.get(SESSION_KEY), shared=False,
             prompt_tokens=int(self.usage.get("prompt_tokens", 0)),
             completion_tokens=int(self.usage.get("completion_tokens", 0)),
             latency_ms=latency_ms, ttft_ms=ttft_ms, streamed=self.streamed,

@@ -130,7 +130,8 @@ class StoredCompletion(Base):
 
     __tablename__ = "gw_completions"
     __table_args__ = (Index("ix_gw_completions_project_cid", "project_id", "completion_id"),
-                      Index("ix_gw_completions_project_session", "project_id", "session"))
+                      Index("ix_gw_completions_project_session", "project_id", "session"),
+                      {"sqlite_autoincrement": True})  # an id is never reused after a delete
     id: Mapped[int] = mapped_column(primary_key=True)
     completion_id: Mapped[str] = mapped_column(String(96))
     project_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -158,6 +159,7 @@ class Feedback(Base):
     should have been, or that it is better than another answer to the same prompt."""
 
     __tablename__ = "gw_feedback"
+    __table_args__ = ({"sqlite_autoincrement": True},)
     id: Mapped[int] = mapped_column(primary_key=True)
     completion_row: Mapped[int] = mapped_column(Integer, index=True)  # gw_completions.id
     project_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -168,7 +170,8 @@ class Feedback(Base):
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
-    better_than: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a completion row
+    better_than: Mapped[int | None] = mapped_column(Integer, nullable=True,
+                                                    index=True)  # a completion row
 
 
 class AdminAuditRecord(Base):

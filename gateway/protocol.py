@@ -282,9 +282,11 @@ class CompletionsPurge(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    contains: list[Annotated[str, Field(min_length=3, max_length=512)]] = Field(
+    contains: list[Annotated[str, Field(min_length=3, max_length=2048,
+                                        pattern=r"^[^\x00-\x1f]*$")]] = Field(
         default_factory=list, max_length=1000)
-    user: str | None = Field(None, max_length=128)
+    user: str | None = Field(None, min_length=1, max_length=128,
+                             pattern=r"^[A-Za-z0-9][A-Za-z0-9@._+-]*$")
     dry_run: bool = False
 
 

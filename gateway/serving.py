@@ -240,6 +240,8 @@ class Gateway:
                 if not line.startswith("data: "):
                     continue
                 payload = line[6:]
+                if payload == "[DONE]" and outcome.captures:
+                    self.accounting.keep(outcome)  # whole: kept before the client reads the end
                 if payload != "[DONE]":
                     chunk = json.loads(payload)
                     for capture in outcome.captures:

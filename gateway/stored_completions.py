@@ -15,18 +15,21 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Integer, Select, delete, func, or_, select, update
+from sqlalchemy import Integer, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.gateway import ProjectQuota
 from gateway.audit import AuditWriter
+from gateway.capture import as_json, scrubbed
 from gateway.db import Base, Feedback, Project, Quota, StoredCompletion
-from gateway.protocol import FeedbackCreate, GatewayError, checked_metadata
+from gateway.protocol import FeedbackCreate, GatewayError, checked_metadata, valid_name
 from gateway.tenancy import Principal
 
 MAX_LIMIT = 100
+FEEDBACK_PER_COMPLETION = 50  # what one kept chat holds: enough for a team, not a flood
 SESSIONS_SHOWN = 50
 EXPORT_ROWS = 20_000  # one export call; the control plane pages with `after`
+PURGE_LISTED = 1000  # completions a purge names in its answer (it counts them all)
 
 
 def not_found(completion_id: str, param: str | None = None) -> GatewayError:
@@ -53,10 +56,23 @@ def page_order(order: str | None) -> str:
     return order or "asc"
 
 
-def like(text: str) -> str:
-    """A LIKE pattern for `text` as it appears inside the stored JSON."""
-    inner = json.dumps(text, ensure_ascii=False)[1:-1]
+def like_pair(key: str, value: str) -> str:
+    """A LIKE pattern matching exactly the pair `"key": "value"` inside kept metadata (written
+    by gateway/capture.as_json: a quote inside a string is escaped, so the pattern cannot match
+    across strings)."""
+    inner = as_json({key: value})[1:-1]
     return "%" + inner.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def texts_of(row: StoredCompletion) -> Iterator[str]:
+    """Every text a kept chat holds: the conversation, the answers, the metadata values."""
+    yield from (m["content"] for m in json.loads(row.messages))
+    yield from (c["message"]["content"] for c in json.loads(row.choices))
+    yield from json.loads(row.metadata_json).values()
+
+
+def clean_text(text: str | None) -> str | None:
+    return None if text is None else text.replace("\x00", "\ufffd")
 
 
 def reply_of(row: StoredCompletion) -> str:
@@ -94,7 +110,7 @@ class StoredCompletions:
     def __init__(self, sessions: sessionmaker, audit: AuditWriter,
                  default_quota: ProjectQuota) -> None:
         self.sessions, self.audit, self.default_quota = sessions, audit, default_quota
-        audit.after_write = self.hold_bounds
+        audit.after_write, audit.sweep = self.hold_bounds, self.sweep
 
     def written(self) -> None:
         """Write what the audit writer holds, so a read sees the caller's own chats."""
@@ -102,23 +118,27 @@ class StoredCompletions:
 
     # -- reading ------------------------------------------------------------------------------
     def _row(self, s: Session, project_id: int, completion_id: str,
-             param: str | None = None) -> StoredCompletion:
-        row = s.scalar(select(StoredCompletion).where(
-            StoredCompletion.project_id == project_id,
-            StoredCompletion.completion_id == completion_id[:96])
-            .order_by(StoredCompletion.id.desc()).limit(1))
+             param: str | None = None, lock: bool = False) -> StoredCompletion:
+        if not (0 < len(completion_id) <= 96 and completion_id.isprintable()):
+            raise not_found(completion_id, param)  # never a query with what no id can be
+        q = (select(StoredCompletion).where(StoredCompletion.project_id == project_id,
+                                            StoredCompletion.completion_id == completion_id)
+             .order_by(StoredCompletion.id.desc()).limit(1))
+        row = s.scalar(q.with_for_update() if lock else q)
         if row is None:
             raise not_found(completion_id, param)
         return row
 
     def list(self, principal: Principal, model: str | None, metadata: dict[str, str],
              after: str | None, limit: int | None, order: str | None) -> dict[str, Any]:
-        self.written()
         limit, order = page_limit(limit), page_order(order)
         try:
             checked_metadata(metadata)
         except ValueError as exc:
             raise invalid(str(exc), "metadata") from exc
+        if model is not None and not valid_name(model):
+            return page([], limit)  # no model has that name
+        self.written()
         with self.sessions() as s:
             q = select(StoredCompletion).where(StoredCompletion.project_id ==
                                                principal.project_id)
@@ -127,6 +147,9 @@ class StoredCompletions:
                                 StoredCompletion.served == model))
             if "session" in metadata:
                 q = q.where(StoredCompletion.session == metadata["session"])
+            for key, value in metadata.items():
+                q = q.where(StoredCompletion.metadata_json.like(like_pair(key, value),
+                                                                escape="\\"))
             if after:
                 cursor = self._row(s, principal.project_id, after, "after").id
                 q = q.where(StoredCompletion.id > cursor if order == "asc"
@@ -134,8 +157,8 @@ class StoredCompletions:
             q = q.order_by(StoredCompletion.id.asc() if order == "asc"
                            else StoredCompletion.id.desc())
             found = []
-            for row in s.scalars(q.execution_options(yield_per=200)):
-                kept = json.loads(row.metadata_json)
+            for row in s.scalars(q.execution_options(yield_per=limit + 1)):
+                kept = json.loads(row.metadata_json)  # the SQL filter, checked exactly
                 if all(kept.get(k) == v for k, v in metadata.items()):
                     found.append(as_object(row))
                     if len(found) > limit:
@@ -173,7 +196,7 @@ class StoredCompletions:
         self.written()
         with self.sessions.begin() as s:
             row = self._row(s, principal.project_id, completion_id)
-            row.metadata_json = json.dumps(metadata or {}, ensure_ascii=False)
+            row.metadata_json = as_json(metadata or {})
             row.session = (metadata or {}).get("session")
             return as_object(row)
 
@@ -191,8 +214,15 @@ class StoredCompletions:
                  given: FeedbackCreate) -> dict[str, Any]:
         self._require_writer(principal)
         self.written()
+        clean = scrubbed if principal.capture_scrub_pii else str
         with self.sessions.begin() as s:
-            row = self._row(s, principal.project_id, completion_id)
+            row = self._row(s, principal.project_id, completion_id, lock=True)
+            given_already = s.scalar(select(func.count(Feedback.id)).where(
+                Feedback.completion_row == row.id, Feedback.project_id == principal.project_id))
+            if given_already >= FEEDBACK_PER_COMPLETION:
+                raise GatewayError(400, f"This completion has {given_already} pieces of "
+                                        "feedback, the most it keeps.", "invalid_request_error",
+                                   "too_much_feedback")
             other = None
             if given.better_than is not None:
                 other = self._row(s, principal.project_id, given.better_than, "better_than")
@@ -202,8 +232,9 @@ class StoredCompletions:
                                        "not_same_prompt", "better_than")
             fb = Feedback(completion_row=row.id, project_id=principal.project_id,
                           key_id=principal.key_id, user=principal.user, ts=time.time(),
-                          rating=given.rating, score=given.score, comment=given.comment,
-                          correction=given.correction,
+                          rating=given.rating, score=given.score,
+                          comment=clean_text(given.comment and clean(given.comment)),
+                          correction=clean_text(given.correction and clean(given.correction)),
                           better_than=other.id if other else None)
             s.add(fb)
             s.flush()
@@ -217,7 +248,8 @@ class StoredCompletions:
             return {"object": "list", "data": self._feedback(s, row)}
 
     def _feedback(self, s: Session, row: StoredCompletion) -> list[dict[str, Any]]:
-        rows = s.scalars(select(Feedback).where(Feedback.completion_row == row.id)
+        rows = s.scalars(select(Feedback).where(Feedback.completion_row == row.id,
+                                                Feedback.project_id == row.project_id)
                          .order_by(Feedback.id)).all()
         others = self._completion_ids(s, {f.better_than for f in rows if f.better_than})
         return [feedback_object(f, row.completion_id, others.get(f.better_than or -1))
@@ -229,7 +261,7 @@ class StoredCompletions:
         if not wanted:
             return {}
         return dict(s.execute(select(StoredCompletion.id, StoredCompletion.completion_id)
-                              .where(StoredCompletion.id.in_(wanted))).tuples().all())
+                              .where(StoredCompletion.id.in_(wanted))).all())
 
     @staticmethod
     def _require_writer(principal: Principal) -> None:
@@ -244,8 +276,8 @@ class StoredCompletions:
         gone = 0
         for start in range(0, len(rows), 500):
             part = rows[start:start + 500]
-            gone += s.execute(delete(Feedback).where(or_(
-                Feedback.completion_row.in_(part), Feedback.better_than.in_(part)))).rowcount
+            gone += s.execute(delete(Feedback).where(Feedback.completion_row.in_(part))).rowcount
+            gone += s.execute(delete(Feedback).where(Feedback.better_than.in_(part))).rowcount
             s.execute(delete(StoredCompletion).where(StoredCompletion.id.in_(part)))
         return gone
 
@@ -277,11 +309,14 @@ class StoredCompletions:
     def share(self, principal: Principal, session: str) -> dict[str, Any]:
         """Show the caller's conversation to the whole project."""
         self._require_writer(principal)
+        if not (0 < len(session) <= 512 and session.isprintable()):
+            raise GatewayError(404, "No conversation of yours by that name in this project.",
+                               "invalid_request_error", "session_not_found", "session")
         self.written()
         with self.sessions.begin() as s:
             changed = s.execute(update(StoredCompletion).where(
                 StoredCompletion.project_id == principal.project_id,
-                StoredCompletion.session == session[:512],
+                StoredCompletion.session == session,
                 StoredCompletion.user == principal.user).values(shared=True)).rowcount
         if not changed:
             raise GatewayError(404, "No conversation of yours by that name in this project.",
@@ -294,10 +329,12 @@ class StoredCompletions:
         """Every feedback given in the project (after feedback id `after`, on completions
         of `model` made since `since`) with the completion it is about: what a dataset from
         traffic reads (ingest/traffic.py)."""
+        self._check_model(model)
         self.written()
         with self.sessions() as s:
             q = (select(Feedback, StoredCompletion)
-                 .join(StoredCompletion, StoredCompletion.id == Feedback.completion_row)
+                 .join(StoredCompletion, (StoredCompletion.id == Feedback.completion_row)
+                       & (StoredCompletion.project_id == Feedback.project_id))
                  .where(Feedback.project_id == project_id, Feedback.id > after,
                         StoredCompletion.ts >= since).order_by(Feedback.id).limit(EXPORT_ROWS))
             if model:
@@ -305,6 +342,7 @@ class StoredCompletions:
                                 StoredCompletion.served == model))
             found = s.execute(q).all()
             others = {row.id: row for row in s.scalars(select(StoredCompletion).where(
+                StoredCompletion.project_id == project_id,
                 StoredCompletion.id.in_([f.better_than for f, _ in found if f.better_than])))}
             return {"object": "list", "has_more": len(found) == EXPORT_ROWS, "data": [
                 {"feedback_id": f.id, "completion_id": c.completion_id, "model": c.model,
@@ -320,10 +358,12 @@ class StoredCompletions:
     def feedback_count(self, project_id: int, model: str | None) -> dict[str, Any]:
         """How much feedback the project has (on `model`), and the newest's id: what the
         graph's feedback sensor polls."""
+        self._check_model(model)
         self.written()
         with self.sessions() as s:
             q = (select(func.count(Feedback.id), func.max(Feedback.id))
-                 .join(StoredCompletion, StoredCompletion.id == Feedback.completion_row)
+                 .join(StoredCompletion, (StoredCompletion.id == Feedback.completion_row)
+                       & (StoredCompletion.project_id == Feedback.project_id))
                  .where(Feedback.project_id == project_id))
             if model:
                 q = q.where(or_(StoredCompletion.model == model,
@@ -331,68 +371,105 @@ class StoredCompletions:
             count, newest = s.execute(q).one()
             return {"count": int(count or 0), "newest_id": int(newest or 0)}
 
+    @staticmethod
+    def _check_model(model: str | None) -> None:
+        if model is not None and not valid_name(model):
+            raise invalid("model is a model's or an adapter's name.", "model")
+
     def purge(self, contains: list[str], user: str | None, dry_run: bool) -> dict[str, Any]:
-        """Erasure: completions holding any of `contains` (in the conversation, the reply, or
-        a correction or comment made on them) or made by `user`, with their feedback."""
+        """Erasure: kept chats holding any of `contains` (in the conversation, an answer, the
+        metadata, or a comment or correction made on them) or made by `user`, in every project,
+        with their feedback; and every feedback `user` gave. Matched in Python, exactly and
+        case-sensitively, row by row: a rare admin act, never a LIKE that reads JSON keys."""
         self.written()
         with self.sessions.begin() as s:
-            rows = set(self._matching(s, contains, user))
-            found = s.execute(select(StoredCompletion.id, StoredCompletion.completion_id,
-                                     Project.name)
-                              .join(Project, Project.id == StoredCompletion.project_id)
-                              .where(StoredCompletion.id.in_(rows))).all() if rows else []
-            feedback = 0 if dry_run else self._remove(s, sorted(rows))
+            rows = sorted(set(self._matching(s, contains, user)))
+            found: list[tuple[int, str, str]] = []
+            for start in range(0, len(rows), 500):
+                found += s.execute(select(StoredCompletion.id, StoredCompletion.completion_id,
+                                          Project.name)
+                                   .join(Project, Project.id == StoredCompletion.project_id)
+                                   .where(StoredCompletion.id.in_(rows[start:start + 500]))
+                                   ).all()
+            feedback = 0
+            if not dry_run:
+                feedback = self._remove(s, rows)
+                if user:
+                    feedback += s.execute(delete(Feedback).where(Feedback.user == user)).rowcount
         return {"object": "completions.purge", "dry_run": dry_run, "completions": len(found),
                 "feedback": feedback, "data": [{"project": project, "completion_id": cid}
-                                               for _, cid, project in found]}
+                                               for _, cid, project in found[:PURGE_LISTED]]}
 
     @staticmethod
     def _matching(s: Session, contains: list[str], user: str | None) -> Iterator[int]:
-        for text in contains:
-            pattern = like(text)
-            yield from s.scalars(select(StoredCompletion.id).where(or_(
-                StoredCompletion.messages.like(pattern, escape="\\"),
-                StoredCompletion.choices.like(pattern, escape="\\"))))
-            yield from s.scalars(select(Feedback.completion_row).where(or_(
-                Feedback.correction.like(f"%{text}%"), Feedback.comment.like(f"%{text}%"))))
+        if contains:
+            for row in s.scalars(select(StoredCompletion).execution_options(yield_per=500)):
+                if any(phrase in text for text in texts_of(row) for phrase in contains):
+                    yield row.id
+            said = select(Feedback.completion_row, Feedback.comment, Feedback.correction)
+            for completion, comment, correction in s.execute(
+                    said.execution_options(yield_per=500)):
+                if any(phrase in text for text in (comment, correction) if text
+                       for phrase in contains):
+                    yield completion
         if user:
             yield from s.scalars(select(StoredCompletion.id).where(
                 StoredCompletion.user == user))
 
+    # -- bounds -------------------------------------------------------------------------------
     def hold_bounds(self, batch: list[Base]) -> None:
-        """After a write: each project that gained rows keeps at most its rows, bytes and days;
-        the oldest go first (with their feedback), and the project counts what went."""
-        projects = {r.project_id for r in batch if isinstance(r, StoredCompletion)}
+        """After a write: each project that gained rows keeps at most its rows, bytes and days
+        (the oldest go first, with their feedback), and a project whose policy was turned off
+        since the chat was answered keeps none of the new ones."""
+        written: dict[int, list[int]] = {}
+        for row in batch:
+            if isinstance(row, StoredCompletion):
+                written.setdefault(row.project_id, []).append(row.id)
+        for project_id, rows in written.items():
+            with self.sessions.begin() as s:
+                if s.scalar(select(Project.capture).where(Project.id == project_id)) == "off":
+                    self._remove(s, [r for r in rows if r is not None])
+                self._hold(s, project_id)
+
+    def sweep(self) -> None:
+        """Every project held to its bounds, those that wrote nothing lately too (days pass)."""
+        with self.sessions() as s:
+            projects = list(s.scalars(select(StoredCompletion.project_id).distinct()))
         for project_id in projects:
             with self.sessions.begin() as s:
-                quota = s.get(Quota, project_id)
-                bounds = (quota.capture_rows, quota.capture_bytes, quota.capture_days) if quota \
-                    else (self.default_quota.capture_rows, self.default_quota.capture_bytes,
-                          self.default_quota.capture_days)
-                doomed = self._over_bounds(s, project_id, *bounds)
-                if doomed:
-                    self._remove(s, doomed)
-                    s.execute(update(Project).where(Project.id == project_id).values(
-                        capture_evicted=Project.capture_evicted + len(doomed)))
+                self._hold(s, project_id)
+
+    def _hold(self, s: Session, project_id: int) -> None:
+        quota = s.get(Quota, project_id)
+        bounds = quota or self.default_quota
+        doomed = self._over_bounds(s, project_id, bounds.capture_rows, bounds.capture_bytes,
+                                   bounds.capture_days)
+        if doomed:
+            self._remove(s, doomed)
+            s.execute(update(Project).where(Project.id == project_id).values(
+                capture_evicted=Project.capture_evicted + len(doomed)))
 
     @staticmethod
     def _over_bounds(s: Session, project_id: int, rows: int, size: int, days: int
                      ) -> list[int]:
-        mine: Select = select(StoredCompletion.id, StoredCompletion.size, StoredCompletion.ts
-                              ).where(StoredCompletion.project_id == project_id)
-        count, total, first = s.execute(select(func.count(StoredCompletion.id),
-                                               func.sum(StoredCompletion.size),
-                                               func.min(StoredCompletion.ts))
-                                        .where(StoredCompletion.project_id == project_id)).one()
+        """The rows to evict: every one older than `days`, then the oldest until the rest fit
+        `rows` and `size`."""
+        mine = StoredCompletion.project_id == project_id
         oldest_kept = time.time() - days * 86_400
-        if not count or (first >= oldest_kept and count <= rows and (total or 0) <= size):
-            return []
-        doomed: list[int] = []
+        expired = list(s.scalars(select(StoredCompletion.id).where(
+            mine, StoredCompletion.ts < oldest_kept)))
+        count, total = s.execute(select(func.count(StoredCompletion.id),
+                                        func.sum(StoredCompletion.size))
+                                 .where(mine, StoredCompletion.ts >= oldest_kept)).one()
         total = int(total or 0)
-        for row_id, row_size, ts in s.execute(mine.order_by(StoredCompletion.id)
-                                              .execution_options(yield_per=500)):
-            if ts >= oldest_kept and count - len(doomed) <= rows and total <= size:
+        if count <= rows and total <= size:
+            return expired
+        doomed = list(expired)
+        kept_rows = select(StoredCompletion.id, StoredCompletion.size).where(
+            mine, StoredCompletion.ts >= oldest_kept).order_by(StoredCompletion.id)
+        for row_id, row_size in s.execute(kept_rows.execution_options(yield_per=500)):
+            if count <= rows and total <= size:
                 break
             doomed.append(row_id)
-            total -= row_size
+            count, total = count - 1, total - row_size
         return doomed

@@ -9,6 +9,8 @@ import httpx
 
 from config.gateway import GatewaySettings
 
+PURGE_PHRASES = 1000  # what one purge call of the admin API takes
+
 
 class GatewayUnavailable(RuntimeError):
     """The gateway could not answer; the message says which setting or step fixes it."""
@@ -66,6 +68,14 @@ class GatewayAdmin:
     def purge_completions(self, contains: list[str], user: str | None = None,
                           dry_run: bool = False) -> dict[str, Any]:
         """Erasure: stored completions naming any of `contains` (or made by `user`) and their
-        feedback, in every project."""
-        return self.call("POST", "/completions/purge", body={
-            "contains": contains, "user": user, "dry_run": dry_run})
+        feedback, in every project; asked in parts of at most PURGE_PHRASES phrases, the
+        answers added up."""
+        parts = [contains[i:i + PURGE_PHRASES] for i in range(0, len(contains),
+                                                               PURGE_PHRASES)] or [[]]
+        total: dict[str, Any] = {"completions": 0, "feedback": 0, "data": []}
+        for part in parts:
+            done = self.call("POST", "/completions/purge", body={
+                "contains": part, "user": user, "dry_run": dry_run})
+            for field in ("completions", "feedback", "data"):
+                total[field] += done[field]
+        return total

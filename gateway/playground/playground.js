@@ -326,7 +326,7 @@ async function listSessions() {
       actions.append(share);
     }
     return row([s.title, String(s.turns), new Date(s.updated * 1000).toLocaleString(), s.user,
-                s.shared ? "shared" : "only you", actions]);
+                s.shared ? "shared" : "not shared", actions]);
   }));
 }
 

@@ -239,3 +239,60 @@ def test_the_admin_purges_what_names_a_phrase_with_its_feedback(kept: Running) -
             assert owner.post("/admin/completions/purge",
                               json={"contains": ["nothing"]}).status_code == 403
     assert [r.completion_id for r in rows_of(kept, tenant)] == [spared]
+
+
+def test_ids_names_and_text_no_database_takes_are_4xx(kept: Running) -> None:
+    """A NUL (PostgreSQL refuses it in any string) or a control character in an id, a filter,
+    a session or feedback text never reaches a query as such: the API's 4xx, or kept as text."""
+    tenant = kept.project("request")
+    chat = ask(kept.openai(tenant), store=True)
+    with kept.http(tenant.key) as http:
+        for method, path in (("GET", "/v1/chat/completions/chatcmpl-%00"),
+                             ("GET", "/v1/chat/completions/%01/messages"),
+                             ("DELETE", "/v1/chat/completions/x%00y"),
+                             ("GET", "/v1/chat/completions?after=%00"),
+                             ("POST", "/v1/chat/sessions/s%00/share"),
+                             ("GET", f"/v1/chat/completions/{'x' * 97}")):
+            r = http.request(method, path)
+            assert 400 <= r.status_code < 500 and r.json()["error"]["code"], (path, r.text)
+        assert http.get("/v1/chat/completions?model=%00").json()["data"] == []
+        r = http.post(f"/v1/chat/completions/{chat}/feedback",
+                      json={"comment": "nul \u0000 here", "better_than": None})
+        assert r.status_code == 200 and r.json()["comment"] == "nul \ufffd here"
+        r = http.post(f"/v1/chat/completions/{chat}/feedback", json={"better_than": "a\u0000"})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "better_than"
+    with kept.http() as admin:
+        r = admin.post("/admin/completions/purge", json={"contains": ["a\u0000b"]})
+        assert r.status_code == 400
+        r = admin.get(f"/admin/projects/{tenant.project}/feedback/count?model=%00")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+
+
+def test_a_purge_matches_what_people_wrote_never_the_stored_form(kept: Running) -> None:
+    """A phrase that is a word of the stored JSON (`content`, `assistant`) purges nothing; a
+    phrase with accents, or one only a correction holds, is found."""
+    tenant = kept.project("request")
+    client = kept.openai(tenant)
+    accented = ask(client, "Réunion à Genève, salle Émeraude", store=True)
+    corrected = ask(client, "what is the code?", store=True)
+    with kept.http(tenant.key) as http:
+        http.post(f"/v1/chat/completions/{corrected}/feedback",
+                  json={"correction": "It is kiwi-lantern-42."})
+    with kept.http() as admin:
+        for phrase in ("content", "assistant", "role", "finish_reason"):
+            assert admin.post("/admin/completions/purge", json={
+                "contains": [phrase], "dry_run": True}).json()["completions"] == 0, phrase
+        found = admin.post("/admin/completions/purge", json={
+            "contains": ["Genève, salle Émeraude", "kiwi-lantern-42"], "dry_run": True}).json()
+    assert {d["completion_id"] for d in found["data"]} == {accented, corrected}
+
+
+def test_a_completion_keeps_at_most_fifty_pieces_of_feedback(kept: Running) -> None:
+    tenant = kept.project("request")
+    chat = ask(kept.openai(tenant), store=True)
+    with kept.http(tenant.key) as http:
+        for i in range(50):
+            assert http.post(f"/v1/chat/completions/{chat}/feedback",
+                             json={"score": i / 50}).status_code == 200
+        r = http.post(f"/v1/chat/completions/{chat}/feedback", json={"rating": "up"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "too_much_feedback"

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("ttft_ms", sa.Float(), nullable=True),
         sa.Column("streamed", sa.Boolean(), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_gw_completions_project_cid", "gw_completions",
                     ["project_id", "completion_id"])
@@ -74,10 +75,12 @@ def upgrade() -> None:
         sa.Column("comment", sa.Text(), nullable=True),
         sa.Column("correction", sa.Text(), nullable=True),
         sa.Column("better_than", sa.Integer(), nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_gw_feedback_completion_row", "gw_feedback", ["completion_row"])
     op.create_index("ix_gw_feedback_project_id", "gw_feedback", ["project_id"])
     op.create_index("ix_gw_feedback_ts", "gw_feedback", ["ts"])
+    op.create_index("ix_gw_feedback_better_than", "gw_feedback", ["better_than"])
 
 
 def downgrade() -> None:
