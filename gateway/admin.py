@@ -28,6 +28,7 @@ from gateway import protocol as p
 from gateway.bodies import parse
 from gateway.credentials import bearer_token
 from gateway.db import AdminAuditRecord
+from gateway.monitoring import recent_prompts, series
 from gateway.routers import body_of, client_address, error_response, internal_error, is_admin
 from gateway.serving import Gateway
 from gateway.tenancy import NotFound, Principal, QuotaError, TenancyError
@@ -41,8 +42,10 @@ RULES: dict[str, Who] = {
     "key.rotate": "owner", "key.revoke": "owner", "quota.read": "member",
     "grant.list": "member", "usage.read": "member", "traffic.read": "admin",
     "capture.set": "owner", "capture.read": "member", "feedback.export": "admin",
-    "feedback.count": "admin", "completions.purge": "admin",
+    "feedback.count": "admin", "completions.purge": "admin", "monitor.read": "admin",
 }
+WINDOWS = (60, 300, 900, 3600, 21_600, 86_400)  # seconds a monitor window may last
+MONITOR_SPAN = 31 * 86_400  # the longest time one monitor read covers
 ADMIN_BODY_BYTES = 65_536
 
 
@@ -238,6 +241,43 @@ def make_admin_router(gateway: Gateway) -> APIRouter:
         their feedback, in every project."""
         return await run(request, "completions.purge", None, lambda b: gateway.stored.purge(
             b.contains, b.user, b.dry_run), p.CompletionsPurge, offload=True)
+
+    @router.get("/monitor")
+    async def monitor(request: Request, since: str = "0", until: str | None = None,
+                      window: str = "3600") -> Response:
+        """Per model and window: requests, errors, latency, TTFT, TPOT, tokens, refusals,
+        feedback rate and mean score (repeat `model=` to choose models)."""
+        def do(_: None) -> Any:
+            start = epoch(since, "since")
+            end = epoch(until, "until") if until is not None else time.time()
+            step = whole(window, "window")
+            if step not in WINDOWS:
+                raise TenancyError(f"window is one of {', '.join(map(str, WINDOWS))} seconds")
+            if not 0 < end - start <= MONITOR_SPAN:
+                raise TenancyError("until comes after since, at most 31 days later")
+            models = request.query_params.getlist("model") or None
+            if models and not all(p.valid_name(m) for m in models):
+                raise TenancyError("model is a model's or an adapter's name")
+            gateway.stored.written()  # what is queued is part of the window
+            return series(gateway.sessions, start, end, step, models)
+        return await run(request, "monitor.read", None, do, offload=True)
+
+    @router.get("/monitor/prompts")
+    async def monitor_prompts(request: Request, since: str = "0", limit: str = "500"
+                              ) -> Response:
+        """The last user turn of the newest kept chats of the `model`s: what drift is
+        measured on (only chats a project chose to keep)."""
+        def do(_: None) -> Any:
+            models = request.query_params.getlist("model")
+            if not models or not all(p.valid_name(m) for m in models):
+                raise TenancyError("name the models: model=<name>, repeatable")
+            count = whole(limit, "limit")
+            if not 1 <= count <= 5000:
+                raise TenancyError("limit is 1 to 5000")
+            gateway.stored.written()
+            return {"object": "list", "data": recent_prompts(
+                gateway.sessions, models, epoch(since, "since"), count)}
+        return await run(request, "monitor.read", None, do, offload=True)
 
     @router.get("/usage")
     async def usage(request: Request, project: str | None = None, day: str | None = None
