@@ -14,6 +14,7 @@ from config.base_models import BaseModelSpec
 from config.common import STUDIO_SEPARATOR, Name, Strict, reference_problems
 from config.evaluations import EvaluationSpec
 from config.mixtures import MixtureSpec
+from config.monitoring import MonitorSpec
 from config.storage import Storage
 
 
@@ -105,6 +106,8 @@ class DeploymentSpec(Strict):
     transcription_eval: TranscriptionEvalSpec | None = Field(
         None, description="a speech deployment: word error rate through the endpoint")
     adapters: list[Name] = Field(default_factory=list)
+    monitor: MonitorSpec | None = Field(
+        None, description="watch what is served: the gateway's measures, drift, alerts")
     target: Literal["local", "hosts", "kubernetes"] = Field(
         "local", description="local: vLLM processes on this machine (host, port, replicas); "
                              "hosts: the vLLM servers listed in `hosts`, health-checked and "

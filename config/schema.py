@@ -26,6 +26,7 @@ from config.evaluations import EvaluationSpec, evaluation_problems
 from config.gateway import GatewaySettings
 from config.metrics import SERVED
 from config.mixtures import MixtureSpec, mixture_problems
+from config.monitoring import AlertsSpec
 from config.storage import Storage
 from config.training import TrackingSpec
 
@@ -61,6 +62,7 @@ class FactoryConfig(Strict):
     tracking: TrackingSpec = TrackingSpec()
     gateway: GatewaySettings = Field(default_factory=GatewaySettings,
                                      description="the OpenAI-compatible gateway (gateway/)")
+    alerts: AlertsSpec = AlertsSpec()
     erasure: Literal["flag", "retrain", "unpublish"] = Field(
         "flag", description="what `factory forget` does to adapters trained on erased data "
                             "besides marking them: retrain them through the gate, or stop "

@@ -65,6 +65,7 @@ class Window:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "feedback": self.feedback,
                 "feedback_rate": rate(self.feedback, answered - errors),
+                "scored": len(self.scores),
                 "mean_score": round(float(np.mean(self.scores)), 4) if self.scores else None}
 
 

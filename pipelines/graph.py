@@ -18,6 +18,7 @@ from assets.deployments import deployment_asset
 from assets.evaluations import evaluation_asset
 from assets.indexes import index_asset
 from assets.mixtures import mixture_asset
+from assets.monitors import monitor_asset, monitor_key, monitored
 from assets.served_evaluations import served_evaluation_asset
 from assets.speech_evaluation import transcription_eval_asset
 from assets.sweeps import sweep_assets
@@ -78,7 +79,7 @@ def assets_for(config: FactoryConfig) -> list[Definition]:
         (config.adapters, adapter_or_sweep), (config.evaluations, evaluation_asset),
         (config.mixtures, mixture_asset),
         (config.deployments, deployment_asset), (config.deployments, served_evaluation_asset),
-        (config.deployments, transcription_eval_asset),
+        (config.deployments, transcription_eval_asset), (config.deployments, monitor_asset),
         (config.corpora, corpus_asset),
         (config.corpora, index_asset),
     ]
@@ -105,9 +106,11 @@ def make_definitions(config: FactoryConfig) -> dg.Definitions:
         asset_checks=checks,
         jobs=[
             dg.define_asset_job(
-                "everything", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(USAGE),
+                "everything", selection=dg.AssetSelection.all() - dg.AssetSelection.assets(
+                    USAGE, *(monitor_key(d) for d in monitored(config))),
                 tags=limit, description="Materialize the whole graph end to end (but "
-                                        "gateway/usage, which a running gateway answers)."),
+                                        "gateway/usage and the monitors, which a running "
+                                        "gateway answers)."),
             dg.define_asset_job("rag", selection=dg.AssetSelection.groups("rag")),
         ],
         sensors=sensors,

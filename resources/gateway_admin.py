@@ -21,10 +21,10 @@ class GatewayAdmin:
         self.url, self.timeout_s = settings.base_url, timeout_s
         self.token, self.token_env = settings.admin_token, settings.admin_token_env
 
-    def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.call("GET", path, params)
 
-    def call(self, method: str, path: str, params: dict[str, str] | None = None,
+    def call(self, method: str, path: str, params: dict[str, Any] | None = None,
              body: dict[str, Any] | None = None) -> Any:
         if not self.token:
             raise GatewayUnavailable(
@@ -79,3 +79,14 @@ class GatewayAdmin:
             for field in ("completions", "feedback", "data"):
                 total[field] += done[field]
         return total
+
+    def monitor(self, since: float, until: float, window_s: int, models: list[str]
+                ) -> dict[str, Any]:
+        """Per model and window: what the gateway measured (gateway/monitoring.py)."""
+        return self.get("/monitor", {"since": repr(since), "until": repr(until),
+                                     "window": str(window_s), "model": models})
+
+    def monitor_prompts(self, models: list[str], since: float, limit: int) -> list[str]:
+        """The last user turn of the newest kept chats of `models`."""
+        return self.get("/monitor/prompts", {"model": models, "since": repr(since),
+                                             "limit": str(limit)})["data"]

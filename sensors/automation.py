@@ -10,8 +10,9 @@ the sensors that evaluate and feed them, generated from factory.yaml.
 - A corpus or dataset with `watch:` rebuilds when its watched listing changed (the watch sensor
   records it: sensors/watchers.py); one fed by a corpus rebuilds when the corpus did; one read
   from traffic rebuilds when `rebuild_after` new feedback arrived (the feedback sensor).
-- Cron expressions in `schedules` (and each deployment's `hot_adapters.review`) are conditions
-  too: retrain the datasets, re-score what is served, re-apply the hot-adapter policy, read usage.
+- Cron expressions in `schedules` (and each deployment's `hot_adapters.review` and
+  `monitor.schedule`) are conditions too: retrain the datasets, re-score what is served,
+  re-apply the hot-adapter policy, read usage, watch what is served.
 - The Studio's own trainings are not automated: a member launches them and an owner promotes.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.monitors import monitor_key, monitored
 from assets.usage import USAGE
 from assets.watched import feedback_asset, feedback_watches, watched_asset, watches
 from config.common import STUDIO_SEPARATOR
@@ -66,6 +68,7 @@ def conditions_for(config: FactoryConfig, specs: list[dg.AssetSpec]
               for d, spec in config.deployments.items() if spec.evaluate]
     crons += [(dg.AssetKey(["deployment", d]), spec.hot_adapters.review)
               for d, spec in config.deployments.items() if spec.hot_adapters]
+    crons += [(monitor_key(d), monitor.schedule) for d, monitor in monitored(config).items()]
     for key, cron in crons:
         if cron:
             conditions[key] = (conditions[key] | on_tick(cron)).with_label(

@@ -36,7 +36,7 @@ def import_without_dagster(*packages: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_gateway_and_the_domain_packages_import_where_dagster_cannot() -> None:
     done = import_without_dagster("gateway", "ingest", "curation", "training", "evaluation",
-                                  "models", "erasure", "store", "config")
+                                  "models", "erasure", "monitoring", "store", "config")
     assert done.returncode == 0, done.stderr[-3000:]
     # the same process does refuse Dagster: the control plane's resources cannot load there
     refused = import_without_dagster("resources.object_store")
