@@ -23,6 +23,7 @@ from assets.common import (
     publish,
     store_link,
 )
+from assets.monitors import retrain_triggers
 from assets.watched import (
     FEEDBACK_KEY,
     dataset_is_watched,
@@ -84,6 +85,7 @@ def dataset_asset(name: str, spec: DatasetSpec, config: FactoryConfig) -> list[D
              if isinstance(s, CorpusDatasetSource)]
     deps += [watched_key("dataset", name)] if dataset_is_watched(spec) else []
     deps += [feedback_key(name)] if traffic_sources(spec) else []
+    deps += retrain_triggers(config, name)
     key = dg.AssetKey(["dataset", name])
 
     @dg.asset(

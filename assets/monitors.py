@@ -233,3 +233,49 @@ def series_plot(read: dict[str, Any], name: str) -> dg.MetadataValue:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return png_markdown(fig, f"{name}: what was served")
+
+
+# -- what a failed check sets in motion --------------------------------------------------------
+FOLLOWS = {"reevaluate": "the served evaluation",
+           "retrain": "the datasets of its adapters, then retraining"}
+
+
+def trigger_key(deployment: str) -> dg.AssetKey:
+    return dg.AssetKey(["trigger", "deployment", deployment])
+
+
+def triggered(config: FactoryConfig) -> dict[str, str]:
+    """Deployments whose failing monitor re-evaluates or retrains: deployment -> what."""
+    return {name: monitor.on_failure for name, monitor in monitored(config).items()
+            if monitor.on_failure != "alert"}
+
+
+def retrain_triggers(config: FactoryConfig, dataset: str) -> list[dg.AssetKey]:
+    """The triggers that rebuild `dataset`: those of the deployments serving an adapter
+    trained on it whose monitor retrains."""
+    return [trigger_key(d) for d, what in triggered(config).items() if what == "retrain"
+            and any(config.adapters[a].dataset == dataset
+                    for a in config.deployments[d].adapters if a in config.adapters)]
+
+
+def reevaluate_triggers(config: FactoryConfig, deployment: str) -> list[dg.AssetKey]:
+    return [trigger_key(deployment)] if triggered(config).get(deployment) == "reevaluate" \
+        else []
+
+
+def trigger_asset(deployment: str, what: str) -> dg.SourceAsset:
+    """Observed by the monitor's trigger sensor when a check starts failing; "Observe" in the
+    UI sets the same in motion by hand."""
+    import warnings
+
+    with warnings.catch_warnings():  # observable source assets are "beta" in Dagster 1.13
+        warnings.simplefilter("ignore", dg.BetaWarning)
+
+        @dg.observable_source_asset(
+            key=trigger_key(deployment), group_name="serving",
+            description=f"A failed check of monitor/{deployment}: what depends on it "
+                        f"({FOLLOWS[what]}) runs, gated as always.")
+        def _trigger() -> dg.DataVersion:
+            return dg.DataVersion(f"by hand {time.time():.0f}")
+
+    return _trigger

@@ -26,6 +26,7 @@ import httpx
 
 from assets.common import WITH_ITS_ASSET, Definition, current, publish, version_of
 from assets.deployments import published
+from assets.monitors import reevaluate_triggers
 from config.deployments import DeploymentSpec
 from config.metrics import METRICS, SERVED
 from config.schema import FactoryConfig
@@ -42,7 +43,7 @@ def served_evaluation_asset(name: str, spec: DeploymentSpec, config: FactoryConf
 
     @dg.asset(
         key=["served_evaluation", name], group_name="serving", kinds={"lm_eval", "vllm"},
-        deps=[dg.AssetKey(["deployment", name])],
+        deps=[dg.AssetKey(["deployment", name]), *reevaluate_triggers(config, name)],
         description=f"Exact match, ROUGE-L, TTFT and TPOT of what deployment '{name}' serves, "
                     "measured through its OpenAI-compatible endpoint.",
     )

@@ -9,7 +9,9 @@ the sensors that evaluate and feed them, generated from factory.yaml.
   and hot-loads in one run.
 - A corpus or dataset with `watch:` rebuilds when its watched listing changed (the watch sensor
   records it: sensors/watchers.py); one fed by a corpus rebuilds when the corpus did; one read
-  from traffic rebuilds when `rebuild_after` new feedback arrived (the feedback sensor).
+  from traffic rebuilds when `rebuild_after` new feedback arrived (the feedback sensor); one
+  whose adapter a failing monitor retrains rebuilds when the monitor's trigger is observed, and
+  so does a served evaluation a failing monitor re-runs.
 - Cron expressions in `schedules` (and each deployment's `hot_adapters.review` and
   `monitor.schedule`) are conditions too: retrain the datasets, re-score what is served,
   re-apply the hot-adapter policy, read usage, watch what is served.
@@ -20,16 +22,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.monitors import monitor_key, monitored
+from assets.monitors import monitor_key, monitored, retrain_triggers, trigger_asset, triggered
 from assets.usage import USAGE
 from assets.watched import feedback_asset, feedback_watches, watched_asset, watches
 from config.common import STUDIO_SEPARATOR
 from config.schema import FactoryConfig
-from sensors.watchers import feedback_sensor, watch_sensor
+from sensors.watchers import feedback_sensor, monitor_trigger_sensor, watch_sensor
 
 Condition = dg.AutomationCondition
 # inputs that only the user (or a watch) changes: never rebuilt on their own
-ROOTS = {"base_model", "corpus", "dataset", "watched", "feedback", "gateway"}
+ROOTS = {"base_model", "corpus", "dataset", "watched", "feedback", "trigger", "gateway"}
 
 
 def rebuild(optional: list[dg.AssetKey]) -> dg.AutomationCondition:
@@ -50,7 +52,8 @@ def on_tick(cron: str) -> dg.AutomationCondition:
 def conditions_for(config: FactoryConfig, specs: list[dg.AssetSpec]
                    ) -> dict[dg.AssetKey, dg.AutomationCondition]:
     """Each automated asset's condition: the table the graph applies to `specs`."""
-    watched_readers = {w.reader for w in [*watches(config), *feedback_watches(config)]}
+    watched_readers = {w.reader for w in [*watches(config), *feedback_watches(config)]} | {
+        dg.AssetKey(["dataset", d]) for d in config.datasets if retrain_triggers(config, d)}
     plan = config.schedules
     conditions: dict[dg.AssetKey, dg.AutomationCondition] = {}
     for spec in specs:
@@ -87,5 +90,8 @@ def automation_for(config: FactoryConfig) -> tuple[list[dg.SourceAsset],
         run_tags={"dagster/max_runtime": str(config.compute.max_runtime_s)},
         description="Rebuilds what depends on a changed input (the conditions of "
                     "sensors/automation.py), gated by the inputs' blocking checks.")
-    return ([watched_asset(w) for w in found] + [feedback_asset(w) for w in rated],
-            [watch_sensor(w) for w in found] + [feedback_sensor(w) for w in rated] + [evaluator])
+    triggers = triggered(config)
+    return ([watched_asset(w) for w in found] + [feedback_asset(w) for w in rated]
+            + [trigger_asset(d, what) for d, what in triggers.items()],
+            [watch_sensor(w) for w in found] + [feedback_sensor(w) for w in rated]
+            + [monitor_trigger_sensor(d, what) for d, what in triggers.items()] + [evaluator])

@@ -16,6 +16,7 @@ import json
 
 import dagster as dg
 
+from assets.monitors import CHECKS, FOLLOWS, monitor_key, trigger_key
 from assets.watched import FEEDBACK_KEY, FeedbackWatch, Watch
 from ingest.listings import LISTING_KEY, listing_digest
 from resources.gateway_admin import GatewayUnavailable
@@ -102,3 +103,37 @@ def feedback_sensor(watch: FeedbackWatch) -> dg.SensorDefinition:
         return dg.SensorResult(asset_events=[observation], cursor=json.dumps({"count": count}))
 
     return _feedback
+
+
+def monitor_trigger_sensor(deployment: str, what: str) -> dg.SensorDefinition:
+    """Turns a newly failed check of monitor/<deployment> into an observation of its trigger,
+    once per failing evaluation, so Declarative Automation re-evaluates or retrains."""
+    monitor = monitor_key(deployment)
+    checks = [dg.AssetCheckKey(monitor, check) for check in CHECKS]
+
+    @dg.sensor(name=f"monitor_trigger_{deployment.replace('-', '_')}",
+               minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"When a check of {monitor.to_user_string()} fails, records an "
+                           f"observation of {trigger_key(deployment).to_user_string()}: "
+                           f"{FOLLOWS[what]} follows (cursor: the evaluations seen).")
+    def _trigger(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        seen = json.loads(context.cursor) if context.cursor else {}
+        latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            checks)
+        failed = []
+        for key, record in latest.items():
+            if record.event is None or record.id <= seen.get(key.name, 0):
+                continue
+            seen[key.name] = record.id
+            evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
+            if getattr(evaluation, "passed", True) is False:
+                failed.append((key.name, record.id))
+        if not failed:
+            return dg.SensorResult(skip_reason="no newly failed check", cursor=json.dumps(seen))
+        context.log.info(f"{monitor.to_user_string()}: {failed}; {FOLLOWS[what]} follows")
+        return dg.SensorResult(asset_events=[dg.AssetObservation(
+            asset_key=trigger_key(deployment),
+            tags={DATA_VERSION_TAG: ",".join(f"{c}:{i}" for c, i in failed)},
+            metadata={"failed": [c for c, _ in failed]})], cursor=json.dumps(seen))
+
+    return _trigger

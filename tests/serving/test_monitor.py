@@ -24,6 +24,7 @@ from ingest.demo_data import math_problems
 from pipelines.graph import make_definitions
 from pipelines.scaffold import ticket_rows
 from resources.embeddings import llama_index_embedding
+from tests.automation.test_sensors import observe, requested
 from tests.support.capture import ADMIN_ENV, ADMIN_TOKEN, Running, Tenant, running_gateway
 from tests.support.projects import run_assets
 
@@ -98,7 +99,7 @@ def receiver() -> Iterator[str]:
         server.shutdown()
 
 
-def project(root: Path, kept: Running, receiver: str) -> dg.Definitions:
+def project(root: Path, kept: Running, receiver: str, **monitor: object) -> dg.Definitions:
     (root / "tickets.jsonl").write_text("".join(json.dumps(r) + "\n"
                                                 for r in ticket_rows(200, seed=1)))
     (root / "factory.yaml").write_text(yaml.safe_dump({
@@ -112,7 +113,8 @@ def project(root: Path, kept: Running, receiver: str) -> dg.Definitions:
         "adapters": {"adapter-a": {"base_model": "tiny", "dataset": "tickets"}},
         "evaluations": {"adapter-a-eval": {"adapter": "adapter-a"}},
         "deployments": {"support": {"base_model": "tiny", "adapters": ["adapter-a"],
-                                    "monitor": {"window_s": 300, "drift": DRIFT}}}}))
+                                    "evaluate": {},
+                                    "monitor": {"window_s": 300, "drift": DRIFT, **monitor}}}}))
     return make_definitions(load_config(root / "factory.yaml"))
 
 
@@ -155,3 +157,36 @@ def test_the_monitor_alerts_once_on_drift_and_once_on_recovery(
     assert [(r["path"], r["body"].get("state")) for r in Receiver.received[2:]] == [
         ("/slack", None), ("/json", "resolved")]
     assert Receiver.received[2]["body"]["text"].startswith("[RESOLVED] support: drift:")
+
+
+@pytest.mark.parametrize(("on_failure", "follows"), [
+    ("reevaluate", {"served_evaluation/support"}),
+    ("retrain", {"dataset/tickets", "adapter/adapter-a", "evaluation/adapter-a-eval",
+                 "promotion/adapter-a", "deployment/support", "served_evaluation/support"})])
+def test_a_failed_check_sets_the_declared_rerun_in_motion_once(
+        kept: Running, tmp_path: Path, receiver: str, on_failure: str, follows: set[str]) -> None:
+    tenant = kept.project("all")
+    defs = project(tmp_path, kept, receiver, on_failure=on_failure)
+    sensor = defs.resolve_sensor_def("monitor_trigger_support")
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key in ("base_model/tiny", "deployment/support"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        assert run_assets(defs, "dataset/tickets", instance=instance).success
+        _, automation = requested(defs, instance)
+        ask_all(kept, tenant, math(200, seed=11))  # the newest 200: nothing like training
+        assert checks(run_assets(defs, "monitor/support", instance=instance))["drift"] is False
+
+        def tick(cursor: str | None) -> tuple[dg.SensorResult, str | None]:
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+            result = sensor.evaluate_tick(context)
+            return result, result.cursor
+
+        fired, cursor = tick(None)
+        (observation,) = fired.asset_events
+        assert observation.asset_key == dg.AssetKey(["trigger", "deployment", "support"])
+        assert observation.metadata["failed"].value == ["drift"]
+        observe(instance, fired)
+        keys, automation = requested(defs, instance, automation)
+        assert keys == follows
+        quiet, _ = tick(cursor)  # the same failed evaluation sets nothing in motion again
+        assert not quiet.asset_events
