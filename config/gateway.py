@@ -139,6 +139,10 @@ class GatewaySettings(BaseModel):
         description="audit rows the database refused, one JSON object per line")
     admin_token_env: str = Field("FACTORY_GATEWAY_ADMIN_TOKEN",
                                  description="environment variable holding the admin token")
+    otlp_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="an OTLP/gRPC collector (http://host:4317): "
+        "one span per request with the GenAI attributes; unset, no spans")
+    otlp_service_name: str = Field("adapter-factory-gateway", max_length=128)
 
     @property
     def base_url(self) -> str:

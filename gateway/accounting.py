@@ -19,6 +19,7 @@ from gateway.db import AuditRecord
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import valid_name
 from gateway.tenancy import Principal
+from gateway.tracing import Tracing
 from gateway.upstream import ReplicaPool
 
 log = logging.getLogger("gateway.accounting")
@@ -50,9 +51,9 @@ class Outcome:
 
 class Accounting:
     def __init__(self, settings: GatewaySettings, admission: Admission, pool: ReplicaPool,
-                 metrics: GatewayMetrics, audit: AuditWriter) -> None:
+                 metrics: GatewayMetrics, audit: AuditWriter, tracing: Tracing) -> None:
         self.settings, self.admission, self.pool = settings, admission, pool
-        self.metrics, self.audit = metrics, audit
+        self.metrics, self.audit, self.tracing = metrics, audit, tracing
 
     def keep(self, outcome: Outcome, captures: list[Capture] | None = None) -> None:
         """Queue the answers the project keeps (all of them unless `captures` says which);
@@ -99,6 +100,15 @@ class Accounting:
                 log.info("a stream ended before its last event: its reply is not kept")
             self.keep(outcome, [c for c in outcome.captures if not c.streamed])
         outcome.captures.clear()
+        self.tracing.record(outcome.route, {
+            "gen_ai.request.model": audited_name(outcome.model),
+            "gen_ai.response.model": model if model not in ("other", "-") else None,
+            "gen_ai.usage.input_tokens": outcome.prompt_tokens,
+            "gen_ai.usage.output_tokens": outcome.completion_tokens,
+            "http.response.status_code": outcome.status,
+            "adapter_factory.project": p.project if p else None,
+            "adapter_factory.key_id": p.key_id if p else None,
+            "adapter_factory.ttft_ms": outcome.ttft_ms}, latency, outcome.error)
         self.audit.add(AuditRecord(
             ts=time.time(), day=time.strftime("%Y-%m-%d", time.gmtime()),
             key_id=p.key_id if p else None, project_id=p.project_id if p else None,

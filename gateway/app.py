@@ -126,6 +126,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None,
         yield
         await gateway.audit.stop()
         await gateway.pool.close()
+        gateway.tracing.shutdown()
 
     app = FastAPI(title="Adapter Factory gateway", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible access to the factory's models and adapters.")

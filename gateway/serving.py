@@ -45,6 +45,7 @@ from gateway.rag import (
 )
 from gateway.stored_completions import StoredCompletions
 from gateway.tenancy import Principal, Tenancy
+from gateway.tracing import Tracing
 from gateway.transcription import Transcriber
 from gateway.upstream import (
     NoReplica,
@@ -79,7 +80,8 @@ class Gateway:
         self.retriever, self.audit = retriever, audit
         self.access = Access(settings, tenancy, admission, pool)
         self.cards = ModelCards(settings)
-        self.accounting = Accounting(settings, admission, pool, metrics, audit)
+        self.tracing = Tracing(settings)
+        self.accounting = Accounting(settings, admission, pool, metrics, audit, self.tracing)
         self.transcriber = Transcriber(settings, self.access, tenancy, pool, audit)
         self.stored = StoredCompletions(sessions, audit, settings.project_quota)
 
