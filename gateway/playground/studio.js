@@ -34,7 +34,7 @@ function showPage(name) {
   }
   for (const page of document.querySelectorAll(".page")) page.hidden = page.id !== `page-${name}`;
   ({ datasets: loadDatasets, train: loadTrain, runs: loadRuns, results: loadResults,
-     documents: loadDocuments }[name])().catch(showError);
+     documents: loadDocuments, monitor: loadMonitor }[name])().catch(showError);
 }
 
 // -- datasets ----------------------------------------------------------------------------------
@@ -290,6 +290,57 @@ function drawLoss(loss) {
     + `${loss.train.at(-1)?.[1] ?? "-"}; eval loss (orange): ${loss.eval.length} points`;
 }
 
+// -- monitor: this project's requests, window by window ----------------------------------------
+const SERIES = [
+  ["requests", (w) => w.requests, null],
+  ["p95 latency (ms)", (w) => w.latency_ms?.p95 ?? null, "latency_p99_ms"],
+  ["error rate", (w) => w.error_rate, "error_rate"],
+  ["mean rating", (w) => w.mean_score, "min_feedback_score"],
+];
+
+async function loadMonitor() {
+  const query = new URLSearchParams({ hours: $("#monitor-hours").value,
+                                      window: $("#monitor-window").value });
+  const read = await api(`/monitor?${query}`);
+  const models = Object.entries(read.models).filter(([model]) => model !== "-");
+  $("#monitor-empty").hidden = models.length > 0;
+  $("#monitor-models").replaceChildren(...models.map(([model, windows]) => {
+    const box = element("article", "", "monitor-model");
+    box.dataset.model = model;
+    const total = windows.reduce((n, w) => n + w.requests, 0);
+    box.append(element("h3", `${model}: ${total} requests`));
+    const limits = read.thresholds[model] ?? {};
+    for (const [title, value, limit] of SERIES) {
+      box.append(drawSeries(title, windows, value, limit ? limits[limit] : undefined,
+                            read.since, read.until));
+    }
+    return box;
+  }));
+}
+
+// one series as a line over the time shown, its threshold dashed when there is one
+function drawSeries(title, windows, value, threshold, since, until) {
+  const figure = element("figure", "", "series");
+  const svg = svgNode("svg", { width: 260, height: 120, class: "chart", role: "img",
+                               "aria-label": title });
+  const points = windows.map((w) => [w.start, value(w)]).filter((p) => p[1] !== null);
+  const values = points.map((p) => p[1]).concat(threshold ?? []);
+  const peak = Math.max(0, ...values);
+  const top = peak || 1;  // all zero: a flat line at the bottom
+  const x = (t) => 30 + ((t - since) / Math.max(1, until - since)) * 220;
+  const y = (v) => 105 - (v / top) * 90;
+  svg.append(svgNode("text", { x: 2, y: 14, class: "tick" }, peak ? peak.toPrecision(3) : "0"),
+             svgNode("polyline", { class: "train", points: points.map(
+               (p) => `${x(p[0])},${y(p[1])}`).join(" ") }));
+  for (const p of points) svg.append(svgNode("circle", { cx: x(p[0]), cy: y(p[1]), r: 2 }));
+  if (threshold !== undefined) {
+    svg.append(svgNode("line", { x1: 30, x2: 250, y1: y(threshold), y2: y(threshold),
+                                 class: "threshold" }));
+  }
+  figure.append(svg, element("figcaption", `${title}: last ${points.at(-1)?.[1] ?? "-"}`));
+  return figure;
+}
+
 // -- results -----------------------------------------------------------------------------------
 async function loadResults() {
   state.trainings = (await api("/trainings")).data;
@@ -413,6 +464,9 @@ $("#delete-dataset").addEventListener("click", guarded(async () => {
   await loadDatasets();
 }));
 $("#train-effort").addEventListener("change", guarded(applyEffort));
+for (const id of ["#monitor-hours", "#monitor-window"]) {
+  $(id).addEventListener("change", guarded(loadMonitor));
+}
 $("#document-collection").addEventListener("change", guarded(loadDocuments));
 $("#document-form").addEventListener("submit", guarded(async (event) => {
   event.preventDefault();

@@ -5,6 +5,7 @@ run in worker threads, off the event loop every other request shares."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -15,14 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from config.studio import TrainingRequest
 from gateway.accounting import Outcome
 from gateway.bodies import parse
+from gateway.monitoring import series
 from gateway.protocol import GatewayError
-from gateway.routers import body_of, handled
+from gateway.routers import body_of, handled, query_int
 from gateway.serving import Gateway
 from gateway.studio.dagster import DagsterUnavailable
 from gateway.studio.service import Studio
 from gateway.tenancy import Principal
 
 STUDIO_BODY_BYTES = 65_536
+MONITOR_WINDOWS = (300, 900, 3600, 21_600)
 # a file upload: the body is the file itself, streamed (its name and kind are query parameters)
 RAW_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
@@ -155,6 +158,25 @@ def make_studio_router(gateway: Gateway, studio: Studio) -> APIRouter:
         return await handle("trainings.promote", request, name[:64], work, 202)
 
     # -- documents ------------------------------------------------------------------------------
+    @router.get("/monitor")
+    async def monitor(request: Request, hours: str = "24", window: str = "3600") -> Response:
+        """This project's own requests to the models it may use, per window: the Monitor
+        page's series, and the thresholds the platform's monitors hold them to."""
+        async def work(principal: Principal) -> Any:
+            span, step = query_int(hours, "hours"), query_int(window, "window")
+            if span is None or step is None or not 1 <= span <= 744 \
+                    or step not in MONITOR_WINDOWS:
+                raise GatewayError(400, "hours is 1 to 744 and window one of "
+                                        f"{', '.join(map(str, MONITOR_WINDOWS))} seconds.",
+                                   "invalid_request_error", "invalid_request", "window")
+            models = sorted(gateway.tenancy.granted(principal.project_id))
+            until = time.time()
+            await asyncio.to_thread(gateway.stored.written)
+            read = await asyncio.to_thread(series, gateway.sessions, until - span * 3600,
+                                           until, step, models, principal.project_id)
+            return {**read, "thresholds": await asyncio.to_thread(studio.thresholds, models)}
+        return await handle("monitor", request, None, work)
+
     @router.get("/collections")
     async def collections(request: Request) -> Response:
         async def work(principal: Principal) -> Any:

@@ -171,6 +171,19 @@ class Studio:
                                     "delete one first.", "permission_error", "quota_exceeded")
         return self.bounds.max_project_bytes - sum(m["bytes"] for m in existing)
 
+    def thresholds(self, models: list[str]) -> dict[str, dict[str, float]]:
+        """What the platform's monitors hold each of `models` to (the deployment serving it)."""
+        _, config = self.platform()
+        found = {}
+        for spec in config.deployments.values():
+            if spec.monitor is None:
+                continue
+            for model in {spec.base_model, *spec.adapters} & set(models):
+                found[model] = {"error_rate": spec.monitor.thresholds.error_rate,
+                                "latency_p99_ms": spec.monitor.thresholds.latency_p99_ms,
+                                "min_feedback_score": spec.monitor.thresholds.min_feedback_score}
+        return found
+
     # -- data files from feedback ---------------------------------------------------------------
     def feedback_rows(self, principal: Principal, kind: str, model: str | None
                       ) -> tuple[list[dict[str, Any]], int]:
