@@ -229,11 +229,12 @@ def measure(loads: dict[str, Callable[[], Coroutine[Any, Any, Run]]],
 
 @contextmanager
 def gateway_process(vllm_url: str, names: list[str], port: int = 8021, cpus: str | None = None,
-                    speech_models: list[str] | None = None
+                    speech_models: list[str] | None = None,
+                    settings: dict[str, Any] | None = None
                     ) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
     """The gateway as its own process (`factory-gateway serve`), as it runs in production, on
     the `cpus` given (taskset's list) when given; `speech_models` are served as transcription
-    models."""
+    models; `settings` are more gateway settings (an OTLP endpoint)."""
     import yaml
 
     from gateway.app import build_gateway
@@ -247,7 +248,8 @@ def gateway_process(vllm_url: str, names: list[str], port: int = 8021, cpus: str
             # admission stays on (counted, reserved, settled); the ceilings just fit the load
             "key_max_in_flight": 1024,
             "project_quota": {"rpm": 100_000, "tpm": 100_000_000, "max_in_flight": 1024},
-            **({"speech": {"models": speech_models}} if speech_models else {})}}))
+            **({"speech": {"models": speech_models}} if speech_models else {}),
+            **(settings or {})}}))
         tenancy = build_gateway(load_settings(config)).tenancy
         tenancy.create_project("bench", owner="bench")
         for name in names:
