@@ -213,83 +213,69 @@ def make_router(gateway: Gateway) -> APIRouter:
 
     stored = gateway.stored
 
+    async def threaded(route: str, request: Request, call: Callable[..., Any], *args: Any,
+                       body: type[BaseModel] | None = None) -> Response:
+        """`call(principal, *args[, the parsed body])` on a worker thread (kept chats are rows
+        to read or write), answered as JSON."""
+        async def work(principal: Principal, outcome: Outcome) -> Response:
+            parsed = (await parse(request, body, limits),) if body else ()
+            return JSONResponse(await asyncio.to_thread(call, principal, *args, *parsed))
+        return await handle(route, request, work)
+
     @router.get("/v1/chat/completions", responses=ERRORS)
     async def list_stored(request: Request, model: str | None = None, after: str | None = None,
                           limit: str | None = None, order: str | None = None) -> Response:
         """The project's stored completions (`store: true`), oldest first unless
         order=desc; `metadata[key]=value` pairs filter."""
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            wanted = metadata_filter(request)
-            return JSONResponse(await asyncio.to_thread(
-                stored.list, principal, model, wanted, after, query_int(limit, "limit"),
-                order))
-        return await handle("chat.completions.list", request, work)
+        return await threaded("chat.completions.list", request, stored.list, model,
+                              metadata_filter(request), after, limit, order)
 
     @router.get("/v1/chat/completions/{completion_id}", responses=ERRORS)
     async def retrieve_stored(completion_id: str, request: Request) -> Response:
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            return JSONResponse(await asyncio.to_thread(stored.retrieve, principal,
-                                                        completion_id))
-        return await handle("chat.completions.retrieve", request, work)
+        return await threaded("chat.completions.retrieve", request, stored.retrieve,
+                              completion_id)
 
     @router.post("/v1/chat/completions/{completion_id}", responses=ERRORS,
                  openapi_extra=body_of(p.MetadataUpdate))
     async def update_stored(completion_id: str, request: Request) -> Response:
         """Replace a stored completion's metadata."""
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            body = await parse(request, p.MetadataUpdate, limits)
-            return JSONResponse(await asyncio.to_thread(stored.update, principal,
-                                                        completion_id, body.metadata))
-        return await handle("chat.completions.update", request, work)
+        return await threaded("chat.completions.update", request, stored.update,
+                              completion_id, body=p.MetadataUpdate)
 
     @router.delete("/v1/chat/completions/{completion_id}", responses=ERRORS)
     async def delete_stored(completion_id: str, request: Request) -> Response:
         """Delete a stored completion and its feedback (the project's owner)."""
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            return JSONResponse(await asyncio.to_thread(stored.delete, principal,
-                                                        completion_id))
-        return await handle("chat.completions.delete", request, work)
+        return await threaded("chat.completions.delete", request, stored.delete,
+                              completion_id)
 
     @router.get("/v1/chat/completions/{completion_id}/messages", responses=ERRORS)
     async def stored_messages(completion_id: str, request: Request, after: str | None = None,
                               limit: str | None = None, order: str | None = None) -> Response:
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            return JSONResponse(await asyncio.to_thread(
-                stored.messages, principal, completion_id, after, query_int(limit, "limit"),
-                order))
-        return await handle("chat.completions.messages", request, work)
+        return await threaded("chat.completions.messages", request, stored.messages,
+                              completion_id, after, limit, order)
 
     @router.post("/v1/chat/completions/{completion_id}/feedback", responses=ERRORS,
                  openapi_extra=body_of(p.FeedbackCreate))
     async def give_feedback(completion_id: str, request: Request) -> Response:
         """A thumb, a score in [0, 1], a comment, a correction, or `better_than` another
         stored answer to the same conversation."""
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            body = await parse(request, p.FeedbackCreate, limits)
-            return JSONResponse(await asyncio.to_thread(stored.feedback, principal,
-                                                        completion_id, body))
-        return await handle("chat.completions.feedback", request, work)
+        return await threaded("chat.completions.feedback", request, stored.feedback,
+                              completion_id, body=p.FeedbackCreate)
 
     @router.get("/v1/chat/completions/{completion_id}/feedback", responses=ERRORS)
     async def read_feedback(completion_id: str, request: Request) -> Response:
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            return JSONResponse(await asyncio.to_thread(stored.feedback_of, principal,
-                                                        completion_id))
-        return await handle("chat.completions.feedback.list", request, work)
+        return await threaded("chat.completions.feedback.list", request, stored.feedback_of,
+                              completion_id)
 
     @router.get("/v1/chat/sessions", responses=ERRORS)
     async def chat_sessions(request: Request) -> Response:
         """The caller's conversations (stored turns sharing `metadata.session`) and those
         shared with the project."""
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            return JSONResponse(await asyncio.to_thread(stored.sessions_of, principal))
-        return await handle("chat.sessions", request, work)
+        return await threaded("chat.sessions", request, stored.sessions_of)
 
     @router.post("/v1/chat/sessions/{session}/share", responses=ERRORS)
     async def share_session(session: str, request: Request) -> Response:
-        async def work(principal: Principal, outcome: Outcome) -> Response:
-            return JSONResponse(await asyncio.to_thread(stored.share, principal, session))
-        return await handle("chat.sessions.share", request, work)
+        return await threaded("chat.sessions.share", request, stored.share, session)
 
     @router.post("/v1/completions", responses=ERRORS,
                  openapi_extra=body_of(p.CompletionRequest))

@@ -22,7 +22,13 @@ from config.gateway import ProjectQuota
 from gateway.audit import AuditWriter
 from gateway.capture import as_json, scrubbed
 from gateway.db import Base, Feedback, Project, Quota, StoredCompletion
-from gateway.protocol import FeedbackCreate, GatewayError, checked_metadata, valid_name
+from gateway.protocol import (
+    FeedbackCreate,
+    GatewayError,
+    MetadataUpdate,
+    checked_metadata,
+    valid_name,
+)
 from gateway.tenancy import Principal
 
 MAX_LIMIT = 100
@@ -42,12 +48,13 @@ def invalid(message: str, param: str) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", "invalid_request", param)
 
 
-def page_limit(limit: int | None) -> int:
-    if limit is None:
+def page_limit(raw: str | None) -> int:
+    """A page's size as the query string gives it."""
+    if raw is None:
         return 20
-    if not 1 <= limit <= MAX_LIMIT:
-        raise invalid(f"limit is 1 to {MAX_LIMIT}.", "limit")
-    return limit
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw[:4]) <= MAX_LIMIT:
+        raise invalid(f"limit is a whole number, 1 to {MAX_LIMIT}.", "limit")
+    return int(raw)
 
 
 def page_order(order: str | None) -> str:
@@ -130,7 +137,7 @@ class StoredCompletions:
         return row
 
     def list(self, principal: Principal, model: str | None, metadata: dict[str, str],
-             after: str | None, limit: int | None, order: str | None) -> dict[str, Any]:
+             after: str | None, limit: str | None, order: str | None) -> dict[str, Any]:
         limit, order = page_limit(limit), page_order(order)
         try:
             checked_metadata(metadata)
@@ -172,7 +179,7 @@ class StoredCompletions:
             return {**as_object(row), "feedback": self._feedback(s, row)}
 
     def messages(self, principal: Principal, completion_id: str, after: str | None,
-                 limit: int | None, order: str | None) -> dict[str, Any]:
+                 limit: str | None, order: str | None) -> dict[str, Any]:
         self.written()
         limit, order = page_limit(limit), page_order(order)
         with self.sessions() as s:
@@ -191,8 +198,9 @@ class StoredCompletions:
 
     # -- writing ------------------------------------------------------------------------------
     def update(self, principal: Principal, completion_id: str,
-               metadata: dict[str, str] | None) -> dict[str, Any]:
+               given: MetadataUpdate) -> dict[str, Any]:
         self._require_writer(principal)
+        metadata = given.metadata
         self.written()
         with self.sessions.begin() as s:
             row = self._row(s, principal.project_id, completion_id)

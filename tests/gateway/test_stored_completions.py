@@ -7,6 +7,7 @@ the fake engine; tests/serving/test_stored_completions_vllm.py does the same aga
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import openai
@@ -223,16 +224,17 @@ def test_a_conversation_is_listed_for_its_author_and_shared_with_the_project(
 def test_the_admin_purges_what_names_a_phrase_with_its_feedback(kept: Running) -> None:
     tenant = kept.project("request")
     client = kept.openai(tenant)
-    doomed = ask(client, "the code word is zebra-umbrella", store=True)
+    word = f"zebra-umbrella-{uuid.uuid4().hex[:8]}"  # a purge is every project's
+    doomed = ask(client, f"the code word is {word}", store=True)
     spared = ask(client, "nothing to see", store=True)
     with kept.http(tenant.key) as http:
         http.post(f"/v1/chat/completions/{doomed}/feedback", json={"rating": "up"})
     with kept.http() as admin:
         dry = admin.post("/admin/completions/purge",
-                         json={"contains": ["zebra-umbrella"], "dry_run": True}).json()
+                         json={"contains": [word], "dry_run": True}).json()
         assert dry["completions"] == 1 and [r.completion_id for r in rows_of(kept, tenant)] \
             == [doomed, spared]
-        done = admin.post("/admin/completions/purge", json={"contains": ["zebra-umbrella"]})
+        done = admin.post("/admin/completions/purge", json={"contains": [word]})
         assert done.json()["data"] == [{"project": tenant.project, "completion_id": doomed}]
         assert done.json()["feedback"] == 1
         with kept.http(tenant.key) as owner:  # a tenant may not purge
@@ -270,20 +272,22 @@ def test_ids_names_and_text_no_database_takes_are_4xx(kept: Running) -> None:
 
 def test_a_purge_matches_what_people_wrote_never_the_stored_form(kept: Running) -> None:
     """A phrase that is a word of the stored JSON (`content`, `assistant`) purges nothing; a
-    phrase with accents, or one only a correction holds, is found."""
+    phrase with accents, or one only a correction holds, is found. (A purge is every
+    project's, and PostgreSQL outlives a run: the phrases are this run's own.)"""
     tenant = kept.project("request")
     client = kept.openai(tenant)
-    accented = ask(client, "Réunion à Genève, salle Émeraude", store=True)
+    run = uuid.uuid4().hex[:8]
+    accented = ask(client, f"Réunion à Genève, salle Émeraude {run}", store=True)
     corrected = ask(client, "what is the code?", store=True)
     with kept.http(tenant.key) as http:
         http.post(f"/v1/chat/completions/{corrected}/feedback",
-                  json={"correction": "It is kiwi-lantern-42."})
+                  json={"correction": f"It is kiwi-lantern-{run}."})
     with kept.http() as admin:
         for phrase in ("content", "assistant", "role", "finish_reason"):
             assert admin.post("/admin/completions/purge", json={
                 "contains": [phrase], "dry_run": True}).json()["completions"] == 0, phrase
         found = admin.post("/admin/completions/purge", json={
-            "contains": ["Genève, salle Émeraude", "kiwi-lantern-42"], "dry_run": True}).json()
+            "contains": [f"Genève, salle Émeraude {run}", f"kiwi-lantern-{run}"]}).json()
     assert {d["completion_id"] for d in found["data"]} == {accented, corrected}
 
 
