@@ -86,8 +86,9 @@ class RelayResponse(StreamingResponse):
     """A stream whose clean-up runs however the response ends (finished, client gone, error):
     the upstream is closed, the slot given back, the tokens settled and the row audited."""
 
-    def __init__(self, body: Any, on_close: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(body, media_type="text/event-stream")
+    def __init__(self, body: Any, on_close: Callable[[], Awaitable[None]],
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=headers)
         self._body, self._on_close = body, on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,6 +116,15 @@ def metadata_filter(request: Request) -> dict[str, str]:
     """`metadata[key]=value` query pairs (how the openai SDK sends a metadata filter)."""
     return {k[9:-1]: v for k, v in request.query_params.multi_items()
             if k.startswith("metadata[") and k.endswith("]")}
+
+
+KEPT_HEADER = "x-adapter-factory-kept"
+
+
+def kept_header(outcome: Outcome) -> dict[str, str]:
+    """Says the chat is kept (the project's capture policy took it): the playground offers
+    rating and correcting only then."""
+    return {KEPT_HEADER: "1"} if outcome.captures else {}
 
 
 def error_response(error: p.GatewayError) -> JSONResponse:
@@ -161,7 +171,8 @@ def make_router(gateway: Gateway) -> APIRouter:
             outcome.captures.extend([capture] if capture else [])
         wants_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = await gateway.open_stream(path, upstream, wants_usage, outcome)
-        return RelayResponse(events, lambda: gateway.accounting.finish(outcome))
+        return RelayResponse(events, lambda: gateway.accounting.finish(outcome),
+                             kept_header(outcome))
 
     @router.get("/v1/models", responses=ERRORS)
     async def list_models(request: Request) -> Response:
@@ -208,7 +219,8 @@ def make_router(gateway: Gateway) -> APIRouter:
                     raise p.GatewayError(400, "compare_with cannot be combined with stream.",
                                          "invalid_request_error", "invalid_request", "stream")
                 return await streamed("/v1/chat/completions", body, principal, outcome)
-            return JSONResponse(await gateway.chat(body, principal, outcome))
+            answer = await gateway.chat(body, principal, outcome)
+            return JSONResponse(answer, headers=kept_header(outcome))
         return await handle("chat.completions", request, work)
 
     stored = gateway.stored

@@ -307,7 +307,7 @@ class StoredCompletions:
             found = s.execute(q).all()
             first = {row.id: row for row in s.scalars(select(StoredCompletion).where(
                 StoredCompletion.id.in_([f[2] for f in found])))}
-            return {"object": "list", "data": [
+            return {"object": "list", "capture": principal.capture, "data": [
                 {"id": session, "object": "chat.session", "user": user, "turns": turns,
                  "updated": int(updated), "shared": bool(shared),
                  "title": next((m["content"][:80] for m in json.loads(first[head].messages)

@@ -8,9 +8,11 @@ import { $, ApiError, api, clearError, element, getJson, row, setOptions, showEr
          showSignedIn, state, useKey, wireSignIn } from "./common.js";
 
 Object.assign(state, { models: [], conversation: [], controller: null, audio: null,
-                       recorder: null, keeps: false, session: newSession() });
+                       recorder: null, session: newSession() });
 
 // a conversation's id: every turn is stored with metadata {session} (the Sessions tab)
+const KEPT_HEADER = "x-adapter-factory-kept";
+
 function newSession() {
   return `pg-${crypto.randomUUID()}`;
 }
@@ -33,8 +35,10 @@ async function streamChat(model, messages, extra, onText, signal) {
     method: "POST", signal,
     body: JSON.stringify({ model, messages: [...system, ...messages], temperature, max_tokens,
                            stream: true, stream_options: { include_usage: true },
-                           ...(state.keeps ? { store: true } : {}), ...extra }),
+                           store: true, ...extra }),
   });
+  // kept (the project's capture policy allows it): the reply can be rated and corrected
+  const kept = response.headers.get(KEPT_HEADER) === "1";
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "", text = "", first = null, usage = null, citations = null, leftOut = null;
   let id = null;
@@ -62,7 +66,7 @@ async function streamChat(model, messages, extra, onText, signal) {
   }
   const ended = performance.now();
   const tokens = usage?.completion_tokens ?? 0;
-  return { id, text, usage, citations, leftOut, tokens,
+  return { id, kept, text, usage, citations, leftOut, tokens,
            ttft: first === null ? null : (first - started) / 1000,
            tokensPerSecond: first === null || ended === first ? null
              : tokens / ((ended - first) / 1000) };
@@ -194,11 +198,6 @@ async function signIn(key) {
     label.append(box, ` ${id}`);
     return label;
   }));
-  const usage = await getJson("/v1/usage");
-  // whether this project keeps chats: rating, corrections and sessions need the stored reply
-  const capture = await getJson(`/admin/projects/${encodeURIComponent(usage.project)}/capture`);
-  state.keeps = capture.policy !== "off";
-  $("#no-capture").hidden = state.keeps;
   const collections = await getJson("/v1/collections");
   setOptions($("#collection"), collections.data.map((c) => [c.id, c.id]));
   showSignedIn($("#app"));
@@ -237,12 +236,12 @@ async function chat(event) {
   $("#send").disabled = true;
   try {
     const result = await streamChat($("#model").value, state.conversation,
-                                    state.keeps ? { metadata: { session: state.session } } : {},
+                                    { metadata: { session: state.session } },
                                     (text) => { bubble.textContent = text; },
                                     state.controller.signal);
     state.conversation.push({ role: "assistant", content: result.text });
     stats.textContent = statsLine(result);
-    if (state.keeps && result.id) stats.after(feedbackBar(result.id, result.text));
+    if (result.kept && result.id) stats.after(feedbackBar(result.id, result.text));
   } catch (error) {
     if (error.name === "AbortError") stats.textContent = "stopped";
     else { bubble.remove(); state.conversation.pop(); showError(error); }
@@ -278,14 +277,14 @@ async function compare(event) {
       const result = await streamChat(c.model, messages, {},
                                       (text) => { c.answer.textContent = text; });
       c.stats.textContent = statsLine(result);
-      c.id = result.id;
+      c.id = result.kept ? result.id : null;
     } catch (error) {
       c.stats.textContent = error instanceof ApiError ? `${error.status}: ${error.message}`
         : String(error);
     }
   }));
   const answered = columns.filter((c) => c.id);
-  if (state.keeps && answered.length > 1) {
+  if (answered.length > 1) {
     for (const c of answered) c.column.append(betterButton(c, answered));
   }
   usageSoon();
@@ -310,7 +309,8 @@ function betterButton(chosen, answered) {
 // -- sessions: conversations kept server-side, reopened and continued, shared -----------------
 async function listSessions() {
   const sessions = await getJson("/v1/chat/sessions");
-  $("#sessions-empty").hidden = sessions.data.length > 0;
+  $("#no-capture").hidden = sessions.capture !== "off";
+  $("#sessions-empty").hidden = sessions.data.length > 0 || sessions.capture === "off";
   $("#sessions tbody").replaceChildren(...sessions.data.map((s) => {
     const open = element("button", "Open");
     open.type = "button";
@@ -474,7 +474,7 @@ function selectTab(name) {
   $("#settings").hidden = name === "speech";
   const shown = name === "speech" ? $("#speech-model").value : $("#model").value;
   if (shown) showCard(shown).catch(showError);
-  if (name === "sessions" && state.keeps) listSessions().catch(showError);
+  if (name === "sessions") listSessions().catch(showError);
 }
 
 // Every listener is added once, here at load: one added on each tab switch would run once per
