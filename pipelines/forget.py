@@ -46,7 +46,7 @@ from ingest.traffic import GatewayTraffic
 from models.cards import mark_erased_card
 from pipelines.graph import make_definitions, resources_for
 from pipelines.runs import failed_steps, materialize
-from resources.gateway_admin import GatewayAdmin
+from resources.gateway_admin import GatewayAdmin, GatewayUnavailable
 from resources.object_store import ObjectStore
 from store.keys import TRANSCRIPTS
 from store.registry import Registry
@@ -161,8 +161,9 @@ def find_records(store: ObjectStore, config: FactoryConfig, dataset: str,
 
 def kept_chats(config: FactoryConfig, found: Found, dry_run: bool) -> dict[str, Any]:
     """Stored completions (and their feedback) holding the erased text, purged in the gateway
-    (its admin API). Without the admin token the gateway is not asked, and the report says so,
-    unless a dataset reads traffic: then the erasure cannot be whole and fails."""
+    (its admin API). Without the admin token, or with a gateway that does not answer, the kept
+    chats are not searched and the report says so and why, unless a dataset reads traffic:
+    then the erasure cannot be whole and fails."""
     settings = config.gateway_settings
     if not found.phrases:
         return {}
@@ -170,8 +171,13 @@ def kept_chats(config: FactoryConfig, found: Found, dry_run: bool) -> dict[str, 
     if settings.admin_token is None and not reads_traffic:
         return {"checked": False, "why": f"the gateway's kept chats were not searched: set "
                                          f"{settings.admin_token_env} to its admin token"}
-    done = GatewayAdmin(settings).purge_completions(
-        [p for p in found.phrases if len(p) >= 3], dry_run=dry_run)
+    try:
+        done = GatewayAdmin(settings).purge_completions(
+            [p for p in found.phrases if len(p) >= 3], dry_run=dry_run)
+    except GatewayUnavailable as exc:
+        if reads_traffic:  # a dataset is made of kept chats: the erasure cannot be whole
+            raise
+        return {"checked": False, "why": f"the gateway's kept chats were not searched: {exc}"}
     return {"checked": True, "completions": done["completions"], "feedback": done["feedback"],
             "projects": sorted({row["project"] for row in done["data"]})}
 
