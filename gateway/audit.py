@@ -58,7 +58,8 @@ class AuditWriter:
         self.sweep_s = 600.0
         self._pending: deque[Base] = deque()
         self._later: deque[Later] = deque()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the queue, as a quota count reads it
+        self._draining = threading.Lock()  # one drain at a time
         self._task: asyncio.Task[None] | None = None
 
     def add(self, record: Base) -> None:
@@ -79,29 +80,32 @@ class AuditWriter:
             return written(project_id, day) + queued
 
     def drain(self) -> int:
-        """Write everything queued now; returns how many records were written."""
-        built = [row for row in (self._built(self._later.popleft())
-                                 for _ in range(len(self._later))) if row is not None]
-        with self._lock:
-            self._pending.extend(built)
-            batch = [self._pending.popleft() for _ in range(len(self._pending))]
-            if not batch:
-                return 0
-            try:
-                with self.sessions.begin() as s:
-                    s.add_all(batch)
-            except UNREACHABLE:
-                log.exception("audit write of %d records failed; will retry", len(batch))
-                self._pending.extendleft(reversed(batch))
-                raise
-            except Exception:
-                log.exception("the database refused a batch of %d audit records; retrying "
-                              "them one by one", len(batch))
-                written = self._one_by_one(batch)
-            else:
-                written = len(batch)
-        self._written(batch)
-        return written
+        """Write everything queued now; returns how many records were written. One drain at a
+        time: a caller that drains to read its own writes waits for one already under way
+        (whose rows it would otherwise not find yet)."""
+        with self._draining:
+            built = [row for row in (self._built(self._later.popleft())
+                                     for _ in range(len(self._later))) if row is not None]
+            with self._lock:
+                self._pending.extend(built)
+                batch = [self._pending.popleft() for _ in range(len(self._pending))]
+                if not batch:
+                    return 0
+                try:
+                    with self.sessions.begin() as s:
+                        s.add_all(batch)
+                except UNREACHABLE:
+                    log.exception("audit write of %d records failed; will retry", len(batch))
+                    self._pending.extendleft(reversed(batch))
+                    raise
+                except Exception:
+                    log.exception("the database refused a batch of %d audit records; retrying "
+                                  "them one by one", len(batch))
+                    written = self._one_by_one(batch)
+                else:
+                    written = len(batch)
+            self._written(batch)
+            return written
 
     @staticmethod
     def _built(build: Later) -> Base | None:
