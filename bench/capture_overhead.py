@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -32,7 +31,7 @@ from bench.gateway_overhead import (
     PROXY_CORE,
     UPSTREAM_CORE,
     measure,
-    process,
+    mock_upstream,
     stream_load,
     wait_ready,
 )
@@ -104,23 +103,19 @@ def main() -> None:
     os.environ[ADMIN_ENV] = admin_token = f"bench-{uuid.uuid4().hex}"  # the gateway inherits it
     os.sched_setaffinity(0, {int(UPSTREAM_CORE)})
     shape = (args.requests, args.concurrency)
-    with tempfile.TemporaryDirectory() as tmp, process(
-            [sys.executable, "-m", "uvicorn", "bench.mock_openai:app", "--port",
-             str(args.port), "--loop", "uvloop", "--http", "httptools", "--log-level",
-             "warning", "--no-access-log"], UPSTREAM_CORE, Path(tmp) / "upstream.log"):
-        upstream = f"http://127.0.0.1:{args.port}"
-        wait_ready(upstream)
-        with gateway_process(upstream, list(MODELS), port=args.port + 1, cpus=PROXY_CORE) as (
+    with tempfile.TemporaryDirectory() as tmp, \
+            mock_upstream(args.port, Path(tmp)) as upstream, \
+            gateway_process(upstream, list(MODELS), port=args.port + 1, cpus=PROXY_CORE) as (
                 url, off_headers, gateway):
-            wait_ready(url, off_headers)
-            on_headers = keeping_project(url, {"authorization": f"Bearer {admin_token}"})
-            rounds = measure({
-                "direct": lambda: stream_load(upstream, {}, *shape),
-                "off": lambda: charged_to(gateway, stream_load(url, off_headers, *shape)),
-                "on": lambda: charged_to(gateway, stream_load(url, on_headers, *shape)),
-            }, args.rounds)
-            asyncio.run(rated_chats(url, on_headers, args.rated))
-            kept, read_per_s, curated_per_s = dataset_rows_per_s(url)
+        wait_ready(url, off_headers)
+        on_headers = keeping_project(url, {"authorization": f"Bearer {admin_token}"})
+        rounds = measure({
+            "direct": lambda: stream_load(upstream, {}, *shape),
+            "off": lambda: charged_to(gateway, stream_load(url, off_headers, *shape)),
+            "on": lambda: charged_to(gateway, stream_load(url, on_headers, *shape)),
+        }, args.rounds)
+        asyncio.run(rated_chats(url, on_headers, args.rated))
+        kept, read_per_s, curated_per_s = dataset_rows_per_s(url)
 
     def median(label: str, field: str) -> float:
         return statistics.median(getattr(r[label], field) for r in rounds)

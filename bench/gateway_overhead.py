@@ -111,6 +111,17 @@ def process(cmd: list[str], cpus: str, log: Path) -> Iterator[psutil.Process]:
 
 
 @contextmanager
+def mock_upstream(port: int, tmp: Path) -> Iterator[str]:
+    """The instant upstream (bench/mock_openai.py) on UPSTREAM_CORE, ready; its URL."""
+    with process([sys.executable, "-m", "uvicorn", "bench.mock_openai:app", "--port", str(port),
+                  "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                  "--no-access-log"], UPSTREAM_CORE, tmp / "upstream.log"):
+        upstream = f"http://127.0.0.1:{port}"
+        wait_ready(upstream)
+        yield upstream
+
+
+@contextmanager
 def litellm_proxy(upstream: str, port: int, tmp: Path
                   ) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
     master_key = "sk-bench-master-key"
@@ -152,22 +163,17 @@ def main() -> None:
         raise SystemExit(f"{LITELLM} missing: run `infra/setup-envs.sh bench-litellm` first")
     os.sched_setaffinity(0, {int(UPSTREAM_CORE)})  # the load generator beside the upstream
     shape = (args.requests, args.concurrency)
-    with tempfile.TemporaryDirectory() as tmp, process(
-            [sys.executable, "-m", "uvicorn", "bench.mock_openai:app", "--port", str(args.port),
-             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
-             "--no-access-log"], UPSTREAM_CORE, Path(tmp) / "upstream.log"):
-        upstream = f"http://127.0.0.1:{args.port}"
-        wait_ready(upstream)
-        with gateway_process(upstream, list(MODELS), port=args.port + 1, cpus=PROXY_CORE) as (
+    with tempfile.TemporaryDirectory() as tmp, \
+            mock_upstream(args.port, Path(tmp)) as upstream, \
+            gateway_process(upstream, list(MODELS), port=args.port + 1, cpus=PROXY_CORE) as (
                 ours_url, ours_headers, ours), \
-                litellm_proxy(upstream, args.port + 2, Path(tmp)) as (
-                lite_url, lite_headers, lite):
-            wait_ready(ours_url, ours_headers)
-            rounds = measure({
-                "direct": lambda: stream_load(upstream, {}, *shape),
-                "ours": lambda: charged_to(ours, stream_load(ours_url, ours_headers, *shape)),
-                "litellm": lambda: charged_to(lite, stream_load(lite_url, lite_headers, *shape)),
-            }, args.rounds)
+            litellm_proxy(upstream, args.port + 2, Path(tmp)) as (lite_url, lite_headers, lite):
+        wait_ready(ours_url, ours_headers)
+        rounds = measure({
+            "direct": lambda: stream_load(upstream, {}, *shape),
+            "ours": lambda: charged_to(ours, stream_load(ours_url, ours_headers, *shape)),
+            "litellm": lambda: charged_to(lite, stream_load(lite_url, lite_headers, *shape)),
+        }, args.rounds)
 
     def median(label: str, field: str) -> float:
         return statistics.median(getattr(r[label], field) for r in rounds)

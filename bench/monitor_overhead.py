@@ -18,7 +18,6 @@ import argparse
 import os
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -30,7 +29,7 @@ from bench.gateway_overhead import (
     PROXY_CORE,
     UPSTREAM_CORE,
     measure,
-    process,
+    mock_upstream,
     stream_load,
     wait_ready,
 )
@@ -105,12 +104,7 @@ def main() -> None:
     os.sched_setaffinity(0, {int(UPSTREAM_CORE)})
     shape = (args.requests, args.concurrency)
     collector = Collector()
-    with tempfile.TemporaryDirectory() as tmp, process(
-            [sys.executable, "-m", "uvicorn", "bench.mock_openai:app", "--port", str(args.port),
-             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
-             "--no-access-log"], UPSTREAM_CORE, Path(tmp) / "upstream.log"):
-        upstream = f"http://127.0.0.1:{args.port}"
-        wait_ready(upstream)
+    with tempfile.TemporaryDirectory() as tmp, mock_upstream(args.port, Path(tmp)) as upstream:
         with gateway_process(upstream, list(MODELS), port=args.port + 1, cpus=PROXY_CORE) as (
                 off_url, off_headers, off), \
                 gateway_process(upstream, list(MODELS), port=args.port + 2, cpus=PROXY_CORE,
