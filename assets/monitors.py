@@ -82,12 +82,13 @@ def threshold_findings(total: dict[str, Any], limits: Thresholds) -> list[Findin
     ]
 
 
-def training_prompts(store: ObjectStore, config: FactoryConfig, adapter: str) -> list[str]:
-    """The last user turn of each training row of the adapter's dataset as stored now."""
+def training_prompts(store: ObjectStore, config: FactoryConfig, adapter: str,
+                     split: str = "train") -> list[str]:
+    """The last user turn of each row of a split of the adapter's dataset as stored now."""
     dataset = config.adapters[adapter].dataset
     folder = store.local_dir(current(store, "dataset", dataset)["prefix"])
     prompts = []
-    for line in Path(folder, "train.jsonl").read_text().splitlines():
+    for line in Path(folder, f"{split}.jsonl").read_text().splitlines():
         users = [m["content"] for m in json.loads(line).get("messages", ())
                  if m["role"] == "user"]
         if users:

@@ -49,7 +49,9 @@ def demo(config_path: str | None) -> None:
         click.echo(f"\nBlocking check failed (downstream assets skipped): {check}")
     if config.deployments:
         from pipelines import playground
+        from pipelines.scaffold import ticket_rows
 
+        playground.admin_token(config)  # the monitor reads the gateway's admin API
         key = playground.provision(config)
         url = playground.start(config)
         dagster = playground.start_dagster(config, dagster_home(config))
@@ -59,6 +61,10 @@ def demo(config_path: str | None) -> None:
         loop = playground.close_the_loop(config, url, key)
         if loop:
             click.echo(f"\nThe loop: {loop}")
+        watched = playground.watch(config, url, key, shifted=[
+            row["messages"][-2]["content"] for row in ticket_rows(40, seed=99)])
+        if watched:
+            click.echo(f"\nMonitoring: {playground.watch_summary(config, url, watched)}")
         click.echo(f"\nPlayground: {url}/playground/   sign in with the key {key}\n"
                    f"Studio:     {url}/studio   the same key (project "
                    f"'{playground.PROJECT}', owner): upload data, train, promote\n"

@@ -2,16 +2,21 @@
 deployments serve and every corpus, keeping the chats sent with `store: true`, a fresh key for
 it (the previous demo's key revoked), and the gateway and Dagster's webserver and daemon running
 in the background (left running like the vLLM servers; `factory stop` stops them). The demo then
-closes the loop once: a kept reply rated, one corrected, and a Studio data file made of them."""
+closes the loop once: a kept reply rated, one corrected, and a Studio data file made of them; and
+watches the endpoint: the adapter asked its own kind of prompts, then another domain's, the
+monitor run after each (its drift check passes, then fails, and what it triggers follows)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -110,6 +115,89 @@ def close_the_loop(config: FactoryConfig, url: str, key: str) -> str | None:
         lines.append(f"Studio data file {made.json()['label']} made of them: "
                      f"{report['rows_kept']} of {report['rows_in']} rated replies kept "
                      "(train on it in the Studio; GET /v1/chat/completions lists the chats)")
+    return "\n  ".join(lines)
+
+
+def admin_token(config: FactoryConfig) -> str:
+    """The gateway's admin token, which the monitor needs to read the gateway: the environment's
+    (gateway.admin_token_env), else one made once and kept owner-only in the work dir. Set in
+    this process's environment, so the gateway and Dagster the demo starts share it."""
+    s = config.gateway_settings
+    if s.admin_token:
+        return s.admin_token
+    path = config.work_dir / "gateway-admin-token"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    os.environ[s.admin_token_env] = path.read_text().strip()
+    return os.environ[s.admin_token_env]
+
+
+def watch(config: FactoryConfig, url: str, key: str, shifted: list[str], asked: int = 40
+          ) -> list[dict[str, Any]] | None:
+    """The first monitored deployment's first adapter asked `asked` prompts of its own test
+    split, then `asked` of `shifted` (another domain), all kept; its monitor run after each.
+    Per phase: what was sent, the monitor's totals, its checks and its drift; None without a
+    monitored adapter. The second run's failing drift check alerts once and, as the monitor
+    declares, re-evaluates or retrains through the daemon's automation."""
+    from assets.monitors import monitor_key, training_prompts
+    from pipelines.graph import resources_for
+    from pipelines.runs import materialize
+
+    watched = [(name, spec.adapters[0]) for name, spec in config.deployments.items()
+               if spec.monitor and spec.adapters and spec.adapters[0] in config.adapters]
+    if not watched:
+        return None
+    deployment, adapter = watched[0]
+    own = training_prompts(resources_for(config)["store"], config, adapter, "test")[:asked]
+    phases = []
+    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"},
+                      timeout=300) as http:
+        def ask(prompt: str) -> None:
+            http.post("/v1/chat/completions", json={
+                "model": adapter, "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 8, "temperature": 0, "store": True,
+                "metadata": {"source": "factory demo monitor"}}).raise_for_status()
+
+        for label, prompts in (("its own test prompts", own),
+                               ("another domain's prompts", shifted[:asked])):
+            with ThreadPoolExecutor(8) as pool:  # vLLM batches them
+                list(pool.map(ask, prompts))
+            result: Any = materialize(config, [f"monitor/{deployment}"])
+            (event,) = [e for e in result.get_asset_materialization_events()
+                        if e.asset_key == monitor_key(deployment)]
+            meta = {k: v.value for k, v in event.materialization.metadata.items()}
+            phases.append({
+                "deployment": deployment, "adapter": adapter, "sent": label,
+                "prompts": len(prompts), "requests": meta["requests"],
+                "p99_ms": meta.get("worst_p99_ms"), "drift": meta["drift"].get(adapter, {}),
+                "alerts": meta["alerts_sent"],
+                "checks": {e.check_name: e.passed
+                           for e in result.get_asset_check_evaluations()}})
+    return phases
+
+
+def watch_summary(config: FactoryConfig, url: str, phases: list[dict[str, Any]]) -> str:
+    """What the demo's watch showed, for its closing summary."""
+    lines = []
+    for phase in phases:
+        drift = phase["drift"]
+        verdict = "passed" if phase["checks"]["drift"] else "FAILED"
+        lines.append(
+            f"{phase['adapter']} asked {phase['prompts']} of {phase['sent']}: "
+            f"monitor/{phase['deployment']} counts {phase['requests']} requests "
+            f"(p99 {phase['p99_ms']} ms); drift check {verdict}: energy distance "
+            f"{drift.get('energy_distance')}, p {drift.get('p_value')} over "
+            f"{drift.get('recent_prompts')} recent vs {drift.get('reference_prompts')} "
+            f"training prompts" + (f"; alerts: {', '.join(phase['alerts'])}"
+                                   if phase["alerts"] else ""))
+    monitor = config.deployments[phases[0]["deployment"]].monitor
+    if monitor is not None and monitor.on_failure != "alert":
+        lines.append(f"on failure the monitor is to {monitor.on_failure}: Dagster's daemon "
+                     f"observes trigger/deployment/{phases[0]['deployment']} and automation "
+                     "runs what follows (Dagster UI, Runs)")
+    lines.append(f"Monitor page: {url}/studio#monitor (charts, checks, most drifted prompts)")
     return "\n  ".join(lines)
 
 

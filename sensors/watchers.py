@@ -106,34 +106,41 @@ def feedback_sensor(watch: FeedbackWatch) -> dg.SensorDefinition:
 
 
 def monitor_trigger_sensor(deployment: str, what: str) -> dg.SensorDefinition:
-    """Turns a newly failed check of monitor/<deployment> into an observation of its trigger,
-    once per failing evaluation, so Declarative Automation re-evaluates or retrains."""
+    """Turns a check of monitor/<deployment> that starts failing into an observation of its
+    trigger, once per incident (as alerts are sent), so Declarative Automation re-evaluates or
+    retrains once, not on every failing tick; a check must pass again before it triggers again."""
     monitor = monitor_key(deployment)
     checks = [dg.AssetCheckKey(monitor, check) for check in CHECKS]
 
     @dg.sensor(name=f"monitor_trigger_{deployment.replace('-', '_')}",
                minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"When a check of {monitor.to_user_string()} fails, records an "
-                           f"observation of {trigger_key(deployment).to_user_string()}: "
-                           f"{FOLLOWS[what]} follows (cursor: the evaluations seen).")
+               description=f"When a check of {monitor.to_user_string()} starts failing, records "
+                           f"an observation of {trigger_key(deployment).to_user_string()}: "
+                           f"{FOLLOWS[what]} follows (cursor: the evaluations seen and the "
+                           "checks failing at the last).")
     def _trigger(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        seen = json.loads(context.cursor) if context.cursor else {}
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        seen, failing = cursor.get("seen", {}), set(cursor.get("failing", ()))
         latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(
             checks)
-        failed = []
+        started = []
         for key, record in latest.items():
             if record.event is None or record.id <= seen.get(key.name, 0):
                 continue
             seen[key.name] = record.id
             evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
-            if getattr(evaluation, "passed", True) is False:
-                failed.append((key.name, record.id))
-        if not failed:
-            return dg.SensorResult(skip_reason="no newly failed check", cursor=json.dumps(seen))
-        context.log.info(f"{monitor.to_user_string()}: {failed}; {FOLLOWS[what]} follows")
+            if getattr(evaluation, "passed", True) is not False:
+                failing.discard(key.name)
+            elif key.name not in failing:
+                failing.add(key.name)
+                started.append((key.name, record.id))
+        after = json.dumps({"seen": seen, "failing": sorted(failing)})
+        if not started:
+            return dg.SensorResult(skip_reason="no check started failing", cursor=after)
+        context.log.info(f"{monitor.to_user_string()}: {started}; {FOLLOWS[what]} follows")
         return dg.SensorResult(asset_events=[dg.AssetObservation(
             asset_key=trigger_key(deployment),
-            tags={DATA_VERSION_TAG: ",".join(f"{c}:{i}" for c, i in failed)},
-            metadata={"failed": [c for c, _ in failed]})], cursor=json.dumps(seen))
+            tags={DATA_VERSION_TAG: ",".join(f"{c}:{i}" for c, i in started)},
+            metadata={"failed": [c for c, _ in started]})], cursor=after)
 
     return _trigger

@@ -16,7 +16,7 @@ from tests.support.live_server import free_port
 from tests.support.projects import materialized
 
 # fixtures shared by several test modules, defined beside the helpers they use
-pytest_plugins = ["tests.support.studio"]
+pytest_plugins = ["tests.support.studio", "tests.support.webhooks"]
 
 # Tests that wait for the whole small graph (trained, evaluated, served) are slow by that alone;
 # other slow ones (real training runs, Dagster's daemon) carry @pytest.mark.slow themselves.

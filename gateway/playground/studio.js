@@ -420,7 +420,10 @@ async function signIn(key) {
   showSignedIn($("#studio"));
   $("#whoami").hidden = false;
   $("#whoami").textContent = `key ${key.slice(0, 10)}…`;
-  showPage("datasets");
+  // a link may name the page to open (/studio#monitor); anything else opens the datasets
+  const asked = location.hash.slice(1);
+  const known = [...document.querySelectorAll("nav button")].some((b) => b.dataset.page === asked);
+  showPage(known ? asked : "datasets");
 }
 
 for (const button of document.querySelectorAll("nav button")) {

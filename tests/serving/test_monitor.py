@@ -7,9 +7,7 @@ SQLite) in front of the fake engine; the embedding model is the platform's own (
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from resources.embeddings import llama_index_embedding
 from tests.automation.test_sensors import observe, requested
 from tests.support.capture import ADMIN_ENV, ADMIN_TOKEN, Running, Tenant, running_gateway
 from tests.support.projects import run_assets
+from tests.support.webhooks import Receiver
 
 DRIFT = {"p_value": 0.01, "min_prompts": 20, "sample": 40, "resamples": 199, "shown": 3}
 
@@ -69,34 +68,6 @@ def test_another_domain_drifts_and_the_same_one_does_not_over_seeds(embed: Any) 
         assert same.p_value >= spec.p_value, (seed, same)
         assert other.p_value < spec.p_value and other.statistic > same.statistic, (seed, other)
         assert (other.recent, other.reference) == (40, 40)
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """A webhook receiver: every JSON body POSTed to it, in order."""
-
-    received: list[dict[str, Any]] = []  # noqa: RUF012 (one receiver per test module)
-
-    def do_POST(self) -> None:
-        length = int(self.headers["content-length"])
-        Receiver.received.append({"path": self.path,
-                                  "body": json.loads(self.rfile.read(length))})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.received = []
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
 
 
 def project(root: Path, kept: Running, receiver: str, **monitor: object) -> dg.Definitions:
@@ -188,5 +159,9 @@ def test_a_failed_check_sets_the_declared_rerun_in_motion_once(
         observe(instance, fired)
         keys, automation = requested(defs, instance, automation)
         assert keys == follows
-        quiet, _ = tick(cursor)  # the same failed evaluation sets nothing in motion again
+        quiet, cursor = tick(cursor)  # the same failed evaluation sets nothing in motion again
         assert not quiet.asset_events
+        # nor does the next tick of the same incident: one rerun per incident, like the alert
+        assert checks(run_assets(defs, "monitor/support", instance=instance))["drift"] is False
+        still, _ = tick(cursor)
+        assert not still.asset_events

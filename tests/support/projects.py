@@ -55,8 +55,9 @@ QUESTIONS = [
 def second_project(root: Path) -> None:
     """A project unlike the demo in `root`: `factory init`'s support tickets, the same tickets
     as an alpaca CSV, preference pairs for a DPO adapter, a second recipe and the mixture of
-    both served beside the first, and a corpus of real documents found on every Debian machine
-    (package copyright files) with questions naming them."""
+    both served beside the first (monitored: a failed check re-runs the served evaluation),
+    and a corpus of real documents found on every Debian machine (package copyright files)
+    with questions naming them."""
     write_project(root, "support")
     chats = ticket_rows(120, seed=2)
     with (root / "data" / "more-tickets.csv").open("w", newline="") as f:
@@ -102,7 +103,9 @@ def second_project(root: Path) -> None:
                                       "search": {"step": 0.5, "rows": 8}}}
     raw["deployments"] = {"support": {
         "base_model": "base", "adapters": ["triage", "triage-mix"], "port": free_port(),
-        "evaluate": {"limit": 40, "max_new_tokens": 24, "timing_requests": 4}}}
+        "evaluate": {"limit": 40, "max_new_tokens": 24, "timing_requests": 4},
+        "monitor": {"window_s": 300, "on_failure": "reevaluate",
+                    "drift": {"min_prompts": 20, "sample": 40}}}}
     (root / "factory.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
