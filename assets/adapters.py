@@ -11,6 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -22,6 +23,7 @@ from assets.common import (
     loss_curve,
     publish,
     reuse_if_complete,
+    reward_metadata,
     store_link,
     version_of,
 )
@@ -45,10 +47,13 @@ TRAINER = "axolotl==0.19.0"
 
 
 def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[Definition]:
+    start = spec.grpo.start_from if spec.grpo else None
+
     @dg.asset(
         key=["adapter", name], group_name="training", kinds={"axolotl", "peft"},
         pool=config.compute.pool,
-        deps=[dg.AssetKey(["base_model", spec.base_model]), dg.AssetKey(["dataset", spec.dataset])],
+        deps=[dg.AssetKey(["base_model", spec.base_model]), dg.AssetKey(["dataset", spec.dataset]),
+              *([dg.AssetKey(["promotion", start])] if start else [])],
         description=f"{spec.method} {spec.objective} adapter '{name}': {spec.base_model} "
                     f"trained on {spec.dataset}.",
     )
@@ -57,11 +62,18 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         started = time.monotonic()
         base = current(store, "base_model", spec.base_model)
         data = current(store, "dataset", spec.dataset)
+        # GRPO's graders (the evaluation's scorer when none are declared) shape the weights
+        graders = config.graders_of(name) if spec.objective == "grpo" else []
+        starting = starting_point(store, name, start)
         version = version_of(base["version"], data["version"],
-                             spec.model_dump(exclude={"card"}), TRAINER)
+                             spec.model_dump(exclude={"card"}) | (
+                                 {"graders": graders} if graders else {}) | (
+                                 {"starts_from": starting["version"]} if starting else {}),
+                             TRAINER)
         lineage = {"base_model": f"{spec.base_model}@{base['version']}",
                    "dataset": f"{spec.dataset}@{data['version']}", "trainer": TRAINER,
-                   "method": spec.method, "objective": spec.objective, "lora_r": spec.lora.r}
+                   "method": spec.method, "objective": spec.objective, "lora_r": spec.lora.r,
+                   **({"started_from": f"{start}@{starting['version']}"} if starting else {})}
         meta: dict[str, object] = {}
         ref = reuse_if_complete(store, "adapter", name, version, **lineage)
         if ref is not None:
@@ -75,7 +87,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             val_path = train_path.with_name("val.jsonl")
             has_val = val_path.is_file() and val_path.stat().st_size > 0
             train_path, *shaped_val = reshaped(spec.objective, base_dir, [
-                train_path, *([val_path] if has_val else [])], run_dir / "data")
+                train_path, *([val_path] if has_val else [])], run_dir / "data",
+                {"graders": json.dumps(graders)} if graders else None)
             val_path = shaped_val[0] if shaped_val else val_path
             box = config.compute.gpu_box
             planned = planned_memory(context, name, spec, config, base_dir)
@@ -90,6 +103,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     target=training.target,
                     val_path=val_path if has_val else None,
                     gpus=box.count if box else 1,
+                    graders=graders,
+                    start_dir=store.local_dir(starting["prefix"]) if starting else None,
                 )
             except RecipeError as exc:
                 raise dg.Failure(f"adapters.{name}.{exc}") from exc
@@ -130,6 +145,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                    if summary.get("gpu_peak_gib") is not None else {}),
                 "wandb_run": summary["wandb_run"] or "disabled",
                 "loss_curve": loss_curve(history, f"{name}: training loss"),
+                **reward_metadata(history, f"{name}: reward per step"),
                 "axolotl_yaml": dg.MetadataValue.md(f"```yaml\n{yaml_text}```"),
                 "packages": summary["packages"],
             }
@@ -143,6 +159,19 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
         )
 
     return [_adapter, peft_format_check(name, spec, _adapter)]
+
+
+def starting_point(store: ObjectStore, name: str, start: str | None
+                   ) -> dict[str, Any] | None:
+    """The champion a GRPO adapter starts from (its promotion entry: version, prefix)."""
+    if start is None:
+        return None
+    champion = Registry(store).champion(start)
+    if champion is None:
+        raise dg.Failure(f"adapters.{name}.grpo.start_from: '{start}' has no champion yet: its "
+                         "evaluation's gate has promoted no version; promote one, or drop "
+                         "start_from to start from the base model")
+    return champion
 
 
 def memory_recipe(spec: AdapterSpec) -> Recipe:

@@ -113,6 +113,48 @@ def loss_curve(history: list[dict[str, Any]], title: str) -> dg.MetadataValue:
     return png_markdown(fig, title)
 
 
+def reward_metadata(history: list[dict[str, Any]], title: str) -> dict[str, Any]:
+    """A GRPO run's reward per step (mean with its spread over the sampled replies), each
+    grader's mean, KL to the starting weights and reply length, as figures and one plot; empty
+    for a run that logged no reward."""
+    steps = [h for h in history if "reward" in h]
+    if not steps:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [int(h["step"]) for h in steps]
+    graders = sorted({k.split("/")[1] for h in steps for k in h
+                      if k.startswith("rewards/") and k.endswith("/mean")})
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    mean = [float(h["reward"]) for h in steps]
+    spread = [float(h.get("reward_std", 0)) for h in steps]
+    axes[0].plot(x, mean, marker=".", label="reward")
+    axes[0].fill_between(x, [m - s for m, s in zip(mean, spread, strict=True)],
+                         [m + s for m, s in zip(mean, spread, strict=True)], alpha=0.2)
+    for grader in graders:
+        axes[0].plot(x, [h.get(f"rewards/{grader}/mean") for h in steps], ls="--", label=grader)
+    axes[1].plot(x, [h.get("kl") for h in steps], marker=".")
+    axes[2].plot(x, [h.get("completions/mean_length") for h in steps], marker=".")
+    for ax, label in zip(axes, ("reward (mean, spread)", "KL to the start", "reply tokens"),
+                         strict=True):
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    last = steps[-1]
+    return {"first_reward": round(mean[0], 4), "final_reward": round(mean[-1], 4),
+            "final_reward_std": round(spread[-1], 4),
+            "graders_final": {g: last.get(f"rewards/{g}/mean") for g in graders},
+            "grader_failures": sum(int(h.get(f"grader_failures/{g}", 0)) for h in steps
+                                   for g in graders),
+            "reward_curve": png_markdown(fig, title)}
+
+
 def store_link(store: ObjectStore, prefix: str) -> dg.MetadataValue:
     local = store.backend.local_path(prefix)
     return dg.MetadataValue.path(str(local)) if local else dg.MetadataValue.url(

@@ -16,6 +16,7 @@ from config.base_models import BaseModelSpec, language_model_problems
 from config.common import Name, Strict, reference_problems
 from config.compute_spec import ComputeBase
 from config.datasets import DatasetSpec
+from config.graders import GrpoSpec
 from config.objectives import OBJECTIVES
 from config.size_presets import SIZE_PRESETS, with_preset
 from config.training import GPU_ATTENTION, PACKING_SAFE_ATTENTION, LoraSpec, QloraSpec, TrainingSpec
@@ -51,6 +52,9 @@ class AdapterSpec(Strict):
     objective: Literal[tuple(OBJECTIVES)] = Field(  # type: ignore[valid-type]
         "sft", description="; ".join(f"{name}: {o.description}"
                                      for name, o in OBJECTIVES.items()))
+    grpo: GrpoSpec | None = Field(
+        None, description="objective: grpo: graders and sampling (default: the evaluation's "
+                          "scorer, 4 replies a prompt)")
     lora: LoraSpec = LoraSpec()
     qlora: QloraSpec = Field(QloraSpec(), description="method: qlora's quantisation")
     training: TrainingSpec = TrainingSpec()
@@ -98,6 +102,11 @@ class AdapterSpec(Strict):
                                  f"(at {'.'.join(map(str, exc.errors()[0]['loc']))})") from exc
         return trials
 
+    @property
+    def rl(self) -> GrpoSpec:
+        """GRPO's settings as trained: the declared ones, or the defaults."""
+        return self.grpo or GrpoSpec()
+
     @model_validator(mode="after")
     def _servable(self) -> AdapterSpec:
         """vLLM multi-LoRA loads only LoRA on its supported linear layers, without trained
@@ -132,6 +141,15 @@ def recipe_compute_problems(name: str, a: AdapterSpec, compute: ComputeBase) -> 
         has = f"compute gives {box}" if box else "compute names no GPUs (compute.gpu)"
         problems.append(f"{where}.training.distributed: {t.distributed} shards over several "
                         f"GPUs but {has}; use ddp on one GPU")
+    if a.grpo is not None and a.objective != "grpo":
+        problems.append(f"{where}.grpo: only objective: grpo samples and grades replies; drop "
+                        "it or set objective: grpo")
+    generations = a.rl.num_generations
+    if a.objective == "grpo" and (t.micro_batch_size * t.gradient_accumulation_steps
+                                  ) % generations:
+        problems.append(f"{where}.grpo.num_generations: {generations} replies a prompt must "
+                        f"divide a step's {t.micro_batch_size * t.gradient_accumulation_steps} "
+                        "(training.micro_batch_size x gradient_accumulation_steps)")
     if t.packing and not OBJECTIVES[a.objective].packs:
         problems.append(f"{where}.training.packing: {a.objective} trains on pairs or labelled "
                         "rows that Axolotl does not pack; drop packing")

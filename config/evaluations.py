@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,6 +15,7 @@ from config.adapters import AdapterSpec
 from config.common import Name, Strict, reference_problems
 from config.metrics import DECLARED, METRICS
 from config.objectives import OBJECTIVES
+from worker.harness_metrics import PatternError, compiled
 
 
 class GuardSpec(Strict):
@@ -112,9 +112,9 @@ class EvaluationSpec(Strict):
         if pattern is None:
             return None
         try:
-            groups = re.compile(pattern).groups
-        except re.error as exc:
-            raise ValueError(f"answer_pattern {pattern!r} is no regex: {exc}") from exc
+            groups = compiled(pattern).groups
+        except PatternError as exc:
+            raise ValueError(f"answer_pattern {pattern!r}: {exc}") from exc
         if groups < 1:
             raise ValueError(f"answer_pattern {pattern!r} needs a group around the answer, "
                              "e.g. '#### (-?\\d+)'")
@@ -154,4 +154,21 @@ def evaluation_problems(evaluations: dict[str, EvaluationSpec],
             problems.append(f"evaluations.{name}.adapter: '{e.adapter}' is already judged by "
                             f"evaluations.{seen[e.adapter]}; one promotion gate per adapter")
         seen[e.adapter] = name
+    for name, a in adapters.items():
+        start = a.grpo.start_from if a.grpo else None
+        if start is None:
+            continue
+        where = f"adapters.{name}.grpo.start_from"
+        problems += reference_problems(where, start, adapters, "adapters")
+        if start in adapters and adapters[start].objective == "grpo":
+            problems.append(f"{where}: '{start}' is itself trained by reinforcement; start from "
+                            "an adapter that imitates (sft, or a preference objective)")
+        elif start in adapters and start not in seen:
+            problems.append(f"{where}: '{start}' has no evaluation, so never a champion to "
+                            f"start from; add evaluations.<name>: {{adapter: {start}}}")
+        elif start in adapters and (adapters[start].base_model, adapters[start].method) != (
+                a.base_model, a.method):
+            problems.append(f"{where}: '{start}' is a {adapters[start].method} adapter of "
+                            f"{adapters[start].base_model}; this one is a {a.method} adapter "
+                            f"of {a.base_model}")
     return problems

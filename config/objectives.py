@@ -39,6 +39,13 @@ def kto_rows(row: dict[str, Any], chat: Chat) -> list[dict[str, Any]]:
             for reply, label in rated]
 
 
+def grpo_rows(row: dict[str, Any], chat: Chat) -> list[dict[str, Any]]:
+    """GRPO samples its own replies: the conversation up to the last reply is the prompt, that
+    reply is the reference the graders score against (worker/rewards.py reads both)."""
+    *prompt, reply = row["messages"]
+    return [{"prompt": prompt, "reference": reply["content"]}]
+
+
 @dataclass(frozen=True)
 class Objective:
     data: tuple[str, ...]  # the `kind`s of dataset it trains on (datasets.<name>.kind)
@@ -99,6 +106,11 @@ OBJECTIVES: dict[str, Objective] = {
         trainer={"rl": "kto", "remove_unused_columns": False}, reshape=kto_rows,
         drops=("pad_to_multiple_of",),
         description="Kahneman-Tversky optimisation (KTO) on replies marked good or bad"),
+    # sampled replies scored by graders: group-relative policy optimisation (reinforcement)
+    "grpo": Objective(
+        ("sft",), {"ds_type": "json"}, trainer={"rl": "grpo"}, reshape=grpo_rows,
+        drops=("pad_to_multiple_of",),
+        description="reinforcement fine-tuning (GRPO): replies sampled and scored by graders"),
     # {"text": str} token blocks
     "cpt": Objective(
         ("pretrain",), {"ds_type": "json", "type": "completion", "field": "text"},

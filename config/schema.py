@@ -122,6 +122,13 @@ class FactoryConfig(Strict):
             return pattern, primary
         return pattern, "exact_match" if pattern else "rougeL"
 
+    def graders_of(self, adapter: str) -> list[dict[str, Any]]:
+        """A GRPO adapter's graders as its reward functions read them: the declared ones, or
+        the scorer its evaluation's gate uses (worker/graders.py)."""
+        pattern, metric = self.served_metric(adapter)
+        return self.adapters[adapter].rl.rendered_graders(
+            {"type": "metric", "metric": metric, "answer_pattern": pattern, "weight": 1.0})
+
     @property
     def gateway_settings(self) -> GatewaySettings:
         """The gateway's settings as it runs them: Chroma, the object store (where the

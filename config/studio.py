@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from config.common import NAME, Strict
 from config.common import STUDIO_SEPARATOR as SEPARATOR
 from config.objectives import OBJECTIVES
+from worker.harness_metrics import compiled
 
 STUDIO = "studio"
 TRAINING_NAME = r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$"  # no `--`: the separator stays unique
@@ -97,15 +98,11 @@ class TrainingRequest(Strict):
     @field_validator("answer_pattern")
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
-        """A pattern that does not compile (or whose repeat count overflows) is the member's
-        400, not the evaluation's crash; exactly one group is the answer."""
+        """A pattern that does not compile on RE2, the linear-time engine replies are matched
+        with, is the member's 400, not the evaluation's crash; a group is the answer."""
         if pattern is None:
             return None
-        try:
-            compiled = re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise ValueError(f"not a regular expression Python accepts: {exc}") from exc
-        if compiled.groups < 1:
+        if compiled(pattern).groups < 1:
             raise ValueError("needs a group, (...), around the answer")
         return pattern
 

@@ -25,6 +25,16 @@ from store.keys import artifact_prefix
 from store.registry import champion_of, events_of
 
 
+def grader_label(grader: dict[str, Any]) -> str:
+    """A grader as the card names it: its type and what it checks."""
+    if grader["type"] == "metric":
+        pattern = grader.get("answer_pattern")
+        return f"{grader['metric']}" + (f" of {pattern!r}" if pattern else "")
+    if grader["type"] == "string_check":
+        return f"string_check: {grader['operation']} the reference"
+    return f"format: matches {grader['pattern']!r}"
+
+
 def _ref(store: ArtifactStore, ref: str) -> dict[str, Any] | None:
     try:
         return store.read_ref(ref)
@@ -149,6 +159,9 @@ def render_card(store: ArtifactStore, config: FactoryConfig, name: str, spec: Ad
               ("seed", str(t.seed)), ("trainer", ref.get("trainer", "?")),
               ("final training loss", str(ref.get("final_loss", "?"))),
               ("eval loss (val split)", str(ref.get("eval_loss", "?")))]
+    if spec.objective == "grpo":
+        recipe.append(("graders (reward)", "; ".join(
+            f"{grader_label(g)} x {g['weight']:g}" for g in config.graders_of(name))))
     split_sizes = ", ".join(f"{k} {v}" for k, v in counts.items()) or "unknown"
     erased = registry.get("erased", {}).get(version)
     body = [

@@ -197,7 +197,8 @@ def watch_summary(config: FactoryConfig, url: str, phases: list[dict[str, Any]])
         lines.append(f"on failure the monitor is to {monitor.on_failure}: Dagster's daemon "
                      f"observes trigger/deployment/{phases[0]['deployment']} and automation "
                      "runs what follows (Dagster UI, Runs)")
-    lines.append(f"Monitor page: {url}/studio#monitor (charts, checks, most drifted prompts)")
+    lines.append(f"Monitor page: {url}/studio#monitor (the demo key's requests per model, "
+                 "charted against the monitor's thresholds; the checks: Dagster UI)")
     return "\n  ".join(lines)
 
 

@@ -106,9 +106,11 @@ class TemplateChat:
         return ends[0] if ends else self.tokenizer.eos_token or ""
 
 
-def reshaped(objective: str, base_dir: Path, paths: list[Path], out_dir: Path) -> list[Path]:
-    """The split files in the layout the objective's trainer reads: copies under `out_dir`
-    (each written whole, then renamed), or `paths` themselves when it reads ours."""
+def reshaped(objective: str, base_dir: Path, paths: list[Path], out_dir: Path,
+             columns: dict[str, Any] | None = None) -> list[Path]:
+    """The split files in the layout the objective's trainer reads, with `columns` added to
+    every row: copies under `out_dir` (each written whole, then renamed), or `paths` themselves
+    when it reads ours."""
     reshape = OBJECTIVES[objective].reshape
     if reshape is None:
         return paths
@@ -116,7 +118,7 @@ def reshaped(objective: str, base_dir: Path, paths: list[Path], out_dir: Path) -
     out_dir.mkdir(parents=True, exist_ok=True)
     shaped = []
     for path in paths:
-        rows = [r for line in path.read_text().splitlines() if line.strip()
+        rows = [r | (columns or {}) for line in path.read_text().splitlines() if line.strip()
                 for r in reshape(json.loads(line), chat)]
         target, tmp = out_dir / path.name, out_dir / f".{path.name}.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -197,10 +199,26 @@ def tracking_keys(tracking: TrackingSpec, run_name: str) -> dict[str, Any]:
             "wandb_name": run_name, "report_to": "wandb"}
 
 
+def rl_keys(spec: AdapterSpec, graders: list[dict[str, Any]]) -> dict[str, Any]:
+    """GRPO's `trl` block: a reward function per grader (worker/rewards.py, by position; each row
+    carries the graders), their weights, and the sampling. Generation runs in the training
+    process (transformers), on a GPU too: the training image has no vLLM for TRL's colocate
+    mode yet."""
+    if spec.objective != "grpo":
+        return {}
+    g = spec.rl
+    return {"logging_steps": 1, "trl": {  # a reward per step: GRPO's steps are few and slow
+        "reward_funcs": [f"worker.rewards.grader_{i}" for i in range(len(graders))],
+        "reward_weights": [grader["weight"] for grader in graders],
+        "num_generations": g.num_generations, "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature, "beta": g.beta, "use_vllm": False}}
+
+
 def eval_keys(spec: AdapterSpec, val_path: Path | None) -> dict[str, Any]:
     """Eval loss on the val split, read the way the train split is read (for DPO: the preference
-    loss on held-out pairs), is what the loss plot shows beside training loss and sweeps rank."""
-    if val_path is None:
+    loss on held-out pairs), is what the loss plot shows beside training loss and sweeps rank.
+    GRPO has no loss to hold out: its evaluation is the gate's."""
+    if val_path is None or spec.objective == "grpo":
         return {}
     (train,) = dataset_keys(spec.objective, val_path)["datasets"]
     return {"test_datasets": [{**train, "split": "train"}],
@@ -209,11 +227,16 @@ def eval_keys(spec: AdapterSpec, val_path: Path | None) -> dict[str, Any]:
 
 def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_dir: Path,
                    tracking: TrackingSpec, run_name: str, target: str = "cpu",
-                   val_path: Path | None = None, gpus: int = 1) -> str:
+                   val_path: Path | None = None, gpus: int = 1,
+                   graders: list[dict[str, Any]] | None = None,
+                   start_dir: Path | None = None) -> str:
+    """`start_dir`: trained LoRA weights to continue from (GRPO after SFT), rank and alpha
+    theirs."""
     t = spec.training
     cfg = _common(base_dir, output_dir, t.seed, target) | dataset_keys(
         spec.objective, train_path) | method_keys(spec) | tracking_keys(tracking, run_name) | \
-        eval_keys(spec, val_path) | scaling_keys(spec, base_dir, gpus) | {
+        eval_keys(spec, val_path) | scaling_keys(spec, base_dir, gpus) | rl_keys(
+        spec, graders or []) | {
         "sequence_len": t.sequence_len,
         "micro_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -226,6 +249,8 @@ def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_d
         "save_total_limit": 2,
         "auto_resume_from_checkpoints": True,  # a retry continues from the last checkpoint
     }
+    if start_dir is not None:
+        cfg["lora_model_dir"] = str(start_dir)
     for key in OBJECTIVES[spec.objective].drops:
         cfg.pop(key, None)
     return yaml.safe_dump(cfg | spec.axolotl, sort_keys=False)
@@ -246,7 +271,7 @@ RECIPE_KEYS = {
     "sample_packing": "training.packing", "attn_implementation": "training.attention",
     "gradient_checkpointing": "training.gradient_checkpointing", "plugins": "training.liger",
     "deepspeed": "training.distributed", "fsdp_config": "training.distributed",
-    "fsdp_version": "training.distributed", "bnb_config_kwargs": "qlora",
+    "fsdp_version": "training.distributed", "bnb_config_kwargs": "qlora", "trl": "grpo",
 }
 
 

@@ -6,17 +6,22 @@ and a row here; the harness task, the served evaluation, config validation, the 
 and the reports follow.
 
 Exact match compares the answer `answer_pattern`'s first group extracts (the demo: the integer
-after `####`), or without a pattern the whole reply, trimmed and case-folded. ROUGE-L is per
-sample; BLEU is corpus-level, so the harness gets the (reference, prediction) pair to aggregate.
+after `####`), or without a pattern the whole reply, trimmed and case-folded. Patterns run on RE2
+(google-re2), whose matching time is linear in the reply: a tenant's pattern such as `(a+)+$`
+cannot stall the shared evaluation on a reply like "aaaa…!" as Python's backtracking `re` would.
+RE2 has no lookarounds or backreferences, and its word and digit classes are ASCII. ROUGE-L is
+per sample; BLEU is corpus-level, so the harness gets the (reference, prediction) pair to
+aggregate.
 """
 
 # no `from __future__ import annotations`: lm-eval executes this file without registering it in
 # sys.modules, and a dataclass with string annotations looks its module up there.
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+import re2
 
 NO_ANSWER = "[no answer]"
 
@@ -28,11 +33,28 @@ def _rouge() -> Any:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
+class PatternError(ValueError):
+    """A pattern RE2 does not accept; the message says why."""
+
+
+@cache
+def compiled(pattern: str) -> Any:
+    """The pattern on RE2, compiled once per process."""
+    options = re2.Options()
+    options.log_errors = False  # the error is raised, not also printed
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise PatternError(f"not a pattern RE2 (the linear-time engine answers are matched "
+                           f"with) accepts: {reason}") from exc
+
+
 def extract(pattern: str | None, text: str) -> str:
     """The answer in a reply: the pattern's first group, or the whole reply without one."""
     if not pattern:
         return text.strip()
-    match = re.search(pattern, text)
+    match = compiled(pattern).search(text)
     return match.group(1).strip() if match else NO_ANSWER
 
 

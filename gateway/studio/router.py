@@ -25,7 +25,7 @@ from gateway.studio.service import Studio
 from gateway.tenancy import Principal
 
 STUDIO_BODY_BYTES = 65_536
-MONITOR_WINDOWS = (300, 900, 3600, 21_600)
+MONITOR_WINDOWS = (60, 300, 900, 3600, 21_600)
 # a file upload: the body is the file itself, streamed (its name and kind are query parameters)
 RAW_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}

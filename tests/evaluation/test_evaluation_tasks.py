@@ -19,7 +19,7 @@ from config.loading import ConfigError, load_config
 from tests.support.recording_api import RecordingServer
 from worker.chat import conversation, turn_end
 from worker.evaluate import check_references, task_rows, write_tasks
-from worker.harness_metrics import NO_ANSWER, exact, extract
+from worker.harness_metrics import NO_ANSWER, PatternError, exact, extract
 
 ROOT = Path(__file__).resolve().parents[2]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -67,6 +67,21 @@ def test_exact_match_follows_the_answer_pattern_or_compares_whole_replies() -> N
     # a reference without an answer is a miss for every model, never "no answer" == "no answer"
     assert extract(r"#### (\d+)", "no digits") == NO_ANSWER
     assert not exact(r"#### (\d+)", NO_ANSWER, "no digits either")
+
+
+def test_a_tenants_catastrophic_pattern_cannot_stall_the_evaluation() -> None:
+    """`(a+)+$` against "aaa…!" backtracks for ever on Python's `re`; on RE2 it is a miss at
+    once. A thread, so a regression fails here instead of hanging the suite."""
+    import threading
+
+    answers: list[str] = []
+    worker = threading.Thread(target=lambda: answers.append(
+        extract(r"(a+)+$", "a" * 100_000 + "!")), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert answers == [NO_ANSWER]
+    with pytest.raises(PatternError, match="invalid perl operator"):  # no lookbehind on RE2
+        extract(r"(?<=#)(\d+)", "#4")
 
 
 def test_the_harness_task_scores_every_reply_metric_with_the_copied_scoring_file(

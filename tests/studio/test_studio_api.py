@@ -125,8 +125,9 @@ def test_a_launch_that_dagster_refuses_leaves_nothing_and_trainings_are_capped(
                 studio.dagster.status[response.json()["run_id"]] = "SUCCESS"
             else:
                 assert_error(response, 403, "quota_exceeded")
-        bad = training(dataset, "pattern", task="extraction", answer_pattern="(a{4294967296})")
-        assert_error(c.post("/trainings", json=bad), 400, "invalid_request")
+        for pattern in ("(a{4294967296})", "(?<=#)(\\d+)", "Category: \\w+"):
+            bad = training(dataset, "pattern", task="extraction", answer_pattern=pattern)
+            assert_error(c.post("/trainings", json=bad), 400, "invalid_request")
 
 
 def test_concurrent_launches_hold_the_in_flight_limit(studio: StudioHarness) -> None:

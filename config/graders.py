@@ -1,0 +1,81 @@
+"""Reinforcement fine-tuning's settings (issue #45): the graders that score each sampled reply
+(worker/graders.py's table: the evaluation's reply metrics, OpenAI's string_check, a format
+check; several are a weighted `multi`) and GRPO's sampling. A pattern is checked here on RE2, the
+engine that matches it during training and evaluation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from config.common import Name, Strict
+from config.metrics import SERVED
+from worker.harness_metrics import compiled
+from worker.rewards import MAX_GRADERS
+
+
+def _answer_group(pattern: str | None) -> str | None:
+    if pattern is not None and compiled(pattern).groups < 1:
+        raise ValueError(f"{pattern!r} needs a group around the answer, e.g. '#### (-?\\d+)'")
+    return pattern
+
+
+class Graded(Strict):
+    weight: float = Field(1.0, ge=-10, le=10, description="its share of the reward")
+
+
+class MetricGrader(Graded):
+    """A reply metric of the evaluation, the gate's own function."""
+
+    type: Literal["metric"]
+    metric: Literal[SERVED]  # type: ignore[valid-type]
+    answer_pattern: str | None = Field(None, max_length=200,
+                                       description="exact_match: the answer's group")
+
+    _pattern = field_validator("answer_pattern")(_answer_group)
+
+
+class StringCheck(Graded):
+    """OpenAI's string_check against the row's reference: eq, ne, like (contains), ilike."""
+
+    type: Literal["string_check"]
+    operation: Literal["eq", "ne", "like", "ilike"]
+
+
+class FormatCheck(Graded):
+    """1 when the reply matches the pattern (RE2), else 0."""
+
+    type: Literal["format"]
+    pattern: str = Field(max_length=200)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        compiled(pattern)
+        return pattern
+
+
+Grader = Annotated[MetricGrader | StringCheck | FormatCheck, Field(discriminator="type")]
+
+
+class GrpoSpec(Strict):
+    """objective: grpo: each prompt's `num_generations` sampled replies scored by the graders,
+    the model pushed toward the better ones (group-relative advantages)."""
+
+    graders: list[Grader] = Field(
+        default_factory=list, max_length=MAX_GRADERS,
+        description="empty: the adapter's evaluation's own scorer (exact match with its "
+                    "answer_pattern, else ROUGE-L)")
+    num_generations: int = Field(4, ge=2, le=64, description="replies sampled per prompt")
+    max_completion_length: int = Field(64, ge=1, le=8192)
+    temperature: float = Field(1.0, gt=0, le=2)
+    beta: float = Field(0.04, ge=0, le=1, description="KL penalty toward the starting weights "
+                                                      "(0: none, and no KL is logged)")
+    start_from: Name | None = Field(
+        None, description="an adapter whose champion's weights this one starts from (SFT, "
+                          "then RL); its LoRA rank and alpha are kept")
+
+    def rendered_graders(self, default: dict[str, Any]) -> list[dict[str, Any]]:
+        """The graders as the reward functions read them; `default` stands in for none."""
+        return [g.model_dump() for g in self.graders] or [default]

@@ -1,0 +1,123 @@
+"""Reinforcement fine-tuning's pieces without training (issue #45): factory.yaml's `grpo` block
+and the key each mistake names, the graders' scores (the evaluation's own metric, string checks,
+a format check, weights; ROUGE-L scores in the training environment, where its package is),
+a failing grader counted as zeros, the rows and the Axolotl YAML
+rendered for TRL's GRPOTrainer, validated by Axolotl itself. The real run on SmolLM2 is in
+tests/project/test_second_project.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from config.loading import ConfigError, load_config
+from config.training import TrackingSpec
+from training.axolotl_config import render_adapter, reshaped
+from worker import rewards
+from worker.graders import grade
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_PYTHON = REPO / ".venvs" / "train" / "bin" / "python"
+PATTERN = r"#### (-?\d+)"
+
+
+def project(tmp_path: Path, adapter: dict[str, Any]) -> Any:
+    (tmp_path / "factory.yaml").write_text(json.dumps({
+        "base_models": {"tiny": {"source": "local"}},
+        "datasets": {"math": {"sources": [{"generator": "math_word_problems", "rows": 40}]}},
+        "adapters": {"rl": {"base_model": "tiny", "dataset": "math", "objective": "grpo",
+                            **adapter}},
+        "evaluations": {"rl-eval": {"adapter": "rl", "answer_pattern": PATTERN}}}))
+    return load_config(tmp_path / "factory.yaml")
+
+
+def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_key(
+        tmp_path: Path) -> None:
+    config = project(tmp_path, {})
+    assert config.graders_of("rl") == [{"type": "metric", "metric": "exact_match",
+                                        "answer_pattern": PATTERN, "weight": 1.0}]
+    declared = project(tmp_path, {"grpo": {"graders": [
+        {"type": "format", "pattern": r"#### -?\d+$", "weight": 0.5},
+        {"type": "string_check", "operation": "ilike"}]}})
+    assert [g["type"] for g in declared.graders_of("rl")] == ["format", "string_check"]
+    mistakes = [
+        ({"grpo": {"num_generations": 3}},  # 8 rows a step cannot split into groups of 3
+         r"adapters\.rl\.grpo\.num_generations: 3 replies a prompt must divide a step's 8"),
+        ({"grpo": {"graders": [{"type": "format", "pattern": r"(?<=#)\d+"}]}},
+         r"adapters\.rl\.grpo\.graders\.0\.format\.pattern: .*RE2"),
+        ({"grpo": {"graders": [{"type": "metric", "metric": "bleu"}]}},
+         r"adapters\.rl\.grpo\.graders\.0\.metric\.metric"),
+        ({"grpo": {"graders": [{"type": "python", "path": "os.system"}]}},
+         r"adapters\.rl\.grpo\.graders\.0"),
+        ({"objective": "sft", "grpo": {}}, r"adapters\.rl\.grpo: only objective: grpo"),
+        ({"grpo": {"start_from": "rl"}}, r"adapters\.rl\.grpo\.start_from: 'rl' is itself "
+                                         "trained by reinforcement"),
+        ({"grpo": {"start_from": "nobody"}}, r"adapters\.rl\.grpo\.start_from: 'nobody'"),
+    ]
+    for adapter, message in mistakes:
+        with pytest.raises(ConfigError, match=message):
+            project(tmp_path, adapter)
+
+
+def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
+    exact = {"type": "metric", "metric": "exact_match", "answer_pattern": PATTERN}
+    assert grade(exact, "so 12\n#### 12", "12 apples\n#### 12") == (1.0, True)
+    assert grade(exact, "#### 12", "#### 13") == (0.0, True)
+    assert grade({"type": "string_check", "operation": "ilike"}, "Billing", "billing!")[0] == 1
+    assert grade({"type": "format", "pattern": r"#### -?\d+$"}, "", "x\n#### 4") == (1.0, True)
+    assert grade({"type": "no-such-grader"}, "a", "a") == (0.0, False)
+
+    logged: dict[str, float] = {}
+    graders = json.dumps([exact, {"type": "string_check", "operation": "like", "weight": 2},
+                          {"type": "format", "pattern": "("}])  # the third cannot compile
+    replies = [[{"role": "assistant", "content": "#### 12"}],  # conversational, as TRL gives
+               [{"role": "assistant", "content": "twelve"}]]
+    columns = {"prompts": [[], []], "completions": replies, "graders": [graders] * 2,
+               "reference": ["#### 12", "#### 12"], "log_metric": logged.__setitem__}
+    assert rewards.grader_0(**columns) == [1.0, 0.0]
+    assert rewards.grader_1(**columns) == [1.0, 0.0]
+    assert rewards.grader_2(**columns) == [0.0, 0.0]
+    assert logged == {"grader_failures/grader_0": 0, "grader_failures/grader_1": 0,
+                      "grader_failures/grader_2": 2}
+
+
+def test_rows_and_the_axolotl_yaml_for_grpo_validate_with_axolotl(tmp_path: Path) -> None:
+    config = project(tmp_path, {"grpo": {"graders": [
+        {"type": "metric", "metric": "exact_match", "answer_pattern": PATTERN},
+        {"type": "format", "pattern": r"#### -?\d+", "weight": 0.25}], "num_generations": 4}})
+    graders = config.graders_of("rl")
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"messages": [
+        {"role": "system", "content": "Solve it."}, {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "#### 4"}]}) + "\n")
+    base = tmp_path / "base"
+    base.mkdir()
+    (shaped,) = reshaped("grpo", base, [train], tmp_path / "data",
+                         {"graders": json.dumps(graders)})
+    row = json.loads(shaped.read_text())
+    assert row["prompt"][-1] == {"role": "user", "content": "2 + 2?"}
+    assert row["reference"] == "#### 4" and json.loads(row["graders"]) == graders
+    files = []
+    for target in ("cpu", "gpu"):
+        text = render_adapter(config.adapters["rl"], base_dir=base, train_path=shaped,
+                              output_dir=tmp_path / "run", tracking=TrackingSpec(),
+                              run_name="r", target=target, graders=graders,
+                              start_dir=tmp_path / "sft-champion")
+        rendered = yaml.safe_load(text)
+        assert rendered["rl"] == "grpo"
+        assert rendered["trl"]["reward_funcs"] == ["worker.rewards.grader_0",
+                                                   "worker.rewards.grader_1"]
+        assert rendered["trl"]["reward_weights"] == [1.0, 0.25]
+        assert rendered["trl"]["num_generations"] == 4
+        assert rendered["lora_model_dir"] == str(tmp_path / "sft-champion")  # SFT, then RL
+        files.append(tmp_path / f"{target}.yaml")
+        files[-1].write_text(text)
+    done = subprocess.run([str(TRAIN_PYTHON), "-m", "worker.validate", *map(str, files)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {str(f): [] for f in files}

@@ -1,0 +1,42 @@
+"""The reward functions TRL's GRPOTrainer calls, named in the rendered Axolotl YAML by dotted
+path (`trl.reward_funcs: [worker.rewards.grader_0, ...]`): one per declared grader, by position.
+Each reads the graders and the reference from the row's own columns (`graders`, `reference`;
+training/axolotl_config.py writes them), so a remote training box needs nothing but the data.
+Failed gradings are zeros, logged per step as `grader_failures/grader_<i>`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from worker.graders import grade
+
+MAX_GRADERS = 8
+
+
+def reply_text(completion: Any) -> str:
+    """A conversational completion is a list of messages; a plain one is the text."""
+    return completion[-1]["content"] if isinstance(completion, list) else completion
+
+
+def reward_of(index: int) -> Callable[..., list[float]]:
+    def reward(prompts: list[Any], completions: list[Any], graders: list[str],
+               reference: list[str], log_metric: Callable[[str, float], None] | None = None,
+               **_: Any) -> list[float]:
+        scores, failed = [], 0
+        for completion, declared, answer in zip(completions, graders, reference, strict=True):
+            score, graded = grade(json.loads(declared)[index], answer, reply_text(completion))
+            scores.append(score)
+            failed += not graded
+        if log_metric is not None:
+            log_metric(f"grader_failures/grader_{index}", float(failed))
+        return scores
+
+    reward.__name__ = f"grader_{index}"  # TRL logs rewards/<name>/mean
+    return reward
+
+
+for _index in range(MAX_GRADERS):
+    globals()[f"grader_{_index}"] = reward_of(_index)
