@@ -106,6 +106,14 @@ class TrainingRequest(Strict):
             raise ValueError("needs a group, (...), around the answer")
         return pattern
 
+    @model_validator(mode="after")
+    def _checkable(self) -> TrainingRequest:
+        """Reinforcement needs an answer a grader can check: the task's own scorer grades."""
+        if self.objective == "grpo" and TASKS[self.task].primary != "exact_match":
+            raise ValueError("Reinforcement (grpo) needs a task with a checkable answer: "
+                             "classification or extraction")
+        return self
+
     def chosen(self) -> Hyperparameters:
         return self.hyperparameters or EFFORTS[self.effort]
 

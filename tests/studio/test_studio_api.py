@@ -162,6 +162,13 @@ def test_a_training_the_platform_cannot_serve_is_refused_with_the_schemas_reason
         error = assert_error(c.post("/trainings", json=training(dataset, objective="dpo")),
                              400, "invalid_training")
         assert "dpo trains on preference data" in error["message"]
+        # reinforcement grades with the task's scorer: a checkable answer, groups that divide
+        assert_error(c.post("/trainings", json=training(dataset, objective="grpo",
+                                                        task="chat")), 400, "invalid_request")
+        odd = training(dataset, objective="grpo", hyperparameters={
+            "max_steps": 5, "learning_rate": 0.001, "lora_r": 8, "micro_batch_size": 3})
+        error = assert_error(c.post("/trainings", json=odd), 400, "invalid_training")
+        assert "grpo.num_generations: 4 replies a prompt must divide" in error["message"]
         too_long = training(dataset, hyperparameters={
             "max_steps": 5000, "learning_rate": 0.001, "lora_r": 8, "micro_batch_size": 8})
         assert_error(c.post("/trainings", json=too_long), 400, "invalid_request")
