@@ -42,6 +42,7 @@ from training.axolotl_config import (
     reshaped,
 )
 from training.checkpoints import Checkpoints
+from worker.graders import blind_graders
 
 TRAINER = "axolotl==0.19.0"
 
@@ -90,6 +91,12 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 train_path, *([val_path] if has_val else [])], run_dir / "data",
                 {"graders": json.dumps(graders)} if graders else None)
             val_path = shaped_val[0] if shaped_val else val_path
+            blind = blind_graders(graders, [json.loads(line)["reference"] for line in
+                                            train_path.read_text().splitlines()]) \
+                if graders else []
+            if blind:
+                raise dg.Failure(f"adapters.{name}.grpo." + "; ".join(blind) + ": fix the "
+                                 "pattern (or the evaluation's answer_pattern it defaults to)")
             box = config.compute.gpu_box
             planned = planned_memory(context, name, spec, config, base_dir)
             try:
@@ -119,7 +126,8 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                 (summary,) = training.run(context, "train", {
                     "output_dir": str(run_dir), "axolotl_yaml": yaml_text,
                     "adapter": spec.method != "full", "gpus": box.count if box else 1,
-                }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []),
+                }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []) + (
+                    [store.local_dir(starting["prefix"])] if starting else []),
                     outputs=[run_dir])
             # the training process validates before it loads anything (one Axolotl import)
             fail_on_problems(name, spec, summary.get("problems", []))

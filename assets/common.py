@@ -150,8 +150,9 @@ def reward_metadata(history: list[dict[str, Any]], title: str) -> dict[str, Any]
     return {"first_reward": round(mean[0], 4), "final_reward": round(mean[-1], 4),
             "final_reward_std": round(spread[-1], 4),
             "graders_final": {g: last.get(f"rewards/{g}/mean") for g in graders},
-            "grader_failures": sum(int(h.get(f"grader_failures/{g}", 0)) for h in steps
-                                   for g in graders),
+            # the worst step's share of replies a grader failed to grade (scored 0 instead)
+            "grader_failed_share": max((float(h.get(f"grader_failed/{g}", 0)) for h in steps
+                                        for g in graders), default=0.0),
             "reward_curve": png_markdown(fig, title)}
 
 

@@ -141,6 +141,9 @@ def recipe_compute_problems(name: str, a: AdapterSpec, compute: ComputeBase) -> 
         has = f"compute gives {box}" if box else "compute names no GPUs (compute.gpu)"
         problems.append(f"{where}.training.distributed: {t.distributed} shards over several "
                         f"GPUs but {has}; use ddp on one GPU")
+    if a.objective == "grpo" and a.sweep:
+        problems.append(f"{where}.sweep: a sweep ranks its trials by eval loss, which GRPO does "
+                        "not have; drop the sweep")
     if a.grpo is not None and a.objective != "grpo":
         problems.append(f"{where}.grpo: only objective: grpo samples and grades replies; drop "
                         "it or set objective: grpo")

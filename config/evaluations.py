@@ -166,9 +166,13 @@ def evaluation_problems(evaluations: dict[str, EvaluationSpec],
         elif start in adapters and start not in seen:
             problems.append(f"{where}: '{start}' has no evaluation, so never a champion to "
                             f"start from; add evaluations.<name>: {{adapter: {start}}}")
-        elif start in adapters and (adapters[start].base_model, adapters[start].method) != (
-                a.base_model, a.method):
+        elif a.method == "full":
+            problems.append(f"{where}: a full fine-tune starts from the base model's weights, "
+                            "not from an adapter's; use method: lora")
+        elif start in adapters and (adapters[start].base_model, adapters[start].method,
+                                    adapters[start].lora) != (a.base_model, a.method, a.lora):
             problems.append(f"{where}: '{start}' is a {adapters[start].method} adapter of "
-                            f"{adapters[start].base_model}; this one is a {a.method} adapter "
-                            f"of {a.base_model}")
+                            f"{adapters[start].base_model} with lora {adapters[start].lora}; "
+                            f"training goes on with its weights, so set this one's method, "
+                            "base_model and lora to the same")
     return problems

@@ -1,10 +1,12 @@
 """Reinforcement fine-tuning's settings (issue #45): the graders that score each sampled reply
 (worker/graders.py's table: the evaluation's reply metrics, OpenAI's string_check, a format
-check; several are a weighted `multi`) and GRPO's sampling. A pattern is checked here on RE2, the
-engine that matches it during training and evaluation."""
+check, a function of the platform's code; several are a weighted `multi`) and GRPO's
+sampling. A pattern is checked here on RE2, the engine that matches it during training and
+evaluation."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -56,7 +58,29 @@ class FormatCheck(Graded):
         return pattern
 
 
-Grader = Annotated[MetricGrader | StringCheck | FormatCheck, Field(discriminator="type")]
+class PythonGrader(Graded):
+    """A function of the platform's own code, `fn(reference, reply) -> float`, by dotted path:
+    factory.yaml is the platform engineers' file; the Studio offers members no grader."""
+
+    type: Literal["python"]
+    path: str = Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$", max_length=200)
+
+    @field_validator("path")
+    @classmethod
+    def _module_exists(cls, path: str) -> str:
+        """The module must be there (its function is looked up where training runs)."""
+        module = path.rpartition(".")[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            raise ValueError(f"cannot find module {module!r}: {exc}") from exc
+        if found is None:
+            raise ValueError(f"no module {module!r} on this platform's path")
+        return path
+
+
+Grader = Annotated[MetricGrader | StringCheck | FormatCheck | PythonGrader,
+                   Field(discriminator="type")]
 
 
 class GrpoSpec(Strict):

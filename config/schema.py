@@ -124,7 +124,8 @@ class FactoryConfig(Strict):
 
     def graders_of(self, adapter: str) -> list[dict[str, Any]]:
         """A GRPO adapter's graders as its reward functions read them: the declared ones, or
-        the scorer its evaluation's gate uses (worker/graders.py)."""
+        its evaluation's scorer (its primary metric when it is scored per reply, else exact
+        match with its answer pattern, or ROUGE-L without one; worker/graders.py)."""
         pattern, metric = self.served_metric(adapter)
         return self.adapters[adapter].rl.rendered_graders(
             {"type": "metric", "metric": metric, "answer_pattern": pattern, "weight": 1.0})

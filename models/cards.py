@@ -32,6 +32,8 @@ def grader_label(grader: dict[str, Any]) -> str:
         return f"{grader['metric']}" + (f" of {pattern!r}" if pattern else "")
     if grader["type"] == "string_check":
         return f"string_check: {grader['operation']} the reference"
+    if grader["type"] == "python":
+        return f"python: {grader['path']}"
     return f"format: matches {grader['pattern']!r}"
 
 

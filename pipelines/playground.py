@@ -126,11 +126,22 @@ def admin_token(config: FactoryConfig) -> str:
     if s.admin_token:
         return s.admin_token
     path = config.work_dir / "gateway-admin-token"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    os.environ[s.admin_token_env] = path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(f".{path.name}.{os.getpid()}")
+    with os.fdopen(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    try:
+        os.link(fresh, path)  # whole or not at all; an earlier demo's token wins
+    except FileExistsError:
+        pass
+    finally:
+        fresh.unlink()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as f:
+        if os.fstat(fd).st_uid != os.getuid() or os.fstat(fd).st_mode & 0o077:
+            raise RuntimeError(f"{path} must be this user's and readable by no one else "
+                               f"(chmod 600 {path}), or set {s.admin_token_env}")
+        os.environ[s.admin_token_env] = f.read().strip()
     return os.environ[s.admin_token_env]
 
 
@@ -143,7 +154,7 @@ def watch(config: FactoryConfig, url: str, key: str, shifted: list[str], asked: 
     declares, re-evaluates or retrains through the daemon's automation."""
     from assets.monitors import monitor_key, training_prompts
     from pipelines.graph import resources_for
-    from pipelines.runs import materialize
+    from pipelines.runs import failed_steps, materialize
 
     watched = [(name, spec.adapters[0]) for name, spec in config.deployments.items()
                if spec.monitor and spec.adapters and spec.adapters[0] in config.adapters]
@@ -165,6 +176,9 @@ def watch(config: FactoryConfig, url: str, key: str, shifted: list[str], asked: 
             with ThreadPoolExecutor(8) as pool:  # vLLM batches them
                 list(pool.map(ask, prompts))
             result: Any = materialize(config, [f"monitor/{deployment}"])
+            if not result.success:
+                raise RuntimeError(f"monitor/{deployment} failed: "
+                                   + "; ".join(failed_steps(result)[0]))
             (event,) = [e for e in result.get_asset_materialization_events()
                         if e.asset_key == monitor_key(deployment)]
             meta = {k: v.value for k, v in event.materialization.metadata.items()}

@@ -120,16 +120,22 @@ def monitor_trigger_sensor(deployment: str, what: str) -> dg.SensorDefinition:
                            "checks failing at the last).")
     def _trigger(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        seen, failing = cursor.get("seen", {}), set(cursor.get("failing", ()))
+        upgraded = bool(cursor) and "seen" not in cursor  # an ids-only cursor (before 12-07)
+        seen = cursor if upgraded else cursor.get("seen", {})
+        failing = set() if upgraded else set(cursor.get("failing", ()))
         latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(
             checks)
         started = []
         for key, record in latest.items():
-            if record.event is None or record.id <= seen.get(key.name, 0):
+            if record.status.value not in ("SUCCEEDED", "FAILED"):
+                continue  # planned, still running: its result comes with a later tick
+            failed = record.status.value == "FAILED"
+            if record.id <= seen.get(key.name, 0):
+                if upgraded and failed:  # failing before the upgrade: not a new incident
+                    failing.add(key.name)
                 continue
             seen[key.name] = record.id
-            evaluation = record.event.dagster_event.event_specific_data  # type: ignore[union-attr]
-            if getattr(evaluation, "passed", True) is not False:
+            if not failed:
                 failing.discard(key.name)
             elif key.name not in failing:
                 failing.add(key.name)

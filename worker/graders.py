@@ -1,8 +1,10 @@
 """How a sampled reply is scored in reinforcement fine-tuning (issue #45): one table of grader
 types. A `metric` grader is a reply metric of the evaluation (worker/harness_metrics.py), the
-same function the promotion gate scores with, so the reward and the gate cannot disagree;
+same function the evaluation scores replies with, so the reward and the gate's per-reply metric
+cannot disagree;
 `string_check` and `format` are OpenAI's grader shapes on the metrics and the pattern engine that
-exist here (RE2: a tenant's pattern matches in linear time). Several graders are OpenAI's
+exist here (RE2: a tenant's pattern matches in linear time); `python` is a function of the
+platform's own code. Several graders are OpenAI's
 `multi`: their weighted sum is the reward (TRL's reward_weights).
 
 A grader that raises, or scores NaN or None, scores 0 for that reply and is counted: one broken
@@ -11,11 +13,12 @@ grader never stops a training run.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from typing import Any
 
-from worker.harness_metrics import REPLY_METRICS, compiled, scored_doc
+from worker.harness_metrics import NO_ANSWER, REPLY_METRICS, compiled, extract, scored_doc
 
 
 def metric(grader: dict[str, Any], reference: str, reply: str) -> float:
@@ -37,8 +40,15 @@ def format_check(grader: dict[str, Any], reference: str, reply: str) -> float:
     return float(compiled(grader["pattern"]).search(reply) is not None)
 
 
+def python(grader: dict[str, Any], reference: str, reply: str) -> float:
+    """A function of the platform's own code, `fn(reference, reply) -> float`, by dotted path
+    (factory.yaml only: the Studio offers no grader, so a tenant's code never runs here)."""
+    module, _, name = grader["path"].rpartition(".")
+    return float(getattr(importlib.import_module(module), name)(reference, reply))
+
+
 GRADERS: dict[str, Callable[[dict[str, Any], str, str], float]] = {
-    "metric": metric, "string_check": string_check, "format": format_check}
+    "metric": metric, "string_check": string_check, "format": format_check, "python": python}
 
 
 def grade(grader: dict[str, Any], reference: str, reply: str) -> tuple[float, bool]:
@@ -50,3 +60,13 @@ def grade(grader: dict[str, Any], reference: str, reply: str) -> tuple[float, bo
     if score is None or not math.isfinite(score):
         return 0.0, False
     return float(score), True
+
+
+def blind_graders(graders: list[dict[str, Any]], references: list[str]) -> list[str]:
+    """The graders whose answer pattern finds no answer in any reference: every reply would
+    score 0 on them and GRPO would learn nothing (each as `graders.<i>: why`)."""
+    return [f"graders.{i}: answer_pattern {g['answer_pattern']!r} finds no answer in any of "
+            f"the {len(references)} reference replies (e.g. {references[0][:120]!r})"
+            for i, g in enumerate(graders)
+            if g["type"] == "metric" and g.get("answer_pattern") and references
+            and all(extract(g["answer_pattern"], r) == NO_ANSWER for r in references)]

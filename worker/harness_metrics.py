@@ -18,7 +18,7 @@ aggregate.
 # sys.modules, and a dataclass with string annotations looks its module up there.
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import re2
@@ -37,9 +37,10 @@ class PatternError(ValueError):
     """A pattern RE2 does not accept; the message says why."""
 
 
-@cache
+@lru_cache(maxsize=128)
 def compiled(pattern: str) -> Any:
-    """The pattern on RE2, compiled once per process."""
+    """The pattern on RE2, the 128 latest compiled once per process (the gateway validates
+    every member's pattern: an unbounded cache would grow with them)."""
     options = re2.Options()
     options.log_errors = False  # the error is raised, not also printed
     try:

@@ -2,7 +2,8 @@
 path (`trl.reward_funcs: [worker.rewards.grader_0, ...]`): one per declared grader, by position.
 Each reads the graders and the reference from the row's own columns (`graders`, `reference`;
 training/axolotl_config.py writes them), so a remote training box needs nothing but the data.
-Failed gradings are zeros, logged per step as `grader_failures/grader_<i>`.
+Failed gradings are zeros; the share of replies whose grading failed is logged per step as
+`grader_failed/grader_<i>`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def reward_of(index: int) -> Callable[..., list[float]]:
             score, graded = grade(json.loads(declared)[index], answer, reply_text(completion))
             scores.append(score)
             failed += not graded
-        if log_metric is not None:
-            log_metric(f"grader_failures/grader_{index}", float(failed))
+        if log_metric is not None:  # a share: TRL averages what is logged within a step
+            log_metric(f"grader_failed/grader_{index}", failed / max(1, len(scores)))
         return scores
 
     reward.__name__ = f"grader_{index}"  # TRL logs rewards/<name>/mean

@@ -269,7 +269,10 @@ async function openRun(id) {
   await loadRuns(run.in_flight);
 }
 
-function drawLoss(loss) {
+function drawLoss(logged) {
+  // reinforcement: the reward is what moves (GRPO's loss stays near zero), drawn in its place
+  const rewarded = logged.reward?.length > 0;
+  const loss = rewarded ? { train: logged.reward, eval: [] } : logged;
   const svg = $("#loss");
   const all = [...loss.train, ...loss.eval];
   if (!all.length) {
@@ -286,8 +289,11 @@ function drawLoss(loss) {
   svg.replaceChildren(line(loss.train, "train"), line(loss.eval, "eval"),
     svgNode("text", { x: 2, y: 20, class: "tick" }, maxY.toFixed(2)),
     svgNode("text", { x: 2, y: 160, class: "tick" }, minY.toFixed(2)));
-  $("#loss-legend").textContent = `train loss (blue): ${loss.train.length} points, last `
-    + `${loss.train.at(-1)?.[1] ?? "-"}; eval loss (orange): ${loss.eval.length} points`;
+  $("#loss-legend").textContent = rewarded
+    ? `mean reward of the sampled replies (blue): ${loss.train.length} points, last `
+      + `${loss.train.at(-1)[1]}`
+    : `train loss (blue): ${loss.train.length} points, last `
+      + `${loss.train.at(-1)?.[1] ?? "-"}; eval loss (orange): ${loss.eval.length} points`;
 }
 
 // -- monitor: this project's requests, window by window ----------------------------------------

@@ -519,10 +519,12 @@ def failure_text(event: dict[str, Any]) -> str:
 
 
 def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
-    """(step, loss) and (step, eval loss) from the trainer's log lines, as Axolotl prints them:
-    `{'loss': 1.23, ..., 'epoch': 0.5}` per logging step."""
+    """(step, loss), (step, eval loss) and, for reinforcement, (step, mean reward) from the
+    trainer's log lines, as Axolotl prints them: `{'loss': 1.23, ..., 'epoch': 0.5}` per
+    logging step."""
     train: list[list[float]] = []
     evaluation: list[list[float]] = []
+    reward: list[list[float]] = []
     for m in messages:
         text = m.get("message") or ""
         start = text.find("{'")
@@ -532,13 +534,16 @@ def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
             entry = ast_literal(text[start:text.rfind("}") + 1])
             loss = finite(entry.get("loss"))
             eval_loss = finite(entry.get("eval_loss"))
+            mean_reward = finite(entry.get("reward"))
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             continue  # a line that only looks like the trainer's
         if loss is not None:
             train.append([len(train) + 1, loss])
         if eval_loss is not None:
             evaluation.append([len(train), eval_loss])
-    return {"train": train, "eval": evaluation}
+        if mean_reward is not None:
+            reward.append([len(train), mean_reward])
+    return {"train": train, "eval": evaluation, "reward": reward}
 
 
 def finite(value: Any) -> float | None:

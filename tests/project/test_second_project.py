@@ -77,7 +77,7 @@ def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path, receiver: str,
         rl = latest("adapter/triage-rl")  # reinforcement: the graders' rewards per step
         print(f"GRPO: reward {rl['first_reward']} -> {rl['final_reward']}, graders "
               f"{rl['graders_final']}, {rl['train_seconds']} s for {rl['steps']} steps")
-        assert rl["steps"] == 4 and rl["grader_failures"] == 0
+        assert rl["steps"] == 4 and rl["grader_failed_share"] == 0
         champion = Registry(store).champion("triage")
         assert champion is not None and rl["started_from"] == f"triage@{champion['version']}"
         assert set(rl["graders_final"]) == {"grader_0", "grader_1"}

@@ -165,3 +165,9 @@ def test_a_failed_check_sets_the_declared_rerun_in_motion_once(
         assert checks(run_assets(defs, "monitor/support", instance=instance))["drift"] is False
         still, _ = tick(cursor)
         assert not still.asset_events
+        # a cursor of before the once-per-incident rule (ids only) sees the failing check as
+        # already failing: the upgrade sets nothing in motion again
+        drift = dg.AssetCheckKey(dg.AssetKey(["monitor", "support"]), "drift")
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([drift])
+        upgraded, _ = tick(json.dumps({"drift": record[drift].id}))
+        assert not upgraded.asset_events

@@ -89,7 +89,7 @@ def test_a_launch_runs_exactly_the_trainings_assets_with_the_projects_tags(
             "{'loss': 2.5, 'grad_norm': 1.0, 'learning_rate': 0.002, 'epoch': 0.5}",
             "{'loss': '1.25', 'epoch': 1.0}", "{'eval_loss': 1.5, 'epoch': 1.0}"]
         detail = c.get(f"/runs/{launch.run_id}").json()
-        assert detail["loss"] == {"train": [[1, 2.5], [2, 1.25]], "eval": [[2, 1.5]]}
+        assert detail["loss"] == {"train": [[1, 2.5], [2, 1.25]], "eval": [[2, 1.5]], "reward": []}
         studio.dagster.failures[launch.run_id] = "dagster.Failure: axolotl ran out of memory"
         failed = c.get(f"/runs/{launch.run_id}").json()["log"][-1]
         assert (failed["level"], failed["step"]) == ("ERROR", "adapter")
@@ -125,7 +125,7 @@ def test_a_launch_that_dagster_refuses_leaves_nothing_and_trainings_are_capped(
                 studio.dagster.status[response.json()["run_id"]] = "SUCCESS"
             else:
                 assert_error(response, 403, "quota_exceeded")
-        for pattern in ("(a{1001})", "(?<=#)(\\d+)", "Category: \\w+"):  # RE2 refuses
+        for pattern in ("(a{1001})", "(?<=#)(\\d+)", "Category: \\w+"):  # RE2, RE2, no group
             bad = training(dataset, "pattern", task="extraction", answer_pattern=pattern)
             assert_error(c.post("/trainings", json=bad), 400, "invalid_request")
 
@@ -148,9 +148,10 @@ def test_the_loss_curve_skips_lines_that_only_look_like_the_trainers() -> None:
 
     lines = ["{'loss': '2.0', 'epoch': 0.5}", "{'loss': 'x'}", "{'loss': 1e999}",
              "{'loss': " + "-" * 100_000 + "1}", "{'loss': " + "[" * 1000 + "]" * 1000 + "}",
-             "{'eval_loss': 'nan'}", "{'loss': 1.5, 'eval_loss': 1.7}"]
+             "{'eval_loss': 'nan'}", "{'loss': 1.5, 'eval_loss': 1.7}",
+             "{'loss': '0', 'reward': '1.25', 'reward_std': '0.3'}"]  # GRPO's line
     assert loss_curve([{"message": m} for m in lines]) == {
-        "train": [[1, 2.0], [2, 1.5]], "eval": [[2, 1.7]]}
+        "train": [[1, 2.0], [2, 1.5], [3, 0.0]], "eval": [[2, 1.7]], "reward": [[3, 1.25]]}
 
 
 def test_a_training_the_platform_cannot_serve_is_refused_with_the_schemas_reason(

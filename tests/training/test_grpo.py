@@ -19,7 +19,7 @@ from config.loading import ConfigError, load_config
 from config.training import TrackingSpec
 from training.axolotl_config import render_adapter, reshaped
 from worker import rewards
-from worker.graders import grade
+from worker.graders import blind_graders, grade
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_PYTHON = REPO / ".venvs" / "train" / "bin" / "python"
@@ -52,7 +52,9 @@ def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_ke
          r"adapters\.rl\.grpo\.graders\.0\.format\.pattern: .*RE2"),
         ({"grpo": {"graders": [{"type": "metric", "metric": "bleu"}]}},
          r"adapters\.rl\.grpo\.graders\.0\.metric\.metric"),
-        ({"grpo": {"graders": [{"type": "python", "path": "os.system"}]}},
+        ({"grpo": {"graders": [{"type": "python", "path": "no_such_module.score"}]}},
+         r"adapters\.rl\.grpo\.graders\.0\.python\.path: .*no module 'no_such_module'"),
+        ({"grpo": {"graders": [{"type": "judge", "model": "x"}]}},
          r"adapters\.rl\.grpo\.graders\.0"),
         ({"objective": "sft", "grpo": {}}, r"adapters\.rl\.grpo: only objective: grpo"),
         ({"grpo": {"start_from": "rl"}}, r"adapters\.rl\.grpo\.start_from: 'rl' is itself "
@@ -71,6 +73,13 @@ def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
     assert grade({"type": "string_check", "operation": "ilike"}, "Billing", "billing!")[0] == 1
     assert grade({"type": "format", "pattern": r"#### -?\d+$"}, "", "x\n#### 4") == (1.0, True)
     assert grade({"type": "no-such-grader"}, "a", "a") == (0.0, False)
+    # a pattern no reference answers would make every reward 0: the training refuses it
+    assert blind_graders([exact, {"type": "format", "pattern": "x"}], ["12", "#### 7"]) == []
+    assert blind_graders([exact], ["twelve", "seven"]) == [
+        f"graders.0: answer_pattern {PATTERN!r} finds no answer in any of the 2 reference "
+        "replies (e.g. 'twelve')"]
+    assert grade({"type": "python", "path": "operator.eq"}, "4", "4") == (1.0, True)
+    assert grade({"type": "python", "path": "operator.truediv"}, "4", "2") == (0.0, False)
 
     logged: dict[str, float] = {}
     graders = json.dumps([exact, {"type": "string_check", "operation": "like", "weight": 2},
@@ -82,8 +91,8 @@ def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
     assert rewards.grader_0(**columns) == [1.0, 0.0]
     assert rewards.grader_1(**columns) == [1.0, 0.0]
     assert rewards.grader_2(**columns) == [0.0, 0.0]
-    assert logged == {"grader_failures/grader_0": 0, "grader_failures/grader_1": 0,
-                      "grader_failures/grader_2": 2}
+    assert logged == {"grader_failed/grader_0": 0, "grader_failed/grader_1": 0,
+                      "grader_failed/grader_2": 1}  # the share of replies
 
 
 def test_rows_and_the_axolotl_yaml_for_grpo_validate_with_axolotl(tmp_path: Path) -> None:
