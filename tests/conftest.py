@@ -19,7 +19,9 @@ from tests.support.projects import materialized
 pytest_plugins = ["tests.support.studio", "tests.support.webhooks"]
 
 # Tests that wait for the whole small graph (trained, evaluated, served) are slow by that alone;
-# other slow ones (real training runs, Dagster's daemon) carry @pytest.mark.slow themselves.
+# other slow ones (real training runs, Dagster's daemon, monitor runs, Axolotl's or dg's own
+# loading in a subprocess, a timeout waited out) carry @pytest.mark.slow themselves, so that
+# `make test-fast` stays the two-minute loop.
 NEEDS_THE_GRAPH = "small_project"
 
 

@@ -29,6 +29,7 @@ def dg(*args: str, config: Path, home: Path | None = None) -> subprocess.Complet
                           timeout=300)
 
 
+@pytest.mark.slow  # dg loads the project twice
 def test_dg_lists_every_asset_of_the_demo_and_checks_the_second_project(
         tmp_path: Path) -> None:
     listed = dg("list", "defs", "--json", config=REPO / "factory.yaml")
@@ -49,6 +50,7 @@ def test_dg_lists_every_asset_of_the_demo_and_checks_the_second_project(
     assert "All definitions loaded successfully" in checked.stdout + checked.stderr
 
 
+@pytest.mark.slow  # dg loads the project
 def test_dg_check_defs_names_the_broken_key_of_a_project_file(tmp_path: Path) -> None:
     raw = yaml.safe_load((TESTS / "configs" / "small.yaml").read_text())
     raw["adapters"]["math-lora"]["dataset"] = "maths"

@@ -43,6 +43,7 @@ def test_apply_is_create_then_patch_and_waits_for_every_replica() -> None:
     assert set(api.objects) == {("secrets", "adapter-factory-vllm-api-key")}
 
 
+@pytest.mark.slow  # waits out the shortest rollout timeout, 10 s
 def test_a_rollout_that_never_becomes_ready_fails_with_what_to_look_at() -> None:
     api = FakeKubernetes(pods=[])
     cluster = Cluster(KubernetesTarget(api_url=api.url, namespace="serving",

@@ -98,6 +98,7 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
+@pytest.mark.slow  # runs the monitor asset four times
 def test_the_monitor_alerts_once_on_drift_and_once_on_recovery(
         kept: Running, tmp_path: Path, receiver: str) -> None:
     tenant = kept.project("all")
@@ -130,6 +131,7 @@ def test_the_monitor_alerts_once_on_drift_and_once_on_recovery(
     assert Receiver.received[2]["body"]["text"].startswith("[RESOLVED] support: drift:")
 
 
+@pytest.mark.slow  # Dagster runs and automation ticks
 @pytest.mark.parametrize(("on_failure", "follows"), [
     ("reevaluate", {"served_evaluation/support"}),
     ("retrain", {"dataset/tickets", "adapter/adapter-a", "evaluation/adapter-a-eval",

@@ -286,6 +286,7 @@ def launched(studio: StudioHarness, page: pw.Page, name: str) -> str:
     return studio.dagster.launches[-1].run_id
 
 
+@pytest.mark.slow  # waits out the run page's refresh timers
 def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
         studio: StudioHarness, page: pw.Page) -> None:
     run_id = launched(studio, page, "steady")
@@ -307,6 +308,7 @@ def test_the_run_page_keeps_following_a_run_through_a_failed_refresh(
     pw.expect(page.locator("#error")).to_be_hidden()
 
 
+@pytest.mark.slow  # waits out the run page's refresh timers
 def test_the_run_page_follows_a_run_whose_list_ended_before_its_detail(
         studio: StudioHarness, page: pw.Page) -> None:
     """The detail is read before the list: a run that ends between the two reads showed its

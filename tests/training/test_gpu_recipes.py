@@ -95,6 +95,7 @@ def test_liger_and_fsdp_refuse_models_they_cannot_patch(tmp_path: Path) -> None:
         rendered(tmp_path, gpus=2, base=gpt2, training={"distributed": "fsdp2"})
 
 
+@pytest.mark.slow  # imports Axolotl in the training environment
 def test_axolotl_validates_the_rendered_gpu_recipes_as_for_their_gpus(tmp_path: Path) -> None:
     recipes = {
         "packed-flash-checkpointed": (1, {"training": {

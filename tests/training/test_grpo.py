@@ -95,6 +95,7 @@ def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
                       "grader_failed/grader_2": 1}  # the share of replies
 
 
+@pytest.mark.slow  # imports Axolotl in the training environment
 def test_rows_and_the_axolotl_yaml_for_grpo_validate_with_axolotl(tmp_path: Path) -> None:
     config = project(tmp_path, {"grpo": {"graders": [
         {"type": "metric", "metric": "exact_match", "answer_pattern": PATTERN},
