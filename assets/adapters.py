@@ -97,6 +97,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             if blind:
                 raise dg.Failure(f"adapters.{name}.grpo." + "; ".join(blind) + ": fix the "
                                  "pattern (or the evaluation's answer_pattern it defaults to)")
+            start_dir = store.local_dir(starting["prefix"]) if starting else None
             box = config.compute.gpu_box
             planned = planned_memory(context, name, spec, config, base_dir)
             try:
@@ -111,7 +112,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     val_path=val_path if has_val else None,
                     gpus=box.count if box else 1,
                     graders=graders,
-                    start_dir=store.local_dir(starting["prefix"]) if starting else None,
+                    start_dir=start_dir,
                 )
             except RecipeError as exc:
                 raise dg.Failure(f"adapters.{name}.{exc}") from exc
@@ -127,7 +128,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     "output_dir": str(run_dir), "axolotl_yaml": yaml_text,
                     "adapter": spec.method != "full", "gpus": box.count if box else 1,
                 }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []) + (
-                    [store.local_dir(starting["prefix"])] if starting else []),
+                    [start_dir] if start_dir else []),
                     outputs=[run_dir])
             # the training process validates before it loads anything (one Axolotl import)
             fail_on_problems(name, spec, summary.get("problems", []))

@@ -15,7 +15,7 @@ from config.adapters import AdapterSpec
 from config.common import Name, Strict, reference_problems
 from config.metrics import DECLARED, METRICS
 from config.objectives import OBJECTIVES
-from worker.harness_metrics import PatternError, compiled
+from worker.harness_metrics import PatternError, answer_pattern
 
 
 class GuardSpec(Strict):
@@ -109,16 +109,10 @@ class EvaluationSpec(Strict):
     @field_validator("answer_pattern")
     @classmethod
     def _one_group(cls, pattern: str | None) -> str | None:
-        if pattern is None:
-            return None
         try:
-            groups = compiled(pattern).groups
+            return answer_pattern(pattern)
         except PatternError as exc:
-            raise ValueError(f"answer_pattern {pattern!r}: {exc}") from exc
-        if groups < 1:
-            raise ValueError(f"answer_pattern {pattern!r} needs a group around the answer, "
-                             "e.g. '#### (-?\\d+)'")
-        return pattern
+            raise ValueError(f"answer_pattern {exc}") from exc
 
     @model_validator(mode="after")
     def _safety_needs_judge(self) -> EvaluationSpec:

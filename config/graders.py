@@ -13,14 +13,9 @@ from pydantic import Field, field_validator
 
 from config.common import Name, Strict
 from config.metrics import SERVED
+from worker.harness_metrics import answer_pattern as checked_pattern
 from worker.harness_metrics import compiled
 from worker.rewards import MAX_GRADERS
-
-
-def _answer_group(pattern: str | None) -> str | None:
-    if pattern is not None and compiled(pattern).groups < 1:
-        raise ValueError(f"{pattern!r} needs a group around the answer, e.g. '#### (-?\\d+)'")
-    return pattern
 
 
 class Graded(Strict):
@@ -35,7 +30,10 @@ class MetricGrader(Graded):
     answer_pattern: str | None = Field(None, max_length=200,
                                        description="exact_match: the answer's group")
 
-    _pattern = field_validator("answer_pattern")(_answer_group)
+    @field_validator("answer_pattern")
+    @classmethod
+    def _answer_group(cls, pattern: str | None) -> str | None:
+        return checked_pattern(pattern)
 
 
 class StringCheck(Graded):

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from config.common import NAME, Strict
 from config.common import STUDIO_SEPARATOR as SEPARATOR
 from config.objectives import OBJECTIVES
-from worker.harness_metrics import compiled
+from worker.harness_metrics import answer_pattern
 
 STUDIO = "studio"
 TRAINING_NAME = r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$"  # no `--`: the separator stays unique
@@ -100,11 +100,7 @@ class TrainingRequest(Strict):
     def _compiles(cls, pattern: str | None) -> str | None:
         """A pattern that does not compile on RE2, the linear-time engine replies are matched
         with, is the member's 400, not the evaluation's crash; a group is the answer."""
-        if pattern is None:
-            return None
-        if compiled(pattern).groups < 1:
-            raise ValueError("needs a group, (...), around the answer")
-        return pattern
+        return answer_pattern(pattern)
 
     @model_validator(mode="after")
     def _checkable(self) -> TrainingRequest:

@@ -51,6 +51,14 @@ def compiled(pattern: str) -> Any:
                            f"with) accepts: {reason}") from exc
 
 
+def answer_pattern(pattern: str | None) -> str | None:
+    """An answer pattern as evaluations, the Studio and graders take it: RE2 compiles it and a
+    group holds the answer (PatternError says which is wrong)."""
+    if pattern is not None and compiled(pattern).groups < 1:
+        raise PatternError(f"{pattern!r} needs a group around the answer, e.g. '#### (-?\\d+)'")
+    return pattern
+
+
 def extract(pattern: str | None, text: str) -> str:
     """The answer in a reply: the pattern's first group, or the whole reply without one."""
     if not pattern:
