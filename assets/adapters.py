@@ -8,6 +8,7 @@ mirrored to the object store, so a retry of a killed run resumes where it stoppe
 
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from assets.common import (
     store_link,
     version_of,
 )
-from compute.memory import DoesNotFit, ModelShape, Recipe, check_fits
+from compute.memory import DoesNotFit, ModelShape, Recipe, check_fits, estimate
 from config.adapters import AdapterSpec
 from config.schema import FactoryConfig
 from models.cards import write_card
@@ -42,7 +43,7 @@ from training.axolotl_config import (
     reshaped,
 )
 from training.checkpoints import Checkpoints
-from worker.graders import blind_graders
+from worker.graders import blind_graders, keyless_judges
 
 TRAINER = "axolotl==0.19.0"
 
@@ -97,6 +98,9 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             if blind:
                 raise dg.Failure(f"adapters.{name}.grpo." + "; ".join(blind) + ": fix the "
                                  "pattern (or the evaluation's answer_pattern it defaults to)")
+            keyless = keyless_judges(graders, dict(os.environ))
+            if keyless:
+                raise dg.Failure(f"adapters.{name}.grpo." + "; ".join(keyless))
             start_dir = store.local_dir(starting["prefix"]) if starting else None
             box = config.compute.gpu_box
             planned = planned_memory(context, name, spec, config, base_dir)
@@ -113,6 +117,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     gpus=box.count if box else 1,
                     graders=graders,
                     start_dir=start_dir,
+                    generation_share=generation_share(spec, config, base_dir),
                 )
             except RecipeError as exc:
                 raise dg.Failure(f"adapters.{name}.{exc}") from exc
@@ -190,7 +195,17 @@ def memory_recipe(spec: AdapterSpec) -> Recipe:
                   gradient_accumulation_steps=t.gradient_accumulation_steps, lora_r=spec.lora.r,
                   target_modules=tuple(spec.lora.target_modules or ()) or None,
                   packing=t.packing, gradient_checkpointing=t.gradient_checkpointing,
-                  liger=t.liger, distributed=t.distributed)
+                  liger=t.liger, distributed=t.distributed, generation=spec.objective == "grpo")
+
+
+def generation_share(spec: AdapterSpec, config: FactoryConfig, base_dir: Path) -> float | None:
+    """The card's share colocated vLLM reserves for a GRPO run's sampling, sized by the memory
+    estimate (None: not GRPO on a known GPU; the rendered recipe then keeps TRL's default)."""
+    box = config.compute.gpu_box
+    if spec.objective != "grpo" or config.compute.device != "gpu" or box is None:
+        return None
+    shape = ModelShape.from_config(base_config(base_dir))
+    return estimate(shape, memory_recipe(spec), box).generation_share
 
 
 def planned_memory(context: dg.AssetExecutionContext, name: str, spec: AdapterSpec,

@@ -153,6 +153,11 @@ def reward_metadata(history: list[dict[str, Any]], title: str) -> dict[str, Any]
             # the worst step's share of replies a grader failed to grade (scored 0 instead)
             "grader_failed_share": max((float(h.get(f"grader_failed/{g}", 0)) for h in steps
                                         for g in graders), default=0.0),
+            "mean_completion_length": round(sum(float(h.get("completions/mean_length", 0))
+                                                for h in steps) / len(steps), 1),
+            # seconds spent sampling replies (worker/grpo_timing.py), over all steps
+            "generation_seconds": round(sum(float(h.get("generation_seconds", 0))
+                                            for h in steps), 1),
             "reward_curve": png_markdown(fig, title)}
 
 

@@ -25,6 +25,7 @@ from assets.common import (
     version_of,
 )
 from assets.promotion import promotion_asset
+from config.adapters import AdapterSpec
 from config.evaluations import EvaluationSpec, GuardSpec, PromotionSpec
 from config.metrics import METRICS
 from config.schema import FactoryConfig
@@ -102,6 +103,18 @@ def score_chart(results: dict[str, Any], metric: str, title: str) -> dg.Metadata
     return png_markdown(fig, title)
 
 
+def rival(store: ObjectStore, adapter: str, spec: AdapterSpec
+          ) -> tuple[dict[str, Any] | None, str]:
+    """The champion a candidate must beat, and whose it is: its own; for a GRPO adapter with
+    none yet, the champion it started from (RL must beat the SFT it began with, on the same
+    held-out rows, before it is served)."""
+    registry = Registry(store)
+    own = registry.champion(adapter)
+    start = spec.grpo.start_from if spec.grpo else None
+    started = registry.champion(start) if own is None and start else None
+    return (started, start) if started and start else (own, adapter)
+
+
 def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> list[Definition]:
     adapter_spec = config.adapters[spec.adapter]
     key = dg.AssetKey(["evaluation", name])
@@ -118,7 +131,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         base = current(store, "base_model", adapter_spec.base_model)
         data = current(store, "dataset", adapter_spec.dataset)
         candidate = current(store, "adapter", spec.adapter)
-        champion = Registry(store).champion(spec.adapter)
+        champion, champion_of = rival(store, spec.adapter, adapter_spec)
         base_dir = str(store.local_dir(base["prefix"]))
         def trained(prefix: str) -> dict[str, str]:
             folder = str(store.local_dir(prefix))
@@ -130,7 +143,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         if champion and champion["version"] != candidate["version"]:
             models["champion"] = trained(champion["prefix"])
         lineage = {"candidate": f"{spec.adapter}@{candidate['version']}",
-                   "champion": f"{spec.adapter}@{champion['version']}" if champion else "none",
+                   "champion": f"{champion_of}@{champion['version']}" if champion else "none",
                    "base_model": f"{adapter_spec.base_model}@{base['version']}",
                    "dataset": f"{adapter_spec.dataset}@{data['version']}"}
         version = version_of(lineage, spec.model_dump())
@@ -150,7 +163,8 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         results = json.loads((run_dir / "results.json").read_text())
         grade(spec, results, context.log)
         scores = scores_of(results)
-        is_champion = bool(champion and champion["version"] == candidate["version"])
+        is_champion = bool(champion and champion_of == spec.adapter
+                           and champion["version"] == candidate["version"])
         decision = gate(scores, policy_for(spec), candidate_is_champion=is_champion)
         context.log.info(decision.summary)
         if not decision.passed:

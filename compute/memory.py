@@ -13,12 +13,16 @@ The counts are the usual ones (per GPU, bytes):
 - the loss: logits in bf16, their fp32 copy and its gradient, 10 x vocabulary per token, which
   Liger's fused linear cross-entropy never materialises;
 - ZeRO-2 shards gradients and optimizer states over the GPUs, ZeRO-3 and FSDP2 the weights too;
-- 1 GiB of CUDA context and 8 % allocator slack.
+- 1 GiB of CUDA context and 8 % allocator slack;
+- GRPO's generation, when vLLM is colocated on the card: what vLLM reserves (its
+  `gpu_memory_utilization` share), sized for bf16 weights, the KV cache of one generation batch
+  (every prompt of a step, each to the sequence length) and 20 % plus 1 GiB for its own work.
 Compared with measured peaks by bench/gpu_training.py when a GPU is lent (docs/figures.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,6 +98,7 @@ class Recipe:
     gradient_checkpointing: bool = False
     liger: bool = False
     distributed: str = "ddp"
+    generation: bool = False  # GRPO with vLLM colocated: it holds a share of the card
 
 
 @dataclass(frozen=True)
@@ -107,13 +112,19 @@ class Estimate:
     activations_gib: float
     loss_gib: float
     overhead_gib: float
+    generation_gib: float  # vLLM's reservation (GRPO colocated), 0 otherwise
     tokens_per_step: int  # all GPUs, padded to sequence_len
     flops_per_step: float
 
     @property
     def total_gib(self) -> float:
         return (self.weights_gib + self.training_state_gib + self.activations_gib
-                + self.loss_gib + self.overhead_gib)
+                + self.loss_gib + self.overhead_gib + self.generation_gib)
+
+    @property
+    def generation_share(self) -> float:
+        """vLLM's gpu_memory_utilization: its reservation over the card, up to the next 0.05."""
+        return min(0.9, math.ceil(self.generation_gib / self.box.gpu.memory_gib * 20) / 20)
 
     @property
     def usable_gib(self) -> float:
@@ -136,6 +147,9 @@ class Estimate:
             "activations": f"{self.activations_gib:.1f} GiB",
             "loss (logits)": f"{self.loss_gib:.1f} GiB",
             "CUDA context + slack": f"{self.overhead_gib:.1f} GiB",
+            **({"generation (vLLM colocated)": f"{self.generation_gib:.1f} GiB, "
+                f"gpu_memory_utilization {self.generation_share:.2f}"}
+               if self.recipe.generation else {}),
             "per GPU": f"{self.total_gib:.1f} GiB of {self.usable_gib:.1f} usable on "
                        f"{self.box.gpu.name}",
             "tokens per step": f"{self.tokens_per_step:,}",
@@ -149,6 +163,17 @@ def trainable_parameters(shape: ModelShape, recipe: Recipe) -> int:
     targets = recipe.target_modules or LINEAR_LAYERS
     return shape.layers * sum(recipe.lora_r * (i + o) for name, (i, o) in shape.linear().items()
                               if name in targets)
+
+
+def generation_bytes(shape: ModelShape, recipe: Recipe) -> float:
+    """What colocated vLLM needs for GRPO's sampling: bf16 weights, the KV cache of a whole
+    generation batch (micro batch x accumulation completions, to the sequence length), and
+    20 % plus 1 GiB for its activations, sampler and CUDA graphs."""
+    if not recipe.generation:
+        return 0.0
+    kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2  # K and V, bf16
+    tokens = recipe.micro_batch_size * recipe.gradient_accumulation_steps * recipe.sequence_len
+    return 1.2 * (2 * shape.parameters + kv_per_token * tokens) + GIB
 
 
 def estimate(shape: ModelShape, recipe: Recipe, box: GpuBox) -> Estimate:
@@ -181,7 +206,8 @@ def estimate(shape: ModelShape, recipe: Recipe, box: GpuBox) -> Estimate:
     attention = 6 * shape.layers * shape.hidden * recipe.sequence_len  # causal, fwd + bwd
     flops = step_tokens * (passes * shape.parameters + attention)
     return Estimate(shape, recipe, box, trainable, weights / GIB, state / GIB,
-                    activations / GIB, loss / GIB, overhead / GIB, step_tokens, flops)
+                    activations / GIB, loss / GIB, overhead / GIB,
+                    generation_bytes(shape, recipe) / GIB, step_tokens, flops)
 
 
 def remedies(shape: ModelShape, recipe: Recipe, box: GpuBox) -> list[str]:

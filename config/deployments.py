@@ -222,4 +222,16 @@ def deployment_problems(deployments: dict[str, DeploymentSpec],
                 f"store, and storage.object_store {storage.object_store} is a folder on "
                 "this machine; set it to an s3://bucket/prefix they can read "
                 "(storage.s3_endpoint_url for MinIO or another S3-compatible server)")
-    return problems
+    return problems + judge_problems(deployments, adapters)
+
+
+def judge_problems(deployments: dict[str, DeploymentSpec], adapters: dict[str, AdapterSpec]
+                   ) -> list[str]:
+    """A GRPO judge asked through this project's gateway must be a model it serves."""
+    served = {m for d in deployments.values() for m in (d.base_model, *d.adapters)}
+    return [f"adapters.{name}.grpo.graders.{i}.model: the gateway serves no {g.model!r} "
+            f"(served: {', '.join(sorted(served)) or 'nothing'}); name one, or give base_url "
+            "for another OpenAI-compatible endpoint"
+            for name, a in adapters.items() if a.grpo
+            for i, g in enumerate(a.grpo.graders)
+            if g.type == "score_model" and g.base_url is None and g.model not in served]

@@ -1,6 +1,7 @@
 """Reinforcement fine-tuning's settings (issue #45): the graders that score each sampled reply
 (worker/graders.py's table: the evaluation's reply metrics, OpenAI's string_check, a format
-check, a function of the platform's code; several are a weighted `multi`) and GRPO's
+check, a judge model asked through the gateway, a function of the platform's code; several are a
+weighted `multi`) and GRPO's
 sampling. A pattern is checked here on RE2, the engine that matches it during training and
 evaluation."""
 
@@ -35,12 +36,18 @@ class MetricGrader(Graded):
     def _answer_group(cls, pattern: str | None) -> str | None:
         return checked_pattern(pattern)
 
+    def label(self) -> str:
+        return self.metric + (f" of {self.answer_pattern!r}" if self.answer_pattern else "")
+
 
 class StringCheck(Graded):
     """OpenAI's string_check against the row's reference: eq, ne, like (contains), ilike."""
 
     type: Literal["string_check"]
     operation: Literal["eq", "ne", "like", "ilike"]
+
+    def label(self) -> str:
+        return f"string_check: {self.operation} the reference"
 
 
 class FormatCheck(Graded):
@@ -54,6 +61,33 @@ class FormatCheck(Graded):
     def _compiles(cls, pattern: str) -> str:
         compiled(pattern)
         return pattern
+
+    def label(self) -> str:
+        return f"format: matches {self.pattern!r}"
+
+
+class ScoreModel(Graded):
+    """OpenAI's score_model: a model grades each reply with a rubric, with the evaluation's
+    judge prompt and strict parse (worker/judging.py); reward = grade / 10, an unparsable
+    judgement a counted 0. Asked through this project's gateway by default, so the judge's
+    grants, quotas and audit rows apply to training like any application."""
+
+    type: Literal["score_model"]
+    model: str = Field(pattern=r"^[A-Za-z0-9][\w.:@-]{0,127}$",
+                       description="a model the gateway serves (a deployment's adapter, mixture "
+                                   "or base model)")
+    rubric: str = Field(
+        "You grade a candidate's reply against the reference reply to the same request: "
+        "correct, complete and in the expected form.", min_length=1, max_length=4000)
+    base_url: str | None = Field(None, pattern=r"^https?://",
+                                 description="an OpenAI-compatible /v1 URL; default: this "
+                                             "project's gateway")
+    api_key_env: str = Field("FACTORY_JUDGE_KEY", pattern=r"^[A-Z_][A-Z0-9_]{0,63}$",
+                             description="environment variable holding the key it is asked "
+                                         "with (read where training runs; never in the rows)")
+
+    def label(self) -> str:
+        return f"score_model: {self.model} grades it 1-10 against the reference"
 
 
 class PythonGrader(Graded):
@@ -76,8 +110,11 @@ class PythonGrader(Graded):
             raise ValueError(f"no module {module!r} on this platform's path")
         return path
 
+    def label(self) -> str:
+        return f"python: {self.path}"
 
-Grader = Annotated[MetricGrader | StringCheck | FormatCheck | PythonGrader,
+
+Grader = Annotated[MetricGrader | StringCheck | FormatCheck | ScoreModel | PythonGrader,
                    Field(discriminator="type")]
 
 
@@ -98,6 +135,11 @@ class GrpoSpec(Strict):
         None, description="an adapter whose champion's weights this one starts from (SFT, "
                           "then RL); its LoRA rank and alpha are kept")
 
-    def rendered_graders(self, default: dict[str, Any]) -> list[dict[str, Any]]:
-        """The graders as the reward functions read them; `default` stands in for none."""
-        return [g.model_dump() for g in self.graders] or [default]
+    def rendered_graders(self, default: dict[str, Any], gateway_url: str
+                         ) -> list[dict[str, Any]]:
+        """The graders as the reward functions read them; `default` stands in for none, and a
+        judge with no base_url is asked through `gateway_url`."""
+        rendered = [g.model_dump() for g in self.graders] or [default]
+        return [g | {"base_url": f"{gateway_url}/v1"}
+                if g["type"] == "score_model" and g["base_url"] is None else g
+                for g in rendered]

@@ -128,7 +128,8 @@ class FactoryConfig(Strict):
         match with its answer pattern, or ROUGE-L without one; worker/graders.py)."""
         pattern, metric = self.served_metric(adapter)
         return self.adapters[adapter].rl.rendered_graders(
-            {"type": "metric", "metric": metric, "answer_pattern": pattern, "weight": 1.0})
+            {"type": "metric", "metric": metric, "answer_pattern": pattern, "weight": 1.0},
+            self.gateway.base_url)
 
     @property
     def gateway_settings(self) -> GatewaySettings:

@@ -14,8 +14,10 @@ import datetime as dt
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from pydantic import TypeAdapter
 
 from config.adapters import AdapterSpec, trial_names
+from config.graders import Grader
 from config.metrics import METRICS
 from config.objectives import OBJECTIVES
 from config.schema import FactoryConfig
@@ -24,17 +26,12 @@ from store.backends import ArtifactMissing
 from store.keys import artifact_prefix
 from store.registry import champion_of, events_of
 
+GRADER: TypeAdapter[Any] = TypeAdapter(Grader)
+
 
 def grader_label(grader: dict[str, Any]) -> str:
     """A grader as the card names it: its type and what it checks."""
-    if grader["type"] == "metric":
-        pattern = grader.get("answer_pattern")
-        return f"{grader['metric']}" + (f" of {pattern!r}" if pattern else "")
-    if grader["type"] == "string_check":
-        return f"string_check: {grader['operation']} the reference"
-    if grader["type"] == "python":
-        return f"python: {grader['path']}"
-    return f"format: matches {grader['pattern']!r}"
+    return GRADER.validate_python(grader).label()
 
 
 def _ref(store: ArtifactStore, ref: str) -> dict[str, Any] | None:

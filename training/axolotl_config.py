@@ -199,19 +199,25 @@ def tracking_keys(tracking: TrackingSpec, run_name: str) -> dict[str, Any]:
             "wandb_name": run_name, "report_to": "wandb"}
 
 
-def rl_keys(spec: AdapterSpec, graders: list[dict[str, Any]]) -> dict[str, Any]:
+def rl_keys(spec: AdapterSpec, graders: list[dict[str, Any]], target: str,
+            generation_share: float | None) -> dict[str, Any]:
     """GRPO's `trl` block: a reward function per grader (worker/rewards.py, by position; each row
-    carries the graders), their weights, and the sampling. Generation runs in the training
-    process (transformers), on a GPU too: the training image has no vLLM for TRL's colocate
-    mode yet."""
+    carries the graders), their weights, and the sampling. On a CPU the training process samples
+    (transformers); on a GPU vLLM runs in the same process on the same card (TRL's colocate
+    mode: the LoRA is merged into vLLM's weights after each update), holding the share of the
+    card the memory estimate sized (compute/memory.py), TRL's 0.3 when no card is named."""
     if spec.objective != "grpo":
         return {}
     g = spec.rl
-    return {"logging_steps": 1, "trl": {  # a reward per step: GRPO's steps are few and slow
+    keys = {"logging_steps": 1, "trl": {  # a reward per step: GRPO's steps are few and slow
         "reward_funcs": [f"worker.rewards.grader_{i}" for i in range(len(graders))],
         "reward_weights": [grader["weight"] for grader in graders],
         "num_generations": g.num_generations, "max_completion_length": g.max_completion_length,
-        "temperature": g.temperature, "beta": g.beta, "use_vllm": False}}
+        "temperature": g.temperature, "beta": g.beta, "use_vllm": target == "gpu"}}
+    if target == "gpu":
+        keys["trl"]["vllm_mode"] = "colocate"
+        keys["vllm"] = {"gpu_memory_utilization": generation_share or 0.3}
+    return keys
 
 
 def eval_keys(spec: AdapterSpec, val_path: Path | None) -> dict[str, Any]:
@@ -229,14 +235,15 @@ def render_adapter(spec: AdapterSpec, base_dir: Path, train_path: Path, output_d
                    tracking: TrackingSpec, run_name: str, target: str = "cpu",
                    val_path: Path | None = None, gpus: int = 1,
                    graders: list[dict[str, Any]] | None = None,
-                   start_dir: Path | None = None) -> str:
+                   start_dir: Path | None = None,
+                   generation_share: float | None = None) -> str:
     """`start_dir`: trained LoRA weights to continue from (GRPO after SFT), rank and alpha
-    theirs."""
+    theirs; `generation_share`: the card's share colocated vLLM holds (GRPO on a GPU)."""
     t = spec.training
     cfg = _common(base_dir, output_dir, t.seed, target) | dataset_keys(
         spec.objective, train_path) | method_keys(spec) | tracking_keys(tracking, run_name) | \
         eval_keys(spec, val_path) | scaling_keys(spec, base_dir, gpus) | rl_keys(
-        spec, graders or []) | {
+        spec, graders or [], target, generation_share) | {
         "sequence_len": t.sequence_len,
         "micro_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
@@ -272,6 +279,7 @@ RECIPE_KEYS = {
     "gradient_checkpointing": "training.gradient_checkpointing", "plugins": "training.liger",
     "deepspeed": "training.distributed", "fsdp_config": "training.distributed",
     "fsdp_version": "training.distributed", "bnb_config_kwargs": "qlora", "trl": "grpo",
+    "vllm": "grpo",
 }
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from worker.graders import grade
+from worker.graders import Sample, grade
 
 MAX_GRADERS = 8
 
@@ -22,13 +22,22 @@ def reply_text(completion: Any) -> str:
     return completion[-1]["content"] if isinstance(completion, list) else completion
 
 
+def question_text(prompt: Any) -> str:
+    """A conversational prompt's last user turn; a plain prompt is the text."""
+    if isinstance(prompt, list):
+        return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+    return prompt
+
+
 def reward_of(index: int) -> Callable[..., list[float]]:
     def reward(prompts: list[Any], completions: list[Any], graders: list[str],
                reference: list[str], log_metric: Callable[[str, float], None] | None = None,
                **_: Any) -> list[float]:
         scores, failed = [], 0
-        for completion, declared, answer in zip(completions, graders, reference, strict=True):
-            score, graded = grade(json.loads(declared)[index], answer, reply_text(completion))
+        for prompt, completion, declared, answer in zip(prompts, completions, graders,
+                                                        reference, strict=True):
+            score, graded = grade(json.loads(declared)[index], Sample(
+                question_text(prompt), answer, reply_text(completion)))
             scores.append(score)
             failed += not graded
         if log_metric is not None:  # a share: TRL averages what is logged within a step

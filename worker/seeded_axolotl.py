@@ -74,6 +74,10 @@ def main() -> None:
     gc.freeze()
     gc.enable()
     set_seed(seed_of(config))
+    if config.get("rl") == "grpo":
+        from worker import grpo_timing
+
+        grpo_timing.install()
     sys.argv = ["axolotl", *sys.argv[1:]]
     try:
         axolotl()

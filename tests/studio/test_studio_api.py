@@ -149,9 +149,11 @@ def test_the_loss_curve_skips_lines_that_only_look_like_the_trainers() -> None:
     lines = ["{'loss': '2.0', 'epoch': 0.5}", "{'loss': 'x'}", "{'loss': 1e999}",
              "{'loss': " + "-" * 100_000 + "1}", "{'loss': " + "[" * 1000 + "]" * 1000 + "}",
              "{'eval_loss': 'nan'}", "{'loss': 1.5, 'eval_loss': 1.7}",
-             "{'loss': '0', 'reward': '1.25', 'reward_std': '0.3'}"]  # GRPO's line
+             "{'loss': '0', 'reward': '1.25', 'reward_std': '0.3', 'kl': 'nan', "
+             "'completions/mean_length': 18.5}"]  # GRPO's line: its spread, KL, reply length
     assert loss_curve([{"message": m} for m in lines]) == {
-        "train": [[1, 2.0], [2, 1.5], [3, 0.0]], "eval": [[2, 1.7]], "reward": [[3, 1.25]]}
+        "train": [[1, 2.0], [2, 1.5], [3, 0.0]], "eval": [[2, 1.7]],
+        "reward": [[3, 1.25, 0.3, None, 18.5]]}
 
 
 def test_a_training_the_platform_cannot_serve_is_refused_with_the_schemas_reason(

@@ -17,9 +17,11 @@ import yaml
 
 from config.loading import ConfigError, load_config
 from config.training import TrackingSpec
+from models.cards import grader_label
 from training.axolotl_config import render_adapter, reshaped
 from worker import rewards
-from worker.graders import blind_graders, grade
+from worker.graders import Sample, blind_graders, grade, keyless_judges
+from worker.judging import Unparsable, grade_of
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_PYTHON = REPO / ".venvs" / "train" / "bin" / "python"
@@ -45,6 +47,12 @@ def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_ke
         {"type": "format", "pattern": r"#### -?\d+$", "weight": 0.5},
         {"type": "string_check", "operation": "ilike"}]}})
     assert [g["type"] for g in declared.graders_of("rl")] == ["format", "string_check"]
+    judged = project(tmp_path, {"grpo": {"graders": [
+        {"type": "score_model", "model": "m", "base_url": "http://judge:8000/v1"},
+        {"type": "metric", "metric": "rougeL", "weight": 0.5}]}})
+    assert judged.graders_of("rl")[0]["base_url"] == "http://judge:8000/v1"
+    assert [grader_label(g) for g in judged.graders_of("rl")] == [  # as the model card says
+        "score_model: m grades it 1-10 against the reference", "rougeL"]
     mistakes = [
         ({"grpo": {"num_generations": 3}},  # 8 rows a step cannot split into groups of 3
          r"adapters\.rl\.grpo\.num_generations: 3 replies a prompt must divide a step's 8"),
@@ -56,6 +64,11 @@ def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_ke
          r"adapters\.rl\.grpo\.graders\.0\.python\.path: .*no module 'no_such_module'"),
         ({"grpo": {"graders": [{"type": "judge", "model": "x"}]}},
          r"adapters\.rl\.grpo\.graders\.0"),
+        ({"grpo": {"graders": [{"type": "score_model", "model": "gpt-judge"}]}},
+         r"adapters\.rl\.grpo\.graders\.0\.model: the gateway serves no 'gpt-judge' "
+         r"\(served: nothing\)"),
+        ({"grpo": {"graders": [{"type": "score_model", "model": "m", "api_key_env": "k"}]}},
+         r"adapters\.rl\.grpo\.graders\.0\.score_model\.api_key_env"),
         ({"objective": "sft", "grpo": {}}, r"adapters\.rl\.grpo: only objective: grpo"),
         ({"grpo": {"start_from": "rl"}}, r"adapters\.rl\.grpo\.start_from: 'rl' is itself "
                                          "trained by reinforcement"),
@@ -66,20 +79,36 @@ def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_ke
             project(tmp_path, adapter)
 
 
+def scored(grader: dict[str, Any], reference: str, reply: str) -> tuple[float, bool]:
+    return grade(grader, Sample("", reference, reply))
+
+
 def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
     exact = {"type": "metric", "metric": "exact_match", "answer_pattern": PATTERN}
-    assert grade(exact, "so 12\n#### 12", "12 apples\n#### 12") == (1.0, True)
-    assert grade(exact, "#### 12", "#### 13") == (0.0, True)
-    assert grade({"type": "string_check", "operation": "ilike"}, "Billing", "billing!")[0] == 1
-    assert grade({"type": "format", "pattern": r"#### -?\d+$"}, "", "x\n#### 4") == (1.0, True)
-    assert grade({"type": "no-such-grader"}, "a", "a") == (0.0, False)
+    assert scored(exact, "so 12\n#### 12", "12 apples\n#### 12") == (1.0, True)
+    assert scored(exact, "#### 12", "#### 13") == (0.0, True)
+    assert scored({"type": "string_check", "operation": "ilike"}, "Billing", "billing!")[0] == 1
+    assert scored({"type": "format", "pattern": r"#### -?\d+$"}, "", "x\n#### 4") == (1.0, True)
+    assert scored({"type": "no-such-grader"}, "a", "a") == (0.0, False)
     # a pattern no reference answers would make every reward 0: the training refuses it
     assert blind_graders([exact, {"type": "format", "pattern": "x"}], ["12", "#### 7"]) == []
     assert blind_graders([exact], ["twelve", "seven"]) == [
         f"graders.0: answer_pattern {PATTERN!r} finds no answer in any of the 2 reference "
         "replies (e.g. 'twelve')"]
-    assert grade({"type": "python", "path": "operator.eq"}, "4", "4") == (1.0, True)
-    assert grade({"type": "python", "path": "operator.truediv"}, "4", "2") == (0.0, False)
+    assert scored({"type": "python", "path": "operator.eq"}, "4", "4") == (1.0, True)
+    assert scored({"type": "python", "path": "operator.truediv"}, "4", "2") == (0.0, False)
+    # a judge's grade is read strictly (the evaluation's judge reads it the same way)
+    assert [grade_of(r) for r in ("7", " 10.", "1\n")] == [7, 10, 1]
+    for unparsable in ("7 out of 10", "0", "11", "seven", "", "Grade: 7"):
+        with pytest.raises(Unparsable):
+            grade_of(unparsable)
+    judge = {"type": "score_model", "model": "m", "api_key_env": "NO_SUCH_KEY_HERE",
+             "base_url": "http://127.0.0.1:9/v1", "rubric": "r"}
+    assert scored(judge, "4", "4") == (0.0, False)  # no key, no endpoint: a counted zero
+    assert keyless_judges([exact, judge], {}) == [
+        "graders.1: score_model asks 'm' with the key in $NO_SUCH_KEY_HERE, which is not set "
+        "where training runs; set it to a gateway key granted that model"]
+    assert keyless_judges([judge], {"NO_SUCH_KEY_HERE": "k"}) == []
 
     logged: dict[str, float] = {}
     graders = json.dumps([exact, {"type": "string_check", "operation": "like", "weight": 2},
@@ -117,7 +146,7 @@ def test_rows_and_the_axolotl_yaml_for_grpo_validate_with_axolotl(tmp_path: Path
         text = render_adapter(config.adapters["rl"], base_dir=base, train_path=shaped,
                               output_dir=tmp_path / "run", tracking=TrackingSpec(),
                               run_name="r", target=target, graders=graders,
-                              start_dir=tmp_path / "sft-champion")
+                              start_dir=tmp_path / "sft-champion", generation_share=0.15)
         rendered = yaml.safe_load(text)
         assert rendered["rl"] == "grpo"
         assert rendered["trl"]["reward_funcs"] == ["worker.rewards.grader_0",
@@ -125,6 +154,11 @@ def test_rows_and_the_axolotl_yaml_for_grpo_validate_with_axolotl(tmp_path: Path
         assert rendered["trl"]["reward_weights"] == [1.0, 0.25]
         assert rendered["trl"]["num_generations"] == 4
         assert rendered["lora_model_dir"] == str(tmp_path / "sft-champion")  # SFT, then RL
+        # on a GPU, vLLM samples in the training process, on the share the estimate sized
+        assert rendered["trl"]["use_vllm"] is (target == "gpu")
+        assert rendered["trl"].get("vllm_mode") == ("colocate" if target == "gpu" else None)
+        assert rendered.get("vllm") == ({"gpu_memory_utilization": 0.15} if target == "gpu"
+                                        else None)
         files.append(tmp_path / f"{target}.yaml")
         files[-1].write_text(text)
     done = subprocess.run([str(TRAIN_PYTHON), "-m", "worker.validate", *map(str, files)],
