@@ -148,6 +148,7 @@ def reward_metadata(history: list[dict[str, Any]], title: str) -> dict[str, Any]
     fig.tight_layout()
     last = steps[-1]
     return {"first_reward": round(mean[0], 4), "final_reward": round(mean[-1], 4),
+            "reward_per_step": [round(m, 4) for m in mean],
             "final_reward_std": round(spread[-1], 4),
             "graders_final": {g: last.get(f"rewards/{g}/mean") for g in graders},
             # the worst step's share of replies a grader failed to grade (scored 0 instead)

@@ -153,7 +153,8 @@ class Estimate:
             "per GPU": f"{self.total_gib:.1f} GiB of {self.usable_gib:.1f} usable on "
                        f"{self.box.gpu.name}",
             "tokens per step": f"{self.tokens_per_step:,}",
-            "step time": f"{self.seconds_per_step():.2f} s at {ASSUMED_MFU:.0%} MFU",
+            "step time": f"{self.seconds_per_step():.2f} s at {ASSUMED_MFU:.0%} MFU" + (
+                " (the update; sampling not estimated)" if self.recipe.generation else ""),
         }
 
 

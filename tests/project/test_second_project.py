@@ -26,7 +26,6 @@ from ingest.demo_data import math_problems
 from pipelines import playground
 from pipelines.cli import main
 from pipelines.graph import make_definitions, resources_for
-from store.registry import Registry
 from tests.automation.test_sensors import observe, requested
 from tests.support.live_server import free_port
 from tests.support.projects import second_project
@@ -74,14 +73,6 @@ def test_a_support_ticket_project_runs_end_to_end(tmp_path: Path, receiver: str,
         data = latest("dataset/tickets")
         assert data["rows_in"] == 240 + 120  # the JSONL chats and the alpaca CSV
         assert latest("adapter/triage-dpo")["steps"] == 10
-        rl = latest("adapter/triage-rl")  # reinforcement: the graders' rewards per step
-        print(f"GRPO: reward {rl['first_reward']} -> {rl['final_reward']}, graders "
-              f"{rl['graders_final']}, {rl['train_seconds']} s for {rl['steps']} steps")
-        assert rl["steps"] == 4 and rl["grader_failed_share"] == 0
-        champion = Registry(store).champion("triage")
-        assert champion is not None and rl["started_from"] == f"triage@{champion['version']}"
-        assert set(rl["graders_final"]) == {"grader_0", "grader_1"}
-        assert 0 <= rl["final_reward"] <= 1.5  # exact match (1) + half of the format check
         served = latest("served_evaluation/support")
         offline = scores["candidate"]["exact_match"]
         print(f"second project: base {scores['base']['exact_match']:.3f}, adapter "

@@ -55,9 +55,9 @@ QUESTIONS = [
 def second_project(root: Path) -> None:
     """A project unlike the demo in `root`: `factory init`'s support tickets, the same tickets
     as an alpaca CSV, preference pairs for a DPO adapter, a second recipe and the mixture of
-    both served beside the first (monitored: a failed check re-runs the served evaluation), a
-    GRPO adapter graded on the category, and a corpus of real documents found on every Debian
-    machine (package copyright files) with questions naming them."""
+    both served beside the first (monitored: a failed check re-runs the served evaluation), and
+    a corpus of real documents found on every Debian machine (package copyright files) with
+    questions naming them."""
     write_project(root, "support")
     chats = ticket_rows(120, seed=2)
     with (root / "data" / "more-tickets.csv").open("w", newline="") as f:
@@ -96,17 +96,6 @@ def second_project(root: Path) -> None:
         "base_model": "base", "dataset": "tickets", "lora": {"r": 8, "alpha": 16},
         "training": {"max_steps": 20, "micro_batch_size": 8, "learning_rate": 0.001,
                      "sequence_len": 256, "seed": 1}}
-    # reinforcement from triage's champion: sampled replies graded by the triage evaluation's
-    # exact match on the category and a format check (CPU scale: one prompt's 4 replies a step)
-    raw["adapters"]["triage-rl"] = {
-        "base_model": "base", "dataset": "tickets", "objective": "grpo",
-        "lora": {"r": 8, "alpha": 16},
-        "grpo": {"start_from": "triage", "num_generations": 4, "max_completion_length": 16,
-                 "graders": [
-            {"type": "metric", "metric": "exact_match", "answer_pattern": r"Category: (\w+)"},
-            {"type": "format", "pattern": r"^Category: \w+", "weight": 0.5}]},
-        "training": {"max_steps": 4, "micro_batch_size": 4, "learning_rate": 0.0005,
-                     "sequence_len": 256}}
     raw["evaluations"]["triage-b-eval"] = {**raw["evaluations"]["triage-eval"],
                                            "adapter": "triage-b", "limit": 20}
     raw["mixtures"] = {"triage-mix": {"base_model": "base",

@@ -36,10 +36,12 @@ def base_folder(tmp_path: Path, config: dict[str, Any] = LLAMA_1B) -> Path:
 def rendered(tmp_path: Path, gpus: int = 1, base: dict[str, Any] = LLAMA_1B,
              **recipe: Any) -> dict[str, Any]:
     spec = AdapterSpec.model_validate({"base_model": "b", "dataset": "d", **recipe})
+    graders = [{"type": "metric", "metric": "exact_match", "answer_pattern": None,
+                "weight": 1.0}] if spec.objective == "grpo" else None
     return yaml.safe_load(render_adapter(
         spec, base_dir=base_folder(tmp_path, base), train_path=tmp_path / "train.jsonl",
         output_dir=tmp_path / "run", tracking=TrackingSpec(wandb=False), run_name="r",
-        target="gpu", gpus=gpus))
+        target="gpu", gpus=gpus, graders=graders, generation_share=0.1 if graders else None))
 
 
 def axolotl_problems(files: list[Path], box: GpuBox) -> dict[str, list[dict[str, str]]]:
@@ -104,6 +106,9 @@ def test_axolotl_validates_the_rendered_gpu_recipes_as_for_their_gpus(tmp_path: 
         "liger-qlora": (1, {"method": "qlora", "training": {"liger": True}}),
         "zero3-lora": (8, {"training": {"distributed": "zero3"}}),
         "fsdp2-qlora": (8, {"method": "qlora", "training": {"distributed": "fsdp2"}}),
+        # GRPO sampling with vLLM on the training card (TRL's colocate mode)
+        "grpo-vllm-colocate": (1, {"objective": "grpo", "grpo": {"num_generations": 8},
+                                   "training": {"micro_batch_size": 8}}),
         # Axolotl's own rule (not ours): FSDP2 cannot load on rank 0 only and quantise to 4 bits
         "fsdp2-qlora-rank0-loading": (8, {"method": "qlora", "training": {
             "distributed": "fsdp2"}, "axolotl": {"fsdp_version": 2, "fsdp_config": {
