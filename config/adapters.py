@@ -147,11 +147,16 @@ def recipe_compute_problems(name: str, a: AdapterSpec, compute: ComputeBase) -> 
     if a.grpo is not None and a.objective != "grpo":
         problems.append(f"{where}.grpo: only objective: grpo samples and grades replies; drop "
                         "it or set objective: grpo")
-    generations = a.rl.num_generations
-    if a.objective == "grpo" and (t.micro_batch_size * t.gradient_accumulation_steps
-                                  ) % generations:
+    generations, rows = a.rl.num_generations, t.micro_batch_size * t.gradient_accumulation_steps
+    gpus = box.count if box else 1
+    if a.objective == "grpo" and gpus > 1 and rows < generations * gpus:
+        # Axolotl's rule: every GPU holds whole groups of one step
+        problems.append(f"{where}.training: GRPO on {gpus} GPUs needs micro_batch_size x "
+                        f"gradient_accumulation_steps >= num_generations x GPUs = "
+                        f"{generations * gpus}, got {rows}; raise gradient_accumulation_steps")
+    if a.objective == "grpo" and rows % generations:
         problems.append(f"{where}.grpo.num_generations: {generations} replies a prompt must "
-                        f"divide a step's {t.micro_batch_size * t.gradient_accumulation_steps} "
+                        f"divide a step's {rows} "
                         "(training.micro_batch_size x gradient_accumulation_steps)")
     if t.packing and not OBJECTIVES[a.objective].packs:
         problems.append(f"{where}.training.packing: {a.objective} trains on pairs or labelled "

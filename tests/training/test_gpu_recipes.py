@@ -107,8 +107,9 @@ def test_axolotl_validates_the_rendered_gpu_recipes_as_for_their_gpus(tmp_path: 
         "zero3-lora": (8, {"training": {"distributed": "zero3"}}),
         "fsdp2-qlora": (8, {"method": "qlora", "training": {"distributed": "fsdp2"}}),
         # GRPO sampling with vLLM on the training card (TRL's colocate mode)
-        "grpo-vllm-colocate": (1, {"objective": "grpo", "grpo": {"num_generations": 8},
-                                   "training": {"micro_batch_size": 8}}),
+        "grpo-vllm-colocate": (8, {"objective": "grpo", "grpo": {"num_generations": 8},
+                                   "training": {"micro_batch_size": 8,
+                                                "gradient_accumulation_steps": 8}}),
         # Axolotl's own rule (not ours): FSDP2 cannot load on rank 0 only and quantise to 4 bits
         "fsdp2-qlora-rank0-loading": (8, {"method": "qlora", "training": {
             "distributed": "fsdp2"}, "axolotl": {"fsdp_version": 2, "fsdp_config": {
@@ -154,6 +155,10 @@ def test_factory_yaml_refuses_what_the_machine_cannot_run(tmp_path: Path) -> Non
          one_l4),
         ("adapters.a.qlora.compute_dtype: T4 has no bfloat16; use float16",
          {"method": "qlora"}, {"device": "gpu", "gpu": "T4"}),
+        ("adapters.a.training: GRPO on 8 GPUs needs micro_batch_size x "
+         "gradient_accumulation_steps >= num_generations x GPUs = 32, got 8",
+         {"objective": "grpo", "training": {"micro_batch_size": 8}},
+         {"device": "gpu", "gpu": "8 x H200"}),
     ]
     for message, adapter, compute in cases:
         with pytest.raises(ConfigError, match=message):
