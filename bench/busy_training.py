@@ -19,12 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import dagster as dg
 import yaml
 
+from bench.graph_runs import trained_adapter
 from compute.kernels import SHARED_CPU
 from config.loading import load_config
-from pipelines.graph import REPO_ROOT, make_definitions, resources_for
+from pipelines.graph import REPO_ROOT, resources_for
 from worker.train import final_metrics
 
 MODELS = {
@@ -50,11 +50,7 @@ def prepare(root: Path, model: str, steps: int) -> tuple[Path, dict[str, str]]:
                                            "sequence_len": 256, "learning_rate": 0.001}}},
     }))
     config = load_config(root / "factory.yaml")
-    result = make_definitions(config).resolve_job_def("everything").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), asset_selection=[
-            dg.AssetKey(["base_model", "base"]), dg.AssetKey(["dataset", "math"]),
-            dg.AssetKey(["adapter", "lora"])])
-    assert result.success
+    trained_adapter(config, "base", "math", "lora")
     (rendered,) = (config.work_dir / "runs" / "adapter" / "lora").glob("*/axolotl.yaml")
     return rendered, resources_for(config)["worker"].job_env()
 

@@ -16,12 +16,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import dagster as dg
 import yaml
 
+from bench.graph_runs import trained_adapter
 from bench.training_throughput import MODELS
 from config.loading import load_config
-from pipelines.graph import REPO_ROOT, make_definitions, resources_for
+from pipelines.graph import REPO_ROOT, resources_for
 
 BATCH, GROUPS, LENGTH, LR, RANK = 8, 4, 64, 1e-4, 16
 
@@ -50,14 +50,7 @@ def main() -> None:
                              "learning_rate": LR, "sequence_len": 256, "warmup_steps": 0}}},
         }))
         config = load_config(root / "factory.yaml")
-        result = make_definitions(config).resolve_job_def("everything").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), asset_selection=[
-                dg.AssetKey(["base_model", "base"]), dg.AssetKey(["dataset", "math"]),
-                dg.AssetKey(["adapter", "rl"])])
-        assert result.success
-        (event,) = [e for e in result.get_asset_materialization_events()
-                    if e.asset_key == dg.AssetKey(["adapter", "rl"])]
-        ours = {k: v.value for k, v in event.materialization.metadata.items()}
+        ours = trained_adapter(config, "base", "math", "rl")
         store = resources_for(config)["store"]
         model = store.local_dir(store.read_ref("base_model/base")["prefix"])
         data = store.local_dir(store.read_ref("dataset/math")["prefix"]) / "train.jsonl"

@@ -16,11 +16,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import dagster as dg
 import yaml
 
+from bench.graph_runs import trained_adapter
 from config.loading import load_config
-from pipelines.graph import REPO_ROOT, make_definitions, resources_for
+from pipelines.graph import REPO_ROOT, resources_for
 
 ARCH = {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 768,
         "vocab_size": 1024, "max_position_embeddings": 512}
@@ -49,14 +49,7 @@ def main() -> None:
                                        "lora": {"r": 16, "alpha": 32}, "training": training}},
         }))
         config = load_config(root / "factory.yaml")
-        result = make_definitions(config).resolve_job_def("everything").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), asset_selection=[
-                dg.AssetKey(["base_model", "tiny"]), dg.AssetKey(["dataset", "math"]),
-                dg.AssetKey(["adapter", "math-lora"])])
-        assert result.success
-        (event,) = [e for e in result.get_asset_materialization_events()
-                    if e.asset_key == dg.AssetKey(["adapter", "math-lora"])]
-        ours = {k: v.value for k, v in event.materialization.metadata.items()}
+        ours = trained_adapter(config, "tiny", "math", "math-lora")
         store = resources_for(config)["store"]
         model = store.local_dir(store.read_ref("base_model/tiny")["prefix"])
         data = store.local_dir(store.read_ref("dataset/math")["prefix"]) / "train.jsonl"
