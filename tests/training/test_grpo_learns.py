@@ -81,6 +81,8 @@ def test_grpo_after_sft_raises_its_reward_and_is_gated_against_the_sft_champion(
     print(f"GRPO reward per step {curve}; sampling {rl['generation_seconds']} s of "
           f"{rl['train_runtime_s']} s")
     assert len(curve) == STEPS and 0 < rl["generation_seconds"] < rl["train_runtime_s"]
+    graded = rl["graders_final"]  # multi: the declared weights make the reward
+    assert rl["final_reward"] == pytest.approx(graded["grader_0"] + 0.5 * graded["grader_1"])
 
     # the reward rises where it can be read: two prompts a step make the per-step mean follow
     # which prompts were drawn, so the same exact match is compared on the same held-out rows,
