@@ -43,7 +43,7 @@ from training.axolotl_config import (
     reshaped,
 )
 from training.checkpoints import Checkpoints
-from worker.graders import blind_graders, keyless_judges
+from worker.graders import blind_graders, judge_keys, keyless_judges
 
 TRAINER = "axolotl==0.19.0"
 
@@ -98,7 +98,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
             if blind:
                 raise dg.Failure(f"adapters.{name}.grpo." + "; ".join(blind) + ": fix the "
                                  "pattern (or the evaluation's answer_pattern it defaults to)")
-            keyless = keyless_judges(graders, dict(os.environ))
+            keyless = keyless_judges(graders, os.environ)
             if keyless:
                 raise dg.Failure(f"adapters.{name}.grpo." + "; ".join(keyless))
             start_dir = store.local_dir(starting["prefix"]) if starting else None
@@ -134,7 +134,7 @@ def adapter_asset(name: str, spec: AdapterSpec, config: FactoryConfig) -> list[D
                     "adapter": spec.method != "full", "gpus": box.count if box else 1,
                 }, inputs=[base_dir, train_path, run_dir] + ([val_path] if has_val else []) + (
                     [start_dir] if start_dir else []),
-                    outputs=[run_dir])
+                    outputs=[run_dir], secrets=judge_keys(graders))
             # the training process validates before it loads anything (one Axolotl import)
             fail_on_problems(name, spec, summary.get("problems", []))
             final = run_dir / "final"

@@ -25,7 +25,6 @@ from assets.common import (
     version_of,
 )
 from assets.promotion import promotion_asset
-from config.adapters import AdapterSpec
 from config.evaluations import EvaluationSpec, GuardSpec, PromotionSpec
 from config.metrics import METRICS
 from config.schema import FactoryConfig
@@ -34,6 +33,7 @@ from evaluation.judging import judge_score, safety_rate
 from models.cards import write_card
 from resources.compute import WorkerCompute
 from resources.object_store import ObjectStore
+from store.keys import artifact_prefix
 from store.registry import Registry
 
 
@@ -103,16 +103,17 @@ def score_chart(results: dict[str, Any], metric: str, title: str) -> dg.Metadata
     return png_markdown(fig, title)
 
 
-def rival(store: ObjectStore, adapter: str, spec: AdapterSpec
+def rival(store: ObjectStore, adapter: str, candidate: dict[str, Any]
           ) -> tuple[dict[str, Any] | None, str]:
     """The champion a candidate must beat, and whose it is: its own; for a GRPO adapter with
-    none yet, the champion it started from (RL must beat the SFT it began with, on the same
-    held-out rows, before it is served)."""
-    registry = Registry(store)
-    own = registry.champion(adapter)
-    start = spec.grpo.start_from if spec.grpo else None
-    started = registry.champion(start) if own is None and start else None
-    return (started, start) if started and start else (own, adapter)
+    none yet, the very champion version it started from (its lineage's `started_from`): RL must
+    beat the SFT it began with, on the same held-out rows, before it is served."""
+    own = Registry(store).champion(adapter)
+    started = candidate.get("started_from")
+    if own is not None or not started:
+        return own, adapter
+    start, _, version = started.partition("@")
+    return {"version": version, "prefix": artifact_prefix("adapter", start, version)}, start
 
 
 def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> list[Definition]:
@@ -131,7 +132,7 @@ def evaluation_asset(name: str, spec: EvaluationSpec, config: FactoryConfig) -> 
         base = current(store, "base_model", adapter_spec.base_model)
         data = current(store, "dataset", adapter_spec.dataset)
         candidate = current(store, "adapter", spec.adapter)
-        champion, champion_of = rival(store, spec.adapter, adapter_spec)
+        champion, champion_of = rival(store, spec.adapter, candidate)
         base_dir = str(store.local_dir(base["prefix"]))
         def trained(prefix: str) -> dict[str, str]:
             folder = str(store.local_dir(prefix))

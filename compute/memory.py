@@ -15,8 +15,9 @@ The counts are the usual ones (per GPU, bytes):
 - ZeRO-2 shards gradients and optimizer states over the GPUs, ZeRO-3 and FSDP2 the weights too;
 - 1 GiB of CUDA context and 8 % allocator slack;
 - GRPO's generation, when vLLM is colocated on the card: what vLLM reserves (its
-  `gpu_memory_utilization` share), sized for bf16 weights, the KV cache of one generation batch
-  (every prompt of a step, each to the sequence length) and 20 % plus 1 GiB for its own work.
+  `gpu_memory_utilization` share, rounded up to 0.05 of the card), sized for bf16 weights, the
+  KV cache of one generation batch (every prompt of a step, each to the sequence length; at
+  least one sequence of the model's whole context) and 20 % plus 1 GiB for its own work.
 Compared with measured peaks by bench/gpu_training.py when a GPU is lent (docs/figures.md).
 """
 
@@ -49,6 +50,7 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     tied: bool
+    context: int = 0  # max_position_embeddings (0: not stated)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelShape:
@@ -58,7 +60,8 @@ class ModelShape:
                    intermediate=config["intermediate_size"], heads=heads,
                    kv_heads=config.get("num_key_value_heads") or heads,
                    head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-                   tied=bool(config.get("tie_word_embeddings", False)))
+                   tied=bool(config.get("tie_word_embeddings", False)),
+                   context=int(config.get("max_position_embeddings") or 0))
 
     def linear(self) -> dict[str, tuple[int, int]]:
         """Each decoder layer's linear layers: name -> (in, out)."""
@@ -119,12 +122,17 @@ class Estimate:
     @property
     def total_gib(self) -> float:
         return (self.weights_gib + self.training_state_gib + self.activations_gib
-                + self.loss_gib + self.overhead_gib + self.generation_gib)
+                + self.loss_gib + self.overhead_gib + self.reserved_gib)
 
     @property
     def generation_share(self) -> float:
-        """vLLM's gpu_memory_utilization: its reservation over the card, up to the next 0.05."""
+        """vLLM's gpu_memory_utilization: its need over the card, up to the next 0.05."""
         return min(0.9, math.ceil(self.generation_gib / self.box.gpu.memory_gib * 20) / 20)
+
+    @property
+    def reserved_gib(self) -> float:
+        """What vLLM takes of the card: its whole share, not just its need."""
+        return self.generation_share * self.box.gpu.memory_gib if self.generation_gib else 0.0
 
     @property
     def usable_gib(self) -> float:
@@ -147,8 +155,9 @@ class Estimate:
             "activations": f"{self.activations_gib:.1f} GiB",
             "loss (logits)": f"{self.loss_gib:.1f} GiB",
             "CUDA context + slack": f"{self.overhead_gib:.1f} GiB",
-            **({"generation (vLLM colocated)": f"{self.generation_gib:.1f} GiB, "
-                f"gpu_memory_utilization {self.generation_share:.2f}"}
+            **({"generation (vLLM colocated)": f"{self.reserved_gib:.1f} GiB reserved "
+                f"(gpu_memory_utilization {self.generation_share:.2f}) for "
+                f"{self.generation_gib:.1f} GiB needed"}
                if self.recipe.generation else {}),
             "per GPU": f"{self.total_gib:.1f} GiB of {self.usable_gib:.1f} usable on "
                        f"{self.box.gpu.name}",
@@ -168,12 +177,15 @@ def trainable_parameters(shape: ModelShape, recipe: Recipe) -> int:
 
 def generation_bytes(shape: ModelShape, recipe: Recipe) -> float:
     """What colocated vLLM needs for GRPO's sampling: bf16 weights, the KV cache of a whole
-    generation batch (micro batch x accumulation completions, to the sequence length), and
-    20 % plus 1 GiB for its activations, sampler and CUDA graphs."""
+    generation batch (micro batch x accumulation completions, to the sequence length) but at
+    least one sequence of the model's whole context (Axolotl starts vLLM without a
+    max_model_len, and vLLM refuses to start without room for one), and 20 % plus 1 GiB for
+    its activations, sampler and CUDA graphs."""
     if not recipe.generation:
         return 0.0
     kv_per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2  # K and V, bf16
-    tokens = recipe.micro_batch_size * recipe.gradient_accumulation_steps * recipe.sequence_len
+    tokens = max(shape.context, recipe.micro_batch_size * recipe.gradient_accumulation_steps
+                 * recipe.sequence_len)
     return 1.2 * (2 * shape.parameters + kv_per_token * tokens) + GIB
 
 

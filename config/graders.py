@@ -82,9 +82,11 @@ class ScoreModel(Graded):
     base_url: str | None = Field(None, pattern=r"^https?://",
                                  description="an OpenAI-compatible /v1 URL; default: this "
                                              "project's gateway")
-    api_key_env: str = Field("FACTORY_JUDGE_KEY", pattern=r"^[A-Z_][A-Z0-9_]{0,63}$",
+    api_key_env: str = Field("FACTORY_JUDGE_KEY", pattern=r"^FACTORY_JUDGE_[A-Z0-9_]{1,48}$",
                              description="environment variable holding the key it is asked "
-                                         "with (read where training runs; never in the rows)")
+                                         "with, FACTORY_JUDGE_*: no other secret of the "
+                                         "platform's environment can be sent to a judge (passed "
+                                         "to the training job alone; never in the rows)")
 
     def label(self) -> str:
         return f"score_model: {self.model} grades it 1-10 against the reference"

@@ -216,7 +216,8 @@ def rl_keys(spec: AdapterSpec, graders: list[dict[str, Any]], target: str,
         "temperature": g.temperature, "beta": g.beta, "use_vllm": target == "gpu"}}
     if target == "gpu":
         keys["trl"]["vllm_mode"] = "colocate"
-        keys["vllm"] = {"gpu_memory_utilization": generation_share or 0.3}
+        keys["vllm"] = {"gpu_memory_utilization": generation_share or 0.3,
+                        "tensor_parallel_size": 1}  # one vLLM per training rank
     return keys
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,15 @@ def grade(grader: dict[str, Any], sample: Sample) -> tuple[float, bool]:
     return float(score), True
 
 
-def keyless_judges(graders: list[dict[str, Any]], environ: dict[str, str]) -> list[str]:
+def judge_keys(graders: list[dict[str, Any]]) -> dict[str, str] | None:
+    """The judges' keys from this process's environment, for the training job's (a job gets a
+    fixed environment plus its secrets); None without judges."""
+    keys = {g["api_key_env"]: os.environ[g["api_key_env"]] for g in graders
+            if g["type"] == "score_model" and g["api_key_env"] in os.environ}
+    return keys or None
+
+
+def keyless_judges(graders: list[dict[str, Any]], environ: Mapping[str, str]) -> list[str]:
     """The judges whose key is not set where training runs: each of their gradings would fail,
     so the training refuses to start (each as `graders.<i>: why`)."""
     return [f"graders.{i}: score_model asks {g['model']!r} with the key in ${g['api_key_env']}"

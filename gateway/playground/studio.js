@@ -289,7 +289,7 @@ function drawLoss(logged) {
   svg.replaceChildren(line(loss.train, "train"), line(loss.eval, "eval"),
     svgNode("text", { x: 2, y: 20, class: "tick" }, maxY.toFixed(2)),
     svgNode("text", { x: 2, y: 160, class: "tick" }, minY.toFixed(2)));
-  const [, last, spread, kl, length] = loss.train.at(-1);
+  const [, last, spread, kl, length] = loss.train.at(-1) ?? [];
   const shown = (v, digits) => (v === null || v === undefined ? "-" : v.toFixed(digits));
   $("#loss-legend").textContent = rewarded
     ? `mean reward of the sampled replies (blue): ${loss.train.length} points, last `

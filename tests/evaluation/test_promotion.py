@@ -127,17 +127,15 @@ def test_promotion_on_a_metric_no_task_measures_is_a_config_error() -> None:
 
 def test_a_grpo_adapter_must_beat_the_champion_it_started_from(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from assets.evaluations import rival
-    from config.adapters import AdapterSpec
 
     registry = Registry(store := ObjectStore(url="file://store", root=str(tmp_path)))
-    rl = AdapterSpec.model_validate({"base_model": "b", "dataset": "d", "objective": "grpo",
-                                     "grpo": {"start_from": "sft"}})
-    sft = AdapterSpec.model_validate({"base_model": "b", "dataset": "d"})
-    assert rival(store, "rl", rl) == (None, "rl")  # nothing promoted: the base is the reference
+    trained_from_s1 = {"version": "r1", "started_from": "sft@s1"}  # the candidate's lineage
+    assert rival(store, "sft", {"version": "s2"}) == (None, "sft")  # no champion: the base
     registry.promote("sft", "s1", "adapter/sft/s1", why="beats base", scores={})
-    champion, whose = rival(store, "rl", rl)
-    assert whose == "sft" and champion is not None and champion["version"] == "s1"
-    assert rival(store, "sft", sft)[1] == "sft"
+    registry.promote("sft", "s2", "adapter/sft/s2", why="beats s1", scores={})
+    # the SFT version it was trained from, even when a newer one is champion by now
+    assert rival(store, "rl", trained_from_s1) == (
+        {"version": "s1", "prefix": "adapter/sft/s1"}, "sft")
     registry.promote("rl", "r1", "adapter/rl/r1", why="beats sft@s1", scores={})  # then its own
-    champion, whose = rival(store, "rl", rl)
+    champion, whose = rival(store, "rl", {"version": "r2", "started_from": "sft@s2"})
     assert whose == "rl" and champion is not None and champion["version"] == "r1"

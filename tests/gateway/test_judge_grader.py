@@ -20,7 +20,7 @@ PROMPT = [{"role": "user", "content": "Ava has 3 pens and gets 4 more. How many 
 
 def judge(gw: RunningGateway) -> dict[str, object]:
     return {"type": "score_model", "model": "tiny", "base_url": f"{gw.url}/v1",
-            "api_key_env": "JUDGE_KEY", "rubric": "Grade the arithmetic.", "weight": 1.0}
+            "api_key_env": "FACTORY_JUDGE_TEST", "rubric": "Grade the arithmetic.", "weight": 1.0}
 
 
 def rewarded(grader: dict[str, object], reply: str) -> tuple[list[float], dict[str, float]]:
@@ -35,7 +35,7 @@ def rewarded(grader: dict[str, object], reply: str) -> tuple[list[float], dict[s
 def test_a_judge_through_the_gateway_scores_what_it_said_and_is_audited(
         gateway_server: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     grader = judge(gateway_server)
-    monkeypatch.setenv("JUDGE_KEY", gateway_server.key)
+    monkeypatch.setenv("FACTORY_JUDGE_TEST", gateway_server.key)
     before = len(audit_rows(gateway_server, route="chat.completions", model="tiny"))
     scores, logged = rewarded(grader, "3 + 4 = 7\n#### 7")
     # the same question, asked directly: the reward is its grade, or a counted zero
@@ -55,7 +55,7 @@ def test_a_judge_through_the_gateway_scores_what_it_said_and_is_audited(
 
 def test_a_judge_asked_with_a_key_not_granted_the_model_scores_counted_zeros(
         gateway_server: RunningGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JUDGE_KEY", gateway_server.other_key)
+    monkeypatch.setenv("FACTORY_JUDGE_TEST", gateway_server.other_key)
     assert rewarded(judge(gateway_server), "#### 7") == ([0.0], {"grader_failed/grader_0": 1.0})
     row = audit_rows(gateway_server, route="chat.completions")[-1]
     theirs = gateway_server.gateway.tenancy.project_id(gateway_server.other_project)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from config.training import TrackingSpec
 from models.cards import grader_label
 from training.axolotl_config import render_adapter, reshaped
 from worker import rewards
-from worker.graders import Sample, blind_graders, grade, keyless_judges
+from worker.graders import Sample, blind_graders, grade, judge_keys, keyless_judges
 from worker.judging import Unparsable, grade_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +70,8 @@ def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_ke
         ({"grpo": {"graders": [{"type": "score_model", "model": "gpt-judge"}]}},
          r"adapters\.rl\.grpo\.graders\.0\.model: the gateway serves no 'gpt-judge' "
          r"\(served: nothing\)"),
-        ({"grpo": {"graders": [{"type": "score_model", "model": "m", "api_key_env": "k"}]}},
+        ({"grpo": {"graders": [{"type": "score_model", "model": "m",  # not a judge's key
+                                "api_key_env": "AWS_SECRET_ACCESS_KEY"}]}},
          r"adapters\.rl\.grpo\.graders\.0\.score_model\.api_key_env"),
         ({"objective": "sft", "grpo": {}}, r"adapters\.rl\.grpo: only objective: grpo"),
         ({"grpo": {"start_from": "rl"}}, r"adapters\.rl\.grpo\.start_from: 'rl' is itself "
@@ -81,6 +85,50 @@ def test_the_evaluations_scorer_is_the_default_grader_and_mistakes_name_their_ke
 
 def scored(grader: dict[str, Any], reference: str, reply: str) -> tuple[float, bool]:
     return grade(grader, Sample("", reference, reply))
+
+
+@pytest.fixture
+def judge_says(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """An OpenAI-compatible judge on a local port that answers what the test sets, and the
+    score_model grader asking it (its key in FACTORY_JUDGE_TEST, checked on each request)."""
+    said: list[str] = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            ok = self.headers.get("authorization") == "Bearer judge-key"
+            body = json.dumps({"choices": [{"message": {"content": said[-1]}}]} if ok
+                              else {"error": {"message": "no such key"}}).encode()
+            self.send_response(200 if ok else 401)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("FACTORY_JUDGE_TEST", "judge-key")
+
+    def grader(reply: str) -> dict[str, Any]:
+        said.append(reply)
+        return {"type": "score_model", "model": "judge", "rubric": "r", "weight": 1.0,
+                "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+                "api_key_env": "FACTORY_JUDGE_TEST"}
+
+    yield grader
+    server.shutdown()
+
+
+def test_a_judges_grade_is_the_reward_and_anything_else_a_counted_zero(
+        judge_says: Callable[[str], dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert scored(judge_says("7"), "#### 7", "#### 7") == (0.7, True)
+    assert scored(judge_says("10."), "#### 7", "#### 7") == (1.0, True)
+    assert scored(judge_says("7 out of 10"), "#### 7", "#### 7") == (0.0, False)
+    assert judge_keys([judge_says("7")]) == {"FACTORY_JUDGE_TEST": "judge-key"}
+    monkeypatch.setenv("FACTORY_JUDGE_TEST", "wrong")  # the endpoint refuses: a counted zero
+    assert scored(judge_says("7"), "#### 7", "#### 7") == (0.0, False)
 
 
 def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
@@ -102,13 +150,13 @@ def test_graders_score_replies_and_a_failing_one_counts_a_zero() -> None:
     for unparsable in ("7 out of 10", "0", "11", "seven", "", "Grade: 7"):
         with pytest.raises(Unparsable):
             grade_of(unparsable)
-    judge = {"type": "score_model", "model": "m", "api_key_env": "NO_SUCH_KEY_HERE",
+    judge = {"type": "score_model", "model": "m", "api_key_env": "FACTORY_JUDGE_UNSET",
              "base_url": "http://127.0.0.1:9/v1", "rubric": "r"}
     assert scored(judge, "4", "4") == (0.0, False)  # no key, no endpoint: a counted zero
     assert keyless_judges([exact, judge], {}) == [
-        "graders.1: score_model asks 'm' with the key in $NO_SUCH_KEY_HERE, which is not set "
+        "graders.1: score_model asks 'm' with the key in $FACTORY_JUDGE_UNSET, which is not set "
         "where training runs; set it to a gateway key granted that model"]
-    assert keyless_judges([judge], {"NO_SUCH_KEY_HERE": "k"}) == []
+    assert keyless_judges([judge], {"FACTORY_JUDGE_UNSET": "k"}) == []
 
     logged: dict[str, float] = {}
     graders = json.dumps([exact, {"type": "string_check", "operation": "like", "weight": 2},

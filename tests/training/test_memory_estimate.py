@@ -12,10 +12,11 @@ LLAMA_1B = ModelShape.from_config({  # meta-llama/Llama-3.2-1B config.json
     "model_type": "llama", "vocab_size": 128256, "hidden_size": 2048, "num_hidden_layers": 16,
     "intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 8,
     "head_dim": 64, "tie_word_embeddings": True})
-LLAMA_8B = ModelShape.from_config({  # meta-llama/Llama-3.1-8B config.json
+LLAMA_8B_CONFIG = {  # meta-llama/Llama-3.1-8B config.json
     "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
     "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "tie_word_embeddings": False})
+    "tie_word_embeddings": False}
+LLAMA_8B = ModelShape.from_config(LLAMA_8B_CONFIG)
 
 
 def box(card: str, count: int = 1) -> GpuBox:
@@ -91,19 +92,26 @@ def test_machines_name_their_gpus() -> None:
 
 
 def test_grpo_reserves_the_share_of_the_card_its_colocated_vllm_needs() -> None:
-    """Llama 3.2 1B sampling 8 replies of 1,024 tokens a step: vLLM holds bf16 weights (2.5 GB)
+    """Llama 3.2 1B sampling 8 replies of 1,024 tokens a step: vLLM needs bf16 weights (2.5 GB)
     and 8,192 tokens of KV cache (32 KiB each), 20 % more and 1 GiB: about 4.1 GiB, 0.10 of an
-    H100 once rounded up to TRL's 0.05 steps."""
+    H100 once rounded up to TRL's 0.05 steps, and the whole share is taken from the card."""
     plain = Recipe("lora", 1024, 8, lora_r=16)
     sampled = Recipe("lora", 1024, 8, lora_r=16, generation=True)
     without, with_vllm = (estimate(LLAMA_1B, r, box("H100-80GB")) for r in (plain, sampled))
-    assert without.generation_gib == 0
+    assert without.generation_gib == 0 and without.reserved_gib == 0
     assert with_vllm.generation_gib == pytest.approx(4.06, abs=0.01)
-    assert with_vllm.total_gib == pytest.approx(without.total_gib + with_vllm.generation_gib)
     assert with_vllm.generation_share == 0.10
-    assert with_vllm.rows()["generation (vLLM colocated)"].endswith(
-        "gpu_memory_utilization 0.10")
+    assert with_vllm.reserved_gib == pytest.approx(0.10 * GPUS["H100-80GB"].memory_gib)
+    assert with_vllm.total_gib == pytest.approx(without.total_gib + with_vllm.reserved_gib)
+    assert with_vllm.rows()["generation (vLLM colocated)"].startswith(
+        "7.9 GiB reserved (gpu_memory_utilization 0.10) for 4.1 GiB needed")
+    # vLLM starts only with room for one sequence of the model's whole context: 128k tokens of
+    # Llama 3.1 8B's cache (128 KiB each) are 16 GiB however short the replies
+    long_context = ModelShape.from_config({**LLAMA_8B_CONFIG, "max_position_embeddings": 131072})
+    short = Recipe("lora", 512, 4, lora_r=16, generation=True)
+    assert estimate(long_context, short, box("H100-80GB")).generation_gib == pytest.approx(
+        1.2 * (2 * long_context.parameters / 2**30 + 16) + 1, abs=0.01)
     # an 8B model's generation does not fit beside full training on one card; the error says so
-    with pytest.raises(DoesNotFit, match=r"generation \(vLLM colocated\) 2\d\.\d GiB"):
+    with pytest.raises(DoesNotFit, match=r"generation \(vLLM colocated\) \d+\.\d GiB reserved"):
         check_fits("adapters.rl", LLAMA_8B, Recipe("full", 1024, 8, generation=True),
                    box("H100-80GB"))
