@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from worker.graders import Sample, grade
 
 MAX_GRADERS = 8
+JUDGED_AT_ONCE = 8  # a step's replies graded concurrently (a slow judge costs one wait, not n)
 
 
 def reply_text(completion: Any) -> str:
@@ -33,13 +35,14 @@ def reward_of(index: int) -> Callable[..., list[float]]:
     def reward(prompts: list[Any], completions: list[Any], graders: list[str],
                reference: list[str], log_metric: Callable[[str, float], None] | None = None,
                **_: Any) -> list[float]:
-        scores, failed = [], 0
-        for prompt, completion, declared, answer in zip(prompts, completions, graders,
-                                                        reference, strict=True):
-            score, graded = grade(json.loads(declared)[index], Sample(
-                question_text(prompt), answer, reply_text(completion)))
-            scores.append(score)
-            failed += not graded
+        samples = [(json.loads(declared)[index], Sample(question_text(prompt), answer,
+                                                         reply_text(completion)))
+                   for prompt, completion, declared, answer in zip(
+                       prompts, completions, graders, reference, strict=True)]
+        with ThreadPoolExecutor(JUDGED_AT_ONCE) as pool:  # a judge answers over the network
+            graded = list(pool.map(lambda pair: grade(*pair), samples))
+        scores = [score for score, _ in graded]
+        failed = sum(not ok for _, ok in graded)
         if log_metric is not None:  # a share: TRL averages what is logged within a step
             log_metric(f"grader_failed/grader_{index}", failed / max(1, len(scores)))
         return scores
