@@ -205,7 +205,8 @@ def test_rows_and_the_axolotl_yaml_for_grpo_validate_with_axolotl(tmp_path: Path
         # on a GPU, vLLM samples in the training process, on the share the estimate sized
         assert rendered["trl"]["use_vllm"] is (target == "gpu")
         assert rendered["trl"].get("vllm_mode") == ("colocate" if target == "gpu" else None)
-        assert rendered.get("vllm") == ({"gpu_memory_utilization": 0.15} if target == "gpu"
+        assert rendered.get("vllm") == ({"gpu_memory_utilization": 0.15,
+                                         "tensor_parallel_size": 1} if target == "gpu"
                                         else None)
         files.append(tmp_path / f"{target}.yaml")
         files[-1].write_text(text)
